@@ -1,0 +1,47 @@
+//! `odigos`: the one binary of odigos-rs.
+
+mod collector;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Zero-code OpenTelemetry: instrumentation, a two-tier collector pipeline and its control plane.
+#[derive(Parser)]
+#[command(name = "odigos", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector on an OpenTelemetry Collector YAML config, or validate one.
+    Collector(collector::Args),
+    /// Print the version.
+    Version,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Collector(args) => collector::main(args),
+        Command::Version => {
+            println!("odigos {}", env!("CARGO_PKG_VERSION"));
+            std::process::ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides `level`.
+fn init_logs(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}

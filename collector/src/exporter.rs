@@ -1,0 +1,115 @@
+//! Exporters: where telemetry leaves the collector.
+
+pub mod debug;
+pub mod file;
+pub mod otlp;
+pub mod otlphttp;
+pub mod queue;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use odigos_proto::Signal;
+use serde::Deserialize;
+
+use crate::Batch;
+use crate::config::{ComponentConfig, ComponentId, ParseError, parse_component};
+use crate::consumer::{ConsumeError, Consumer, Next};
+use crate::topology::Context;
+use crate::yaml::Value;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExporterConfig {
+    Otlp(otlp::OtlpExporterConfig),
+    OtlpHttp(otlphttp::OtlpHttpExporterConfig),
+    Debug(debug::DebugConfig),
+    File(file::FileConfig),
+    Nop,
+}
+
+impl ExporterConfig {
+    pub const KINDS: &[&str] = &["otlp", "otlphttp", "debug", "file", "nop"];
+
+    pub(crate) fn parse(kind: &str, value: Value) -> Result<Self, ParseError> {
+        Ok(match kind {
+            "otlp" | "otlp_grpc" => ExporterConfig::Otlp(parse_component(value)?),
+            "otlphttp" | "otlp_http" => ExporterConfig::OtlpHttp(parse_component(value)?),
+            "debug" => ExporterConfig::Debug(parse_component(value)?),
+            "file" => ExporterConfig::File(parse_component(value)?),
+            "nop" => {
+                parse_component::<NopConfig>(value)?;
+                ExporterConfig::Nop
+            }
+            _ => return Err(ParseError::UnknownType { known: Self::KINDS }),
+        })
+    }
+
+    pub fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+
+    /// Builds the exporter; one instance serves every pipeline that lists it.
+    pub fn build(&self, id: &ComponentId, context: &Context) -> Result<Next, String> {
+        Ok(match self {
+            ExporterConfig::Otlp(config) => otlp::build(config, id, context)?,
+            ExporterConfig::OtlpHttp(config) => otlphttp::build(config, id, context)?,
+            ExporterConfig::Debug(config) => debug::build(config, id),
+            ExporterConfig::File(config) => file::build(config, id, context)?,
+            ExporterConfig::Nop => Arc::new(Nop),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NopConfig {}
+
+impl ComponentConfig for NopConfig {}
+
+/// `nop`: accepts everything and keeps nothing.
+struct Nop;
+
+#[async_trait]
+impl Consumer for Nop {
+    async fn consume(&self, _: Batch) -> Result<(), ConsumeError> {
+        Ok(())
+    }
+}
+
+/// How an exporter compresses what it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Client TLS settings. Only plaintext is supported so far.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Send without TLS.
+    pub insecure: bool,
+}
+
+/// Checks that an endpoint can be reached without TLS, which is all the exporters speak so far.
+fn plaintext_endpoint(endpoint: &str, tls: &TlsConfig) -> Result<String, String> {
+    if let Some(rest) = endpoint.strip_prefix("https://") {
+        return Err(format!(
+            "https://{rest}: TLS is not supported yet; use an http:// endpoint"
+        ));
+    }
+    let host = endpoint.strip_prefix("http://");
+    if host.is_none() && !tls.insecure {
+        return Err(format!(
+            "{endpoint}: without a scheme this means TLS, which is not supported yet; write http://{endpoint} or set tls.insecure: true"
+        ));
+    }
+    let host = host.unwrap_or(endpoint);
+    if host.is_empty() {
+        return Err("endpoint is empty".into());
+    }
+    Ok(format!("http://{host}"))
+}

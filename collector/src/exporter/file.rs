@@ -1,0 +1,165 @@
+//! `file`: writes each batch as one line of OTLP JSON, rotating by size.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::Batch;
+use crate::config::{ComponentConfig, ComponentId};
+use crate::consumer::{ConsumeError, Consumer, Next};
+use crate::telemetry::Counter;
+use crate::topology::Context;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The file written; rotated files get `.1`, `.2`, ... appended (`.1` newest).
+    pub path: PathBuf,
+    /// Only `json` (one OTLP JSON request per line) is supported.
+    #[serde(default = "json")]
+    pub format: String,
+    pub rotation: Option<RotationConfig>,
+}
+
+fn json() -> String {
+    "json".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationConfig {
+    /// Size at which the file is rotated.
+    pub max_megabytes: u64,
+    /// Rotated files kept; older ones are deleted.
+    pub max_backups: usize,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            max_megabytes: 100,
+            max_backups: 100,
+        }
+    }
+}
+
+impl ComponentConfig for FileConfig {
+    fn validate(&self) -> Vec<(Vec<String>, String)> {
+        let mut problems = Vec::new();
+        if self.format != "json" {
+            problems.push((
+                vec!["format".into()],
+                format!("unsupported format {:?}: use json", self.format),
+            ));
+        }
+        if self.path.as_os_str().is_empty() {
+            problems.push((vec!["path".into()], "must not be empty".into()));
+        }
+        if self.rotation.as_ref().is_some_and(|r| r.max_megabytes == 0) {
+            problems.push((
+                vec!["rotation".into(), "max_megabytes".into()],
+                "must be greater than 0".into(),
+            ));
+        }
+        problems
+    }
+}
+
+struct Output {
+    path: PathBuf,
+    writer: BufWriter<File>,
+    size: u64,
+}
+
+impl Output {
+    fn open(path: &Path) -> std::io::Result<Output> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Output {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+            size,
+        })
+    }
+
+    fn rotate(&mut self, keep: usize) -> std::io::Result<()> {
+        self.writer.flush()?;
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(numbered(keep));
+        for n in (1..keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        if keep > 0 {
+            std::fs::rename(&self.path, numbered(1))?;
+        } else {
+            std::fs::remove_file(&self.path)?;
+        }
+        *self = Output::open(&self.path)?;
+        Ok(())
+    }
+}
+
+struct FileExporter {
+    id: String,
+    output: Mutex<Output>,
+    rotation: Option<RotationConfig>,
+    written: [Counter; 3],
+}
+
+#[async_trait]
+impl Consumer for FileExporter {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        let (signal, items) = (batch.signal(), batch.items());
+        let mut line = batch.into_decoded().to_json();
+        line.push('\n');
+        let mut output = self.output.lock().unwrap();
+        let write = |output: &mut Output| -> std::io::Result<()> {
+            if let Some(rotation) = &self.rotation
+                && output.size > 0
+                && output.size + line.len() as u64 > rotation.max_megabytes << 20
+            {
+                output.rotate(rotation.max_backups)?;
+            }
+            output.writer.write_all(line.as_bytes())?;
+            output.writer.flush()?;
+            output.size += line.len() as u64;
+            Ok(())
+        };
+        write(&mut output).map_err(|e| {
+            let message = format!("cannot write {}: {e}", output.path.display());
+            tracing::error!(exporter = %self.id, "{message}");
+            ConsumeError::Rejected(message)
+        })?;
+        self.written[signal as usize].add(items);
+        Ok(())
+    }
+}
+
+pub(super) fn build(
+    config: &FileConfig,
+    id: &ComponentId,
+    context: &Context,
+) -> Result<Next, String> {
+    let output = Output::open(&config.path)
+        .map_err(|e| format!("cannot open {}: {e}", config.path.display()))?;
+    let written = odigos_proto::Signal::ALL.map(|s| {
+        context.registry.counter(
+            &format!("otelcol_exporter_sent_{}", s.item_name()),
+            "Items delivered to the destination.",
+            &[("exporter", id.as_str())],
+        )
+    });
+    Ok(Arc::new(FileExporter {
+        id: id.to_string(),
+        output: Mutex::new(output),
+        rotation: config.rotation.clone(),
+        written,
+    }))
+}

@@ -1,0 +1,179 @@
+//! OTLP/gRPC: the three export services, served by hand over raw bytes so requests are
+//! validated but not decoded.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use odigos_proto::Signal;
+use odigos_proto::codec::RawCodec;
+use tonic::body::Body;
+use tonic::codec::CompressionEncoding;
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use super::{GrpcConfig, Ingest, IngestError};
+use crate::receiver::listen;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+pub(super) async fn start(
+    config: &GrpcConfig,
+    ingest: Ingest,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    String,
+> {
+    let listener = listen(&config.endpoint).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let handler = Handler {
+        ingest: Arc::new(ingest),
+        max_size: config.max_recv_msg_size_mib << 20,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Windows sized for the large batches an upstream collector sends.
+    let router = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(2 << 20))
+        .initial_connection_window_size(Some(8 << 20))
+        .add_service(Export::<Traces>::new(handler.clone()))
+        .add_service(Export::<Metrics>::new(handler.clone()))
+        .add_service(Export::<Logs>::new(handler));
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!(%local, error = %e, "otlp grpc server failed");
+        }
+    });
+    tracing::info!(%local, "otlp grpc receiver listening");
+    Ok((stop, server))
+}
+
+#[derive(Clone)]
+struct Handler {
+    ingest: Arc<Ingest>,
+    max_size: usize,
+}
+
+/// One OTLP export service; `S` fixes the signal and the gRPC service name.
+struct Export<S> {
+    handler: Handler,
+    signal: PhantomData<S>,
+}
+
+impl<S> Clone for Export<S> {
+    fn clone(&self) -> Self {
+        Export {
+            handler: self.handler.clone(),
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S> Export<S> {
+    fn new(handler: Handler) -> Self {
+        Export {
+            handler,
+            signal: PhantomData,
+        }
+    }
+}
+
+trait ServiceSignal: Send + Sync + 'static {
+    const SIGNAL: Signal;
+    const NAME: &'static str;
+}
+
+struct Traces;
+struct Metrics;
+struct Logs;
+
+impl ServiceSignal for Traces {
+    const SIGNAL: Signal = Signal::Traces;
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+impl ServiceSignal for Metrics {
+    const SIGNAL: Signal = Signal::Metrics;
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+impl ServiceSignal for Logs {
+    const SIGNAL: Signal = Signal::Logs;
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+impl<S: ServiceSignal> NamedService for Export<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: ServiceSignal> tower_service::Service<http::Request<Body>> for Export<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let handler = self.handler.clone();
+        Box::pin(async move {
+            if req.uri().path() != S::SIGNAL.grpc_path() {
+                return Ok(
+                    Status::unimplemented(format!("no method {}", req.uri().path())).into_http(),
+                );
+            }
+            let mut grpc = Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(handler.max_size);
+            Ok(grpc
+                .unary(
+                    Unary::<S> {
+                        handler,
+                        signal: PhantomData,
+                    },
+                    req,
+                )
+                .await)
+        })
+    }
+}
+
+struct Unary<S> {
+    handler: Handler,
+    signal: PhantomData<S>,
+}
+
+impl<S: ServiceSignal> UnaryService<Bytes> for Unary<S> {
+    type Response = Bytes;
+    type Future = BoxFuture<Result<Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let ingest = self.handler.ingest.clone();
+        Box::pin(async move {
+            match ingest.encoded(S::SIGNAL, request.into_inner()).await {
+                // An empty Export*ServiceResponse: full success.
+                Ok(()) => Ok(Response::new(Bytes::new())),
+                Err(IngestError::Invalid(message)) => Err(Status::invalid_argument(message)),
+                Err(IngestError::Unsupported(signal)) => Err(Status::unimplemented(format!(
+                    "this receiver feeds no {signal} pipeline"
+                ))),
+                Err(IngestError::Exhausted(message)) => Err(Status::resource_exhausted(message)),
+                Err(IngestError::Rejected(message)) => Err(Status::internal(message)),
+            }
+        })
+    }
+}

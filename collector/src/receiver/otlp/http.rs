@@ -1,0 +1,230 @@
+//! OTLP/HTTP: protobuf and JSON bodies, gzip or deflate encoded, on `/v1/{traces,metrics,logs}`.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use odigos_proto::Signal;
+use prost::Message;
+
+use super::{HttpConfig, Ingest, IngestError};
+use crate::receiver::listen;
+
+pub(super) async fn start(
+    config: &HttpConfig,
+    ingest: Ingest,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    String,
+> {
+    let listener = listen(&config.endpoint).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(Endpoint {
+        ingest,
+        max_size: config.max_request_body_size,
+    });
+    let route = |signal: Signal| {
+        axum::routing::any(
+            move |State(state): State<Arc<Endpoint>>,
+                  method: Method,
+                  headers: HeaderMap,
+                  body: Body| async move {
+                state.handle(signal, method, headers, body).await
+            },
+        )
+    };
+    let app = axum::Router::new()
+        .route(&config.traces_url_path, route(Signal::Traces))
+        .route(&config.metrics_url_path, route(Signal::Metrics))
+        .route(&config.logs_url_path, route(Signal::Logs))
+        .fallback(|| async {
+            reply(
+                Format::Json,
+                StatusCode::NOT_FOUND,
+                "no OTLP endpoint at this path",
+            )
+        })
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%local, error = %e, "otlp http server failed");
+        }
+    });
+    tracing::info!(%local, "otlp http receiver listening");
+    Ok((stop, server))
+}
+
+struct Endpoint {
+    ingest: Ingest,
+    max_size: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+/// `google.rpc.Status`, the error body of OTLP/HTTP protobuf responses.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub(super) code: i32,
+    #[prost(string, tag = "2")]
+    pub(super) message: String,
+}
+
+impl Endpoint {
+    async fn handle(
+        &self,
+        signal: Signal,
+        method: Method,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Response {
+        if method != Method::POST {
+            let mut response = reply(Format::Json, StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, "POST".parse().unwrap());
+            return response;
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .unwrap_or("");
+        let format = match content_type {
+            "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
+            "application/json" => Format::Json,
+            other => {
+                let message = format!(
+                    "unsupported content type {other:?}: use application/x-protobuf or application/json"
+                );
+                return reply(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
+            }
+        };
+        let body = match axum::body::to_bytes(body, self.max_size).await {
+            Ok(body) => body,
+            Err(_) => {
+                let message = format!("request body larger than {} bytes", self.max_size);
+                return reply(format, StatusCode::PAYLOAD_TOO_LARGE, &message);
+            }
+        };
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let body = match decompress(encoding, body, self.max_size) {
+            Ok(body) => body,
+            Err((status, message)) => return reply(format, status, &message),
+        };
+        let result = match format {
+            Format::Protobuf => self.ingest.encoded(signal, body).await,
+            Format::Json => self.ingest.json(signal, &body).await,
+        };
+        match result {
+            Ok(()) => match format {
+                // An empty Export*ServiceResponse: full success.
+                Format::Protobuf => (
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    Bytes::new(),
+                )
+                    .into_response(),
+                Format::Json => {
+                    ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+                }
+            },
+            Err(IngestError::Invalid(message)) => reply(format, StatusCode::BAD_REQUEST, &message),
+            Err(IngestError::Unsupported(signal)) => reply(
+                format,
+                StatusCode::NOT_FOUND,
+                &format!("this receiver feeds no {signal} pipeline"),
+            ),
+            Err(IngestError::Exhausted(message)) => {
+                let mut response = reply(format, StatusCode::TOO_MANY_REQUESTS, &message);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, "1".parse().unwrap());
+                response
+            }
+            Err(IngestError::Rejected(message)) => {
+                reply(format, StatusCode::INTERNAL_SERVER_ERROR, &message)
+            }
+        }
+    }
+}
+
+fn decompress(encoding: &str, body: Bytes, max_size: usize) -> Result<Bytes, (StatusCode, String)> {
+    let reader: Box<dyn Read + '_> = match encoding.trim() {
+        "" | "identity" => return Ok(body),
+        "gzip" => Box::new(flate2::read::GzDecoder::new(&body[..])),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+        other => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content encoding {other:?}: use gzip, deflate or none"),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    // Read one byte past the limit to tell "exactly the limit" from "over it".
+    match reader.take(max_size as u64 + 1).read_to_end(&mut out) {
+        Ok(_) if out.len() > max_size => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed body larger than {max_size} bytes"),
+        )),
+        Ok(_) => Ok(out.into()),
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("cannot decompress {encoding} body: {e}"),
+        )),
+    }
+}
+
+/// An error (or not-found) reply in the request's format; the gRPC code follows the HTTP status.
+fn reply(format: Format, status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,
+        StatusCode::TOO_MANY_REQUESTS => 8,
+        _ => 13,
+    };
+    match format {
+        Format::Protobuf => {
+            let body = RpcStatus {
+                code,
+                message: message.to_string(),
+            }
+            .encode_to_vec();
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                body,
+            )
+                .into_response()
+        }
+        Format::Json => {
+            let body = serde_json::json!({ "code": code, "message": message }).to_string();
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}

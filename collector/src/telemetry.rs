@@ -1,0 +1,241 @@
+//! The collector's own metrics: counters and gauges per component, served as Prometheus text.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A monotonically increasing count.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down, such as a queue size.
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+enum Value {
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+struct Series {
+    name: String,
+    help: &'static str,
+    labels: Vec<(&'static str, String)>,
+    value: Value,
+}
+
+/// All metrics of one collector process.
+#[derive(Clone, Default)]
+pub struct Registry {
+    series: Arc<Mutex<Vec<Series>>>,
+}
+
+impl Registry {
+    /// Registers a counter; registering the same name and labels again returns the same counter,
+    /// so a component rebuilt with the same id keeps counting from where it was.
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Counter {
+        let mut series = self.series.lock().unwrap();
+        if let Some(Series {
+            value: Value::Counter(c),
+            ..
+        }) = find(&series, name, labels)
+        {
+            return c.clone();
+        }
+        let counter = Counter::default();
+        series.push(new_series(
+            name,
+            help,
+            labels,
+            Value::Counter(counter.clone()),
+        ));
+        counter
+    }
+
+    pub fn gauge(&self, name: &str, help: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        let mut series = self.series.lock().unwrap();
+        if let Some(Series {
+            value: Value::Gauge(g),
+            ..
+        }) = find(&series, name, labels)
+        {
+            return g.clone();
+        }
+        let gauge = Gauge::default();
+        series.push(new_series(name, help, labels, Value::Gauge(gauge.clone())));
+        gauge
+    }
+
+    /// The value of the counter or gauge with this name and labels, if registered.
+    pub fn value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<i64> {
+        let series = self.series.lock().unwrap();
+        find(&series, name, labels).map(|s| match &s.value {
+            Value::Counter(c) => c.get() as i64,
+            Value::Gauge(g) => g.get(),
+        })
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut series: Vec<_> = self.series.lock().unwrap().iter().map(snapshot).collect();
+        series.sort();
+        let mut out = String::new();
+        let mut last = "";
+        for (name, help, kind, labels, value) in &series {
+            if name != last {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                last = name;
+            }
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+        out
+    }
+
+    /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::routing::get;
+        let app = axum::Router::new().route(
+            "/metrics",
+            get(move || {
+                let body = self.render();
+                async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+            }),
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn find<'a>(
+    series: &'a [Series],
+    name: &str,
+    labels: &[(&'static str, &str)],
+) -> Option<&'a Series> {
+    series.iter().find(|s| {
+        s.name == name
+            && s.labels.len() == labels.len()
+            && s.labels
+                .iter()
+                .zip(labels)
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
+    })
+}
+
+fn new_series(
+    name: &str,
+    help: &'static str,
+    labels: &[(&'static str, &str)],
+    value: Value,
+) -> Series {
+    let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    Series {
+        name: name.to_string(),
+        help,
+        labels,
+        value,
+    }
+}
+
+fn snapshot(s: &Series) -> (String, &'static str, &'static str, String, i64) {
+    let labels = if s.labels.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\'], "_")))
+            .collect();
+        format!("{{{}}}", parts.join(","))
+    };
+    let (kind, value) = match &s.value {
+        Value::Counter(c) => ("counter", c.get() as i64),
+        Value::Gauge(g) => ("gauge", g.get()),
+    };
+    (s.name.clone(), s.help, kind, labels, value)
+}
+
+/// Binds the metrics endpoint; `address` is `host:port`.
+pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = crate::receiver::resolve(address).await?;
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let registry = Registry::default();
+        let accepted = registry.counter(
+            "otelcol_receiver_accepted_spans",
+            "Spans accepted",
+            &[("receiver", "otlp"), ("transport", "grpc")],
+        );
+        accepted.add(5);
+        registry
+            .counter(
+                "otelcol_receiver_accepted_spans",
+                "",
+                &[("receiver", "otlp"), ("transport", "grpc")],
+            )
+            .add(2);
+        registry
+            .gauge(
+                "otelcol_exporter_queue_size",
+                "Batches queued",
+                &[("exporter", "otlp")],
+            )
+            .set(3);
+        let text = registry.render();
+        assert!(
+            text.contains("# TYPE otelcol_receiver_accepted_spans counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 7\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("otelcol_exporter_queue_size{exporter=\"otlp\"} 3\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! Everything that touches YAML, kept in one place so the YAML library can be swapped.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+pub use serde_yaml::Value;
+
+/// Parses a YAML document; the error carries the 1-based line when known.
+pub fn parse(text: &str) -> Result<Value, (Option<usize>, String)> {
+    serde_yaml::from_str(text).map_err(|e| (e.location().map(|l| l.line()), e.to_string()))
+}
+
+/// Deserializes `value`; the error names the path of the offending field (`a.b[2].c`).
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, (Vec<String>, String)> {
+    // A component written as `batch:` with nothing after it means "all defaults".
+    let value = if value.is_null() {
+        Value::Mapping(Default::default())
+    } else {
+        value
+    };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        (path, e.into_inner().to_string())
+    })
+}
+
+/// Replaces `${env:NAME}`, `${NAME}` and `${env:NAME:-default}` in every string of `value`;
+/// `$$` stands for a literal `$`. A string that is exactly one reference is re-read as a YAML
+/// scalar, so `port: ${env:PORT}` becomes a number. Returns `(path, problem)` for each reference
+/// that cannot be resolved.
+pub fn substitute_env(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(Vec<String>, String)> {
+    let mut errors = Vec::new();
+    substitute_at(value, lookup, &mut Vec::new(), &mut errors);
+    errors
+}
+
+fn substitute_at(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    path: &mut Vec<String>,
+    errors: &mut Vec<(Vec<String>, String)>,
+) {
+    match value {
+        Value::String(s) if s.contains('$') => match expand(s, lookup) {
+            Ok(expanded) => {
+                let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+                *value = match serde_yaml::from_str::<Value>(&expanded) {
+                    Ok(scalar @ (Value::Bool(_) | Value::Number(_))) if whole => scalar,
+                    _ => Value::String(expanded),
+                };
+            }
+            Err(problem) => errors.push((path.clone(), problem)),
+        },
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                path.push(key.as_str().unwrap_or("?").to_string());
+                substitute_at(item, lookup, path, errors);
+                path.pop();
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                substitute_at(item, lookup, path, errors);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(body) = rest.strip_prefix("${") {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed reference in {s:?}"))?;
+            let reference = &body[..end];
+            let reference = reference.strip_prefix("env:").unwrap_or(reference);
+            let (name, default) = match reference.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (reference, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!("invalid environment variable name {name:?}"));
+            }
+            match (lookup(name), default) {
+                (Some(found), _) => out.push_str(&found),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (write ${{env:{name}:-default}} to give a default)"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The 1-based line where the key (or list item, for a numeric segment) at `path` is written,
+/// following block-style indentation. Falls back to the deepest ancestor found.
+pub fn locate(text: &str, path: &[String]) -> Option<usize> {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(n, l)| (n + 1, l))
+        .collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let (mut found, mut at, mut parent): (Option<usize>, usize, Option<usize>) = (None, 0, None);
+    // Whether the key may sit on the current line, after a list item's dash.
+    let mut inline: Option<String> = None;
+    for segment in path {
+        if let Some(rest) = inline.take()
+            && key_of(&rest) == Some(segment.as_str())
+        {
+            continue;
+        }
+        let mut hit = None;
+        let mut items = 0;
+        for (i, (number, line)) in lines.iter().enumerate().skip(at) {
+            let (depth, content) = (indent(line), line.trim_start());
+            // A list may sit at its key's own indentation; anything else must be deeper.
+            let inside =
+                parent.is_none_or(|p| depth > p || (depth == p && content.starts_with("- ")));
+            if !inside {
+                break;
+            }
+            if let Ok(index) = segment.parse::<usize>() {
+                if content.starts_with("- ") || content == "-" {
+                    if items == index {
+                        hit = Some((i, *number, depth, content[1..].trim_start().to_string()));
+                        break;
+                    }
+                    items += 1;
+                }
+            } else if key_of(content.trim_start_matches("- ")) == Some(segment.as_str()) {
+                hit = Some((i, *number, depth, String::new()));
+                break;
+            }
+        }
+        let Some((i, number, depth, rest)) = hit else {
+            break;
+        };
+        found = Some(number);
+        at = i + 1;
+        parent = Some(depth);
+        inline = Some(rest);
+    }
+    found
+}
+
+fn key_of(content: &str) -> Option<&str> {
+    content.contains(':').then(|| {
+        content
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\''])
+    })
+}
+
+/// Reads durations written as `200ms`, `5s`, `1m30s`, `2h`, or a number of seconds.
+pub mod duration {
+    use super::*;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(s) if s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+            Raw::Seconds(s) => Err(serde::de::Error::custom(format!("negative duration {s}"))),
+            Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let bad = || format!("invalid duration {text:?} (write e.g. 200ms, 5s, 1m30s)");
+        let mut total = Duration::ZERO;
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(bad)?;
+            let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let scale = match &rest[..unit_len] {
+                "ns" => 1e-9,
+                "us" | "µs" => 1e-6,
+                "ms" => 1e-3,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(bad()),
+            };
+            total += Duration::from_secs_f64(number * scale);
+            rest = &rest[unit_len..];
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PORT" => Some("4317".into()),
+            "HOST" => Some("collector".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn substitutes_environment() {
+        let mut v =
+            parse("a: ${env:PORT}\nb: http://${HOST}:${env:PORT}/x\nc: ${env:NOPE:-dflt}\nd: $$5")
+                .unwrap();
+        assert!(substitute_env(&mut v, &env).is_empty());
+        assert_eq!(v["a"], Value::Number(4317.into()));
+        assert_eq!(v["b"], Value::String("http://collector:4317/x".into()));
+        assert_eq!(v["c"], Value::String("dflt".into()));
+        assert_eq!(v["d"], Value::String("$5".into()));
+        let mut v = parse("x:\n  y: ${env:MISSING}").unwrap();
+        let errors = substitute_env(&mut v, &env);
+        assert_eq!(errors[0].0, vec!["x", "y"]);
+        assert!(
+            errors[0].1.contains("MISSING is not set"),
+            "{}",
+            errors[0].1
+        );
+    }
+
+    #[test]
+    fn locates_nested_keys() {
+        let text = "receivers:\n  otlp:\n    protocols:\n      grpc:\n\nprocessors:\n  # comment\n  batch/fast:\n    timeout: 1s\n  attributes:\n    actions:\n      - key: a\n";
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            locate(text, &path(&["receivers", "otlp", "protocols", "grpc"])),
+            Some(4)
+        );
+        assert_eq!(
+            locate(text, &path(&["processors", "batch/fast", "timeout"])),
+            Some(9)
+        );
+        assert_eq!(
+            locate(text, &path(&["processors", "batch/fast", "nope"])),
+            Some(8)
+        );
+        assert_eq!(
+            locate(text, &path(&["processors", "attributes", "actions"])),
+            Some(11)
+        );
+        assert_eq!(
+            locate(text, &path(&["processors", "attributes", "actions", "0"])),
+            Some(12)
+        );
+        assert_eq!(
+            locate(
+                text,
+                &path(&["processors", "attributes", "actions", "0", "key"])
+            ),
+            Some(12)
+        );
+        let list = "a:\n- x: 1\n- x: 2\n  y: 3\nb: 1\n";
+        assert_eq!(locate(list, &path(&["a", "1", "y"])), Some(4));
+        assert_eq!(locate(list, &path(&["b"])), Some(5));
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(duration::parse("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(duration::parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration::parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(duration::parse("5 parsecs").is_err());
+        assert!(duration::parse("").is_err());
+    }
+}

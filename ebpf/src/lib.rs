@@ -1,0 +1,1 @@
+//! odiglet instrumentation: process discovery, eBPF programs and span assembly.

@@ -1,0 +1,1 @@
+//! The control plane: desired state, config compiler, OpAMP server and API.

@@ -1,0 +1,1 @@
+//! The OpAMP supervisor that runs inside every managed process.

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs the formatting check, the lints and every test.
+#
+#   ./test.sh             everything
+#   ./test.sh NAME...     only tests whose name contains NAME (lints still run)
+#
+# ODIGOS_VENV chooses where the Python virtualenv with the OpenTelemetry SDK lives (default .venv).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n== %s\n' "$*"; }
+
+venv="${ODIGOS_VENV:-$PWD/.venv}"
+step "python: OpenTelemetry SDK in $venv"
+if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+"$venv/bin/python" -c 'import opentelemetry.sdk.version as v; print("opentelemetry-sdk", v.__version__)'
+export ODIGOS_TEST_PYTHON="$venv/bin/python"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    cargo test --workspace --no-fail-fast -- "$@"
+fi

@@ -1,0 +1,223 @@
+//! Shared harness for the end-to-end tests: the `odigos` binary run as a real process, the
+//! Python OpenTelemetry SDK as a real client, and helpers to read what a sink collector wrote.
+//!
+//! Prerequisites are installed by `./test.sh`. A missing one fails the test with the command that
+//! installs it: these tests never skip.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `odigos` binary built for this test run (`target/debug/odigos`).
+pub fn odigos_binary() -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binary one level up.
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().and_then(Path::parent).unwrap().join("odigos");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build -p odigos` (./test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
+/// The Python interpreter that has the OpenTelemetry SDK: `$ODIGOS_TEST_PYTHON`, or the
+/// workspace's `.venv`.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("ODIGOS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
+    let ok = Command::new(&python)
+        .args([
+            "-c",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} with opentelemetry-sdk and opentelemetry-exporter-otlp is required: run ./test.sh, or \
+         python3 -m venv .venv && .venv/bin/pip install opentelemetry-sdk opentelemetry-exporter-otlp",
+        python.display()
+    );
+    python
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `odigos collector` process, stopped when dropped.
+pub struct Collector {
+    child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Collector {
+    /// Writes `config` to a file, starts the collector on it, and waits until every port in
+    /// `ports` accepts connections.
+    pub fn start(config: &str, ports: &[u16]) -> Collector {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("collector.log");
+        let child = Command::new(odigos_binary())
+            .args(["collector", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut collector = Collector {
+            child,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in ports {
+            while TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                if let Ok(Some(status)) = collector.child.try_wait() {
+                    panic!("collector exited with {status}:\n{}", collector.logs());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "port {port} not open:\n{}",
+                    collector.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        collector
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "collector exited with {status}:\n{}",
+            self.logs()
+        );
+        self.logs()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET http://127.0.0.1:{port}{path}`, returning the body.
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of a Prometheus sample line `name{labels} value` in `text`.
+pub fn prometheus_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Every JSON line of every file whose name starts with `prefix` in `dir`.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()))
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads OTLP JSON: the attributes of an object (`attributes` list of `{key, value}`) as text.
+pub fn attribute(object: &serde_json::Value, key: &str) -> Option<String> {
+    let value = object["attributes"]
+        .as_array()?
+        .iter()
+        .find(|kv| kv["key"] == key)?
+        .get("value")?;
+    any_value_text(value)
+}
+
+/// The text of an OTLP JSON `AnyValue`.
+pub fn any_value_text(value: &serde_json::Value) -> Option<String> {
+    let (_, inner) = value.as_object()?.iter().next()?;
+    Some(match inner {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// Items of one signal in OTLP JSON requests: `(resource, scope, item)` triples.
+pub fn items<'a>(
+    requests: &'a [serde_json::Value],
+    resources: &str,
+    scopes: &str,
+    list: &str,
+) -> Vec<(
+    &'a serde_json::Value,
+    &'a serde_json::Value,
+    &'a serde_json::Value,
+)> {
+    let mut out = Vec::new();
+    for request in requests {
+        for resource in request[resources].as_array().into_iter().flatten() {
+            for scope in resource[scopes].as_array().into_iter().flatten() {
+                for item in scope[list].as_array().into_iter().flatten() {
+                    out.push((&resource["resource"], &scope["scope"], item));
+                }
+            }
+        }
+    }
+    out
+}
