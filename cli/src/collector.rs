@@ -1,11 +1,12 @@
 //! `odigos collector`: run or validate a collector config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
 use odigos_collector::{Config, Topology};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -81,10 +82,10 @@ pub fn main(args: Args) -> ExitCode {
 }
 
 async fn run(config: Config, file: PathBuf, grace: Duration) -> ExitCode {
-    let topology = match Topology::start(&config).await {
+    let mut topology = match Topology::start(&config).await {
         Ok(topology) => topology,
         Err(errors) => {
-            for error in errors {
+            for error in errors.0 {
                 tracing::error!("{error}");
             }
             eprintln!("error: the collector could not start (see above)");
@@ -96,20 +97,97 @@ async fn run(config: Config, file: PathBuf, grace: Duration) -> ExitCode {
         config = %file.display(),
         pipelines = %pipelines.join(","),
         metrics = ?topology.metrics_address().map(|a| format!("http://{a}/metrics")),
-        "collector started"
+        "collector started; edit the config file or send SIGHUP to reload it"
     );
-    wait_for_signal().await;
+    let mut reloads = reload_triggers(&file);
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            Some(trigger) = reloads.recv() => {
+                // Let a writer finish, and fold the burst of events one save makes into one.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while reloads.try_recv().is_ok() {}
+                reload(&mut topology, &file, trigger).await;
+            }
+        }
+    }
     tracing::info!("shutting down: stopping receivers, flushing pipelines");
     topology.shutdown(grace).await;
     tracing::info!("collector stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Re-reads the config file and applies it; a config that fails is refused whole and the
+/// running one stays.
+async fn reload(topology: &mut Topology, file: &Path, trigger: &str) {
+    let config = match Config::from_file(file) {
+        Ok(config) => config,
+        Err(errors) => {
+            tracing::error!(
+                trigger,
+                "config refused, the running config stays:\n{errors}"
+            );
+            return;
+        }
+    };
+    if &config == topology.config() {
+        tracing::debug!(trigger, "config unchanged");
+        return;
     }
+    match topology.apply(config).await {
+        Ok(applied) => tracing::info!(trigger, "config applied: {applied}"),
+        Err(errors) => tracing::error!(
+            trigger,
+            "config refused, the running config stays: {errors}"
+        ),
+    }
+}
+
+/// SIGHUP and changes to `file` (including editors that replace it), as one stream.
+fn reload_triggers(file: &Path) -> tokio::sync::mpsc::Receiver<&'static str> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let on_hangup = tx.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let _ = on_hangup.send("SIGHUP").await;
+        }
+    });
+    // Watch the directory: editors often write a new file and rename it over the old one.
+    let target = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let directory = target
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = target.file_name().map(|n| n.to_os_string());
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+        if ours && (event.kind.is_modify() || event.kind.is_create()) {
+            // A full channel already holds a pending reload, which will read the latest file.
+            let _ = tx.try_send("file change");
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(mut watcher) => match notify::Watcher::watch(
+            &mut watcher,
+            &directory,
+            notify::RecursiveMode::NonRecursive,
+        ) {
+            Ok(()) => {
+                // The watcher lives as long as the process.
+                std::mem::forget(watcher);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP")
+            }
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"),
+    }
+    rx
 }

@@ -6,7 +6,12 @@ pub mod filter;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use odigos_proto::Signal;
+
+use attributes::Actions;
 
 use crate::config::{ComponentId, ParseError, parse_component};
 use crate::consumer::Next;
@@ -55,18 +60,90 @@ impl ProcessorConfig {
     }
 
     /// Builds the processor in front of `next`, for one pipeline of `signal`.
-    pub fn build(&self, id: &ComponentId, signal: Signal, next: Next, context: &Context) -> Next {
+    pub fn build(&self, id: &ComponentId, signal: Signal, next: Next, context: &Context) -> Built {
+        fn live<T>(value: T) -> Live<T> {
+            Arc::new(ArcSwap::from_pointee(value))
+        }
         match self {
-            ProcessorConfig::Batch(config) => batch::build(config, id, signal, next, context),
+            ProcessorConfig::Batch(config) => {
+                Built::fixed(batch::build(config, id, signal, next, context))
+            }
             ProcessorConfig::MemoryLimiter(config) => {
-                memory_limiter::build(config, id, next, context)
+                Built::fixed(memory_limiter::build(config, id, next, context))
             }
-            ProcessorConfig::Resource(config) => attributes::build_resource(config, next),
-            ProcessorConfig::Attributes(config) => attributes::build(config, next),
-            ProcessorConfig::Filter(config) => filter::build(config, id, next, context),
+            ProcessorConfig::Resource(config) => {
+                let actions = live(Actions::new(&config.attributes));
+                let next = attributes::build(actions.clone(), true, next);
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::Resource(c) = config {
+                        actions.store(Arc::new(Actions::new(&c.attributes)));
+                    }
+                })
+            }
+            ProcessorConfig::Attributes(config) => {
+                let actions = live(Actions::new(&config.actions));
+                let next = attributes::build(actions.clone(), false, next);
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::Attributes(c) = config {
+                        actions.store(Arc::new(Actions::new(&c.actions)));
+                    }
+                })
+            }
+            ProcessorConfig::Filter(config) => {
+                let rules = live(filter::Rulebook::new(config));
+                let next = filter::build(rules.clone(), id, next, context);
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::Filter(c) = config {
+                        rules.store(Arc::new(filter::Rulebook::new(c)));
+                    }
+                })
+            }
             ProcessorConfig::ProbabilisticSampler(config) => {
-                probabilistic_sampler::build(config, id, next, context)
+                let rate = live(probabilistic_sampler::Rate::new(config));
+                let next = probabilistic_sampler::build(rate.clone(), id, next, context);
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::ProbabilisticSampler(c) = config {
+                        rate.store(Arc::new(probabilistic_sampler::Rate::new(c)));
+                    }
+                })
             }
+        }
+    }
+
+    /// Whether an instance built from `self` can take `new` in place, through [`Built::update`].
+    pub fn updatable_to(&self, new: &ProcessorConfig) -> bool {
+        use ProcessorConfig::*;
+        matches!(
+            (self, new),
+            (Resource(_), Resource(_))
+                | (Attributes(_), Attributes(_))
+                | (Filter(_), Filter(_))
+                | (ProbabilisticSampler(_), ProbabilisticSampler(_))
+        )
+    }
+}
+
+/// Settings a running processor reads per batch, swapped without rewiring.
+pub type Live<T> = Arc<ArcSwap<T>>;
+
+/// Stores a new config's settings into a running processor.
+pub type Updater = Box<dyn Fn(&ProcessorConfig) + Send + Sync>;
+
+/// A built processor: its entry, and how to change its settings in place when it can.
+pub struct Built {
+    pub next: Next,
+    pub update: Option<Updater>,
+}
+
+impl Built {
+    fn fixed(next: Next) -> Built {
+        Built { next, update: None }
+    }
+
+    fn live(next: Next, update: impl Fn(&ProcessorConfig) + Send + Sync + 'static) -> Built {
+        Built {
+            next,
+            update: Some(Box::new(update)),
         }
     }
 }

@@ -1,16 +1,22 @@
 //! Receivers: where telemetry enters a pipeline.
+//!
+//! A running receiver reads its pipeline routes and its settings through `ArcSwap`s, so a new
+//! configuration reaches it without touching its sockets: only a changed endpoint opens a new
+//! listener (before the old one closes).
 
 pub mod otlp;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use odigos_proto::Signal;
 
-use crate::config::{ComponentId, ParseError, parse_component};
+use crate::config::{ParseError, parse_component};
 use crate::consumer::Next;
-use crate::topology::Context;
 use crate::yaml::Value;
+
+pub use otlp::Running;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReceiverConfig {
@@ -30,36 +36,33 @@ impl ReceiverConfig {
     pub fn signals(&self) -> &'static [Signal] {
         &Signal::ALL
     }
+}
 
-    /// Binds the receiver's sockets and starts serving; `consumers` has the pipeline entry for
-    /// each signal this receiver feeds.
-    pub async fn start(
-        &self,
-        id: &ComponentId,
-        consumers: HashMap<Signal, Next>,
-        context: &Context,
-    ) -> Result<Running, String> {
-        match self {
-            ReceiverConfig::Otlp(config) => otlp::start(config, id, consumers, context).await,
-        }
+/// Where a receiver sends each signal: the entry of the pipelines that list it.
+#[derive(Default)]
+pub struct Routes(pub [Option<Next>; 3]);
+
+impl Routes {
+    pub fn get(&self, signal: Signal) -> Option<&Next> {
+        self.0[signal as usize].as_ref()
     }
 }
 
-/// A started receiver; dropping it does not stop it, [`Running::stop`] does.
-pub struct Running {
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    servers: Vec<tokio::task::JoinHandle<()>>,
+pub type SharedRoutes = Arc<ArcSwap<Routes>>;
+
+/// One listening server of a receiver (a protocol on an endpoint).
+pub struct Server {
+    pub protocol: &'static str,
+    pub endpoint: String,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<()>,
 }
 
-impl Running {
-    /// Stops accepting new requests, lets requests in progress finish, and returns when done.
+impl Server {
+    /// Stops accepting connections, lets requests in progress finish, and returns when done.
     pub async fn stop(self) {
-        for stop in self.stops {
-            let _ = stop.send(());
-        }
-        for server in self.servers {
-            let _ = server.await;
-        }
+        let _ = self.stop.send(());
+        let _ = self.task.await;
     }
 }
 

@@ -1,131 +1,132 @@
-//! The running collector: components built from a [`Config`] and wired into pipelines.
+//! The running collector: components built from a [`Config`] and wired into pipelines, changed
+//! in place by [`Topology::apply`].
+//!
+//! Applying a config is a diff against the running one, in two phases. Prepare builds what is
+//! new or changed (exporters, processor chains, listeners on new endpoints) and can fail without
+//! touching anything that runs. Commit cannot fail: receivers switch to the new routes, settings
+//! that change in place are stored, and what is no longer used drains and stops on its own as
+//! its last reference goes away.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use odigos_proto::Signal;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ComponentId, Config};
+use crate::config::{ComponentId, Config, PipelineId};
 use crate::consumer::{Next, fanout};
-use crate::receiver;
+use crate::processor::{Built, Updater};
+use crate::receiver::{self, ReceiverConfig, Routes, otlp};
 use crate::telemetry::Registry;
 
 /// What components need from the running collector.
 #[derive(Clone)]
 pub struct Context {
     pub registry: Registry,
-    /// Background tasks (batchers, queue workers) that must finish before shutdown completes.
+    /// Background tasks (batchers, queue workers, retiring servers) that must finish before
+    /// shutdown completes.
     pub tasks: TaskTracker,
 }
 
-/// A started collector.
+/// A running collector.
 pub struct Topology {
-    receivers: Vec<(ComponentId, receiver::Running)>,
-    metrics: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
-    metrics_address: Option<std::net::SocketAddr>,
+    config: Option<Config>,
     context: Context,
+    exporters: BTreeMap<ComponentId, Next>,
+    pipelines: BTreeMap<PipelineId, Chain>,
+    receivers: BTreeMap<ComponentId, receiver::Running>,
+    metrics: Option<MetricsServer>,
+}
+
+/// One pipeline's processor instances, ending in the shared exporters.
+struct Chain {
+    entry: Next,
+    /// In-place updaters, one per processor, in pipeline order.
+    processors: Vec<Option<Updater>>,
+}
+
+struct MetricsServer {
+    address: String,
+    local: std::net::SocketAddr,
+    server: receiver::Server,
+}
+
+/// What an apply changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Components and pipelines built anew (`exporters.otlp`, `pipelines.traces`, ...).
+    pub built: Vec<String>,
+    /// Components whose settings changed in place, without rewiring.
+    pub updated: Vec<String>,
+    /// Components and pipelines removed or replaced; they drain and stop.
+    pub retired: Vec<String>,
+    /// Time from the call to the new config being in effect.
+    pub took: Duration,
+}
+
+impl Applied {
+    pub fn is_noop(&self) -> bool {
+        self.built.is_empty() && self.updated.is_empty() && self.retired.is_empty()
+    }
+}
+
+impl fmt::Display for Applied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_noop() {
+            return write!(f, "no changes");
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        write!(
+            f,
+            "built: {}; updated in place: {}; retired: {} (in {:?})",
+            list(&self.built),
+            list(&self.updated),
+            list(&self.retired),
+            self.took
+        )
+    }
+}
+
+/// Why a config could not be applied; the running one is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ApplyError(pub Vec<String>);
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
 }
 
 impl Topology {
-    /// Builds every component, then starts receivers last so no data arrives before its
-    /// pipeline is ready. On error nothing is left running.
-    pub async fn start(config: &Config) -> Result<Topology, Vec<String>> {
-        let context = Context {
-            registry: Registry::default(),
-            tasks: TaskTracker::new(),
-        };
-        let mut errors = Vec::new();
-
-        let mut exporters: BTreeMap<&ComponentId, Next> = BTreeMap::new();
-        for (id, exporter) in &config.exporters {
-            match exporter.build(id, &context) {
-                Ok(next) => {
-                    exporters.insert(id, next);
-                }
-                Err(e) => errors.push(format!("exporters.{id}: {e}")),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-
-        // Each pipeline gets its own processor instances, ending in the shared exporters.
-        let mut entries: BTreeMap<(&ComponentId, Signal), Vec<Next>> = BTreeMap::new();
-        for (pipeline_id, pipeline) in &config.pipelines {
-            let mut next = fanout(
-                pipeline
-                    .exporters
-                    .iter()
-                    .map(|id| exporters[id].clone())
-                    .collect(),
-            );
-            for id in pipeline.processors.iter().rev() {
-                next = config.processors[id].build(id, pipeline_id.signal, next, &context);
-            }
-            for id in &pipeline.receivers {
-                entries
-                    .entry((id, pipeline_id.signal))
-                    .or_default()
-                    .push(next.clone());
-            }
-        }
-        drop(exporters);
-
-        let metrics_address;
-        let metrics = if config.telemetry.metrics.level == "none" {
-            metrics_address = None;
-            None
-        } else {
-            let listener = match receiver::listen(&config.telemetry.metrics.address).await {
-                Ok(listener) => listener,
-                Err(e) => return Err(vec![format!("service.telemetry.metrics.address: {e}")]),
-            };
-            metrics_address = listener.local_addr().ok();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let registry = context.registry.clone();
-            let server = tokio::spawn(async move {
-                let _ = registry
-                    .serve(listener, async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-            Some((stop, server))
-        };
-
+    /// Starts a collector on `config`.
+    pub async fn start(config: &Config) -> Result<Topology, ApplyError> {
         let mut topology = Topology {
-            receivers: Vec::new(),
-            metrics,
-            metrics_address,
-            context,
+            config: None,
+            context: Context {
+                registry: Registry::default(),
+                tasks: TaskTracker::new(),
+            },
+            exporters: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+            receivers: BTreeMap::new(),
+            metrics: None,
         };
-        for (id, receiver) in &config.receivers {
-            let consumers: HashMap<Signal, Next> = Signal::ALL
-                .into_iter()
-                .filter_map(|signal| {
-                    entries
-                        .remove(&(id, signal))
-                        .map(|list| (signal, fanout(list)))
-                })
-                .collect();
-            if consumers.is_empty() {
-                tracing::warn!(receiver = %id, "receiver is not used by any pipeline; not started");
-                continue;
-            }
-            match receiver.start(id, consumers, &topology.context).await {
-                Ok(running) => topology.receivers.push((id.clone(), running)),
-                Err(e) => errors.push(format!("receivers.{id}: {e}")),
-            }
-        }
-        if !errors.is_empty() {
-            topology.shutdown(Duration::from_secs(5)).await;
-            return Err(errors);
-        }
+        topology.apply(config.clone()).await?;
         Ok(topology)
+    }
+
+    /// The config in effect.
+    pub fn config(&self) -> &Config {
+        self.config
+            .as_ref()
+            .expect("a started topology has a config")
     }
 
     /// The collector's own metrics.
@@ -135,7 +136,206 @@ impl Topology {
 
     /// Where `/metrics` is served, when it is.
     pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
-        self.metrics_address
+        self.metrics.as_ref().map(|m| m.local)
+    }
+
+    /// Makes `config` the running config, changing only what differs. On error nothing that
+    /// runs is disturbed.
+    pub async fn apply(&mut self, config: Config) -> Result<Applied, ApplyError> {
+        let started = Instant::now();
+        let mut applied = Applied::default();
+        let old = self.config.as_ref();
+
+        // Prepare: exporters. An unchanged exporter keeps its instance, queue and connections.
+        let mut exporters = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (id, exporter) in &config.exporters {
+            if old.and_then(|c| c.exporters.get(id)) == Some(exporter) {
+                exporters.insert(id.clone(), self.exporters[id].clone());
+                continue;
+            }
+            match exporter.build(id, &self.context) {
+                Ok(next) => {
+                    exporters.insert(id.clone(), next);
+                    applied.built.push(format!("exporters.{id}"));
+                }
+                Err(e) => errors.push(format!("exporters.{id}: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApplyError(errors));
+        }
+
+        // Prepare: pipelines. One whose processors can all stay (same or updatable in place)
+        // and whose exporters are the same instances keeps its chain.
+        let mut kept: Vec<&PipelineId> = Vec::new();
+        let mut built: BTreeMap<PipelineId, Chain> = BTreeMap::new();
+        for (pid, pipeline) in &config.pipelines {
+            let keep = old
+                .and_then(|c| c.pipelines.get(pid))
+                .is_some_and(|before| {
+                    let old = old.unwrap();
+                    before.processors == pipeline.processors
+                        && before.exporters == pipeline.exporters
+                        && pipeline.exporters.iter().all(|e| {
+                            self.exporters
+                                .get(e)
+                                .is_some_and(|running| Arc::ptr_eq(running, &exporters[e]))
+                        })
+                        && pipeline.processors.iter().all(|p| {
+                            let (was, now) = (&old.processors[p], &config.processors[p]);
+                            was == now || was.updatable_to(now)
+                        })
+                });
+            if keep {
+                kept.push(pid);
+                continue;
+            }
+            let mut entry = fanout(
+                pipeline
+                    .exporters
+                    .iter()
+                    .map(|id| exporters[id].clone())
+                    .collect(),
+            );
+            let mut processors = Vec::new();
+            for id in pipeline.processors.iter().rev() {
+                let Built { next, update } =
+                    config.processors[id].build(id, pid.signal, entry, &self.context);
+                entry = next;
+                processors.push(update);
+            }
+            processors.reverse();
+            built.insert(pid.clone(), Chain { entry, processors });
+            applied.built.push(format!("pipelines.{pid}"));
+        }
+        let entry_of = |pid: &PipelineId| -> Next {
+            built.get(pid).map_or_else(
+                || self.pipelines[pid].entry.clone(),
+                |chain| chain.entry.clone(),
+            )
+        };
+
+        // Prepare: receivers. Routes are computed now and switched on commit.
+        let mut prepared = Vec::new();
+        for (id, receiver) in &config.receivers {
+            let mut entries: [Vec<Next>; 3] = Default::default();
+            for (pid, pipeline) in &config.pipelines {
+                if pipeline.receivers.contains(id) {
+                    entries[pid.signal as usize].push(entry_of(pid));
+                }
+            }
+            if entries.iter().all(Vec::is_empty) {
+                tracing::warn!(receiver = %id, "receiver is not used by any pipeline; not started");
+                continue;
+            }
+            let routes = Routes(entries.map(|list| (!list.is_empty()).then(|| fanout(list))));
+            let ReceiverConfig::Otlp(otlp_config) = receiver;
+            let previous = self.receivers.get(id);
+            match otlp::prepare(otlp_config, id, previous, routes, &self.context).await {
+                Ok(ready) => prepared.push((id.clone(), ready)),
+                Err(e) => {
+                    errors.push(format!("receivers.{id}: {e}"));
+                    break;
+                }
+            }
+        }
+
+        // Prepare: the metrics endpoint, when its address changes.
+        let metrics_wanted = config.telemetry.metrics.level != "none";
+        let address = &config.telemetry.metrics.address;
+        let mut new_metrics = None;
+        if errors.is_empty()
+            && metrics_wanted
+            && self.metrics.as_ref().is_none_or(|m| &m.address != address)
+        {
+            match start_metrics(address, &self.context.registry).await {
+                Ok(server) => new_metrics = Some(server),
+                Err(e) => errors.push(format!("service.telemetry.metrics.address: {e}")),
+            }
+        }
+
+        if !errors.is_empty() {
+            for (_, ready) in prepared {
+                ready.abort().await;
+            }
+            return Err(ApplyError(errors));
+        }
+
+        // Commit: nothing below can fail.
+        let mut retired_servers = Vec::new();
+        let mut receivers = BTreeMap::new();
+        for (id, ready) in prepared {
+            let previous = self.receivers.remove(&id);
+            let config_changed = previous
+                .as_ref()
+                .is_none_or(|p| ReceiverConfig::Otlp(p.config().clone()) != config.receivers[&id]);
+            if previous.is_none() {
+                applied.built.push(format!("receivers.{id}"));
+            } else if config_changed {
+                applied.updated.push(format!("receivers.{id}"));
+            }
+            let (running, retired) = ready.commit(previous);
+            retired_servers.extend(retired);
+            receivers.insert(id, running);
+        }
+        for (id, running) in std::mem::take(&mut self.receivers) {
+            applied.retired.push(format!("receivers.{id}"));
+            let tasks = self.context.tasks.clone();
+            tasks.spawn(running.stop());
+        }
+        self.receivers = receivers;
+        for server in retired_servers {
+            self.context.tasks.spawn(server.stop());
+        }
+
+        for pid in kept {
+            let pipeline = &config.pipelines[pid];
+            let chain = &self.pipelines[pid];
+            for (id, update) in pipeline.processors.iter().zip(&chain.processors) {
+                let (was, now) = (&old.unwrap().processors[id], &config.processors[id]);
+                if was != now {
+                    if let Some(update) = update {
+                        update(now);
+                    }
+                    applied
+                        .updated
+                        .push(format!("pipelines.{pid}.processors.{id}"));
+                }
+            }
+        }
+        let mut pipelines = BTreeMap::new();
+        for (pid, chain) in std::mem::take(&mut self.pipelines) {
+            if config.pipelines.contains_key(&pid) && !built.contains_key(&pid) {
+                pipelines.insert(pid, chain);
+            } else {
+                applied.retired.push(format!("pipelines.{pid}"));
+            }
+        }
+        pipelines.extend(built);
+        self.pipelines = pipelines;
+
+        for id in self.exporters.keys() {
+            if !exporters
+                .get(id)
+                .is_some_and(|now| Arc::ptr_eq(now, &self.exporters[id]))
+            {
+                applied.retired.push(format!("exporters.{id}"));
+            }
+        }
+        self.exporters = exporters;
+
+        if let Some(server) = new_metrics {
+            if let Some(previous) = self.metrics.replace(server) {
+                self.context.tasks.spawn(previous.server.stop());
+            }
+        } else if !metrics_wanted && let Some(previous) = self.metrics.take() {
+            self.context.tasks.spawn(previous.server.stop());
+        }
+
+        self.config = Some(config);
+        applied.took = started.elapsed();
+        Ok(applied)
     }
 
     /// Stops receivers, then lets batches flush and queues drain for up to `grace`.
@@ -146,6 +346,8 @@ impl Topology {
         }
         // Pipelines end when their receivers are gone: each stage's task sees its input close,
         // flushes, and drops its own next stage.
+        drop(self.pipelines);
+        drop(self.exporters);
         self.context.tasks.close();
         if tokio::time::timeout(grace, self.context.tasks.wait())
             .await
@@ -156,9 +358,36 @@ impl Topology {
                 "shutdown grace period over: abandoning data still queued"
             );
         }
-        if let Some((stop, server)) = self.metrics {
-            let _ = stop.send(());
-            let _ = server.await;
+        if let Some(metrics) = self.metrics {
+            metrics.server.stop().await;
         }
     }
 }
+
+async fn start_metrics(address: &str, registry: &Registry) -> Result<MetricsServer, String> {
+    let listener = receiver::listen(address).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let registry = registry.clone();
+    let task = tokio::spawn(async move {
+        let _ = registry
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let server = receiver::Server {
+        protocol: "metrics",
+        endpoint: address.to_string(),
+        stop,
+        task,
+    };
+    Ok(MetricsServer {
+        address: address.to_string(),
+        local,
+        server,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::Batch;
 use crate::config::ComponentConfig;
 use crate::consumer::{ConsumeError, Consumer, Next};
+use crate::processor::Live;
 use crate::yaml::Value;
 
 /// `attributes`: actions on the attributes of every span, log record and metric data point.
@@ -286,7 +287,7 @@ impl Actions {
 }
 
 struct AttributesProcessor {
-    actions: Actions,
+    actions: Live<Actions>,
     on_resources: bool,
     next: Next,
 }
@@ -295,27 +296,21 @@ struct AttributesProcessor {
 impl Consumer for AttributesProcessor {
     async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
         let decoded = batch.decoded_mut();
+        let actions = self.actions.load();
         if self.on_resources {
-            decoded.for_each_resource_attributes(|attributes| self.actions.apply(attributes));
+            decoded.for_each_resource_attributes(|attributes| actions.apply(attributes));
         } else {
-            decoded.for_each_item_attributes(|attributes| self.actions.apply(attributes));
+            decoded.for_each_item_attributes(|attributes| actions.apply(attributes));
         }
         self.next.consume(batch).await
     }
 }
 
-pub(super) fn build(config: &AttributesConfig, next: Next) -> Next {
+/// Builds the processor for item attributes or, with `on_resources`, resource attributes.
+pub(super) fn build(actions: Live<Actions>, on_resources: bool, next: Next) -> Next {
     Arc::new(AttributesProcessor {
-        actions: Actions::new(&config.actions),
-        on_resources: false,
-        next,
-    })
-}
-
-pub(super) fn build_resource(config: &ResourceConfig, next: Next) -> Next {
-    Arc::new(AttributesProcessor {
-        actions: Actions::new(&config.attributes),
-        on_resources: true,
+        actions,
+        on_resources,
         next,
     })
 }

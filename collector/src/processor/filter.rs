@@ -12,6 +12,7 @@ use super::attributes::value_text;
 use crate::batch::{Batch, Decoded};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::{ConsumeError, Consumer, Next};
+use crate::processor::Live;
 use crate::telemetry::Counter;
 use crate::topology::Context;
 
@@ -253,10 +254,27 @@ impl CompiledRules {
     }
 }
 
-struct Filter {
+/// The compiled rules of a filter, per signal.
+#[derive(Debug)]
+pub struct Rulebook {
     spans: CompiledRules,
     logs: CompiledRules,
     metrics: CompiledRules,
+}
+
+impl Rulebook {
+    /// Compiles a validated config.
+    pub fn new(config: &FilterConfig) -> Rulebook {
+        Rulebook {
+            spans: CompiledRules::new(&config.spans),
+            logs: CompiledRules::new(&config.logs),
+            metrics: CompiledRules::new(&config.metrics),
+        }
+    }
+}
+
+struct Filter {
+    rules: Live<Rulebook>,
     next: Next,
     dropped: Counter,
 }
@@ -264,10 +282,11 @@ struct Filter {
 #[async_trait]
 impl Consumer for Filter {
     async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
+        let rulebook = self.rules.load();
         let rules = match batch.signal() {
-            odigos_proto::Signal::Traces => &self.spans,
-            odigos_proto::Signal::Logs => &self.logs,
-            odigos_proto::Signal::Metrics => &self.metrics,
+            odigos_proto::Signal::Traces => &rulebook.spans,
+            odigos_proto::Signal::Logs => &rulebook.logs,
+            odigos_proto::Signal::Metrics => &rulebook.metrics,
         };
         if rules.is_empty() {
             return self.next.consume(batch).await;
@@ -314,7 +333,7 @@ impl Consumer for Filter {
 }
 
 pub(super) fn build(
-    config: &FilterConfig,
+    rules: Live<Rulebook>,
     id: &ComponentId,
     next: Next,
     context: &Context,
@@ -325,9 +344,7 @@ pub(super) fn build(
         &[("processor", id.as_str())],
     );
     Arc::new(Filter {
-        spans: CompiledRules::new(&config.spans),
-        logs: CompiledRules::new(&config.logs),
-        metrics: CompiledRules::new(&config.metrics),
+        rules,
         next,
         dropped,
     })

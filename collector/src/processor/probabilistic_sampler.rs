@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::batch::{Batch, Decoded};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::{ConsumeError, Consumer, Next};
+use crate::processor::Live;
 use crate::telemetry::Counter;
 use crate::topology::Context;
 
@@ -56,9 +57,25 @@ pub fn keep(trace_id: &[u8], seed: u32, threshold: u32) -> bool {
     hash & (BUCKETS - 1) < threshold
 }
 
-struct Sampler {
+/// A compiled sampling decision rule.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
     seed: u32,
     threshold: u32,
+}
+
+impl Rate {
+    pub fn new(config: &SamplerConfig) -> Rate {
+        let threshold = (config.sampling_percentage / 100.0 * f64::from(BUCKETS)) as u32;
+        Rate {
+            seed: config.hash_seed,
+            threshold,
+        }
+    }
+}
+
+struct Sampler {
+    rate: Live<Rate>,
     next: Next,
     dropped: Counter,
 }
@@ -68,7 +85,8 @@ impl Consumer for Sampler {
     async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
         let before = batch.items();
         let decoded = batch.decoded_mut();
-        let keep = |trace_id: &[u8]| keep(trace_id, self.seed, self.threshold);
+        let rate = **self.rate.load();
+        let keep = |trace_id: &[u8]| keep(trace_id, rate.seed, rate.threshold);
         match decoded {
             Decoded::Traces(req) => req
                 .resource_spans
@@ -95,21 +113,14 @@ impl Consumer for Sampler {
     }
 }
 
-pub(super) fn build(
-    config: &SamplerConfig,
-    id: &ComponentId,
-    next: Next,
-    context: &Context,
-) -> Next {
+pub(super) fn build(rate: Live<Rate>, id: &ComponentId, next: Next, context: &Context) -> Next {
     let dropped = context.registry.counter(
         "otelcol_processor_probabilistic_sampler_dropped_items",
         "Items not sampled.",
         &[("processor", id.as_str())],
     );
-    let threshold = (config.sampling_percentage / 100.0 * f64::from(BUCKETS)) as u32;
     Arc::new(Sampler {
-        seed: config.hash_seed,
-        threshold,
+        rate,
         next,
         dropped,
     })

@@ -3,13 +3,14 @@
 mod grpc;
 mod http;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use odigos_proto::Signal;
 use serde::{Deserialize, Deserializer};
 
-use super::Running;
+use super::{Routes, Server, SharedRoutes};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::{ConsumeError, Next};
 use crate::telemetry::Counter;
@@ -105,41 +106,152 @@ impl ComponentConfig for OtlpConfig {
     }
 }
 
-pub(super) async fn start(
+/// A running OTLP receiver: its servers, and the routes and settings they read per request.
+pub struct Running {
+    config: OtlpConfig,
+    routes: SharedRoutes,
+    settings: Arc<ArcSwap<OtlpConfig>>,
+    servers: Vec<Server>,
+}
+
+impl Running {
+    pub fn config(&self) -> &OtlpConfig {
+        &self.config
+    }
+
+    /// Where each server listens, e.g. `grpc 127.0.0.1:4317`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("{} {}", s.protocol, s.endpoint))
+            .collect()
+    }
+
+    /// Stops every server, letting requests in progress finish.
+    pub async fn stop(self) {
+        for server in self.servers {
+            server.stop().await;
+        }
+    }
+}
+
+/// A configuration made ready for a receiver: new listeners opened, nothing switched yet.
+pub struct Prepared {
+    config: OtlpConfig,
+    routes: SharedRoutes,
+    /// Routes to switch to on commit, for a receiver that was already running.
+    next_routes: Option<Routes>,
+    settings: Arc<ArcSwap<OtlpConfig>>,
+    started: Vec<Server>,
+}
+
+/// Opens what `config` needs that `previous` does not already listen on. A server whose
+/// protocol and endpoint are unchanged is kept, with its socket and its open connections.
+pub async fn prepare(
     config: &OtlpConfig,
     id: &ComponentId,
-    consumers: HashMap<Signal, Next>,
+    previous: Option<&Running>,
+    routes: Routes,
     context: &Context,
-) -> Result<Running, String> {
-    let mut running = Running {
-        stops: Vec::new(),
-        servers: Vec::new(),
+) -> Result<Prepared, String> {
+    let (shared_routes, next_routes, settings) = match previous {
+        Some(running) => (
+            running.routes.clone(),
+            Some(routes),
+            running.settings.clone(),
+        ),
+        None => (
+            Arc::new(ArcSwap::from_pointee(routes)),
+            None,
+            Arc::new(ArcSwap::from_pointee(config.clone())),
+        ),
     };
-    if let Some(grpc) = &config.protocols.grpc {
-        let ingest = Ingest::new(id, "grpc", &consumers, context);
-        let (stop, server) = grpc::start(grpc, ingest).await?;
-        running.stops.push(stop);
-        running.servers.push(server);
-    }
-    if let Some(http) = &config.protocols.http {
-        let ingest = Ingest::new(id, "http", &consumers, context);
-        match http::start(http, ingest).await {
-            Ok((stop, server)) => {
-                running.stops.push(stop);
-                running.servers.push(server);
-            }
+    let mut prepared = Prepared {
+        config: config.clone(),
+        routes: shared_routes,
+        next_routes,
+        settings,
+        started: Vec::new(),
+    };
+    let wanted = [
+        (
+            "grpc",
+            config.protocols.grpc.as_ref().map(|g| g.endpoint.clone()),
+        ),
+        (
+            "http",
+            config.protocols.http.as_ref().map(|h| h.endpoint.clone()),
+        ),
+    ];
+    for (protocol, endpoint) in wanted {
+        let Some(endpoint) = endpoint else { continue };
+        let kept = previous.is_some_and(|p| {
+            p.servers
+                .iter()
+                .any(|s| s.protocol == protocol && s.endpoint == endpoint)
+        });
+        if kept {
+            continue;
+        }
+        let ingest = Ingest::new(id, protocol, prepared.routes.clone(), context);
+        let started = match protocol {
+            "grpc" => grpc::start(&endpoint, ingest, prepared.settings.clone()).await,
+            _ => http::start(&endpoint, ingest, prepared.settings.clone()).await,
+        };
+        match started {
+            Ok(server) => prepared.started.push(server),
             Err(e) => {
-                running.stop().await;
+                prepared.abort().await;
                 return Err(e);
             }
         }
     }
-    Ok(running)
+    Ok(prepared)
+}
+
+impl Prepared {
+    /// Switches to the new routes and settings; returns the running receiver and the servers it
+    /// no longer needs, to be stopped by the caller.
+    pub fn commit(self, previous: Option<Running>) -> (Running, Vec<Server>) {
+        if let Some(routes) = self.next_routes {
+            self.routes.store(Arc::new(routes));
+        }
+        self.settings.store(Arc::new(self.config.clone()));
+        let mut servers = self.started;
+        let mut retired = Vec::new();
+        for server in previous.map(|p| p.servers).unwrap_or_default() {
+            let replaced = servers.iter().any(|s| s.protocol == server.protocol);
+            let enabled = match server.protocol {
+                "grpc" => self.config.protocols.grpc.is_some(),
+                _ => self.config.protocols.http.is_some(),
+            };
+            if replaced || !enabled {
+                retired.push(server);
+            } else {
+                servers.push(server);
+            }
+        }
+        servers.sort_by_key(|s| s.protocol);
+        let running = Running {
+            config: self.config,
+            routes: self.routes,
+            settings: self.settings,
+            servers,
+        };
+        (running, retired)
+    }
+
+    /// Closes the listeners opened for this configuration.
+    pub async fn abort(self) {
+        for server in self.started {
+            server.stop().await;
+        }
+    }
 }
 
 /// What both transports do with a request: validate, count, hand to the pipeline.
 struct Ingest {
-    signals: [Option<Next>; 3],
+    routes: SharedRoutes,
     accepted: [Counter; 3],
     refused: [Counter; 3],
 }
@@ -156,12 +268,7 @@ enum IngestError {
 }
 
 impl Ingest {
-    fn new(
-        id: &ComponentId,
-        transport: &str,
-        consumers: &HashMap<Signal, Next>,
-        context: &Context,
-    ) -> Ingest {
+    fn new(id: &ComponentId, transport: &str, routes: SharedRoutes, context: &Context) -> Ingest {
         let counter = |outcome: &str, signal: Signal| {
             let name = format!("otelcol_receiver_{outcome}_{}", signal.item_name());
             let help = if outcome == "accepted" {
@@ -176,16 +283,18 @@ impl Ingest {
             )
         };
         Ingest {
-            signals: Signal::ALL.map(|s| consumers.get(&s).cloned()),
+            routes,
             accepted: Signal::ALL.map(|s| counter("accepted", s)),
             refused: Signal::ALL.map(|s| counter("refused", s)),
         }
     }
 
     /// The pipeline entry for `signal`, if this receiver feeds one.
-    fn entry(&self, signal: Signal) -> Result<&Next, IngestError> {
-        self.signals[signal as usize]
-            .as_ref()
+    fn entry(&self, signal: Signal) -> Result<Next, IngestError> {
+        self.routes
+            .load()
+            .get(signal)
+            .cloned()
             .ok_or(IngestError::Unsupported(signal))
     }
 

@@ -213,10 +213,10 @@ fn never_accepts_what_prost_rejects() {
                 rng ^= rng << 17;
                 let mut bad = buf.to_vec();
                 bad[i] = rng as u8;
-                if scan(signal, &bad).is_ok() {
-                    if let Err(e) = M::decode(bad.as_slice()) {
-                        panic!("{signal}: accepted corruption at {i} ({:#x}): {e}", bad[i]);
-                    }
+                if scan(signal, &bad).is_ok()
+                    && let Err(e) = M::decode(bad.as_slice())
+                {
+                    panic!("{signal}: accepted corruption at {i} ({:#x}): {e}", bad[i]);
                 }
             }
         }

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use odigos_proto::Signal;
 use odigos_proto::codec::RawCodec;
@@ -17,26 +18,21 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use super::{GrpcConfig, Ingest, IngestError};
-use crate::receiver::listen;
+use super::{Ingest, IngestError, OtlpConfig};
+use crate::receiver::{Server, listen};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 pub(super) async fn start(
-    config: &GrpcConfig,
+    endpoint: &str,
     ingest: Ingest,
-) -> Result<
-    (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ),
-    String,
-> {
-    let listener = listen(&config.endpoint).await?;
+    settings: Arc<ArcSwap<OtlpConfig>>,
+) -> Result<Server, String> {
+    let listener = listen(endpoint).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let handler = Handler {
         ingest: Arc::new(ingest),
-        max_size: config.max_recv_msg_size_mib << 20,
+        settings,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Windows sized for the large batches an upstream collector sends.
@@ -47,7 +43,7 @@ pub(super) async fn start(
         .add_service(Export::<Metrics>::new(handler.clone()))
         .add_service(Export::<Logs>::new(handler));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -59,13 +55,30 @@ pub(super) async fn start(
         }
     });
     tracing::info!(%local, "otlp grpc receiver listening");
-    Ok((stop, server))
+    Ok(Server {
+        protocol: "grpc",
+        endpoint: endpoint.to_string(),
+        stop,
+        task,
+    })
 }
 
 #[derive(Clone)]
 struct Handler {
     ingest: Arc<Ingest>,
-    max_size: usize,
+    settings: Arc<ArcSwap<OtlpConfig>>,
+}
+
+impl Handler {
+    fn max_size(&self) -> usize {
+        let settings = self.settings.load();
+        settings
+            .protocols
+            .grpc
+            .as_ref()
+            .map_or(4, |g| g.max_recv_msg_size_mib)
+            << 20
+    }
 }
 
 /// One OTLP export service; `S` fixes the signal and the gRPC service name.
@@ -138,7 +151,7 @@ impl<S: ServiceSignal> tower_service::Service<http::Request<Body>> for Export<S>
             let mut grpc = Grpc::new(RawCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(handler.max_size);
+                .max_decoding_message_size(handler.max_size());
             Ok(grpc
                 .unary(
                     Unary::<S> {

@@ -3,58 +3,41 @@
 use std::io::Read;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use odigos_proto::Signal;
 use prost::Message;
 
-use super::{HttpConfig, Ingest, IngestError};
-use crate::receiver::listen;
+use super::{Ingest, IngestError, OtlpConfig};
+use crate::receiver::{Server, listen};
 
 pub(super) async fn start(
-    config: &HttpConfig,
+    endpoint: &str,
     ingest: Ingest,
-) -> Result<
-    (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ),
-    String,
-> {
-    let listener = listen(&config.endpoint).await?;
+    settings: Arc<ArcSwap<OtlpConfig>>,
+) -> Result<Server, String> {
+    let listener = listen(endpoint).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = Arc::new(Endpoint {
-        ingest,
-        max_size: config.max_request_body_size,
-    });
-    let route = |signal: Signal| {
-        axum::routing::any(
-            move |State(state): State<Arc<Endpoint>>,
-                  method: Method,
-                  headers: HeaderMap,
-                  body: Body| async move {
-                state.handle(signal, method, headers, body).await
+    let state = Arc::new(Endpoint { ingest, settings });
+    // Paths are matched per request, against the current settings.
+    let app = axum::Router::new()
+        .fallback(
+            |State(state): State<Arc<Endpoint>>,
+             method: Method,
+             uri: Uri,
+             headers: HeaderMap,
+             body: Body| async move {
+                state.handle(uri.path(), method, headers, body).await
             },
         )
-    };
-    let app = axum::Router::new()
-        .route(&config.traces_url_path, route(Signal::Traces))
-        .route(&config.metrics_url_path, route(Signal::Metrics))
-        .route(&config.logs_url_path, route(Signal::Logs))
-        .fallback(|| async {
-            reply(
-                Format::Json,
-                StatusCode::NOT_FOUND,
-                "no OTLP endpoint at this path",
-            )
-        })
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -66,12 +49,17 @@ pub(super) async fn start(
         }
     });
     tracing::info!(%local, "otlp http receiver listening");
-    Ok((stop, server))
+    Ok(Server {
+        protocol: "http",
+        endpoint: endpoint.to_string(),
+        stop,
+        task,
+    })
 }
 
 struct Endpoint {
     ingest: Ingest,
-    max_size: usize,
+    settings: Arc<ArcSwap<OtlpConfig>>,
 }
 
 #[derive(Clone, Copy)]
@@ -90,13 +78,36 @@ pub(super) struct RpcStatus {
 }
 
 impl Endpoint {
-    async fn handle(
-        &self,
-        signal: Signal,
-        method: Method,
-        headers: HeaderMap,
-        body: Body,
-    ) -> Response {
+    async fn handle(&self, path: &str, method: Method, headers: HeaderMap, body: Body) -> Response {
+        let (signal, max_size) = {
+            let settings = self.settings.load();
+            let Some(http) = &settings.protocols.http else {
+                return reply(
+                    Format::Json,
+                    StatusCode::NOT_FOUND,
+                    "OTLP/HTTP is turned off",
+                );
+            };
+            let paths = [
+                &http.traces_url_path,
+                &http.metrics_url_path,
+                &http.logs_url_path,
+            ];
+            let signal = Signal::ALL
+                .into_iter()
+                .zip(paths)
+                .find(|(_, p)| p.as_str() == path);
+            match signal {
+                Some((signal, _)) => (signal, http.max_request_body_size),
+                None => {
+                    return reply(
+                        Format::Json,
+                        StatusCode::NOT_FOUND,
+                        "no OTLP endpoint at this path",
+                    );
+                }
+            }
+        };
         if method != Method::POST {
             let mut response = reply(Format::Json, StatusCode::METHOD_NOT_ALLOWED, "use POST");
             response
@@ -120,10 +131,10 @@ impl Endpoint {
                 return reply(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
             }
         };
-        let body = match axum::body::to_bytes(body, self.max_size).await {
+        let body = match axum::body::to_bytes(body, max_size).await {
             Ok(body) => body,
             Err(_) => {
-                let message = format!("request body larger than {} bytes", self.max_size);
+                let message = format!("request body larger than {} bytes", max_size);
                 return reply(format, StatusCode::PAYLOAD_TOO_LARGE, &message);
             }
         };
@@ -131,7 +142,7 @@ impl Endpoint {
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let body = match decompress(encoding, body, self.max_size) {
+        let body = match decompress(encoding, body, max_size) {
             Ok(body) => body,
             Err((status, message)) => return reply(format, status, &message),
         };

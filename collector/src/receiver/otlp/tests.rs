@@ -86,18 +86,20 @@ async fn start_receiver(max_body: usize) -> Harness {
         },
     };
     let capture = Arc::new(Capture::default());
-    let consumers: HashMap<Signal, Next> = [
-        (Signal::Traces, capture.clone() as Next),
-        (Signal::Logs, capture.clone() as Next),
-    ]
-    .into();
+    let routes = Routes([
+        Some(capture.clone() as Next),
+        None,
+        Some(capture.clone() as Next),
+    ]);
     let context = Context {
         registry: Registry::default(),
         tasks: TaskTracker::new(),
     };
-    let running = start(&config, &ComponentId::new("otlp"), consumers, &context)
+    let prepared = prepare(&config, &ComponentId::new("otlp"), None, routes, &context)
         .await
         .unwrap();
+    let (running, retired) = prepared.commit(None);
+    assert!(retired.is_empty());
     Harness {
         capture,
         running,
