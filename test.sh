@@ -26,6 +26,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests"
+# The end-to-end tests run the real binary.
+cargo build -p odigos
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

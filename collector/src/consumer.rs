@@ -26,23 +26,18 @@ pub enum ConsumeError {
     Rejected(String),
 }
 
-/// Sends each batch to every consumer; the batch is accepted when all of them accept it.
+/// Sends each batch to every consumer at once; the batch is accepted when all of them accept
+/// it, so an acknowledgement upstream means every branch has the data.
 pub struct Fanout(pub Vec<Next>);
 
 #[async_trait]
 impl Consumer for Fanout {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        match self.0.as_slice() {
-            [] => Ok(()),
-            [only] => only.consume(batch).await,
-            [first, rest @ ..] => {
-                let mut result = Ok(());
-                for next in rest {
-                    result = result.and(next.consume(batch.clone()).await);
-                }
-                result.and(first.consume(batch).await)
-            }
-        }
+        let branches = self.0.iter().map(|next| next.consume(batch.clone()));
+        futures_util::future::join_all(branches)
+            .await
+            .into_iter()
+            .collect()
     }
 }
 

@@ -4,6 +4,8 @@
 //! Prerequisites are installed by `./test.sh`. A missing one fails the test with the command that
 //! installs it: these tests never skip.
 
+pub mod traffic;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -65,6 +67,8 @@ pub fn free_port() -> u16 {
 pub struct Collector {
     child: Child,
     pub log: PathBuf,
+    /// The config file; rewriting it reloads the collector.
+    pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -87,6 +91,7 @@ impl Collector {
         let mut collector = Collector {
             child,
             log,
+            config: path,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -106,12 +111,50 @@ impl Collector {
         collector
     }
 
+    /// Rewrites the config file (atomically, as editors do) and waits until the log has
+    /// `expected` lines containing `marker`.
+    pub fn rewrite(&self, config: &str, marker: &str, expected: usize) {
+        let staged = self.config.with_extension("tmp");
+        std::fs::write(&staged, config).unwrap();
+        std::fs::rename(&staged, &self.config).unwrap();
+        let seen = wait_for(Duration::from_secs(10), || {
+            self.logs().matches(marker).count() >= expected
+        });
+        assert!(
+            seen,
+            "no {marker:?} #{expected} in the log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Whether the process is still the one started (it never restarted or exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Peak resident memory of the process, in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for a clean exit.

@@ -47,6 +47,7 @@ fn default_timeout() -> Duration {
 impl ComponentConfig for OtlpExporterConfig {
     fn validate(&self) -> Vec<(Vec<String>, String)> {
         let mut problems = self.retry_on_failure.validate();
+        problems.extend(self.sending_queue.validate());
         if let Err(e) = plaintext_endpoint(&self.endpoint, &self.tls) {
             problems.push((vec!["endpoint".into()], e));
         }
@@ -140,11 +141,11 @@ pub(super) fn build(
         compression,
         headers,
     };
-    Ok(queue::build(
+    queue::build(
         id,
         Box::new(sender),
         &config.sending_queue,
         &config.retry_on_failure,
         context,
-    ))
+    )
 }

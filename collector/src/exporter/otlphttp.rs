@@ -90,6 +90,7 @@ impl OtlpHttpExporterConfig {
 impl ComponentConfig for OtlpHttpExporterConfig {
     fn validate(&self) -> Vec<(Vec<String>, String)> {
         let mut problems = self.retry_on_failure.validate();
+        problems.extend(self.sending_queue.validate());
         match self.urls() {
             Ok(urls) => {
                 for url in urls {
@@ -221,11 +222,11 @@ pub(super) fn build(
         headers,
         timeout: config.timeout,
     };
-    Ok(queue::build(
+    queue::build(
         id,
         Box::new(sender),
         &config.sending_queue,
         &config.retry_on_failure,
         context,
-    ))
+    )
 }

@@ -1,5 +1,7 @@
 //! The sending queue and retry policy shared by network exporters.
 
+mod disk;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use async_trait::async_trait;
 use odigos_proto::Signal;
 use rand::Rng;
 use serde::Deserialize;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::Batch;
@@ -15,6 +17,8 @@ use crate::config::ComponentId;
 use crate::consumer::{ConsumeError, Consumer, Next};
 use crate::telemetry::{Counter, Gauge};
 use crate::topology::Context;
+use disk::{DiskError, DiskQueue};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,8 +27,23 @@ pub struct QueueConfig {
     pub enabled: bool,
     /// Batches sent concurrently.
     pub num_consumers: usize,
-    /// Batches held; when full, new data is refused so senders back off.
+    /// Batches held in memory; when full, new data is refused so senders back off.
     pub queue_size: usize,
+    /// `memory`: data is acknowledged upstream once delivered. `file`: once written to disk
+    /// under `directory`, from where it is delivered, also after a crash or restart.
+    pub storage: Storage,
+    /// Where a `file` queue keeps its data; each exporter uses a folder named after its id.
+    pub directory: Option<std::path::PathBuf>,
+    /// Disk space a `file` queue may use, in MiB; when full, new data is refused.
+    pub max_size_mib: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    #[default]
+    Memory,
+    File,
 }
 
 impl Default for QueueConfig {
@@ -33,7 +52,29 @@ impl Default for QueueConfig {
             enabled: true,
             num_consumers: 10,
             queue_size: 1000,
+            storage: Storage::Memory,
+            directory: None,
+            max_size_mib: 1024,
         }
+    }
+}
+
+impl QueueConfig {
+    pub fn validate(&self) -> Vec<(Vec<String>, String)> {
+        let at = |field: &str| vec!["sending_queue".to_string(), field.to_string()];
+        let mut problems = Vec::new();
+        if self.storage == Storage::File {
+            if self.directory.is_none() {
+                problems.push((at("directory"), "a file queue needs a directory".into()));
+            }
+            if !self.enabled {
+                problems.push((at("enabled"), "a file queue cannot be disabled".into()));
+            }
+            if self.max_size_mib == 0 {
+                problems.push((at("max_size_mib"), "must be greater than 0".into()));
+            }
+        }
+        problems
     }
 }
 
@@ -162,10 +203,15 @@ impl Delivery {
     }
 }
 
-/// An exporter: the sending queue in front of a [`Sender`].
+/// A queued batch and the caller waiting for its delivery.
+type Waiting = (Batch, oneshot::Sender<Result<(), ConsumeError>>);
+
+/// An exporter: the sending queue in front of a [`Sender`]. A batch is acknowledged upstream
+/// when it has been delivered; the queue lets `num_consumers` deliveries run at once and
+/// refuses data, rather than growing, when full.
 struct Queued {
     delivery: Arc<Delivery>,
-    queue: Option<mpsc::Sender<Batch>>,
+    queue: Option<mpsc::Sender<Waiting>>,
     size: Gauge,
     enqueue_failed: [Counter; 3],
 }
@@ -177,10 +223,12 @@ impl Consumer for Queued {
             return self.delivery.deliver(batch).await;
         };
         let (signal, items) = (batch.signal(), batch.items());
-        match queue.try_send(batch) {
+        let (reply, delivered) = oneshot::channel();
+        match queue.try_send((batch, reply)) {
             Ok(()) => {
                 self.size.add(1);
-                Ok(())
+                let stopped = || ConsumeError::Rejected(format!("{} stopped", self.delivery.id));
+                delivered.await.unwrap_or_else(|_| Err(stopped()))
             }
             Err(_) => {
                 self.enqueue_failed[signal as usize].add(items);
@@ -200,7 +248,7 @@ pub fn build(
     queue: &QueueConfig,
     retry: &RetryConfig,
     context: &Context,
-) -> Next {
+) -> Result<Next, String> {
     let labels = [("exporter", id.as_str())];
     let counter = |what: &str, signal: Signal, help: &'static str| {
         context.registry.counter(
@@ -229,13 +277,26 @@ pub fn build(
             "Items refused because the sending queue was full.",
         )
     });
+    if let (Storage::File, Some(directory)) = (queue.storage, &queue.directory) {
+        let dir = directory.join(id.as_str().replace('/', "_"));
+        let disk = DiskQueue::open(&dir, queue.max_size_mib << 20)
+            .map_err(|e| format!("cannot open the queue in {}: {e}", dir.display()))?;
+        return Ok(persistent(
+            disk,
+            delivery,
+            queue.num_consumers,
+            size,
+            enqueue_failed,
+            context,
+        ));
+    }
     if !queue.enabled {
-        return Arc::new(Queued {
+        return Ok(Arc::new(Queued {
             delivery,
             queue: None,
             size,
             enqueue_failed,
-        });
+        }));
     }
     context
         .registry
@@ -245,7 +306,7 @@ pub fn build(
             &labels,
         )
         .set(queue.queue_size as i64);
-    let (tx, rx) = mpsc::channel(queue.queue_size.max(1));
+    let (tx, rx) = mpsc::channel::<Waiting>(queue.queue_size.max(1));
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..queue.num_consumers.max(1) {
         let (rx, delivery, size) = (rx.clone(), delivery.clone(), size.clone());
@@ -253,16 +314,80 @@ pub fn build(
         context.tasks.spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
-                let Some(batch) = next else { break };
+                let Some((batch, reply)) = next else { break };
                 size.add(-1);
-                let _ = delivery.deliver(batch).await;
+                let _ = reply.send(delivery.deliver(batch).await);
             }
         });
     }
-    Arc::new(Queued {
+    Ok(Arc::new(Queued {
         delivery,
         queue: Some(tx),
         size,
         enqueue_failed,
+    }))
+}
+
+/// An exporter with a persistent queue: data is acknowledged once on disk.
+struct Persistent {
+    id: String,
+    disk: Arc<DiskQueue>,
+    enqueue_failed: [Counter; 3],
+    /// Stops this instance's workers when the exporter is retired.
+    _workers: DropGuard,
+}
+
+#[async_trait]
+impl Consumer for Persistent {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        let (signal, items) = (batch.signal(), batch.items());
+        self.disk.push(batch).await.map_err(|e| {
+            self.enqueue_failed[signal as usize].add(items);
+            tracing::warn!(exporter = %self.id, error = %e, "data refused");
+            match e {
+                DiskError::Full { .. } => ConsumeError::Exhausted(e.to_string()),
+                DiskError::Io { .. } => ConsumeError::Rejected(e.to_string()),
+            }
+        })
+    }
+}
+
+fn persistent(
+    disk: Arc<DiskQueue>,
+    delivery: Arc<Delivery>,
+    workers: usize,
+    size: Gauge,
+    enqueue_failed: [Counter; 3],
+    context: &Context,
+) -> Next {
+    context.tasks.spawn(disk.clone().sync_forever());
+    let stop = CancellationToken::new();
+    for _ in 0..workers.max(1) {
+        let (disk, delivery, size, stop) =
+            (disk.clone(), delivery.clone(), size.clone(), stop.clone());
+        context.tasks.spawn(async move {
+            loop {
+                let (seq, batch) = tokio::select! {
+                    next = disk.next() => next,
+                    _ = stop.cancelled() => break,
+                };
+                tokio::select! {
+                    // Delivered, or given up on by the retry policy (counted and logged there).
+                    _ = delivery.deliver(batch.clone()) => disk.done(seq),
+                    // Retired mid-delivery: the batch goes back for the successor instance.
+                    _ = stop.cancelled() => {
+                        disk.give_back(seq, batch);
+                        break;
+                    }
+                }
+                size.set(disk.len() as i64);
+            }
+        });
+    }
+    Arc::new(Persistent {
+        id: delivery.id.clone(),
+        disk,
+        enqueue_failed,
+        _workers: stop.drop_guard(),
     })
 }

@@ -1,12 +1,15 @@
 //! `batch`: joins small requests into larger ones by concatenating their encodings, so batching
 //! costs a copy, not a decode and re-encode.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use odigos_proto::Signal;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Batch;
@@ -26,6 +29,8 @@ pub struct BatchConfig {
     /// Upper bound on items per batch (0: no bound). Larger batches are split at resource
     /// boundaries.
     pub send_batch_max_size: usize,
+    /// Batches being sent at once; more data waits, and then its senders wait.
+    pub max_in_flight: usize,
 }
 
 impl Default for BatchConfig {
@@ -34,6 +39,7 @@ impl Default for BatchConfig {
             send_batch_size: 8192,
             timeout: Duration::from_millis(200),
             send_batch_max_size: 0,
+            max_in_flight: 4,
         }
     }
 }
@@ -60,17 +66,27 @@ impl ComponentConfig for BatchConfig {
     }
 }
 
+/// A batch and the caller waiting to hear whether it was delivered.
+type Waiting = (Batch, oneshot::Sender<Result<(), ConsumeError>>);
+
 struct BatchProcessor {
-    queue: mpsc::Sender<Batch>,
+    queue: mpsc::Sender<Waiting>,
 }
 
 #[async_trait]
 impl Consumer for BatchProcessor {
+    /// Returns once the batch this data joined has been accepted downstream.
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        self.queue
-            .send(batch)
-            .await
-            .map_err(|_| ConsumeError::Rejected("batch processor stopped".into()))
+        let stopped = || ConsumeError::Rejected("batch processor stopped".into());
+        let (reply, result) = oneshot::channel();
+        // Full means batches are not leaving (a slow or absent destination): say so at once.
+        self.queue.try_send((batch, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                ConsumeError::Exhausted("batch processor is full, retry later".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
+        result.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -94,8 +110,8 @@ pub(super) fn build(
         dropped,
         id: id.to_string(),
     };
-    context.tasks.spawn(batcher.run(incoming));
-    std::sync::Arc::new(BatchProcessor { queue })
+    context.tasks.spawn(Arc::new(batcher).run(incoming));
+    Arc::new(BatchProcessor { queue })
 }
 
 struct Batcher {
@@ -106,47 +122,70 @@ struct Batcher {
     id: String,
 }
 
+/// Data gathered for the next batch.
+#[derive(Default)]
+struct Pending {
+    parts: Vec<Batch>,
+    waiting: Vec<oneshot::Sender<Result<(), ConsumeError>>>,
+    items: usize,
+}
+
 impl Batcher {
-    async fn run(self, mut incoming: mpsc::Receiver<Batch>) {
-        let mut pending: Vec<Batch> = Vec::new();
-        let mut items = 0;
+    /// Gathers data and sends batches. A batch goes out when it reaches `send_batch_size`, when
+    /// nothing is being sent (so an idle pipeline adds no delay), or when its oldest data has
+    /// waited `timeout`; at most `max_in_flight` batches are sent at once. Senders are answered
+    /// when their batch is accepted downstream.
+    async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Waiting>) {
+        let mut pending = Pending::default();
+        let mut in_flight = JoinSet::new();
         let mut deadline = Instant::now();
-        loop {
+        let mut open = true;
+        while open || !pending.parts.is_empty() {
+            let room = in_flight.len() < self.config.max_in_flight.max(1);
+            let due = pending.items >= self.config.send_batch_size
+                || in_flight.is_empty()
+                || Instant::now() >= deadline
+                || !open;
+            if room && due && !pending.parts.is_empty() {
+                let batch = std::mem::take(&mut pending);
+                in_flight.spawn(self.clone().send(batch));
+                continue;
+            }
+            // Stop taking data while a full batch waits for room: senders wait instead.
+            let full = pending.items >= self.config.send_batch_size && !room;
             tokio::select! {
-                received = incoming.recv() => match received {
-                    Some(batch) => {
-                        if pending.is_empty() {
+                received = incoming.recv(), if open && !full => match received {
+                    Some((batch, reply)) => {
+                        if pending.parts.is_empty() {
                             deadline = Instant::now() + self.config.timeout;
                         }
-                        items += batch.items();
-                        pending.push(batch);
-                        if items >= self.config.send_batch_size {
-                            self.flush(std::mem::take(&mut pending)).await;
-                            items = 0;
-                        }
+                        pending.items += batch.items();
+                        pending.parts.push(batch);
+                        pending.waiting.push(reply);
                     }
                     // Every sender is gone: the pipeline is shutting down.
-                    None => break,
+                    None => open = false,
                 },
-                _ = tokio::time::sleep_until(deadline), if !pending.is_empty() => {
-                    self.flush(std::mem::take(&mut pending)).await;
-                    items = 0;
-                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep_until(deadline), if !pending.parts.is_empty() => {}
             }
         }
-        if !pending.is_empty() {
-            self.flush(pending).await;
-        }
+        while in_flight.join_next().await.is_some() {}
     }
 
-    async fn flush(&self, pending: Vec<Batch>) {
-        let joined = Batch::concat(self.signal, pending);
+    async fn send(self: Arc<Self>, pending: Pending) {
+        let joined = Batch::concat(self.signal, pending.parts);
+        let mut result = Ok(());
         for piece in joined.split(self.config.send_batch_max_size) {
             let items = piece.items();
             if let Err(e) = self.next.consume(piece).await {
                 self.dropped.add(items);
-                tracing::warn!(processor = %self.id, items, error = %e, "batch dropped: next stage refused it");
+                tracing::warn!(processor = %self.id, items, error = %e, "batch refused downstream");
+                result = Err(e);
             }
+        }
+        for reply in pending.waiting {
+            let _ = reply.send(result.clone());
         }
     }
 }
