@@ -5,3 +5,4 @@ pub mod load;
 pub mod request;
 pub mod runner;
 pub mod sink;
+pub mod swap;

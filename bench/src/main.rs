@@ -9,6 +9,7 @@ use odigos_bench::load::{self, LoadOptions, LoadStats};
 use odigos_bench::request::Payloads;
 use odigos_bench::runner::{self, RunArgs};
 use odigos_bench::sink::Sink;
+use odigos_bench::swap::{self, SwapArgs};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -25,6 +26,8 @@ enum Cmd {
     Sink(SinkArgs),
     /// Measure our collector and rotel side by side and print a markdown table.
     Run(RunArgs),
+    /// Measure config swaps under load: time to applied, and the throughput around each swap.
+    Swap(SwapArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Load(args) => load(args).await,
         Cmd::Sink(args) => sink(args).await,
         Cmd::Run(args) => runner::run(args).await,
+        Cmd::Swap(args) => swap::run(args).await,
     }
 }
 

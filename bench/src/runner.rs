@@ -415,7 +415,7 @@ fn find_binary(collector: Collector, args: &RunArgs) -> anyhow::Result<PathBuf> 
 }
 
 /// `odigos` in the same directory as this binary, i.e. the same `target/<profile>`.
-fn default_odigos() -> Option<PathBuf> {
+pub(crate) fn default_odigos() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     Some(exe.parent()?.join("odigos"))
 }
@@ -450,7 +450,7 @@ fn workspace_root() -> Option<PathBuf> {
 }
 
 /// A port that was free a moment ago; good enough on a quiet loopback interface.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -463,13 +463,13 @@ fn command_line(command: &Command) -> String {
 }
 
 /// A collector under test; stopped when dropped.
-struct Process {
+pub(crate) struct Process {
     child: Child,
     log: PathBuf,
 }
 
 impl Process {
-    fn spawn(command: &mut Command, log: &Path) -> anyhow::Result<Process> {
+    pub(crate) fn spawn(command: &mut Command, log: &Path) -> anyhow::Result<Process> {
         let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
         let child = command
             .stdin(Stdio::null())
@@ -487,7 +487,7 @@ impl Process {
         self.child.id()
     }
 
-    fn check_running(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
                 "collector exited with {status}; its output:\n{}",
@@ -497,7 +497,7 @@ impl Process {
         Ok(())
     }
 
-    async fn wait_for_port(&mut self, port: u16) -> anyhow::Result<()> {
+    pub(crate) async fn wait_for_port(&mut self, port: u16) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             self.check_running()?;

@@ -189,6 +189,41 @@ fn snapshot(s: &Series) -> (String, &'static str, &'static str, String, i64) {
     (s.name.clone(), s.help, kind, labels, value)
 }
 
+/// Whether a component works, as it last found out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentHealth {
+    pub healthy: bool,
+    /// The most recent error, kept after recovery for context.
+    pub last_error: Option<String>,
+}
+
+/// Health of the components that report it (exporters report every send), by
+/// `section.id` (`exporters.otlp`).
+#[derive(Clone, Default)]
+pub struct HealthBoard {
+    entries: Arc<Mutex<std::collections::BTreeMap<String, ComponentHealth>>>,
+}
+
+impl HealthBoard {
+    pub fn report(&self, component: &str, outcome: Result<(), &str>) {
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries
+            .entry(component.to_string())
+            .or_insert(ComponentHealth {
+                healthy: true,
+                last_error: None,
+            });
+        entry.healthy = outcome.is_ok();
+        if let Err(error) = outcome {
+            entry.last_error = Some(error.to_string());
+        }
+    }
+
+    pub fn get(&self, component: &str) -> Option<ComponentHealth> {
+        self.entries.lock().unwrap().get(component).cloned()
+    }
+}
+
 /// Binds the metrics endpoint; `address` is `host:port`.
 pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
     let addr: SocketAddr = crate::receiver::resolve(address).await?;

@@ -18,15 +18,32 @@ use crate::config::{ComponentId, Config, PipelineId};
 use crate::consumer::{Next, fanout};
 use crate::processor::{Built, Updater};
 use crate::receiver::{self, ReceiverConfig, Routes, otlp};
-use crate::telemetry::Registry;
+use crate::telemetry::{ComponentHealth, HealthBoard, Registry};
 
 /// What components need from the running collector.
 #[derive(Clone)]
 pub struct Context {
     pub registry: Registry,
+    pub health: HealthBoard,
     /// Background tasks (batchers, queue workers, retiring servers) that must finish before
     /// shutdown completes.
     pub tasks: TaskTracker,
+}
+
+impl Context {
+    pub fn new() -> Context {
+        Context {
+            registry: Registry::default(),
+            health: HealthBoard::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new()
+    }
 }
 
 /// A running collector.
@@ -109,10 +126,7 @@ impl Topology {
     pub async fn start(config: &Config) -> Result<Topology, ApplyError> {
         let mut topology = Topology {
             config: None,
-            context: Context {
-                registry: Registry::default(),
-                tasks: TaskTracker::new(),
-            },
+            context: Context::new(),
             exporters: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             receivers: BTreeMap::new(),
@@ -132,6 +146,33 @@ impl Topology {
     /// The collector's own metrics.
     pub fn registry(&self) -> &Registry {
         &self.context.registry
+    }
+
+    /// The health of every running component, by `section.id`. Receivers and processors are
+    /// healthy while they run; exporters report their latest send.
+    pub fn health(&self) -> BTreeMap<String, ComponentHealth> {
+        let healthy = ComponentHealth {
+            healthy: true,
+            last_error: None,
+        };
+        let config = self.config();
+        let mut health = BTreeMap::new();
+        for id in self.receivers.keys() {
+            health.insert(format!("receivers.{id}"), healthy.clone());
+        }
+        for id in config.processors.keys() {
+            health.insert(format!("processors.{id}"), healthy.clone());
+        }
+        for id in config.exporters.keys() {
+            let name = format!("exporters.{id}");
+            let reported = self
+                .context
+                .health
+                .get(&name)
+                .unwrap_or_else(|| healthy.clone());
+            health.insert(name, reported);
+        }
+        health
     }
 
     /// Where `/metrics` is served, when it is.

@@ -4,8 +4,10 @@
 //! - [`wire`]: a validating scanner over encoded OTLP export requests that counts items without
 //!   decoding them, so data no processor reads is forwarded as the bytes it arrived in.
 //! - [`codec`]: a tonic codec that moves those bytes through gRPC untouched.
+//! - [`rpc`]: `google.rpc.Status` and `RetryInfo`, how OTLP tells a client to retry later.
 
 pub mod codec;
+pub mod rpc;
 pub mod wire;
 
 pub use opentelemetry_proto::tonic as otlp;

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use odigos_proto::Signal;
 use odigos_proto::codec::RawCodec;
+use prost::Message;
 use serde::Deserialize;
 use tonic::Code;
 use tonic::codec::CompressionEncoding;
@@ -106,10 +107,13 @@ fn classify(status: &tonic::Status) -> SendError {
         | Code::OutOfRange
         | Code::Unavailable
         | Code::DataLoss
-        | Code::Unknown => SendError::Retryable {
-            message,
-            after: None,
-        },
+        | Code::Unknown => {
+            let details = odigos_proto::rpc::Status::decode(status.details()).ok();
+            SendError::Retryable {
+                message,
+                after: details.and_then(|d| d.retry_delay()),
+            }
+        }
         _ => SendError::Permanent(message),
     }
 }

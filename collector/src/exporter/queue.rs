@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::Batch;
 use crate::config::ComponentId;
 use crate::consumer::{ConsumeError, Consumer, Next};
-use crate::telemetry::{Counter, Gauge};
+use crate::telemetry::{Counter, Gauge, HealthBoard};
 use crate::topology::Context;
 use disk::{DiskError, DiskQueue};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -157,6 +157,7 @@ struct Delivery {
     retry: RetryConfig,
     sent: [Counter; 3],
     failed: [Counter; 3],
+    health: HealthBoard,
 }
 
 impl Delivery {
@@ -170,10 +171,17 @@ impl Delivery {
             let error = match self.sender.send(signal, body.clone()).await {
                 Ok(()) => {
                     self.sent[signal as usize].add(items);
+                    self.health
+                        .report(&format!("exporters.{}", self.id), Ok(()));
                     return Ok(());
                 }
                 Err(error) => error,
             };
+            let text = match &error {
+                SendError::Retryable { message, .. } | SendError::Permanent(message) => message,
+            };
+            self.health
+                .report(&format!("exporters.{}", self.id), Err(text));
             let (message, wait) = match error {
                 SendError::Retryable { message, after } if self.retry.enabled => {
                     let wait = after.unwrap_or_else(|| self.retry.backoff(attempt));
@@ -264,6 +272,7 @@ pub fn build(
         sent: Signal::ALL.map(|s| counter("sent", s, "Items delivered to the destination.")),
         failed: Signal::ALL
             .map(|s| counter("send_failed", s, "Items dropped after sending failed.")),
+        health: context.health.clone(),
     });
     let size = context.registry.gauge(
         "otelcol_exporter_queue_size",

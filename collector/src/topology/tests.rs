@@ -233,3 +233,44 @@ async fn apply_changes_only_what_differs() {
 
     topology.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn health_reports_a_failing_exporter() {
+    let (http, dead) = (free_port(), free_port());
+    let text = format!(
+        "
+receivers: {{otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:{http}}}}}}}}}
+exporters:
+  otlp: {{endpoint: http://127.0.0.1:{dead}, timeout: 1s, retry_on_failure: {{enabled: false}}}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}
+"
+    );
+    let topology = Topology::start(&Config::from_yaml(&text, "test.yaml").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        topology.health()["exporters.otlp"].healthy,
+        "healthy until it fails"
+    );
+    let mut connection = TcpStream::connect(("127.0.0.1", http)).await.unwrap();
+    assert_eq!(
+        post(&mut connection, &request("lost")).await,
+        500,
+        "refused, not acknowledged"
+    );
+    let health = topology.health();
+    assert!(health["receivers.otlp"].healthy);
+    let exporter = &health["exporters.otlp"];
+    assert!(!exporter.healthy);
+    assert!(
+        exporter
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("connect"),
+        "{exporter:?}"
+    );
+    topology.shutdown(Duration::from_secs(1)).await;
+}

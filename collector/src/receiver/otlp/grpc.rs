@@ -10,8 +10,9 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use odigos_proto::Signal;
 use odigos_proto::codec::RawCodec;
+use odigos_proto::{Signal, rpc};
+use prost::Message;
 use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -20,6 +21,9 @@ use tonic::{Request, Response, Status};
 
 use super::{Ingest, IngestError, OtlpConfig};
 use crate::receiver::{Server, listen};
+
+/// How long a refused client is asked to wait before retrying.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -184,7 +188,16 @@ impl<S: ServiceSignal> UnaryService<Bytes> for Unary<S> {
                 Err(IngestError::Unsupported(signal)) => Err(Status::unimplemented(format!(
                     "this receiver feeds no {signal} pipeline"
                 ))),
-                Err(IngestError::Exhausted(message)) => Err(Status::resource_exhausted(message)),
+                // OTLP clients retry RESOURCE_EXHAUSTED only when told when to: RetryInfo.
+                Err(IngestError::Exhausted(message)) => {
+                    let code = tonic::Code::ResourceExhausted;
+                    let details = rpc::Status::retry_after(code as i32, &message, RETRY_AFTER);
+                    Err(Status::with_details(
+                        code,
+                        message,
+                        details.encode_to_vec().into(),
+                    ))
+                }
                 Err(IngestError::Rejected(message)) => Err(Status::internal(message)),
             }
         })

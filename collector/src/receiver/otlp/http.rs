@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use odigos_proto::Signal;
+use odigos_proto::{Signal, rpc};
 use prost::Message;
 
 use super::{Ingest, IngestError, OtlpConfig};
@@ -66,15 +66,6 @@ struct Endpoint {
 enum Format {
     Protobuf,
     Json,
-}
-
-/// `google.rpc.Status`, the error body of OTLP/HTTP protobuf responses.
-#[derive(Clone, PartialEq, Message)]
-pub(super) struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub(super) code: i32,
-    #[prost(string, tag = "2")]
-    pub(super) message: String,
 }
 
 impl Endpoint {
@@ -221,9 +212,10 @@ fn reply(format: Format, status: StatusCode, message: &str) -> Response {
     };
     match format {
         Format::Protobuf => {
-            let body = RpcStatus {
+            let body = rpc::Status {
                 code,
                 message: message.to_string(),
+                details: Vec::new(),
             }
             .encode_to_vec();
             (

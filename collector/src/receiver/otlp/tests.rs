@@ -11,7 +11,6 @@ use odigos_proto::codec::RawCodec;
 use odigos_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use odigos_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::consumer::Consumer;
@@ -91,10 +90,7 @@ async fn start_receiver(max_body: usize) -> Harness {
         None,
         Some(capture.clone() as Next),
     ]);
-    let context = Context {
-        registry: Registry::default(),
-        tasks: TaskTracker::new(),
-    };
+    let context = Context::new();
     let prepared = prepare(&config, &ComponentId::new("otlp"), None, routes, &context)
         .await
         .unwrap();
@@ -216,6 +212,12 @@ async fn grpc_accepts_valid_and_explains_invalid_requests() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let details = odigos_proto::rpc::Status::decode(status.details()).unwrap();
+    assert_eq!(
+        details.retry_delay(),
+        Some(Duration::from_secs(1)),
+        "RetryInfo tells when"
+    );
 
     assert_eq!(
         h.capture.items(),
@@ -286,7 +288,7 @@ async fn http_refuses_bad_requests_with_clear_errors() {
     let reply = post(&url, &[PROTOBUF], body[..body.len() - 1].to_vec()).await;
     assert_eq!(reply.status, 400);
     // Protobuf requests get a protobuf google.rpc.Status back.
-    let status = http::RpcStatus::decode(reply.body).unwrap();
+    let status = odigos_proto::rpc::Status::decode(reply.body).unwrap();
     assert_eq!(status.code, 3);
     assert!(
         status.message.contains("invalid OTLP protobuf"),
