@@ -133,7 +133,7 @@ async fn reload(topology: &mut Topology, file: &Path, trigger: &str) {
         }
     };
     if &config == topology.config() {
-        tracing::debug!(trigger, "config unchanged");
+        tracing::info!(trigger, "config unchanged");
         return;
     }
     match topology.apply(config).await {

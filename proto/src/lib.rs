@@ -1,5 +1,6 @@
 //! Protocol types shared by every part of odigos-rs.
 //!
+//! - [`opamp`]: the OpAMP messages, compiled from `proto/opamp.proto` at build time.
 //! - [`otlp`]: the OTLP messages (re-exported from `opentelemetry-proto`) and [`Signal`].
 //! - [`wire`]: a validating scanner over encoded OTLP export requests that counts items without
 //!   decoding them, so data no processor reads is forwarded as the bytes it arrived in.
@@ -7,6 +8,7 @@
 //! - [`rpc`]: `google.rpc.Status` and `RetryInfo`, how OTLP tells a client to retry later.
 
 pub mod codec;
+pub mod opamp;
 pub mod rpc;
 pub mod wire;
 

@@ -66,6 +66,10 @@ impl ComponentConfig for BatchConfig {
     }
 }
 
+/// How long data waits for company when nothing is being sent: long enough to join the requests
+/// that arrive together, short next to a sender's round trip.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// A batch and the caller waiting to hear whether it was delivered.
 type Waiting = (Batch, oneshot::Sender<Result<(), ConsumeError>>);
 
@@ -132,32 +136,40 @@ struct Pending {
 
 impl Batcher {
     /// Gathers data and sends batches. A batch goes out when it reaches `send_batch_size`, when
-    /// nothing is being sent (so an idle pipeline adds no delay), or when its oldest data has
-    /// waited `timeout`; at most `max_in_flight` batches are sent at once. Senders are answered
-    /// when their batch is accepted downstream.
+    /// nothing is being sent and its oldest data has waited [`LINGER`] (so a quiet pipeline adds
+    /// little delay), or when its oldest data has waited `timeout`; at most `max_in_flight`
+    /// batches are sent at once. Senders are answered when their batch is accepted downstream.
     async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Waiting>) {
         let mut pending = Pending::default();
         let mut in_flight = JoinSet::new();
-        let mut deadline = Instant::now();
+        let mut since = Instant::now();
+        let mut deadline = since;
         let mut open = true;
         while open || !pending.parts.is_empty() {
             let room = in_flight.len() < self.config.max_in_flight.max(1);
+            let now = Instant::now();
             let due = pending.items >= self.config.send_batch_size
-                || in_flight.is_empty()
-                || Instant::now() >= deadline
+                || (in_flight.is_empty() && now >= since + LINGER)
+                || now >= deadline
                 || !open;
             if room && due && !pending.parts.is_empty() {
                 let batch = std::mem::take(&mut pending);
                 in_flight.spawn(self.clone().send(batch));
                 continue;
             }
+            let wake = if in_flight.is_empty() {
+                deadline.min(since + LINGER)
+            } else {
+                deadline
+            };
             // Stop taking data while a full batch waits for room: senders wait instead.
             let full = pending.items >= self.config.send_batch_size && !room;
             tokio::select! {
                 received = incoming.recv(), if open && !full => match received {
                     Some((batch, reply)) => {
                         if pending.parts.is_empty() {
-                            deadline = Instant::now() + self.config.timeout;
+                            since = Instant::now();
+                            deadline = since + self.config.timeout;
                         }
                         pending.items += batch.items();
                         pending.parts.push(batch);
@@ -167,7 +179,7 @@ impl Batcher {
                     None => open = false,
                 },
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                _ = tokio::time::sleep_until(deadline), if !pending.parts.is_empty() => {}
+                _ = tokio::time::sleep_until(wake), if !pending.parts.is_empty() => {}
             }
         }
         while in_flight.join_next().await.is_some() {}
