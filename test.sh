@@ -12,7 +12,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 venv="${ODIGOS_VENV:-$PWD/.venv}"
 step "python: OpenTelemetry SDK in $venv"
-if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry._opamp' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi

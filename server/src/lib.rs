@@ -1,1 +1,4 @@
-//! The control plane: desired state, config compiler, OpAMP server and API.
+//! The control plane: the OpAMP server that manages the fleet of agents (collectors, odiglets,
+//! SDKs) and pushes each its configuration.
+
+pub mod opamp;

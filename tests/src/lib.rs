@@ -48,8 +48,8 @@ pub fn python() -> PathBuf {
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "{} with opentelemetry-sdk and opentelemetry-exporter-otlp is required: run ./test.sh, or \
-         python3 -m venv .venv && .venv/bin/pip install opentelemetry-sdk opentelemetry-exporter-otlp",
+        "{} with the packages of tests/python/requirements.txt is required: run ./test.sh, or \
+         python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt",
         python.display()
     );
     python

@@ -1,0 +1,103 @@
+//! The OpAMP server: one path (`/v1/opamp`) for both transports, WebSocket and plain HTTP.
+//!
+//! [`Fleet`] holds what the server knows of each agent, keyed by `instance_uid` (not by
+//! connection), and the configs it should run; the transports only move messages.
+
+mod fleet;
+mod http;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use fleet::{AgentView, ConfigStatus, Fleet, Selector};
+
+/// How the OpAMP server is run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// When set, agents must send `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// An agent not heard from for this long is considered gone.
+    pub agent_timeout: Duration,
+    /// Requests handled at once over HTTP; more get 503 with Retry-After.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            token: None,
+            agent_timeout: Duration::from_secs(90),
+            max_concurrent_requests: 4096,
+        }
+    }
+}
+
+/// The OpAMP path.
+pub const PATH: &str = "/v1/opamp";
+
+/// Builds the router serving [`PATH`] for `fleet`.
+pub fn router(fleet: Arc<Fleet>, options: &Options) -> axum::Router {
+    let state = Arc::new(http::Endpoint::new(fleet, options));
+    axum::Router::new()
+        .route(PATH, axum::routing::any(http::handle))
+        .with_state(state)
+}
+
+/// A running OpAMP server.
+pub struct Server {
+    pub fleet: Arc<Fleet>,
+    pub address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Listens on `address` (`host:port`) and serves until [`Server::stop`].
+    pub async fn start(address: &str, options: Options) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let fleet = Arc::new(Fleet::new(options.agent_timeout));
+        let app = router(fleet.clone(), &options);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let sweeper = fleet.clone();
+        let task = tokio::spawn(async move {
+            let sweep = async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    ticks.tick().await;
+                    sweeper.sweep();
+                }
+            };
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            tokio::select! {
+                result = serve => {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "opamp server failed");
+                    }
+                }
+                _ = sweep => {}
+            }
+        });
+        tracing::info!(%address, path = PATH, "opamp server listening");
+        Ok(Server {
+            fleet,
+            address,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting agents and closes every connection.
+    pub async fn stop(self) {
+        self.fleet.close_all();
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

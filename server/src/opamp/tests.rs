@@ -1,0 +1,356 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use odigos_proto::opamp::*;
+use prost::Message;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use super::*;
+
+const CAPABILITIES: u64 = 0x2007;
+
+fn hello(uid: [u8; 16], seq: u64, role: &str) -> AgentToServer {
+    let kv = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+    };
+    AgentToServer {
+        instance_uid: uid.to_vec(),
+        sequence_num: seq,
+        capabilities: CAPABILITIES,
+        agent_description: Some(AgentDescription {
+            identifying_attributes: vec![kv("service.name", "test-agent")],
+            non_identifying_attributes: vec![kv("odigos.role", role)],
+        }),
+        ..Default::default()
+    }
+}
+
+fn heartbeat(uid: [u8; 16], seq: u64) -> AgentToServer {
+    AgentToServer {
+        instance_uid: uid.to_vec(),
+        sequence_num: seq,
+        capabilities: CAPABILITIES,
+        ..Default::default()
+    }
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    body: Bytes,
+}
+
+impl Reply {
+    fn message(&self) -> ServerToAgent {
+        ServerToAgent::decode(self.body.clone()).expect("a ServerToAgent")
+    }
+}
+
+async fn post(server: &Server, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = axum::http::Request::post(format!("http://{}{PATH}", server.address));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = client
+        .request(request.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    Reply {
+        status,
+        content_type,
+        body: response.into_body().collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn send(server: &Server, message: &AgentToServer) -> ServerToAgent {
+    let reply = post(
+        server,
+        &[("content-type", "application/x-protobuf")],
+        message.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.content_type, "application/x-protobuf", "exactly");
+    reply.message()
+}
+
+fn yaml(text: &str) -> BTreeMap<String, (Vec<u8>, String)> {
+    [(
+        "collector.yaml".to_string(),
+        (text.as_bytes().to_vec(), "text/yaml".to_string()),
+    )]
+    .into()
+}
+
+#[tokio::test]
+async fn http_agents_get_their_config_on_the_next_poll() {
+    let server = Server::start("127.0.0.1:0", Options::default())
+        .await
+        .unwrap();
+    let uid = [1u8; 16];
+    let first = send(&server, &hello(uid, 0, "gateway")).await;
+    assert_eq!(first.instance_uid, uid);
+    assert_eq!(first.capabilities & 0x7, 0x7);
+    assert_eq!(first.flags, 0);
+    assert!(first.remote_config.is_none());
+    let agents = server.fleet.agents();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].identifying["service.name"], "test-agent");
+    assert_eq!(agents[0].config, ConfigStatus::Unassigned);
+    assert_eq!(agents[0].connected, Some("http"));
+
+    // A config for gateways reaches this agent, and only once it reports on it does it stop.
+    server.fleet.set_config(Selector::All, yaml("all: true"));
+    let hash = server.fleet.set_config(
+        Selector::Attribute {
+            key: "odigos.role".into(),
+            value: "gateway".into(),
+        },
+        yaml("role: gateway"),
+    );
+    let offered = send(&server, &heartbeat(uid, 1))
+        .await
+        .remote_config
+        .expect("an offer");
+    assert_eq!(fleet::hex(&offered.config_hash), hash);
+    assert_eq!(
+        offered.config.unwrap().config_map["collector.yaml"].body,
+        b"role: gateway"
+    );
+    let view = server.fleet.agent(&fleet::hex(&uid)).unwrap();
+    assert_eq!(view.config, ConfigStatus::Pending { hash: hash.clone() });
+
+    let mut status = heartbeat(uid, 2);
+    status.remote_config_status = Some(RemoteConfigStatus {
+        last_remote_config_hash: offered.config_hash.clone(),
+        status: RemoteConfigStatuses::Applied as i32,
+        error_message: String::new(),
+    });
+    assert!(send(&server, &status).await.remote_config.is_none());
+    assert_eq!(
+        server.fleet.agent(&fleet::hex(&uid)).unwrap().config,
+        ConfigStatus::Applied { hash }
+    );
+    assert!(
+        send(&server, &heartbeat(uid, 3))
+            .await
+            .remote_config
+            .is_none(),
+        "nothing new to send"
+    );
+
+    // A failed apply is shown with its message.
+    let second = server
+        .fleet
+        .set_config(Selector::Agent(uid), yaml("broken: ["));
+    let offered = send(&server, &heartbeat(uid, 4))
+        .await
+        .remote_config
+        .unwrap();
+    let mut failed = heartbeat(uid, 5);
+    failed.remote_config_status = Some(RemoteConfigStatus {
+        last_remote_config_hash: offered.config_hash,
+        status: RemoteConfigStatuses::Failed as i32,
+        error_message: "collector.yaml:1: bad".into(),
+    });
+    send(&server, &failed).await;
+    assert_eq!(
+        server.fleet.agent(&fleet::hex(&uid)).unwrap().config,
+        ConfigStatus::Failed {
+            hash: second,
+            error: "collector.yaml:1: bad".into()
+        }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lost_state_asks_for_a_full_report() {
+    let server = Server::start("127.0.0.1:0", Options::default())
+        .await
+        .unwrap();
+    // Unknown to the server and not describing itself (say, after a server restart).
+    let reply = send(&server, &heartbeat([2u8; 16], 7)).await;
+    assert_eq!(reply.flags & ServerToAgentFlags::ReportFullState as u64, 1);
+    let reply = send(&server, &hello([2u8; 16], 8, "node")).await;
+    assert_eq!(reply.flags, 0);
+    // A gap in sequence numbers: a message went missing.
+    let reply = send(&server, &heartbeat([2u8; 16], 10)).await;
+    assert_eq!(reply.flags & ServerToAgentFlags::ReportFullState as u64, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_answers() {
+    let options = Options {
+        token: Some("s3cret".into()),
+        ..Options::default()
+    };
+    let server = Server::start("127.0.0.1:0", options).await.unwrap();
+    let auth = ("authorization", "Bearer s3cret");
+    let protobuf = ("content-type", "application/x-protobuf");
+    let body = hello([3u8; 16], 0, "node").encode_to_vec();
+
+    assert_eq!(post(&server, &[protobuf], body.clone()).await.status, 401);
+    assert_eq!(
+        post(
+            &server,
+            &[protobuf, ("authorization", "Bearer nope")],
+            body.clone()
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        post(
+            &server,
+            &[auth, ("content-type", "application/json")],
+            body.clone()
+        )
+        .await
+        .status,
+        415
+    );
+
+    let reply = post(&server, &[auth, protobuf], vec![0x0a, 0x05, 1]).await;
+    assert_eq!(reply.status, 400);
+    let error = reply.message().error_response.unwrap();
+    assert_eq!(error.r#type, ServerErrorResponseType::BadRequest as i32);
+    assert!(
+        error.error_message.contains("invalid AgentToServer"),
+        "{}",
+        error.error_message
+    );
+
+    let short = AgentToServer {
+        instance_uid: vec![1, 2, 3],
+        ..Default::default()
+    };
+    let reply = post(&server, &[auth, protobuf], short.encode_to_vec()).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .message()
+            .error_response
+            .unwrap()
+            .error_message
+            .contains("16 bytes, got 3")
+    );
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body).unwrap();
+    let reply = post(
+        &server,
+        &[auth, protobuf, ("content-encoding", "gzip")],
+        gz.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.message().instance_uid, [3u8; 16]);
+
+    let huge = vec![0u8; MAX_MESSAGE_BYTES + 10];
+    assert_eq!(post(&server, &[auth, protobuf], huge).await.status, 413);
+    assert_eq!(server.fleet.agents().len(), 1, "only the one valid agent");
+    server.stop().await;
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &Server) -> Socket {
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}{PATH}", server.address))
+        .await
+        .unwrap();
+    socket
+}
+
+async fn exchange(socket: &mut Socket, message: &AgentToServer) -> ServerToAgent {
+    socket
+        .send(Frame::Binary(ws_frame(message).into()))
+        .await
+        .unwrap();
+    receive(socket).await
+}
+
+async fn receive(socket: &mut Socket) -> ServerToAgent {
+    let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Frame::Binary(frame) = frame else {
+        panic!("unexpected {frame:?}")
+    };
+    ServerToAgent::decode(ws_payload(&frame).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn websocket_agents_get_config_pushed() {
+    let server = Server::start("127.0.0.1:0", Options::default())
+        .await
+        .unwrap();
+    let uid = [4u8; 16];
+    let mut socket = connect(&server).await;
+    let reply = exchange(&mut socket, &hello(uid, 0, "node")).await;
+    assert_eq!(reply.instance_uid, uid);
+    assert_eq!(server.fleet.agents()[0].connected, Some("websocket"));
+
+    // Pushed without the agent asking.
+    let hash = server.fleet.set_config(Selector::All, yaml("pushed: true"));
+    let pushed = receive(&mut socket).await;
+    assert_eq!(pushed.instance_uid, uid);
+    assert_eq!(fleet::hex(&pushed.remote_config.unwrap().config_hash), hash);
+
+    // A second live connection claiming the same uid is offered a new one.
+    let mut twin = connect(&server).await;
+    let reply = exchange(&mut twin, &hello(uid, 0, "node")).await;
+    let fresh = reply
+        .agent_identification
+        .expect("a new uid")
+        .new_instance_uid;
+    assert_eq!(fresh.len(), 16);
+    assert_ne!(fresh, uid);
+    assert_eq!(fresh[6] >> 4, 7, "a UUIDv7");
+
+    // A frame whose header byte is not 0 closes that connection only.
+    twin.send(Frame::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), twin.next())
+        .await
+        .unwrap();
+    match closed {
+        Some(Ok(Frame::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1002),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let reply = exchange(&mut socket, &heartbeat(uid, 1)).await;
+    assert!(
+        reply.remote_config.is_some(),
+        "not yet reported on, so offered again"
+    );
+
+    drop(socket);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        server.fleet.agents()[0].connected,
+        None,
+        "closing the socket disconnects"
+    );
+    server.stop().await;
+}
