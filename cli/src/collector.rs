@@ -17,12 +17,53 @@ pub struct Args {
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Be managed by an OpAMP server (`ws://host:4320/v1/opamp`, or `http://...` to poll):
+    /// the collector reports to it and runs the configs it sends, swapping them in place.
+    /// `--config`, when given, is the config to start with.
+    #[arg(long, value_name = "URL")]
+    opamp_endpoint: Option<String>,
+
+    /// Bearer token for the OpAMP server.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ODIGOS_OPAMP_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
+    /// Where the OpAMP identity and the last applied config are kept
+    /// [default: ~/.local/state/odigos/collector-ROLE].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// The collector's role in the pipeline, reported to the OpAMP server.
+    #[arg(long, value_enum, default_value_t = Role::Node)]
+    role: Role,
+
     /// Longest wait, on shutdown, for batches to flush and queues to drain.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
 
     #[command(subcommand)]
     action: Option<Action>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    /// The per-node collector apps send to.
+    Node,
+    /// The cluster gateway that applies Actions and ships to destinations.
+    Gateway,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Gateway => "gateway",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -57,6 +98,21 @@ pub fn main(args: Args) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        None if args.opamp_endpoint.is_some() => {
+            crate::init_logs("info");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(crate::managed::run(crate::managed::Settings {
+                endpoint: args.opamp_endpoint.unwrap_or_default(),
+                token: args.token,
+                state_dir: args.state_dir,
+                role: args.role.as_str(),
+                initial: args.config,
+                grace: args.shutdown_grace,
+            }))
+        }
         None => {
             let Some(file) = args.config else {
                 eprintln!(

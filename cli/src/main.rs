@@ -1,6 +1,7 @@
 //! `odigos`: the one binary of odigos-rs.
 
 mod collector;
+mod managed;
 
 use clap::{Parser, Subcommand};
 

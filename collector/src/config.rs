@@ -14,6 +14,11 @@ use crate::processor::ProcessorConfig;
 use crate::receiver::ReceiverConfig;
 use crate::yaml::{self, Value};
 
+/// The config text with secret values replaced, for reporting effective configs.
+pub fn redact(text: &str) -> String {
+    yaml::redact(text)
+}
+
 /// Parses durations as configs write them: `200ms`, `5s`, `1m30s`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     yaml::duration::parse(text)

@@ -32,6 +32,48 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, (Vec<String>, 
     })
 }
 
+/// The YAML with secret values replaced by `[REDACTED]`: values under `headers`, and values
+/// whose key names a secret (`password`, `token`, `api_key`, `authorization`, ...).
+pub fn redact(text: &str) -> String {
+    fn secret(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "api_key",
+            "apikey",
+            "authorization",
+            "credential",
+            "private_key",
+        ]
+        .iter()
+        .any(|s| key.contains(s))
+    }
+    fn walk(value: &mut Value, hide: bool) {
+        match value {
+            Value::Mapping(map) => {
+                for (key, item) in map.iter_mut() {
+                    let name = key.as_str().unwrap_or("");
+                    walk(item, hide || name == "headers" || secret(name));
+                }
+            }
+            Value::Sequence(items) => items.iter_mut().for_each(|item| walk(item, hide)),
+            Value::Null => {}
+            other if hide => *other = Value::String("[REDACTED]".into()),
+            _ => {}
+        }
+    }
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(mut value) => {
+            walk(&mut value, false);
+            serde_yaml::to_string(&value).unwrap_or_default()
+        }
+        Err(_) => String::new(),
+    }
+}
+
 /// Replaces `${env:NAME}`, `${NAME}` and `${env:NAME:-default}` in every string of `value`;
 /// `$$` stands for a literal `$`. A string that is exactly one reference is re-read as a YAML
 /// scalar, so `port: ${env:PORT}` becomes a number. Returns `(path, problem)` for each reference
@@ -305,6 +347,19 @@ mod tests {
         let list = "a:\n- x: 1\n- x: 2\n  y: 3\nb: 1\n";
         assert_eq!(locate(list, &path(&["a", "1", "y"])), Some(4));
         assert_eq!(locate(list, &path(&["b"])), Some(5));
+    }
+
+    #[test]
+    fn redacts_secrets() {
+        let text = "exporters:\n  otlp:\n    endpoint: http://x:4317\n    headers:\n      x-api: abc\n  o2:\n    api_key: k\n    auth_token: t\nprocessors:\n  attributes:\n    actions: [{key: user.id, action: delete}]\n";
+        let redacted = redact(text);
+        assert!(
+            !redacted.contains("abc") && !redacted.contains(": k") && !redacted.contains(": t\n"),
+            "{redacted}"
+        );
+        assert!(redacted.contains("endpoint: http://x:4317"), "{redacted}");
+        assert!(redacted.contains("key: user.id"), "{redacted}");
+        assert_eq!(redacted.matches("[REDACTED]").count(), 3, "{redacted}");
     }
 
     #[test]

@@ -21,6 +21,24 @@ pub fn server_bits(capabilities: &[ServerCapabilities]) -> u64 {
     capabilities.iter().fold(0, |all, c| all | *c as u64)
 }
 
+/// A new instance uid: a UUIDv7 (milliseconds since the epoch, then random bits).
+pub fn new_instance_uid() -> [u8; 16] {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let mut uid: [u8; 16] = rand::random();
+    uid[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    uid[6] = (uid[6] & 0x0f) | 0x70;
+    uid[8] = (uid[8] & 0x3f) | 0x80;
+    uid
+}
+
+/// Lowercase hex, as uids and hashes are shown.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Encodes a message as one WebSocket binary frame: the header byte, then the message.
 pub fn ws_frame(message: &impl prost::Message) -> Vec<u8> {
     let mut frame = Vec::with_capacity(1 + message.encoded_len());

@@ -79,10 +79,29 @@ impl Collector {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("collector.yaml");
         std::fs::write(&path, config).unwrap();
+        let args = [
+            "collector".into(),
+            "--config".into(),
+            path.display().to_string(),
+        ];
+        Collector::spawn(dir, path, &args, ports)
+    }
+
+    /// Starts `odigos collector` with `args` (after `collector`), e.g. to be managed over OpAMP.
+    pub fn with_args(args: &[&str], ports: &[u16]) -> Collector {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector.yaml");
+        let args: Vec<String> = std::iter::once("collector")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        Collector::spawn(dir, path, &args, ports)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, args: &[String], ports: &[u16]) -> Collector {
         let log = dir.path().join("collector.log");
         let child = Command::new(odigos_binary())
-            .args(["collector", "--config"])
-            .arg(&path)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -91,24 +110,29 @@ impl Collector {
         let mut collector = Collector {
             child,
             log,
-            config: path,
+            config,
             _dir: dir,
         };
+        collector.wait_for_ports(ports);
+        collector
+    }
+
+    /// Waits until every port accepts connections; fails with the log if the process exits.
+    pub fn wait_for_ports(&mut self, ports: &[u16]) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in ports {
             while TcpStream::connect(("127.0.0.1", *port)).is_err() {
-                if let Ok(Some(status)) = collector.child.try_wait() {
-                    panic!("collector exited with {status}:\n{}", collector.logs());
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("collector exited with {status}:\n{}", self.logs());
                 }
                 assert!(
                     Instant::now() < deadline,
                     "port {port} not open:\n{}",
-                    collector.logs()
+                    self.logs()
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        collector
     }
 
     /// Rewrites the config file (atomically, as editors do) and waits until the log has

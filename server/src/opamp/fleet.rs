@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use odigos_proto::opamp::*;
@@ -416,22 +416,7 @@ pub(crate) fn error_response(
     response.encode_to_vec().into()
 }
 
-/// A UUIDv7: milliseconds since the epoch, then random bits.
-pub(crate) fn new_uid() -> Uid {
-    let millis = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    let mut uid: Uid = rand::random();
-    uid[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    uid[6] = (uid[6] & 0x0f) | 0x70;
-    uid[8] = (uid[8] & 0x3f) | 0x80;
-    uid
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use odigos_proto::opamp::{hex, new_instance_uid as new_uid};
 
 fn text(value: Option<&AnyValue>) -> String {
     match value.and_then(|v| v.value.as_ref()) {

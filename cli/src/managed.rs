@@ -1,0 +1,198 @@
+//! `odigos collector --opamp-endpoint`: the collector under its supervisor. Remote configs are
+//! validated and hot-swapped by the running topology; one that fails is reported FAILED and
+//! the previous one keeps running.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use odigos_collector::{Config, Topology};
+use odigos_proto::opamp::ComponentHealth;
+use odigos_supervisor::{Apply, Files, Options};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Mutex;
+
+pub struct Settings {
+    pub endpoint: String,
+    pub token: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub role: &'static str,
+    pub initial: Option<PathBuf>,
+    pub grace: Duration,
+}
+
+/// The collector as the supervisor sees it.
+struct Managed {
+    topology: Mutex<Option<Topology>>,
+    /// The applied config file: its name and its text with secrets redacted.
+    effective: Mutex<Option<(String, String)>>,
+    started: SystemTime,
+}
+
+#[async_trait]
+impl Apply for Managed {
+    async fn apply(&self, files: &Files) -> Result<(), String> {
+        let yaml = |name: &str, content_type: &str| {
+            content_type.contains("yaml") || name.ends_with(".yaml") || name.ends_with(".yml")
+        };
+        let (name, (body, _)) = files
+            .iter()
+            .find(|(name, (_, content_type))| yaml(name, content_type))
+            .or_else(|| files.iter().next())
+            .ok_or("the remote config has no file; expected one collector YAML file")?;
+        let name = if name.is_empty() {
+            "remote config"
+        } else {
+            name.as_str()
+        };
+        let text = std::str::from_utf8(body).map_err(|e| format!("{name}: not UTF-8: {e}"))?;
+        let config =
+            Config::from_yaml(text, name).map_err(|e| e.to_string().trim_end().to_string())?;
+        let mut topology = self.topology.lock().await;
+        match topology.as_mut() {
+            Some(running) => {
+                let applied = running.apply(config).await.map_err(|e| e.to_string())?;
+                tracing::info!("remote config applied: {applied}");
+            }
+            None => {
+                *topology = Some(Topology::start(&config).await.map_err(|e| e.to_string())?);
+                tracing::info!("collector started from the remote config");
+            }
+        }
+        *self.effective.lock().await =
+            Some((name.to_string(), odigos_collector::config::redact(text)));
+        Ok(())
+    }
+
+    async fn effective_config(&self) -> Files {
+        match &*self.effective.lock().await {
+            Some((name, text)) => [(
+                name.clone(),
+                (text.clone().into_bytes(), "text/yaml".to_string()),
+            )]
+            .into(),
+            None => Files::new(),
+        }
+    }
+
+    async fn health(&self) -> ComponentHealth {
+        let now = unix_nanos(SystemTime::now());
+        let topology = self.topology.lock().await;
+        let Some(topology) = topology.as_ref() else {
+            return ComponentHealth {
+                healthy: true,
+                status: "waiting for a config".into(),
+                start_time_unix_nano: unix_nanos(self.started),
+                status_time_unix_nano: now,
+                ..Default::default()
+            };
+        };
+        let components: std::collections::HashMap<String, ComponentHealth> = topology
+            .health()
+            .into_iter()
+            .map(|(name, health)| {
+                let component = ComponentHealth {
+                    healthy: health.healthy,
+                    status: if health.healthy { "ok" } else { "failing" }.into(),
+                    last_error: health.last_error.unwrap_or_default(),
+                    status_time_unix_nano: now,
+                    ..Default::default()
+                };
+                (name, component)
+            })
+            .collect();
+        let failing: Vec<&String> = components
+            .iter()
+            .filter(|(_, c)| !c.healthy)
+            .map(|(n, _)| n)
+            .collect();
+        ComponentHealth {
+            healthy: failing.is_empty(),
+            status: if failing.is_empty() {
+                "running".into()
+            } else {
+                "degraded".into()
+            },
+            last_error: failing
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            start_time_unix_nano: unix_nanos(self.started),
+            status_time_unix_nano: now,
+            component_health_map: components,
+        }
+    }
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+pub async fn run(settings: Settings) -> ExitCode {
+    let managed = Arc::new(Managed {
+        topology: Mutex::new(None),
+        effective: Mutex::new(None),
+        started: SystemTime::now(),
+    });
+    if let Some(file) = &settings.initial {
+        let files: Files = match std::fs::read(file) {
+            Ok(body) => [(file.display().to_string(), (body, "text/yaml".to_string()))].into(),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = managed.apply(&files).await {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let state_dir = settings.state_dir.unwrap_or_else(|| {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/state/odigos")
+            .join(format!("collector-{}", settings.role))
+    });
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let options = Options {
+        endpoint: settings.endpoint,
+        token: settings.token,
+        state_dir,
+        identifying: vec![
+            ("service.name".into(), "io.odigos.collector".into()),
+            ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
+        ],
+        non_identifying: vec![
+            ("odigos.role".into(), settings.role.into()),
+            ("host.name".into(), host),
+        ],
+        heartbeat: Duration::from_secs(30),
+    };
+    tracing::info!(endpoint = %options.endpoint, role = settings.role, "collector managed over opamp");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let stop = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    if let Err(e) = odigos_supervisor::run(options, managed.clone(), stop).await {
+        eprintln!("error: the opamp supervisor could not start: {e}");
+        return ExitCode::from(1);
+    }
+    tracing::info!("shutting down: stopping receivers, flushing pipelines");
+    if let Some(topology) = managed.topology.lock().await.take() {
+        topology.shutdown(settings.grace).await;
+    }
+    tracing::info!("collector stopped");
+    ExitCode::SUCCESS
+}
