@@ -2,6 +2,7 @@
 
 mod collector;
 mod managed;
+mod server;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the collector on an OpenTelemetry Collector YAML config, or validate one.
     Collector(collector::Args),
+    /// Run the control plane: the OpAMP server that manages collectors, and its API.
+    Server(server::Args),
     /// Print the version.
     Version,
 }
@@ -28,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Collector(args) => collector::main(args),
+        Command::Server(args) => server::main(args),
         Command::Version => {
             println!("odigos {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS

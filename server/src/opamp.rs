@@ -34,6 +34,15 @@ impl Default for Options {
     }
 }
 
+/// Whether `headers` carry `Authorization: Bearer <token>` (always, when there is no token).
+pub(crate) fn authorized(token: Option<&str>, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = token else { return true };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    presented.and_then(|v| v.strip_prefix("Bearer ")) == Some(token)
+}
+
 /// The OpAMP path.
 pub const PATH: &str = "/v1/opamp";
 
@@ -59,7 +68,8 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let fleet = Arc::new(Fleet::new(options.agent_timeout));
-        let app = router(fleet.clone(), &options);
+        let app = router(fleet.clone(), &options)
+            .merge(crate::api::router(fleet.clone(), options.token.clone()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = fleet.clone();
         let task = tokio::spawn(async move {

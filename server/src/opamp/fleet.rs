@@ -67,7 +67,8 @@ struct Agent {
 }
 
 /// How an agent stands with the config meant for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
 pub enum ConfigStatus {
     /// No config is assigned to it.
     Unassigned,
@@ -88,7 +89,7 @@ pub enum ConfigStatus {
 }
 
 /// What a user sees of one agent.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct AgentView {
     pub uid: String,
     pub identifying: BTreeMap<String, String>,

@@ -38,14 +38,8 @@ impl Endpoint {
 }
 
 pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
-    if let Some(token) = &endpoint.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if presented != Some(&format!("Bearer {token}")) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-        }
+    if !super::authorized(endpoint.token.as_deref(), request.headers()) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
     }
     let upgrade = request
         .headers()

@@ -354,3 +354,85 @@ async fn websocket_agents_get_config_pushed() {
     );
     server.stop().await;
 }
+
+async fn api(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", server.address));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_api_lists_agents_and_assigns_configs() {
+    let options = Options {
+        token: Some("k".into()),
+        ..Options::default()
+    };
+    let server = Server::start("127.0.0.1:0", options).await.unwrap();
+    let token = ("authorization", "Bearer k");
+    let uid = [5u8; 16];
+    let hello_body = hello(uid, 0, "node").encode_to_vec();
+    assert_eq!(
+        post(
+            &server,
+            &[token, ("content-type", "application/x-protobuf")],
+            hello_body
+        )
+        .await
+        .status,
+        200
+    );
+
+    assert_eq!(api(&server, "GET", "/api/v1/agents", None, "").await.0, 401);
+    let (status, agents) = api(&server, "GET", "/api/v1/agents", Some("k"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(agents[0]["uid"], fleet::hex(&uid));
+    assert_eq!(agents[0]["non_identifying"]["odigos.role"], "node");
+    assert_eq!(agents[0]["config"]["status"], "unassigned");
+
+    let (status, reply) = api(
+        &server,
+        "PUT",
+        "/api/v1/config?role=node",
+        Some("k"),
+        "receivers: {}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let hash = reply["hash"].as_str().unwrap().to_string();
+    let (_, agents) = api(&server, "GET", "/api/v1/agents", Some("k"), "").await;
+    assert_eq!(
+        agents[0]["config"],
+        serde_json::json!({"status": "pending", "hash": hash})
+    );
+    assert_eq!(
+        api(&server, "PUT", "/api/v1/config?uid=xyz", Some("k"), "")
+            .await
+            .0,
+        400
+    );
+    server.stop().await;
+}

@@ -1,0 +1,99 @@
+//! A small HTTP API over the fleet, beside the OpAMP endpoint: list agents, assign configs.
+//!
+//! - `GET /api/v1/agents`: every agent as JSON.
+//! - `PUT /api/v1/config[?role=R | ?uid=HEX][&file=NAME]`: the body becomes the config of the
+//!   agents chosen (all by default); the reply is `{"hash": "..."}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::opamp::{Fleet, Selector, authorized};
+
+pub fn router(fleet: Arc<Fleet>, token: Option<String>) -> axum::Router {
+    let state = Arc::new(Api { fleet, token });
+    axum::Router::new()
+        .route("/api/v1/agents", axum::routing::get(agents))
+        .route("/api/v1/config", axum::routing::put(config))
+        .with_state(state)
+}
+
+struct Api {
+    fleet: Arc<Fleet>,
+    token: Option<String>,
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+}
+
+async fn agents(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if !authorized(api.token.as_deref(), &headers) {
+        return unauthorized();
+    }
+    Json(api.fleet.agents()).into_response()
+}
+
+#[derive(Deserialize)]
+struct Target {
+    role: Option<String>,
+    uid: Option<String>,
+    file: Option<String>,
+}
+
+async fn config(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(target): Query<Target>,
+    body: Bytes,
+) -> Response {
+    if !authorized(api.token.as_deref(), &headers) {
+        return unauthorized();
+    }
+    let selector = match (target.role, target.uid) {
+        (None, None) => Selector::All,
+        (Some(role), None) => Selector::Attribute {
+            key: "odigos.role".into(),
+            value: role,
+        },
+        (None, Some(uid)) => match parse_uid(&uid) {
+            Some(uid) => Selector::Agent(uid),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("uid {uid:?} is not 32 hex digits"),
+                )
+                    .into_response();
+            }
+        },
+        (Some(_), Some(_)) => {
+            return (StatusCode::BAD_REQUEST, "give role or uid, not both").into_response();
+        }
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/yaml")
+        .to_string();
+    let file = target.file.unwrap_or_else(|| "collector.yaml".into());
+    let hash = api
+        .fleet
+        .set_config(selector, [(file, (body.to_vec(), content_type))].into());
+    Json(serde_json::json!({ "hash": hash })).into_response()
+}
+
+fn parse_uid(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut uid = [0u8; 16];
+    for (i, byte) in uid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(uid)
+}
