@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use odigos_bench::fleet::{self, FleetArgs};
 use odigos_bench::load::{self, LoadOptions, LoadStats};
 use odigos_bench::request::Payloads;
 use odigos_bench::runner::{self, RunArgs};
@@ -28,6 +29,9 @@ enum Cmd {
     Run(RunArgs),
     /// Measure config swaps under load: time to applied, and the throughput around each swap.
     Swap(SwapArgs),
+    /// Simulate a fleet of OpAMP agents against `odigos server`: memory per agent, CPU at
+    /// steady heartbeat, and the time for one config change to be applied everywhere.
+    Fleet(FleetArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Sink(args) => sink(args).await,
         Cmd::Run(args) => runner::run(args).await,
         Cmd::Swap(args) => swap::run(args).await,
+        Cmd::Fleet(args) => fleet::run(args).await,
     }
 }
 

@@ -483,7 +483,7 @@ impl Process {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -546,7 +546,7 @@ impl Drop for Process {
 }
 
 /// User plus system CPU time of a process, in clock ticks.
-fn proc_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn proc_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_cpu_ticks(&stat).with_context(|| format!("unexpected /proc/{pid}/stat"))
 }
@@ -561,7 +561,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// A `kB` field of `/proc/PID/status`, such as `VmHWM` (peak resident set) or `VmRSS`.
-fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     parse_status_kib(&status, field).with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
@@ -574,7 +574,7 @@ fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
 }
 
 /// Clock ticks per second, as `getconf CLK_TCK` reports; 100 on every common Linux.
-fn clock_ticks() -> u64 {
+pub(crate) fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
