@@ -217,6 +217,10 @@ impl Fleet {
                 None,
             );
         };
+        if message.capabilities & AgentCapabilities::ReportsStatus as u64 == 0 {
+            let error = "capabilities must include ReportsStatus (0x1)".to_string();
+            return error_response(&uid, ServerErrorResponseType::BadRequest, error, None);
+        }
         let assignments = self.assignments.lock().unwrap().clone();
         let mut agents = self.agents.lock().unwrap();
 

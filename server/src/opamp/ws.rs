@@ -8,12 +8,14 @@ use futures_util::{SinkExt, StreamExt};
 use odigos_proto::opamp::{AgentToServer, ServerErrorResponseType, ws_payload};
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
 
 use super::fleet::{Connection, Fleet, Transport, Uid, error_response};
 
 /// Close codes from RFC 6455.
 const PROTOCOL_ERROR: u16 = 1002;
 const UNSUPPORTED_DATA: u16 = 1003;
+const MESSAGE_TOO_BIG: u16 = 1009;
 
 pub(crate) async fn serve(socket: WebSocket, fleet: Arc<Fleet>) {
     let (push, mut pushed) = mpsc::channel(4);
@@ -61,8 +63,17 @@ pub(crate) async fn serve(socket: WebSocket, fleet: Arc<Fleet>) {
                 Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
                 Some(Ok(Frame::Close(_))) | None => break,
                 Some(Err(e)) => {
-                    // Oversized messages end up here: tungstenite refuses them while reading.
-                    tracing::warn!(error = %e, "opamp: websocket error; closing the connection");
+                    let inner = e.into_inner();
+                    let too_big = matches!(
+                        inner.downcast_ref::<tungstenite::Error>(),
+                        Some(tungstenite::Error::Capacity(_))
+                    );
+                    if too_big {
+                        tracing::warn!(error = %inner, "opamp: message over the size limit; closing the connection");
+                        let _ = sink.send(close(MESSAGE_TOO_BIG, "message larger than 64 MiB")).await;
+                    } else {
+                        tracing::warn!(error = %inner, "opamp: websocket error; closing the connection");
+                    }
                     break;
                 }
             },
