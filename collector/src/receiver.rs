@@ -6,7 +6,9 @@
 
 pub mod otlp;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -54,11 +56,41 @@ pub type SharedRoutes = Arc<ArcSwap<Routes>>;
 pub struct Server {
     pub protocol: &'static str,
     pub endpoint: String,
-    pub stop: tokio::sync::oneshot::Sender<()>,
-    pub task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
+    /// Runs `serve`, given the future that resolves when the server is told to stop, as the
+    /// server's task; a failure is logged.
+    pub(crate) fn spawn<F, E>(
+        protocol: &'static str,
+        endpoint: &str,
+        serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    ) -> Server
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = serve(Box::pin(async move {
+            let _ = stopped.await;
+        }));
+        let endpoint = endpoint.to_string();
+        let logged = endpoint.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(protocol, endpoint = %logged, error = %e, "server failed");
+            }
+        });
+        Server {
+            protocol,
+            endpoint,
+            stop,
+            task,
+        }
+    }
+
     /// Stops accepting connections, lets requests in progress finish, and returns when done.
     pub async fn stop(self) {
         let _ = self.stop.send(());

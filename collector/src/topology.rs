@@ -408,21 +408,10 @@ impl Topology {
 async fn start_metrics(address: &str, registry: &Registry) -> Result<MetricsServer, String> {
     let listener = receiver::listen(address).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let registry = registry.clone();
-    let task = tokio::spawn(async move {
-        let _ = registry
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
+    let server = receiver::Server::spawn("metrics", address, |shutdown| {
+        registry.serve(listener, shutdown)
     });
-    let server = receiver::Server {
-        protocol: "metrics",
-        endpoint: address.to_string(),
-        stop,
-        task,
-    };
     Ok(MetricsServer {
         address: address.to_string(),
         local,

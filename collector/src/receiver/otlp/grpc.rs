@@ -38,7 +38,6 @@ pub(super) async fn start(
         ingest: Arc::new(ingest),
         settings,
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Windows sized for the large batches an upstream collector sends.
     let router = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(2 << 20))
@@ -47,24 +46,10 @@ pub(super) async fn start(
         .add_service(Export::<Metrics>::new(handler.clone()))
         .add_service(Export::<Logs>::new(handler));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-        {
-            tracing::error!(%local, error = %e, "otlp grpc server failed");
-        }
-    });
     tracing::info!(%local, "otlp grpc receiver listening");
-    Ok(Server {
-        protocol: "grpc",
-        endpoint: endpoint.to_string(),
-        stop,
-        task,
-    })
+    Ok(Server::spawn("grpc", endpoint, |shutdown| {
+        router.serve_with_incoming_shutdown(incoming, shutdown)
+    }))
 }
 
 #[derive(Clone)]

@@ -1,5 +1,6 @@
 //! OTLP/HTTP: protobuf and JSON bodies, gzip or deflate encoded, on `/v1/{traces,metrics,logs}`.
 
+use std::future::IntoFuture;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -36,25 +37,12 @@ pub(super) async fn start(
         )
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(%local, error = %e, "otlp http server failed");
-        }
-    });
     tracing::info!(%local, "otlp http receiver listening");
-    Ok(Server {
-        protocol: "http",
-        endpoint: endpoint.to_string(),
-        stop,
-        task,
-    })
+    Ok(Server::spawn("http", endpoint, |shutdown| {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .into_future()
+    }))
 }
 
 struct Endpoint {
