@@ -1,7 +1,8 @@
 //! Our collector under our OpAMP server, over WebSocket: a pushed config is APPLIED and shows in
 //! the effective config (secrets redacted); an invalid one is reported FAILED while spans keep
 //! flowing; when the server goes away and comes back, the agent reconnects and reports its full
-//! state; through all of it no acknowledged span is lost and the process never restarts.
+//! state; through all of it no acknowledged span is lost and the process never restarts. A
+//! collector restarted while the server is down comes back to its last good config.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -174,4 +175,16 @@ async fn collector_takes_remote_configs_and_survives_a_server_restart() {
     assert_eq!(collector.pid(), pid, "the collector never restarted");
     server.stop().await;
     collector.stop();
+
+    // Restarted while the server is down, the collector comes back to its last good config.
+    let mut restarted = tokio::task::block_in_place(|| Collector::with_args(&args, &[]));
+    tokio::task::block_in_place(|| restarted.wait_for_ports(&[grpc]));
+    assert!(
+        restarted
+            .logs()
+            .contains("restored the last applied config"),
+        "{}",
+        restarted.logs()
+    );
+    restarted.stop();
 }
