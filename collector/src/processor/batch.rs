@@ -179,7 +179,8 @@ impl Batcher {
                     None => open = false,
                 },
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                _ = tokio::time::sleep_until(wake), if !pending.parts.is_empty() => {}
+                // Time matters only when a batch could go out; otherwise wait for room.
+                _ = tokio::time::sleep_until(wake), if !pending.parts.is_empty() && room => {}
             }
         }
         while in_flight.join_next().await.is_some() {}
@@ -199,5 +200,81 @@ impl Batcher {
         for reply in pending.waiting {
             let _ = reply.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+    use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+
+    use super::*;
+
+    /// Takes a while per batch and records the size of each.
+    #[derive(Default)]
+    struct Slow {
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Consumer for Slow {
+        async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.sizes.lock().unwrap().push(batch.items());
+            Ok(())
+        }
+    }
+
+    fn logs(n: usize) -> Batch {
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Batch::from_bytes(Signal::Logs, request.encode_to_vec().into()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn data_arriving_during_a_send_joins_the_next_batch() {
+        let slow = Arc::new(Slow::default());
+        let config = BatchConfig {
+            max_in_flight: 1,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let context = Context::new();
+        let batch = build(
+            &config,
+            &ComponentId::new("batch"),
+            Signal::Logs,
+            slow.clone(),
+            &context,
+        );
+
+        let first = tokio::spawn({
+            let batch = batch.clone();
+            async move { batch.consume(logs(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // While the first batch is being sent, four more requests arrive; they go out together,
+        // and every sender hears back only once its data is delivered.
+        let rest: Vec<_> = (0..4)
+            .map(|_| {
+                let batch = batch.clone();
+                tokio::spawn(async move { batch.consume(logs(2)).await })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), Ok(()));
+        for sender in rest {
+            assert_eq!(sender.await.unwrap(), Ok(()));
+        }
+        assert_eq!(*slow.sizes.lock().unwrap(), [1, 8]);
     }
 }
