@@ -32,6 +32,11 @@ pub struct Args {
     )]
     token: Option<String>,
 
+    /// For a `wss://` OpAMP endpoint: the CA certificates (PEM) to trust instead of the
+    /// public roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+
     /// Where the OpAMP identity and the last applied config are kept
     /// [default: ~/.local/state/odigos/collector-ROLE].
     #[arg(long, value_name = "DIR")]
@@ -111,6 +116,7 @@ pub fn main(args: Args) -> ExitCode {
                 role: args.role.as_str(),
                 initial: args.config,
                 grace: args.shutdown_grace,
+                ca_file: args.ca_file,
             }))
         }
         None => {

@@ -21,6 +21,7 @@ pub struct Settings {
     pub role: &'static str,
     pub initial: Option<PathBuf>,
     pub grace: Duration,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The collector as the supervisor sees it.
@@ -176,6 +177,7 @@ pub async fn run(settings: Settings) -> ExitCode {
             ("host.name".into(), host),
         ],
         heartbeat: Duration::from_secs(30),
+        ca_file: settings.ca_file,
     };
     tracing::info!(endpoint = %options.endpoint, role = settings.role, "collector managed over opamp");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -20,6 +20,14 @@ pub struct Args {
     )]
     token: Option<String>,
 
+    /// Serve TLS with this PEM certificate chain (with --tls-key); agents then use wss://.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
     /// An agent not heard from for this long is considered gone.
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = odigos_collector::config::parse_duration)]
     agent_timeout: Duration,
@@ -32,16 +40,18 @@ pub fn main(args: Args) -> ExitCode {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let options = Options { token: args.token, agent_timeout: args.agent_timeout, ..Options::default() };
+        let tls = args.tls_cert.zip(args.tls_key);
+        let scheme = if tls.is_some() { ("wss", "https") } else { ("ws", "http") };
+        let options = Options { token: args.token, agent_timeout: args.agent_timeout, tls, ..Options::default() };
         let server = match Server::start(&args.listen, options).await {
             Ok(server) => server,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                eprintln!("error: cannot serve on {}: {e}", args.listen);
                 return ExitCode::from(1);
             }
         };
-        let base = format!("http://{}", server.address);
-        println!("opamp: ws://{}{PATH} (or {base}{PATH} to poll)", server.address);
+        let base = format!("{}://{}", scheme.1, server.address);
+        println!("opamp: {}://{}{PATH} (or {base}{PATH} to poll)", scheme.0, server.address);
         println!("agents: curl {base}/api/v1/agents");
         println!("assign a config: curl -X PUT --data-binary @collector.yaml '{base}/api/v1/config?role=node'");
         let _ = tokio::signal::ctrl_c().await;

@@ -5,9 +5,11 @@
 
 mod fleet;
 mod http;
+mod tls;
 mod ws;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,8 @@ pub struct Options {
     pub agent_timeout: Duration,
     /// Requests handled at once over HTTP; more get 503 with Retry-After.
     pub max_concurrent_requests: usize,
+    /// Serve TLS (`wss://`, `https://`) with this certificate chain and key, both PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
@@ -30,6 +34,7 @@ impl Default for Options {
             token: None,
             agent_timeout: Duration::from_secs(90),
             max_concurrent_requests: 4096,
+            tls: None,
         }
     }
 }
@@ -65,6 +70,11 @@ pub struct Server {
 impl Server {
     /// Listens on `address` (`host:port`) and serves until [`Server::stop`].
     pub async fn start(address: &str, options: Options) -> std::io::Result<Server> {
+        let acceptor = options
+            .tls
+            .as_ref()
+            .map(|(cert, key)| tls::acceptor(cert, key))
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let fleet = Arc::new(Fleet::new(options.agent_timeout));
@@ -80,9 +90,19 @@ impl Server {
                     sweeper.sweep();
                 }
             };
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let stopped = async {
                 let _ = stopped.await;
-            });
+            };
+            let serve = async move {
+                match acceptor {
+                    Some(acceptor) => tls::serve(listener, acceptor, app, stopped).await,
+                    None => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stopped)
+                            .await
+                    }
+                }
+            };
             tokio::select! {
                 result = serve => {
                     if let Err(e) = result {
@@ -92,7 +112,8 @@ impl Server {
                 _ = sweep => {}
             }
         });
-        tracing::info!(%address, path = PATH, "opamp server listening");
+        let tls = options.tls.is_some();
+        tracing::info!(%address, path = PATH, tls, "opamp server listening");
         Ok(Server {
             fleet,
             address,

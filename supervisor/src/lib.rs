@@ -50,6 +50,8 @@ pub struct Options {
     pub non_identifying: Vec<(String, String)>,
     /// How often to say "still here" (and, over HTTP, to poll).
     pub heartbeat: Duration,
+    /// For `wss://`: trust the CA certificates in this PEM file instead of the public roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Options {

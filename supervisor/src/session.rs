@@ -293,7 +293,13 @@ impl Agent {
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, value);
         }
-        let mut socket = match tokio_tungstenite::connect_async(request).await {
+        let connector = match url.starts_with("wss://").then(|| self.tls()).transpose() {
+            Ok(connector) => connector,
+            Err(e) => return Ended::Lost(e),
+        };
+        let connected =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await;
+        let mut socket = match connected {
             Ok((socket, _)) => socket,
             Err(tungstenite::Error::Http(response)) => {
                 return Ended::Refused(format!("HTTP {} to the upgrade", response.status()));
@@ -347,6 +353,32 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The TLS client settings: the CA file when one is given, the public roots otherwise.
+    fn tls(&self) -> Result<tokio_tungstenite::Connector, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.options.ca_file {
+            Some(file) => {
+                let certs = CertificateDer::pem_file_iter(file)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!("{}: no usable CA certificate", file.display()));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
     }
 
     /// Plain HTTP: post, act on the answer, and poll at the heartbeat interval.
