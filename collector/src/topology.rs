@@ -212,10 +212,8 @@ impl Topology {
         let mut kept: Vec<&PipelineId> = Vec::new();
         let mut built: BTreeMap<PipelineId, Chain> = BTreeMap::new();
         for (pid, pipeline) in &config.pipelines {
-            let keep = old
-                .and_then(|c| c.pipelines.get(pid))
-                .is_some_and(|before| {
-                    let old = old.unwrap();
+            let keep = old.is_some_and(|old| {
+                old.pipelines.get(pid).is_some_and(|before| {
                     before.processors == pipeline.processors
                         && before.exporters == pipeline.exporters
                         && pipeline.exporters.iter().all(|e| {
@@ -227,7 +225,8 @@ impl Topology {
                             let (was, now) = (&old.processors[p], &config.processors[p]);
                             was == now || was.updatable_to(now)
                         })
-                });
+                })
+            });
             if keep {
                 kept.push(pid);
                 continue;
@@ -330,18 +329,24 @@ impl Topology {
             self.context.tasks.spawn(server.stop());
         }
 
-        for pid in kept {
-            let pipeline = &config.pipelines[pid];
-            let chain = &self.pipelines[pid];
-            for (id, update) in pipeline.processors.iter().zip(&chain.processors) {
-                let (was, now) = (&old.unwrap().processors[id], &config.processors[id]);
-                if was != now {
-                    if let Some(update) = update {
-                        update(now);
+        // Kept pipelines take their processors' new settings in place.
+        if let Some(old) = old {
+            for pid in kept {
+                let chain = &self.pipelines[pid];
+                for (id, update) in config.pipelines[pid]
+                    .processors
+                    .iter()
+                    .zip(&chain.processors)
+                {
+                    let (was, now) = (&old.processors[id], &config.processors[id]);
+                    if was != now {
+                        if let Some(update) = update {
+                            update(now);
+                        }
+                        applied
+                            .updated
+                            .push(format!("pipelines.{pid}.processors.{id}"));
                     }
-                    applied
-                        .updated
-                        .push(format!("pipelines.{pid}.processors.{id}"));
                 }
             }
         }
