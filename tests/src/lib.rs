@@ -221,7 +221,7 @@ pub fn prometheus_value(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// Every JSON line of every file whose name starts with `prefix` in `dir`.
+/// Every line of the file at `path`, parsed as JSON (none while it does not exist).
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
