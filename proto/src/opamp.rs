@@ -39,6 +39,18 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Reads a uid written as 32 hex digits, as [`hex`] writes it.
+pub fn parse_uid(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut uid = [0u8; 16];
+    for (i, byte) in uid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(uid)
+}
+
 /// Encodes a message as one WebSocket binary frame: the header byte, then the message.
 pub fn ws_frame(message: &impl prost::Message) -> Vec<u8> {
     let mut frame = Vec::with_capacity(1 + message.encoded_len());
@@ -91,5 +103,9 @@ mod tests {
         assert_eq!(ServerToAgentFlags::ReportFullState as u64, 1);
         assert!(ws_payload(&[1, 2, 3]).is_err());
         assert!(ws_payload(&[]).is_err());
+        let uid = new_instance_uid();
+        assert_eq!(parse_uid(&hex(&uid)), Some(uid));
+        assert_eq!(parse_uid("xyz"), None);
+        assert_eq!(parse_uid(&"zz".repeat(16)), None);
     }
 }

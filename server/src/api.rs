@@ -13,6 +13,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use odigos_proto::opamp::parse_uid;
+
 use crate::opamp::{Fleet, Selector, authorized};
 
 pub fn router(fleet: Arc<Fleet>, token: Option<String>) -> axum::Router {
@@ -85,15 +87,4 @@ async fn config(
         .fleet
         .set_config(selector, [(file, (body.to_vec(), content_type))].into());
     Json(serde_json::json!({ "hash": hash })).into_response()
-}
-
-fn parse_uid(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut uid = [0u8; 16];
-    for (i, byte) in uid.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(uid)
 }

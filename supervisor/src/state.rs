@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use odigos_proto::opamp::{AgentRemoteConfig, hex, new_instance_uid};
+use odigos_proto::opamp::{AgentRemoteConfig, hex, new_instance_uid, parse_uid};
 use prost::Message;
 
 pub(crate) struct State {
@@ -16,7 +16,7 @@ impl State {
         std::fs::create_dir_all(dir)?;
         let stored = std::fs::read_to_string(dir.join("instance_uid"))
             .ok()
-            .and_then(|text| parse_hex(text.trim()));
+            .and_then(|text| parse_uid(text.trim()));
         let mut state = State {
             dir: dir.to_path_buf(),
             uid: [0; 16],
@@ -49,15 +49,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let staged = path.with_extension("tmp");
     std::fs::write(&staged, bytes)?;
     std::fs::rename(staged, path)
-}
-
-fn parse_hex(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut uid = [0u8; 16];
-    for (i, byte) in uid.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(uid)
 }
