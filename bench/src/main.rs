@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use odigos_bench::control::{self, ControlArgs};
 use odigos_bench::fleet::{self, FleetArgs};
 use odigos_bench::load::{self, LoadOptions, LoadStats};
 use odigos_bench::request::Payloads;
@@ -32,6 +33,9 @@ enum Cmd {
     /// Simulate a fleet of OpAMP agents against `odigos server`: memory per agent, CPU at
     /// steady heartbeat, and the time for one config change to be applied everywhere.
     Fleet(FleetArgs),
+    /// Measure the control plane: compile time of a large desired state, and the time from a
+    /// file written in `odigos up`'s `odigos.d/` to every collector running the new config.
+    Control(ControlArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run(args) => runner::run(args).await,
         Cmd::Swap(args) => swap::run(args).await,
         Cmd::Fleet(args) => fleet::run(args).await,
+        Cmd::Control(args) => control::run(args).await,
     }
 }
 

@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
 
+    /// Shut down cleanly when standard input closes: how `odigos up` stops the collectors it
+    /// started, even when it is killed itself.
+    #[arg(long, hide = true)]
+    stop_on_stdin_close: bool,
+
     #[command(subcommand)]
     action: Option<Action>,
 }
@@ -117,6 +122,7 @@ pub fn main(args: Args) -> ExitCode {
                 initial: args.config,
                 grace: args.shutdown_grace,
                 ca_file: args.ca_file,
+                stop_on_stdin_close: args.stop_on_stdin_close,
             }))
         }
         None => {

@@ -1,8 +1,10 @@
 //! `odigos`: the one binary of odigos-rs.
 
 mod collector;
+mod describe;
 mod managed;
 mod server;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +21,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run everything on this machine: the control plane (desired state in ./odigos.d/), the
+    /// OpAMP server, and a gateway and a node collector that take OTLP on 127.0.0.1:4317/4318.
+    Up(up::Args),
+    /// Show why data does or does not flow: desired vs applied configs, status, errors,
+    /// throughput.
+    Describe(describe::Args),
+    /// Print the CustomResourceDefinitions of the odigos.io resources as YAML.
+    Crdgen,
     /// Run the collector on an OpenTelemetry Collector YAML config, or validate one.
     Collector(collector::Args),
     /// Run the control plane: the OpAMP server that manages collectors, and its API.
@@ -30,6 +40,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Up(args) => up::main(args),
+        Command::Describe(args) => describe::main(args),
+        Command::Crdgen => {
+            print!("{}", odigos_server::resource::crds_yaml());
+            std::process::ExitCode::SUCCESS
+        }
         Command::Collector(args) => collector::main(args),
         Command::Server(args) => server::main(args),
         Command::Version => {

@@ -22,6 +22,7 @@ pub struct Settings {
     pub initial: Option<PathBuf>,
     pub grace: Duration,
     pub ca_file: Option<PathBuf>,
+    pub stop_on_stdin_close: bool,
 }
 
 /// The collector as the supervisor sees it.
@@ -181,10 +182,18 @@ pub async fn run(settings: Settings) -> ExitCode {
     };
     tracing::info!(endpoint = %options.endpoint, role = settings.role, "collector managed over opamp");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let stdin_closed = async {
+        if settings.stop_on_stdin_close {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+        } else {
+            std::future::pending::<()>().await
+        }
+    };
     let stop = async {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = stdin_closed => {}
         }
     };
     if let Err(e) = odigos_supervisor::run(options, managed.clone(), stop).await {

@@ -237,7 +237,7 @@ impl Config {
     }
 
     /// Parses and validates YAML text; `file` names it in errors. `${env:VAR}` references are
-    /// resolved from the process environment.
+    /// resolved from the process environment, `${file:PATH}` ones from the file's contents.
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         Config::from_yaml_with_env(text, file, &|name| std::env::var(name).ok())
     }

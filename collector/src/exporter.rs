@@ -5,6 +5,7 @@ pub mod file;
 pub mod otlp;
 pub mod otlphttp;
 pub mod queue;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use crate::config::{ComponentConfig, ComponentId, ParseError, parse_component};
 use crate::consumer::{ConsumeError, Consumer, Next};
 use crate::topology::Context;
 use crate::yaml::Value;
+
+pub use tls::TlsConfig;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExporterConfig {
@@ -84,32 +87,4 @@ pub enum Compression {
     Gzip,
     Zstd,
     None,
-}
-
-/// Client TLS settings. Only plaintext is supported so far.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// Send without TLS.
-    pub insecure: bool,
-}
-
-/// Checks that an endpoint can be reached without TLS, which is all the exporters speak so far.
-fn plaintext_endpoint(endpoint: &str, tls: &TlsConfig) -> Result<String, String> {
-    if let Some(rest) = endpoint.strip_prefix("https://") {
-        return Err(format!(
-            "https://{rest}: TLS is not supported yet; use an http:// endpoint"
-        ));
-    }
-    let host = endpoint.strip_prefix("http://");
-    if host.is_none() && !tls.insecure {
-        return Err(format!(
-            "{endpoint}: without a scheme this means TLS, which is not supported yet; write http://{endpoint} or set tls.insecure: true"
-        ));
-    }
-    let host = host.unwrap_or(endpoint);
-    if host.is_empty() {
-        return Err("endpoint is empty".into());
-    }
-    Ok(format!("http://{host}"))
 }

@@ -12,7 +12,7 @@ pub mod processor;
 pub mod receiver;
 pub mod telemetry;
 pub mod topology;
-mod yaml;
+use odigos_proto::yaml;
 
 pub use batch::{Batch, Decoded};
 pub use config::{Config, ConfigError, ConfigErrors};

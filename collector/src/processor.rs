@@ -5,6 +5,7 @@ pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
+pub mod tail_sampling;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub enum ProcessorConfig {
     Attributes(attributes::AttributesConfig),
     Filter(Box<filter::FilterConfig>),
     ProbabilisticSampler(probabilistic_sampler::SamplerConfig),
+    TailSampling(tail_sampling::TailSamplingConfig),
 }
 
 impl ProcessorConfig {
@@ -36,6 +38,7 @@ impl ProcessorConfig {
         "attributes",
         "filter",
         "probabilistic_sampler",
+        "tail_sampling",
     ];
 
     pub(crate) fn parse(kind: &str, value: Value) -> Result<Self, ParseError> {
@@ -48,6 +51,7 @@ impl ProcessorConfig {
             "probabilistic_sampler" => {
                 ProcessorConfig::ProbabilisticSampler(parse_component(value)?)
             }
+            "tail_sampling" => ProcessorConfig::TailSampling(parse_component(value)?),
             _ => return Err(ParseError::UnknownType { known: Self::KINDS }),
         })
     }
@@ -55,6 +59,7 @@ impl ProcessorConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             ProcessorConfig::ProbabilisticSampler(_) => &[Signal::Traces, Signal::Logs],
+            ProcessorConfig::TailSampling(_) => &[Signal::Traces],
             _ => &Signal::ALL,
         }
     }
@@ -107,19 +112,38 @@ impl ProcessorConfig {
                     }
                 })
             }
+            ProcessorConfig::TailSampling(config) => {
+                let registry = context.registry.clone();
+                let processor = id.to_string();
+                let compile = move |c: &tail_sampling::TailSamplingConfig| {
+                    tail_sampling::Policies::new(&c.policies, &registry, &processor)
+                };
+                let policies = live(compile(config));
+                let next = tail_sampling::build(config, policies.clone(), id, next, context);
+                // Holds the policies only: the processor's entry going away is what flushes it.
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::TailSampling(c) = config {
+                        policies.store(Arc::new(compile(c)));
+                    }
+                })
+            }
         }
     }
 
     /// Whether an instance built from `self` can take `new` in place, through [`Built::update`].
     pub fn updatable_to(&self, new: &ProcessorConfig) -> bool {
         use ProcessorConfig::*;
-        matches!(
-            (self, new),
-            (Resource(_), Resource(_))
-                | (Attributes(_), Attributes(_))
-                | (Filter(_), Filter(_))
-                | (ProbabilisticSampler(_), ProbabilisticSampler(_))
-        )
+        match (self, new) {
+            // Its other settings shape the held traces: only the policies change in place.
+            (TailSampling(was), TailSampling(now)) => was.updatable_to(now),
+            _ => matches!(
+                (self, new),
+                (Resource(_), Resource(_))
+                    | (Attributes(_), Attributes(_))
+                    | (Filter(_), Filter(_))
+                    | (ProbabilisticSampler(_), ProbabilisticSampler(_))
+            ),
+        }
     }
 }
 

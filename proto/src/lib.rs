@@ -6,11 +6,13 @@
 //!   decoding them, so data no processor reads is forwarded as the bytes it arrived in.
 //! - [`codec`]: a tonic codec that moves those bytes through gRPC untouched.
 //! - [`rpc`]: `google.rpc.Status` and `RetryInfo`, how OTLP tells a client to retry later.
+//! - [`yaml`]: YAML parsing with error locations, env substitution and secret redaction.
 
 pub mod codec;
 pub mod opamp;
 pub mod rpc;
 pub mod wire;
+pub mod yaml;
 
 pub use opentelemetry_proto::tonic as otlp;
 

@@ -1,6 +1,7 @@
 //! A small HTTP API over the fleet, beside the OpAMP endpoint: list agents, assign configs.
 //!
 //! - `GET /api/v1/agents`: every agent as JSON.
+//! - `GET /api/v1/state`: the desired state and how it stands (with a control plane).
 //! - `PUT /api/v1/config[?role=R | ?uid=HEX][&file=NAME]`: the body becomes the config of the
 //!   agents chosen (all by default); the reply is `{"hash": "..."}`.
 
@@ -16,17 +17,28 @@ use serde::Deserialize;
 use odigos_proto::opamp::parse_uid;
 
 use crate::opamp::{Fleet, Selector, authorized};
+use crate::reconciler::ControlPlane;
 
-pub fn router(fleet: Arc<Fleet>, token: Option<String>) -> axum::Router {
-    let state = Arc::new(Api { fleet, token });
+pub fn router(
+    fleet: Arc<Fleet>,
+    plane: Option<Arc<ControlPlane>>,
+    token: Option<String>,
+) -> axum::Router {
+    let state = Arc::new(Api {
+        fleet,
+        plane,
+        token,
+    });
     axum::Router::new()
         .route("/api/v1/agents", axum::routing::get(agents))
+        .route("/api/v1/state", axum::routing::get(desired_state))
         .route("/api/v1/config", axum::routing::put(config))
         .with_state(state)
 }
 
 struct Api {
     fleet: Arc<Fleet>,
+    plane: Option<Arc<ControlPlane>>,
     token: Option<String>,
 }
 
@@ -39,6 +51,20 @@ async fn agents(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
         return unauthorized();
     }
     Json(api.fleet.agents()).into_response()
+}
+
+async fn desired_state(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if !authorized(api.token.as_deref(), &headers) {
+        return unauthorized();
+    }
+    match &api.plane {
+        Some(plane) => Json(plane.state()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this server has no desired state: it only serves the fleet",
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 pub use fleet::{AgentView, ConfigStatus, Fleet, Selector};
 
+use crate::reconciler::ControlPlane;
+
 /// How the OpAMP server is run.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -70,6 +72,31 @@ pub struct Server {
 impl Server {
     /// Listens on `address` (`host:port`) and serves until [`Server::stop`].
     pub async fn start(address: &str, options: Options) -> std::io::Result<Server> {
+        let fleet = Arc::new(Fleet::new(options.agent_timeout));
+        Server::serve(address, options, fleet, None).await
+    }
+
+    /// Like [`Server::start`], with a control plane that keeps the fleet's configs in line
+    /// with the desired state of `store`, and serves its state at `/api/v1/state`.
+    pub async fn start_control_plane(
+        address: &str,
+        options: Options,
+        store: Arc<dyn crate::store::Store>,
+        layout: crate::compiler::Layout,
+    ) -> std::io::Result<(Server, Arc<ControlPlane>)> {
+        let fleet = Arc::new(Fleet::new(options.agent_timeout));
+        let catalog = crate::catalog::Catalog::builtin();
+        let plane = ControlPlane::start(store, fleet.clone(), catalog, layout);
+        let server = Server::serve(address, options, fleet, Some(plane.clone())).await?;
+        Ok((server, plane))
+    }
+
+    async fn serve(
+        address: &str,
+        options: Options,
+        fleet: Arc<Fleet>,
+        plane: Option<Arc<ControlPlane>>,
+    ) -> std::io::Result<Server> {
         let acceptor = options
             .tls
             .as_ref()
@@ -77,9 +104,11 @@ impl Server {
             .transpose()?;
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let fleet = Arc::new(Fleet::new(options.agent_timeout));
-        let app = router(fleet.clone(), &options)
-            .merge(crate::api::router(fleet.clone(), options.token.clone()));
+        let app = router(fleet.clone(), &options).merge(crate::api::router(
+            fleet.clone(),
+            plane,
+            options.token.clone(),
+        ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = fleet.clone();
         let task = tokio::spawn(async move {

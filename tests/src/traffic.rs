@@ -19,12 +19,15 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-/// What the sink saw of one span: the `tag` and `sent_after` attributes, and how many times.
+/// What the sink saw of one span: the `tag` and `sent_after` attributes, its attribute keys, and
+/// how many times.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
     pub tag: String,
     pub sent_after: String,
     pub copies: usize,
+    /// The span's attribute keys.
+    pub keys: std::collections::BTreeSet<String>,
 }
 
 /// An OTLP/gRPC traces sink that records spans by id. Clones share the record.
@@ -59,6 +62,7 @@ impl TraceService for Sink {
                     seen.tag = text("tag");
                     seen.sent_after = text("sent_after");
                     seen.copies += 1;
+                    seen.keys = span.attributes.iter().map(|kv| kv.key.clone()).collect();
                 }
             }
         }

@@ -9,13 +9,13 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use odigos_proto::Signal;
 use serde::Deserialize;
 
 use super::queue::{self, QueueConfig, RetryConfig, SendError, Sender};
-use super::{Compression, TlsConfig, plaintext_endpoint};
+use super::tls::{Connector, describe};
+use super::{Compression, TlsConfig};
 use crate::batch::Decoded;
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::Next;
@@ -24,7 +24,8 @@ use crate::topology::Context;
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpHttpExporterConfig {
-    /// Base URL; `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended.
+    /// Base URL; `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended. `https://` means TLS
+    /// and `http://` plaintext; without a scheme, TLS unless `tls.insecure`.
     pub endpoint: Option<String>,
     /// Full URL for traces, instead of the one derived from `endpoint`.
     pub traces_endpoint: Option<String>,
@@ -36,6 +37,7 @@ pub struct OtlpHttpExporterConfig {
     /// `gzip` or `none`.
     #[serde(default)]
     pub compression: Compression,
+    /// Used for every `https://` URL.
     #[serde(default)]
     pub tls: TlsConfig,
     #[serde(default)]
@@ -70,12 +72,10 @@ impl OtlpHttpExporterConfig {
         ];
         let mut urls = [String::new(), String::new(), String::new()];
         for (signal, url) in Signal::ALL.into_iter().zip(overrides) {
-            // An explicit URL is taken as written; a scheme-less one follows the TLS setting.
-            let tls = TlsConfig { insecure: true };
             urls[signal as usize] = match (url, &self.endpoint) {
-                (Some(url), _) => plaintext_endpoint(url, &tls)?,
+                (Some(url), _) => with_scheme(url, &self.tls)?,
                 (None, Some(base)) => {
-                    let base = plaintext_endpoint(base, &self.tls)?;
+                    let base = with_scheme(base, &self.tls)?;
                     format!("{}{}", base.trim_end_matches('/'), signal.http_path())
                 }
                 (None, None) => {
@@ -85,6 +85,22 @@ impl OtlpHttpExporterConfig {
         }
         Ok(urls)
     }
+}
+
+/// The URL as written when it has an `http://` or `https://` scheme; without one, `https://`
+/// unless `tls.insecure` is set.
+fn with_scheme(url: &str, tls: &TlsConfig) -> Result<String, String> {
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    if host.unwrap_or(url).is_empty() {
+        return Err("endpoint is empty".into());
+    }
+    Ok(match (host, tls.insecure) {
+        (Some(_), _) => url.to_string(),
+        (None, true) => format!("http://{url}"),
+        (None, false) => format!("https://{url}"),
+    })
 }
 
 impl ComponentConfig for OtlpHttpExporterConfig {
@@ -102,6 +118,7 @@ impl ComponentConfig for OtlpHttpExporterConfig {
             }
             Err(e) => problems.push((vec!["endpoint".into()], e)),
         }
+        problems.extend(self.tls.validate());
         if self.compression == Compression::Zstd {
             problems.push((vec!["compression".into()], "use gzip or none".into()));
         }
@@ -118,7 +135,7 @@ impl ComponentConfig for OtlpHttpExporterConfig {
 }
 
 struct HttpSender {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     urls: [http::Uri; 3],
     encoding: Encoding,
     gzip: bool,
@@ -168,7 +185,7 @@ impl Sender for HttpSender {
                 after: None,
             })?
             .map_err(|e| SendError::Retryable {
-                message: format!("request failed: {e}"),
+                message: format!("request failed: {}", describe(&e)),
                 after: None,
             })?;
         let status = response.status();
@@ -212,8 +229,7 @@ pub(super) fn build(
         .iter()
         .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
         .collect();
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+    let connector = Connector::for_https(&config.tls, &[b"h2", b"http/1.1"])?;
     let sender = HttpSender {
         client: Client::builder(TokioExecutor::new()).build(connector),
         urls,
@@ -229,4 +245,101 @@ pub(super) fn build(
         &config.retry_on_failure,
         context,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Batch;
+    use crate::exporter::tls::testing::{self, request};
+
+    /// Sends one batch through an exporter built from `yaml`, without queue or retries.
+    async fn export(yaml: &str) -> Result<(), crate::ConsumeError> {
+        let yaml = format!(
+            "{yaml}\ncompression: none\ntimeout: 5s\nsending_queue: {{enabled: false}}\nretry_on_failure: {{enabled: false}}\n"
+        );
+        let config: OtlpHttpExporterConfig =
+            crate::yaml::from_value(crate::yaml::parse(&yaml).unwrap()).unwrap();
+        assert_eq!(config.validate(), [], "{yaml}");
+        let exporter = build(&config, &ComponentId::new("otlphttp"), &Context::new()).unwrap();
+        let batch = Batch::from_bytes(Signal::Traces, request()).unwrap();
+        exporter.consume(batch).await
+    }
+
+    #[test]
+    fn scheme_decides_tls() {
+        let tls = TlsConfig::default();
+        let insecure = TlsConfig {
+            insecure: true,
+            ..TlsConfig::default()
+        };
+        assert_eq!(with_scheme("c:4318", &tls).unwrap(), "https://c:4318");
+        assert_eq!(with_scheme("c:4318", &insecure).unwrap(), "http://c:4318");
+        assert_eq!(
+            with_scheme("https://c:4318", &insecure).unwrap(),
+            "https://c:4318"
+        );
+        assert_eq!(with_scheme("http://c:4318", &tls).unwrap(), "http://c:4318");
+        assert_eq!(
+            with_scheme("http://", &tls).unwrap_err(),
+            "endpoint is empty"
+        );
+    }
+
+    #[tokio::test]
+    async fn delivers_over_https_with_ca_file() {
+        let pki = testing::pki(&["127.0.0.1"]);
+        let (address, received) = testing::serve(pki.server.clone()).await;
+        let yaml = format!(
+            "endpoint: https://{address}\ntls: {{ca_file: {}}}",
+            pki.ca_file.display()
+        );
+        export(&yaml).await.unwrap();
+        let received = received.lock().unwrap();
+        assert_eq!(received.len(), 1);
+        let seen = &received[0];
+        assert_eq!(seen.path, "/v1/traces");
+        assert_eq!(seen.content_type, "application/x-protobuf");
+        // Offered by ALPN and chosen by the server.
+        assert_eq!(seen.version, http::Version::HTTP_2);
+        assert_eq!(seen.body, request());
+    }
+
+    #[tokio::test]
+    async fn untrusted_certificate_is_reported() {
+        let pki = testing::pki(&["127.0.0.1"]);
+        let (address, received) = testing::serve(pki.server.clone()).await;
+        let error = export(&format!("endpoint: https://{address}"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("certificate"), "{error}");
+        assert!(received.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn insecure_skip_verify_accepts_any_certificate() {
+        let pki = testing::pki(&["127.0.0.1"]);
+        let (address, received) = testing::serve(pki.server.clone()).await;
+        let yaml = format!(
+            "traces_endpoint: https://{address}/v1/traces\nmetrics_endpoint: https://{address}/v1/metrics\nlogs_endpoint: https://{address}/v1/logs\ntls: {{insecure_skip_verify: true}}"
+        );
+        export(&yaml).await.unwrap();
+        assert_eq!(received.lock().unwrap()[0].path, "/v1/traces");
+    }
+
+    #[test]
+    fn unreadable_ca_file_fails_validation() {
+        let yaml = "endpoint: https://c:4318\ntls: {ca_file: /nonexistent/ca.pem}";
+        let config: OtlpHttpExporterConfig =
+            crate::yaml::from_value(crate::yaml::parse(yaml).unwrap()).unwrap();
+        let problems = config.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, ["tls", "ca_file"]);
+        assert!(
+            problems[0]
+                .1
+                .starts_with("/nonexistent/ca.pem: cannot read")
+        );
+    }
 }

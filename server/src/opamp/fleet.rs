@@ -114,6 +114,8 @@ pub struct Fleet {
     timeout: Duration,
     next_connection: AtomicU64,
     closing: watch::Sender<bool>,
+    /// Counts config status reports, so watchers can wait for agents to apply a config.
+    reports: watch::Sender<u64>,
 }
 
 impl Fleet {
@@ -124,6 +126,7 @@ impl Fleet {
             timeout,
             next_connection: AtomicU64::new(1),
             closing: watch::channel(false).0,
+            reports: watch::channel(0).0,
         }
     }
 
@@ -174,6 +177,19 @@ impl Fleet {
         }
         self.push_offers();
         hex(&hash)
+    }
+
+    /// Withdraws the config assigned to `selector`; agents keep running what they have.
+    pub fn unset_config(&self, selector: &Selector) {
+        self.assignments
+            .lock()
+            .unwrap()
+            .retain(|(s, _)| s != selector);
+    }
+
+    /// Changes each time an agent reports on its config (applying, applied or failed).
+    pub fn reports(&self) -> watch::Receiver<u64> {
+        self.reports.subscribe()
     }
 
     /// Sends every connected agent whose config differs from what it reported its offer.
@@ -277,6 +293,7 @@ impl Fleet {
                 tracing::warn!(uid = %hex(&uid), error = %status.error_message, "agent could not apply its config");
             }
             agent.remote_config_status = Some(status);
+            self.reports.send_modify(|n| *n += 1);
         }
         match transport {
             Transport::Http => agent.transport = "http",

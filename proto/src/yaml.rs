@@ -1,4 +1,5 @@
-//! Everything that touches YAML, kept in one place so the YAML library can be swapped.
+//! Everything that touches YAML, kept in one place so the YAML library can be swapped; shared
+//! by the collector's config and the control plane's resources.
 
 use std::time::Duration;
 
@@ -8,6 +9,11 @@ pub use serde_yaml::Value;
 /// Parses a YAML document; the error carries the 1-based line when known.
 pub fn parse(text: &str) -> Result<Value, (Option<usize>, String)> {
     serde_yaml::from_str(text).map_err(|e| (e.location().map(|l| l.line()), e.to_string()))
+}
+
+/// Writes `value` as a YAML document.
+pub fn to_string<T: serde::Serialize>(value: &T) -> String {
+    serde_yaml::to_string(value).expect("serializable to YAML")
 }
 
 /// Deserializes `value`; the error names the path of the offending field (`a.b[2].c`).
@@ -33,7 +39,9 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, (Vec<String>, 
 }
 
 /// The YAML with secret values replaced by `[REDACTED]`: values under `headers`, and values
-/// whose key names a secret (`password`, `token`, `api_key`, `authorization`, ...).
+/// whose key names a secret (`password`, `token`, `api_key`, `authorization`, ...). A value that
+/// is only a reference (`${file:/run/secrets/token}`, `${env:TOKEN}`) is kept: it names where
+/// the secret is, not the secret. Give it unsubstituted text.
 pub fn redact(text: &str) -> String {
     fn secret(key: &str) -> bool {
         let key = key.to_ascii_lowercase();
@@ -61,6 +69,7 @@ pub fn redact(text: &str) -> String {
             }
             Value::Sequence(items) => items.iter_mut().for_each(|item| walk(item, hide)),
             Value::Null => {}
+            Value::String(s) if hide && only_reference(s) => {}
             other if hide => *other = Value::String("[REDACTED]".into()),
             _ => {}
         }
@@ -74,10 +83,19 @@ pub fn redact(text: &str) -> String {
     }
 }
 
-/// Replaces `${env:NAME}`, `${NAME}` and `${env:NAME:-default}` in every string of `value`;
-/// `$$` stands for a literal `$`. A string that is exactly one reference is re-read as a YAML
-/// scalar, so `port: ${env:PORT}` becomes a number. Returns `(path, problem)` for each reference
-/// that cannot be resolved.
+/// Whether `s` is exactly one `${...}` reference. One with a default is not: the default is
+/// written out and may be the secret itself.
+fn only_reference(s: &str) -> bool {
+    s.strip_prefix("${")
+        .and_then(|s| s.strip_suffix('}'))
+        .is_some_and(|inner| !inner.contains(['$', '{', '}']) && !inner.contains(":-"))
+}
+
+/// Replaces references in every string of `value`: `${env:NAME}`, `${NAME}` and
+/// `${env:NAME:-default}` with what `lookup` gives for NAME, and `${file:PATH}` with the file's
+/// contents less one trailing newline; `$$` stands for a literal `$`. A string that is exactly
+/// one reference is re-read as a YAML scalar, so `port: ${env:PORT}` becomes a number. Returns
+/// `(path, problem)` for each string with a reference that cannot be resolved.
 pub fn substitute_env(
     value: &mut Value,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -136,6 +154,11 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
                 .find('}')
                 .ok_or_else(|| format!("unclosed reference in {s:?}"))?;
             let reference = &body[..end];
+            rest = &body[end + 1..];
+            if let Some(path) = reference.strip_prefix("file:") {
+                out.push_str(&read_reference(path)?);
+                continue;
+            }
             let reference = reference.strip_prefix("env:").unwrap_or(reference);
             let (name, default) = match reference.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
@@ -156,7 +179,6 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
                     ));
                 }
             }
-            rest = &body[end + 1..];
         } else {
             out.push('$');
             rest = &rest[1..];
@@ -164,6 +186,23 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// What a `${file:PATH}` reference stands for: the file's contents, less the one newline that
+/// ends a file written by hand or by `echo`.
+fn read_reference(path: &str) -> Result<String, String> {
+    if path.is_empty() {
+        return Err("${file:} names no file".into());
+    }
+    let mut text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read file {path}: {e}"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// The 1-based line where the key (or list item, for a numeric segment) at `path` is written,
@@ -311,6 +350,88 @@ mod tests {
             "{}",
             errors[0].1
         );
+    }
+
+    /// A file under the system temp folder, removed when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &str) -> TempFile {
+            let path =
+                std::env::temp_dir().join(format!("odigos-yaml-{}-{name}", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+
+        fn path(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn substitutes_files() {
+        let token = TempFile::new("token", "s3cr3t\n");
+        let port = TempFile::new("port", "4317");
+        let lines = TempFile::new("lines", "a\nb\n\n");
+        let text = format!(
+            "token: ${{file:{}}}\nport: ${{file:{}}}\nauth: Bearer ${{file:{}}}\nlines: ${{file:{}}}\nmixed: ${{env:HOST}}-${{file:{}}}",
+            token.path(),
+            port.path(),
+            token.path(),
+            lines.path(),
+            port.path()
+        );
+        let mut v = parse(&text).unwrap();
+        assert_eq!(substitute_env(&mut v, &env), []);
+        assert_eq!(v["token"], Value::String("s3cr3t".into()));
+        assert_eq!(v["port"], Value::Number(4317.into()));
+        assert_eq!(v["auth"], Value::String("Bearer s3cr3t".into()));
+        // Only one newline is trimmed.
+        assert_eq!(v["lines"], Value::String("a\nb\n".into()));
+        assert_eq!(v["mixed"], Value::String("collector-4317".into()));
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_naming_it() {
+        let missing = std::env::temp_dir().join("odigos-yaml-no-such-file");
+        let text = format!(
+            "exporters:\n  otlp:\n    headers:\n      x-key: ${{file:{}}}\nok: ${{env:HOST}}",
+            missing.display()
+        );
+        let mut v = parse(&text).unwrap();
+        let errors = substitute_env(&mut v, &env);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, ["exporters", "otlp", "headers", "x-key"]);
+        assert!(
+            errors[0]
+                .1
+                .starts_with(&format!("cannot read file {}:", missing.display())),
+            "{}",
+            errors[0].1
+        );
+        assert_eq!(v["ok"], Value::String("collector".into()));
+        let mut v = parse("a: ${file:}").unwrap();
+        assert_eq!(substitute_env(&mut v, &env)[0].1, "${file:} names no file");
+    }
+
+    #[test]
+    fn redaction_keeps_references_not_secrets() {
+        let text = "headers:\n  x-api-key: ${file:/run/secrets/key}\n  x-env: ${env:KEY}\n  x-default: ${env:KEY:-fallback}\n  x-bearer: Bearer ${file:/run/secrets/key}\n  x-plain: abc\n";
+        let redacted = redact(text);
+        assert!(
+            redacted.contains("x-api-key: ${file:/run/secrets/key}"),
+            "{redacted}"
+        );
+        assert!(redacted.contains("x-env: ${env:KEY}"), "{redacted}");
+        assert!(!redacted.contains("fallback"), "{redacted}");
+        assert!(!redacted.contains("abc"), "{redacted}");
+        assert_eq!(redacted.matches("[REDACTED]").count(), 3, "{redacted}");
     }
 
     #[test]

@@ -1,0 +1,785 @@
+//! The config compiler: a pure function from the desired state to what every agent runs.
+//!
+//! - The node collector takes OTLP from applications and forwards the signals some
+//!   destination wants to the gateway; the rest it drops where they enter.
+//! - The gateway runs one pipeline per destination and signal: the Actions (in a fixed order:
+//!   addClusterInfo, renameAttribute, deleteAttribute, each kind by namespace and name), the
+//!   noisy-operation filter and tail sampling from Sampling, the destination's
+//!   `sourceSelector`, a batch, and the destination's own exporter with its own queue.
+//! - Each Source gets an InstrumentationConfig: the agent settings its InstrumentationRules
+//!   and noisy operations give it.
+//!
+//! The same desired state gives byte-equal output. Secrets never appear in it: they are
+//! written to files (named after their digest, so a new value is a new config) and referenced
+//! as `${file:PATH}`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::Catalog;
+use crate::resource::{
+    ActionSpec, AgentConfig, CollectorsGroup, CollectorsGroupSpec, ContainerAgentConfig,
+    InstrumentationConfig, InstrumentationConfigSpec, ResourcesSettings, SamplingSpec, Signal,
+    Source, SourcesScope, WorkloadKind, secret_values,
+};
+use crate::store::{Desired, Problem};
+
+/// Where the collectors listen and keep files: what differs between `odigos up` and a cluster.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The node collector's OTLP/gRPC and OTLP/HTTP addresses.
+    pub node_grpc: String,
+    pub node_http: String,
+    /// Where the gateway takes OTLP/gRPC from node collectors.
+    pub gateway_listen: String,
+    /// How node collectors reach the gateway (`http://host:port`).
+    pub gateway_endpoint: String,
+    /// Prometheus self-metrics addresses, when wanted.
+    pub node_metrics: Option<String>,
+    pub gateway_metrics: Option<String>,
+    /// Where secret values are written for the collectors to read.
+    pub secrets_dir: PathBuf,
+    pub gateway_memory_mib: u32,
+    pub node_memory_mib: u32,
+}
+
+/// What an accepted Destination became, or why it is not in use.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum DestinationPlan {
+    /// Sent to by these gateway pipelines through this exporter.
+    Active {
+        exporter: String,
+        pipelines: Vec<String>,
+    },
+    Disabled,
+    /// No Source matches its `sourceSelector`.
+    Unmatched,
+    Refused {
+        problem: String,
+    },
+}
+
+/// Every agent's config, from one desired state.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// Collector YAML for the gateway and the node collectors.
+    pub gateway: String,
+    pub node: String,
+    /// One per instrumented Source (keyed by the Source), named `<kind>-<name>` in the
+    /// workload's namespace.
+    pub workloads: BTreeMap<(String, String), InstrumentationConfig>,
+    pub collectors_groups: Vec<CollectorsGroup>,
+    /// Secret files to write (path → value) before the configs are pushed.
+    pub secret_files: BTreeMap<PathBuf, String>,
+    pub destinations: BTreeMap<(String, String), DestinationPlan>,
+    /// Problems that span resources (a missing Secret, ...); the resource is left out.
+    pub problems: Vec<Problem>,
+}
+
+/// Compiles `desired` for `layout`.
+pub fn compile(desired: &Desired, catalog: &Catalog, layout: &Layout) -> Compiled {
+    let mut compiled = Compiled {
+        gateway: String::new(),
+        node: String::new(),
+        workloads: BTreeMap::new(),
+        collectors_groups: collectors_groups(layout),
+        secret_files: BTreeMap::new(),
+        destinations: BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    let sampling = joined_sampling(desired);
+    let mut gateway = Gateway::new(layout);
+    gateway.add_actions(desired);
+    gateway.add_sampling(&sampling, desired);
+    for ((namespace, name), destination) in &desired.destinations {
+        let key = (namespace.clone(), name.clone());
+        let plan = gateway.add_destination(
+            desired,
+            catalog,
+            layout,
+            namespace,
+            name,
+            destination,
+            &mut compiled,
+        );
+        if let DestinationPlan::Refused { problem } = &plan {
+            compiled.problems.push(Problem {
+                source: format!("Destination {namespace}/{name}"),
+                line: None,
+                resource: None,
+                field: None,
+                message: problem.clone(),
+            });
+        }
+        compiled.destinations.insert(key, plan);
+    }
+    let wanted = gateway.signals();
+    compiled.gateway = gateway.finish(layout);
+    compiled.node = node_config(layout, &wanted);
+    for (key, source) in &desired.sources {
+        if let Some(config) = instrumentation_config(source, desired, &sampling) {
+            compiled.workloads.insert(key.clone(), config);
+        }
+    }
+    compiled
+}
+
+fn yaml(value: &Value) -> String {
+    odigos_proto::yaml::to_string(value)
+}
+
+/// The id suffix of a resource: `namespace.name`.
+fn id(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}
+
+fn memory_limiter(limit_mib: u32) -> Value {
+    json!({"check_interval": "1s", "limit_mib": limit_mib, "spike_limit_mib": limit_mib / 5})
+}
+
+fn telemetry(metrics: &Option<String>) -> Value {
+    match metrics {
+        Some(address) => json!({"metrics": {"address": address}}),
+        None => json!({}),
+    }
+}
+
+/// The node collector: OTLP in, memory limit, batch, OTLP to the gateway. Signals no
+/// destination wants are accepted and dropped, so applications see no errors for them.
+fn node_config(layout: &Layout, wanted: &BTreeSet<Signal>) -> String {
+    let mut pipelines = serde_json::Map::new();
+    for signal in Signal::ALL {
+        let (processors, exporter) = if wanted.contains(&signal) {
+            (json!(["memory_limiter", "batch"]), "otlp/gateway")
+        } else {
+            (json!([]), "nop")
+        };
+        pipelines.insert(
+            signal.pipeline().into(),
+            json!({"receivers": ["otlp"], "processors": processors, "exporters": [exporter]}),
+        );
+    }
+    yaml(&json!({
+        "receivers": {"otlp": {"protocols": {
+            "grpc": {"endpoint": layout.node_grpc},
+            "http": {"endpoint": layout.node_http},
+        }}},
+        "processors": {
+            "memory_limiter": memory_limiter(layout.node_memory_mib),
+            "batch": {},
+        },
+        "exporters": {
+            "otlp/gateway": {"endpoint": layout.gateway_endpoint, "compression": "none"},
+            "nop": {},
+        },
+        "service": {"telemetry": telemetry(&layout.node_metrics), "pipelines": pipelines},
+    }))
+}
+
+/// The gateway's config as it is assembled.
+struct Gateway {
+    processors: serde_json::Map<String, Value>,
+    exporters: serde_json::Map<String, Value>,
+    pipelines: serde_json::Map<String, Value>,
+    /// Processor ids per signal, in order, from Actions and Sampling.
+    shared: BTreeMap<Signal, Vec<String>>,
+}
+
+impl Gateway {
+    fn new(layout: &Layout) -> Gateway {
+        let mut processors = serde_json::Map::new();
+        processors.insert(
+            "memory_limiter".into(),
+            memory_limiter(layout.gateway_memory_mib),
+        );
+        processors.insert("batch".into(), json!({}));
+        Gateway {
+            processors,
+            exporters: serde_json::Map::new(),
+            pipelines: serde_json::Map::new(),
+            shared: Signal::ALL.into_iter().map(|s| (s, Vec::new())).collect(),
+        }
+    }
+
+    fn add_processor(&mut self, id: String, config: Value, signals: &[Signal]) {
+        for signal in signals {
+            self.shared.entry(*signal).or_default().push(id.clone());
+        }
+        self.processors.insert(id, config);
+    }
+
+    fn add_actions(&mut self, desired: &Desired) {
+        let enabled: Vec<(&(String, String), &ActionSpec)> = desired
+            .actions
+            .iter()
+            .filter(|(_, a)| !a.spec.disabled)
+            .map(|(k, a)| (k, &a.spec))
+            .collect();
+        for ((namespace, name), spec) in &enabled {
+            let Some(info) = &spec.add_cluster_info else {
+                continue;
+            };
+            let action = if info.overwrite_existing_values {
+                "upsert"
+            } else {
+                "insert"
+            };
+            let attributes: Vec<Value> = info
+                .cluster_attributes
+                .iter()
+                .map(|a| json!({"key": a.attribute_name, "value": a.attribute_string_value, "action": action}))
+                .collect();
+            let config = json!({"attributes": attributes});
+            self.add_processor(
+                format!("resource/{}", id(namespace, name)),
+                config,
+                &spec.signals,
+            );
+        }
+        for ((namespace, name), spec) in &enabled {
+            let Some(rename) = &spec.rename_attribute else {
+                continue;
+            };
+            let actions: Vec<Value> = rename
+                .renames
+                .iter()
+                .map(|(from, to)| json!({"key": from, "action": "rename", "new_key": to}))
+                .collect();
+            self.add_attribute_and_resource(namespace, name, actions, &spec.signals);
+        }
+        for ((namespace, name), spec) in &enabled {
+            let Some(delete) = &spec.delete_attribute else {
+                continue;
+            };
+            let actions: Vec<Value> = delete
+                .attribute_names_to_delete
+                .iter()
+                .map(|key| json!({"key": key, "action": "delete"}))
+                .collect();
+            self.add_attribute_and_resource(namespace, name, actions, &spec.signals);
+        }
+    }
+
+    /// An attribute change applies to item attributes and resource attributes alike.
+    fn add_attribute_and_resource(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        actions: Vec<Value>,
+        signals: &[Signal],
+    ) {
+        let suffix = id(namespace, name);
+        self.add_processor(
+            format!("attributes/{suffix}"),
+            json!({"actions": actions.clone()}),
+            signals,
+        );
+        self.add_processor(
+            format!("resource/{suffix}"),
+            json!({"attributes": actions}),
+            signals,
+        );
+    }
+
+    fn add_sampling(&mut self, sampling: &SamplingSpec, desired: &Desired) {
+        let noisy: Vec<Value> = sampling
+            .noisy_operations
+            .iter()
+            .filter(|op| !op.disabled && op.percentage_at_most.unwrap_or(0.0) == 0.0)
+            .filter_map(|op| {
+                let server = op.operation.as_ref()?.http_server.as_ref()?;
+                let route = server.route.as_ref()?;
+                let mut attributes = vec![json!({"key": "http.route", "value": route})];
+                if let Some(method) = &server.method {
+                    attributes.push(json!({"key": "http.request.method", "value": method}));
+                }
+                let mut rule = json!({"match_type": "strict", "attributes": attributes});
+                let services = scope_services(&op.source_scopes, desired);
+                if !services.is_empty() {
+                    rule["services"] = json!(services);
+                }
+                Some(rule)
+            })
+            .collect();
+        // One filter per noisy operation: a filter's fields must all match, and each
+        // operation is its own condition.
+        for (i, rule) in noisy.into_iter().enumerate() {
+            let config = json!({"spans": {"exclude": rule}});
+            self.add_processor(format!("filter/noisy-{i}"), config, &[Signal::Traces]);
+        }
+        let policies = tail_policies(sampling, desired);
+        if !policies.is_empty() {
+            let config = json!({"decision_wait": "5s", "num_traces": 50000, "policies": policies});
+            self.add_processor("tail_sampling".into(), config, &[Signal::Traces]);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_destination(
+        &mut self,
+        desired: &Desired,
+        catalog: &Catalog,
+        layout: &Layout,
+        namespace: &str,
+        name: &str,
+        destination: &crate::resource::Destination,
+        compiled: &mut Compiled,
+    ) -> DestinationPlan {
+        let spec = &destination.spec;
+        if spec.disabled {
+            return DestinationPlan::Disabled;
+        }
+        let Some(kind) = catalog.get(&spec.destination_type) else {
+            return DestinationPlan::Refused {
+                problem: format!("unknown destination type {:?}", spec.destination_type),
+            };
+        };
+        let secret = match &spec.secret_ref {
+            Some(reference) => match desired
+                .secrets
+                .get(&(namespace.to_string(), reference.name.clone()))
+            {
+                Some(secret) => secret_values(secret),
+                None => {
+                    return DestinationPlan::Refused {
+                        problem: format!(
+                            "spec.secretRef: Secret {namespace}/{} does not exist",
+                            reference.name
+                        ),
+                    };
+                }
+            },
+            None => BTreeMap::new(),
+        };
+        let mut values = BTreeMap::new();
+        for field in &kind.fields {
+            let given = spec.data.get(&field.name).or(if field.secret {
+                secret.get(&field.name)
+            } else {
+                None
+            });
+            let value = match (given, &field.default) {
+                (Some(v), _) => v.clone(),
+                (None, Some(default)) => default.clone(),
+                (None, None) if field.required => {
+                    let from = match &spec.secret_ref {
+                        Some(r) => format!(" or in Secret {namespace}/{}", r.name),
+                        None => String::new(),
+                    };
+                    return DestinationPlan::Refused {
+                        problem: format!(
+                            "field {} is required; it is not in spec.data{from}",
+                            field.name
+                        ),
+                    };
+                }
+                (None, None) => continue,
+            };
+            let value = if field.secret {
+                let digest = hex(&Sha256::digest(value.as_bytes())[..4]);
+                let path = layout.secrets_dir.join(format!(
+                    "{}.{}.{digest}",
+                    id(namespace, name),
+                    field.name
+                ));
+                let reference = format!("${{file:{}}}", path.display());
+                compiled.secret_files.insert(path, value);
+                reference
+            } else {
+                value
+            };
+            values.insert(field.name.clone(), value);
+        }
+        let selector = match &spec.source_selector {
+            Some(selector) => match selected_services(selector, desired) {
+                Some(filter) => Some(filter),
+                None => return DestinationPlan::Unmatched,
+            },
+            None => None,
+        };
+        let suffix = id(namespace, name);
+        let exporter = format!("{}/{suffix}", kind.exporter.kind);
+        let config = serde_json::to_value(kind.render(&values)).unwrap_or(Value::Null);
+        self.exporters.insert(exporter.clone(), config);
+        let mut route = Vec::new();
+        if let Some(services) = selector {
+            let filter = format!("filter/{suffix}");
+            let rule = json!({"match_type": services.0, "services": services.1});
+            self.processors.insert(
+                filter.clone(),
+                json!({"spans": {"include": rule}, "metrics": {"include": rule}, "logs": {"include": rule}}),
+            );
+            route.push(filter);
+        }
+        let mut pipelines = Vec::new();
+        for signal in Signal::ALL.into_iter().filter(|s| spec.signals.contains(s)) {
+            let mut processors = vec!["memory_limiter".to_string()];
+            processors.extend(route.iter().cloned());
+            processors.extend(self.shared[&signal].iter().cloned());
+            processors.push("batch".into());
+            let pipeline = format!("{}/{suffix}", signal.pipeline());
+            self.pipelines.insert(
+                pipeline.clone(),
+                json!({"receivers": ["otlp"], "processors": processors, "exporters": [exporter]}),
+            );
+            pipelines.push(pipeline);
+        }
+        DestinationPlan::Active {
+            exporter,
+            pipelines,
+        }
+    }
+
+    /// The signals some pipeline carries.
+    fn signals(&self) -> BTreeSet<Signal> {
+        Signal::ALL
+            .into_iter()
+            .filter(|s| {
+                let prefix = format!("{}/", s.pipeline());
+                self.pipelines.keys().any(|p| p.starts_with(&prefix))
+            })
+            .collect()
+    }
+
+    fn finish(mut self, layout: &Layout) -> String {
+        if self.pipelines.is_empty() {
+            // No destination yet: a placeholder pipeline, which node collectors never feed.
+            self.exporters.insert("nop".into(), json!({}));
+            self.pipelines.insert(
+                "traces".into(),
+                json!({"receivers": ["otlp"], "processors": [], "exporters": ["nop"]}),
+            );
+        }
+        // Only the processors some pipeline uses: unused ones would only cost a build.
+        let used: BTreeSet<String> = self
+            .pipelines
+            .values()
+            .flat_map(|p| p["processors"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect();
+        self.processors.retain(|id, _| used.contains(id));
+        yaml(&json!({
+            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": layout.gateway_listen}}}},
+            "processors": self.processors,
+            "exporters": self.exporters,
+            "service": {"telemetry": telemetry(&layout.gateway_metrics), "pipelines": self.pipelines},
+        }))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `service.name` of a Source's telemetry, or a regex over it.
+fn service_of(source: &Source) -> (String, bool) {
+    match &source.spec.otel_service_name {
+        Some(name) => (name.clone(), false),
+        None => (
+            source.spec.workload.name.clone(),
+            source.spec.match_workload_name_as_regex,
+        ),
+    }
+}
+
+/// The filter (`match_type`, services) for a selector, or `None` when no Source matches it.
+fn selected_services(
+    selector: &crate::resource::SourceSelector,
+    desired: &Desired,
+) -> Option<(&'static str, Vec<String>)> {
+    let mut services = BTreeSet::new();
+    for source in desired
+        .sources
+        .values()
+        .filter(|s| !s.spec.disable_instrumentation)
+    {
+        let namespace = &source.spec.workload.namespace;
+        let labels = source.metadata.labels.clone().unwrap_or_default();
+        let in_stream = selector.data_streams.iter().any(|stream| {
+            labels
+                .get(&format!("odigos.io/data-stream-{stream}"))
+                .is_some_and(|v| v == "true")
+        });
+        if selector.namespaces.contains(namespace) || in_stream {
+            services.insert(service_of(source));
+        }
+    }
+    if services.is_empty() {
+        return None;
+    }
+    if services.iter().any(|(_, regex)| *regex) {
+        let patterns = services
+            .into_iter()
+            .map(|(name, regex)| {
+                if regex {
+                    format!("^(?:{name})$")
+                } else {
+                    format!("^{}$", regex::escape(&name))
+                }
+            })
+            .collect();
+        Some(("regexp", patterns))
+    } else {
+        Some((
+            "strict",
+            services.into_iter().map(|(name, _)| name).collect(),
+        ))
+    }
+}
+
+/// The service names a scope list covers; empty means every service.
+fn scope_services(scopes: &[SourcesScope], desired: &Desired) -> Vec<String> {
+    let mut services = BTreeSet::new();
+    for scope in scopes {
+        let Some(workload) = &scope.workload_name else {
+            continue;
+        };
+        let source = desired.sources.values().find(|s| {
+            &s.spec.workload.name == workload
+                && scope
+                    .workload_namespace
+                    .as_ref()
+                    .is_none_or(|ns| *ns == s.spec.workload.namespace)
+        });
+        services.insert(match source {
+            Some(source) => service_of(source).0,
+            None => workload.clone(),
+        });
+    }
+    services.into_iter().collect()
+}
+
+/// Every enabled Sampling resource, joined into one rule set (by namespace and name).
+fn joined_sampling(desired: &Desired) -> SamplingSpec {
+    let mut joined = SamplingSpec::default();
+    for sampling in desired.samplings.values().filter(|s| !s.spec.disabled) {
+        let spec = &sampling.spec;
+        joined
+            .noisy_operations
+            .extend(spec.noisy_operations.iter().cloned());
+        joined.highly_relevant_operations.extend(
+            spec.highly_relevant_operations
+                .iter()
+                .filter(|o| !o.disabled)
+                .cloned(),
+        );
+        joined.cost_reduction_rules.extend(
+            spec.cost_reduction_rules
+                .iter()
+                .filter(|o| !o.disabled)
+                .cloned(),
+        );
+    }
+    joined
+}
+
+/// Tail-sampling policies: a trace is kept when any policy keeps it. Highly relevant
+/// operations keep their traces; cost reduction rules keep a share of their services'
+/// traces; everything else is kept whole.
+fn tail_policies(sampling: &SamplingSpec, desired: &Desired) -> Vec<Value> {
+    if sampling.highly_relevant_operations.is_empty() && sampling.cost_reduction_rules.is_empty() {
+        return Vec::new();
+    }
+    let services_policy = |name: &str, services: &[String], invert: bool| {
+        json!({"name": name, "type": "string_attribute",
+               "string_attribute": {"key": "service.name", "values": services, "invert_match": invert}})
+    };
+    let share = |name: &str, percentage: f64| json!({"name": name, "type": "probabilistic", "probabilistic": {"sampling_percentage": percentage}});
+    let all_of = |name: String, parts: Vec<Value>| -> Value {
+        if parts.len() == 1 {
+            let mut only = parts.into_iter().next().unwrap_or_default();
+            only["name"] = json!(name);
+            only
+        } else {
+            json!({"name": name, "type": "and", "and": {"and_sub_policy": parts}})
+        }
+    };
+    let mut policies = Vec::new();
+    for (i, op) in sampling.highly_relevant_operations.iter().enumerate() {
+        let mut parts = Vec::new();
+        if op.error {
+            parts.push(json!({"name": "error", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}));
+        }
+        if let Some(ms) = op.duration_at_least_ms {
+            parts.push(
+                json!({"name": "duration", "type": "latency", "latency": {"threshold_ms": ms}}),
+            );
+        }
+        if let Some(route) = op
+            .operation
+            .as_ref()
+            .and_then(|o| o.http_server.as_ref())
+            .and_then(|s| s.route.clone())
+        {
+            parts.push(json!({"name": "route", "type": "string_attribute",
+                              "string_attribute": {"key": "http.route", "values": [route]}}));
+        }
+        let services = scope_services(&op.source_scopes, desired);
+        if !services.is_empty() {
+            parts.push(services_policy("scope", &services, false));
+        }
+        let percentage = op.percentage_at_least.unwrap_or(100.0);
+        if percentage < 100.0 {
+            parts.push(share("share", percentage));
+        }
+        if parts.is_empty() {
+            parts.push(json!({"name": "all", "type": "always_sample"}));
+        }
+        policies.push(all_of(format!("relevant-{i}"), parts));
+    }
+    let mut reduced = Vec::new();
+    let mut global = false;
+    for (i, rule) in sampling.cost_reduction_rules.iter().enumerate() {
+        let services = scope_services(&rule.source_scopes, desired);
+        let mut parts = Vec::new();
+        if services.is_empty() {
+            global = true;
+        } else {
+            parts.push(services_policy("scope", &services, false));
+            reduced.extend(services);
+        }
+        parts.push(share("share", rule.percentage_at_most));
+        policies.push(all_of(format!("cost-{i}"), parts));
+    }
+    if !global {
+        if reduced.is_empty() {
+            policies.push(json!({"name": "rest", "type": "always_sample"}));
+        } else {
+            reduced.sort();
+            reduced.dedup();
+            policies.push(services_policy("rest", &reduced, true));
+        }
+    }
+    policies
+}
+
+/// The InstrumentationConfig of a Source: named `<kind>-<name>` in its workload's namespace.
+fn instrumentation_config(
+    source: &Source,
+    desired: &Desired,
+    sampling: &SamplingSpec,
+) -> Option<InstrumentationConfig> {
+    let spec = &source.spec;
+    let workload = &spec.workload;
+    if spec.disable_instrumentation
+        || spec.match_workload_name_as_regex
+        || workload.kind == WorkloadKind::Namespace
+    {
+        return None;
+    }
+    let namespace = if workload.namespace.is_empty() {
+        crate::resource::DEFAULT_NAMESPACE.to_string()
+    } else {
+        workload.namespace.clone()
+    };
+    let name = format!("{:?}-{}", workload.kind, workload.name).to_lowercase();
+    let (service, _) = service_of(source);
+    let mut agent = AgentConfig {
+        traces_enabled: true,
+        head_sampling_fraction: 1.0,
+        ..AgentConfig::default()
+    };
+    let mut headers = BTreeSet::new();
+    for ((rule_namespace, rule_name), rule) in &desired.rules {
+        let spec = &rule.spec;
+        let applies = !spec.disabled
+            && spec
+                .workloads
+                .as_ref()
+                .is_none_or(|w| w.is_empty() || w.contains(workload));
+        if !applies {
+            continue;
+        }
+        agent.rules.push(id(rule_namespace, rule_name));
+        if spec.trace_config.as_ref().and_then(|t| t.disabled) == Some(true) {
+            agent.traces_enabled = false;
+        }
+        if let Some(fallback) = &spec.head_sampling_fallback_fraction {
+            agent.head_sampling_fraction =
+                agent.head_sampling_fraction.min(fallback.fraction_to_keep);
+        }
+        if let Some(collect) = &spec.headers_collection {
+            headers.extend(collect.header_keys.iter().cloned());
+        }
+        if agent.payload_collection.is_none() {
+            agent.payload_collection = spec.payload_collection.clone();
+        }
+    }
+    agent.header_keys = headers.into_iter().collect();
+    for op in sampling.noisy_operations.iter().filter(|op| !op.disabled) {
+        let in_scope = op.source_scopes.is_empty()
+            || scope_services(&op.source_scopes, desired).contains(&service);
+        let route = op
+            .operation
+            .as_ref()
+            .and_then(|o| o.http_server.as_ref())
+            .and_then(|s| s.route.clone());
+        if let (true, Some(route)) = (in_scope, route) {
+            agent.dropped_routes.push(route);
+        }
+    }
+    let containers = spec
+        .container_overrides
+        .iter()
+        .map(|c| ContainerAgentConfig {
+            container_name: c.container_name.clone(),
+            agent_enabled: true,
+            agent_enabled_reason: None,
+            otel_distro_name: c.otel_distro_name.clone(),
+        })
+        .collect();
+    let mut config = InstrumentationConfig::new(
+        &name,
+        InstrumentationConfigSpec {
+            service_name: service,
+            agent_injection_enabled: true,
+            containers,
+            agent_config: Some(agent),
+        },
+    );
+    config.metadata.namespace = Some(namespace);
+    Some(config)
+}
+
+/// The two collector groups, sized by the `size_s` preset.
+fn collectors_groups(layout: &Layout) -> Vec<CollectorsGroup> {
+    let group = |name: &str, role: &str, memory: u32, cpu: u32| {
+        CollectorsGroup::new(
+            name,
+            CollectorsGroupSpec {
+                role: role.into(),
+                resources_settings: ResourcesSettings {
+                    min_replicas: 1,
+                    max_replicas: if role == "CLUSTER_GATEWAY" { 5 } else { 1 },
+                    memory_request_mi_b: memory,
+                    memory_limit_mi_b: memory,
+                    cpu_request_millicores: cpu,
+                    cpu_limit_millicores: cpu,
+                    memory_limiter_limit_mi_b: memory * 4 / 5,
+                    memory_limiter_spike_limit_mi_b: memory / 5,
+                },
+            },
+        )
+    };
+    vec![
+        group(
+            "odigos-gateway",
+            "CLUSTER_GATEWAY",
+            layout.gateway_memory_mib,
+            300,
+        ),
+        group(
+            "odigos-data-collection",
+            "NODE_COLLECTOR",
+            layout.node_memory_mib,
+            300,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! Golden tests: each `testdata/<case>.yaml` desired state compiles to `testdata/<case>.golden`.
+//! Run with `UPDATE_GOLDEN=1` to rewrite the golden files after an intended change, and read
+//! the diff.
+
+use super::*;
+use crate::store::local::parse_file;
+
+pub(crate) fn layout() -> Layout {
+    Layout {
+        node_grpc: "127.0.0.1:4317".into(),
+        node_http: "127.0.0.1:4318".into(),
+        gateway_listen: "127.0.0.1:4319".into(),
+        gateway_endpoint: "http://127.0.0.1:4319".into(),
+        node_metrics: Some("127.0.0.1:8888".into()),
+        gateway_metrics: Some("127.0.0.1:8889".into()),
+        secrets_dir: PathBuf::from("/state/secrets"),
+        gateway_memory_mib: 512,
+        node_memory_mib: 256,
+    }
+}
+
+fn desired(case: &str) -> Desired {
+    let path = format!(
+        "{}/src/compiler/testdata/{case}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut desired = Desired::default();
+    for object in parse_file(&text, &path, Catalog::builtin()).unwrap() {
+        assert!(desired.insert(object));
+    }
+    desired
+}
+
+/// Everything the compiler produced, as one readable text.
+fn render(compiled: &Compiled) -> String {
+    let mut out = String::new();
+    out.push_str("## gateway\n");
+    out.push_str(&compiled.gateway);
+    out.push_str("## node\n");
+    out.push_str(&compiled.node);
+    out.push_str("## destinations\n");
+    out.push_str(&odigos_proto::yaml::to_string(
+        &compiled
+            .destinations
+            .iter()
+            .map(|((ns, name), plan)| (format!("{ns}/{name}"), plan))
+            .collect::<BTreeMap<_, _>>(),
+    ));
+    out.push_str("## workloads\n");
+    out.push_str(&odigos_proto::yaml::to_string(
+        &compiled.workloads.values().collect::<Vec<_>>(),
+    ));
+    out.push_str("## secret files\n");
+    for path in compiled.secret_files.keys() {
+        out.push_str(&format!("{}\n", path.display()));
+    }
+    out.push_str("## problems\n");
+    for problem in &compiled.problems {
+        out.push_str(&format!("{problem}\n"));
+    }
+    out
+}
+
+fn golden(case: &str) {
+    let compiled = compile(&desired(case), Catalog::builtin(), &layout());
+    let text = render(&compiled);
+    let path = format!(
+        "{}/src/compiler/testdata/{case}.golden",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        text == expected,
+        "{case}: the compiled output differs from {path}; if the change is intended, rerun with UPDATE_GOLDEN=1 and review the diff\n--- got:\n{text}"
+    );
+    assert!(
+        !text.contains("hc-secret-value"),
+        "a secret leaked into the output"
+    );
+}
+
+#[test]
+fn starter() {
+    golden("starter");
+}
+
+#[test]
+fn full() {
+    golden("full");
+    let compiled = compile(&desired("full"), Catalog::builtin(), &layout());
+    let secrets: Vec<&String> = compiled.secret_files.values().collect();
+    assert_eq!(secrets, ["hc-secret-value"]);
+}
+
+#[test]
+fn problems() {
+    golden("problems");
+}
+
+#[test]
+fn compiling_twice_gives_equal_bytes() {
+    for case in ["starter", "full", "problems"] {
+        let state = desired(case);
+        let a = compile(&state, Catalog::builtin(), &layout());
+        let b = compile(&state.clone(), Catalog::builtin(), &layout());
+        assert_eq!(render(&a), render(&b), "{case}");
+    }
+}

@@ -1,0 +1,228 @@
+//! Checks on one resource by itself (cross-resource checks, like a Secret that must exist, are
+//! the compiler's). Every problem is reported, each with the path of its field.
+
+use crate::catalog::Catalog;
+
+use super::{Action, Destination, InstrumentationRule, Object, Sampling, Source, WorkloadKind};
+
+/// A problem with one field: its path (`spec.data.FIELD`) and why.
+pub type FieldError = (String, String);
+
+/// Every problem with `object`.
+pub fn validate(object: &Object, catalog: &Catalog) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let name = object.name();
+    let valid_name = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid_name {
+        errors.push((
+            "metadata.name".into(),
+            format!("{name:?} is not a valid name (lowercase letters, digits, '-' and '.')"),
+        ));
+    }
+    match object {
+        Object::Source(source) => check_source(source, &mut errors),
+        Object::Destination(destination) => check_destination(destination, catalog, &mut errors),
+        Object::Action(action) => check_action(action, &mut errors),
+        Object::InstrumentationRule(rule) => check_rule(rule, &mut errors),
+        Object::Sampling(sampling) => check_sampling(sampling, &mut errors),
+        Object::Secret(_) => {}
+    }
+    errors
+}
+
+fn check_source(source: &Source, errors: &mut Vec<FieldError>) {
+    let workload = &source.spec.workload;
+    if workload.name.is_empty() {
+        errors.push(("spec.workload.name".into(), "must not be empty".into()));
+    }
+    if source.spec.match_workload_name_as_regex
+        && let Err(e) = regex::Regex::new(&workload.name)
+    {
+        errors.push(("spec.workload.name".into(), format!("bad regex: {e}")));
+    }
+    if workload.namespace.is_empty()
+        && !matches!(
+            workload.kind,
+            WorkloadKind::Process | WorkloadKind::Namespace
+        )
+    {
+        errors.push((
+            "spec.workload.namespace".into(),
+            format!("is required for a {:?}", workload.kind),
+        ));
+    }
+}
+
+fn check_destination(destination: &Destination, catalog: &Catalog, errors: &mut Vec<FieldError>) {
+    let spec = &destination.spec;
+    let Some(kind) = catalog.get(&spec.destination_type) else {
+        let known: Vec<&str> = catalog.types().map(|t| t.name.as_str()).collect();
+        errors.push((
+            "spec.type".into(),
+            format!(
+                "unknown destination type {:?}; known types: {}",
+                spec.destination_type,
+                known.join(", ")
+            ),
+        ));
+        return;
+    };
+    if spec.signals.is_empty() {
+        errors.push(("spec.signals".into(), "name at least one signal".into()));
+    }
+    for (i, signal) in spec.signals.iter().enumerate() {
+        if !kind.signals.contains(signal) {
+            errors.push((
+                format!("spec.signals.{i}"),
+                format!("{} does not accept {signal:?}", kind.display_name),
+            ));
+        }
+    }
+    for (name, value) in &spec.data {
+        match kind.field(name) {
+            None => {
+                let fields: Vec<&str> = kind.fields.iter().map(|f| f.name.as_str()).collect();
+                errors.push((
+                    format!("spec.data.{name}"),
+                    format!(
+                        "{} has no field {name}; its fields: {}",
+                        kind.name,
+                        fields.join(", ")
+                    ),
+                ));
+            }
+            // A secret's value never goes into a message.
+            Some(field) if field.secret => {}
+            Some(field) => {
+                if let Err(e) = field.check(value) {
+                    errors.push((format!("spec.data.{name}"), e));
+                }
+            }
+        }
+    }
+    for field in kind
+        .fields
+        .iter()
+        .filter(|f| f.required && f.default.is_none())
+    {
+        // A secret may come from the Secret, which is checked when the state is compiled.
+        let may_come =
+            spec.data.contains_key(&field.name) || (field.secret && spec.secret_ref.is_some());
+        if !may_come {
+            let where_ = if field.secret {
+                "in the Secret named by spec.secretRef (or in spec.data)"
+            } else {
+                "in spec.data"
+            };
+            errors.push((
+                format!("spec.data.{}", field.name),
+                format!("is required {where_}"),
+            ));
+        }
+    }
+}
+
+fn check_action(action: &Action, errors: &mut Vec<FieldError>) {
+    let spec = &action.spec;
+    match spec.kinds().as_slice() {
+        [] => errors.push((
+            "spec".into(),
+            "set one action: addClusterInfo, deleteAttribute, renameAttribute, piiMasking, k8sAttributes, urlTemplatization or spanRenamer".into(),
+        )),
+        [_] => {}
+        many => errors.push((
+            format!("spec.{}", many[1]),
+            format!("an Action does one thing; this one sets {}", many.join(" and ")),
+        )),
+    }
+    if spec.signals.is_empty() {
+        errors.push(("spec.signals".into(), "name at least one signal".into()));
+    }
+    if let Some(rename) = &spec.rename_attribute {
+        if rename.renames.is_empty() {
+            errors.push(("spec.renameAttribute.renames".into(), "is empty".into()));
+        }
+        for (from, to) in &rename.renames {
+            if from.is_empty() || to.is_empty() {
+                errors.push((
+                    format!("spec.renameAttribute.renames.{from}"),
+                    "attribute names must not be empty".into(),
+                ));
+            }
+        }
+    }
+    if let Some(delete) = &spec.delete_attribute
+        && delete.attribute_names_to_delete.is_empty()
+    {
+        errors.push((
+            "spec.deleteAttribute.attributeNamesToDelete".into(),
+            "is empty".into(),
+        ));
+    }
+    if let Some(info) = &spec.add_cluster_info
+        && info.cluster_attributes.is_empty()
+    {
+        errors.push((
+            "spec.addClusterInfo.clusterAttributes".into(),
+            "is empty".into(),
+        ));
+    }
+    for (field, set) in [
+        ("piiMasking", spec.pii_masking.is_some()),
+        ("k8sAttributes", spec.k8s_attributes.is_some()),
+        ("urlTemplatization", spec.url_templatization.is_some()),
+        ("spanRenamer", spec.span_renamer.is_some()),
+    ] {
+        if set {
+            errors.push((
+                format!("spec.{field}"),
+                "this action is not supported by the odigos-rs gateway yet".into(),
+            ));
+        }
+    }
+}
+
+fn check_rule(rule: &InstrumentationRule, errors: &mut Vec<FieldError>) {
+    if let Some(fallback) = &rule.spec.head_sampling_fallback_fraction
+        && !(0.0..=1.0).contains(&fallback.fraction_to_keep)
+    {
+        errors.push((
+            "spec.headSamplingFallbackFraction.fractionToKeep".into(),
+            format!("{} is not between 0 and 1", fallback.fraction_to_keep),
+        ));
+    }
+}
+
+fn check_sampling(sampling: &Sampling, errors: &mut Vec<FieldError>) {
+    let mut percentage = |path: String, value: Option<f64>| {
+        if let Some(p) = value
+            && !(0.0..=100.0).contains(&p)
+        {
+            errors.push((path, format!("{p} is not a percentage between 0 and 100")));
+        }
+    };
+    let spec = &sampling.spec;
+    for (i, rule) in spec.noisy_operations.iter().enumerate() {
+        percentage(
+            format!("spec.noisyOperations.{i}.percentageAtMost"),
+            rule.percentage_at_most,
+        );
+    }
+    for (i, rule) in spec.highly_relevant_operations.iter().enumerate() {
+        percentage(
+            format!("spec.highlyRelevantOperations.{i}.percentageAtLeast"),
+            rule.percentage_at_least,
+        );
+    }
+    for (i, rule) in spec.cost_reduction_rules.iter().enumerate() {
+        percentage(
+            format!("spec.costReductionRules.{i}.percentageAtMost"),
+            Some(rule.percentage_at_most),
+        );
+    }
+}

@@ -1,0 +1,69 @@
+"""Streams spans with the OpenTelemetry Python SDK until SIGTERM, and records which ones the
+collector acknowledged.
+
+Usage: stream_spans.py --endpoint URL --service NAME --acked FILE [--rate N]
+
+Each span is named "work" and carries user.id = "u-<n>". After every export the SDK reports
+as successful, the hex span ids of that batch are appended to FILE (one per line). On SIGTERM
+the SDK flushes what it holds, then the script exits; failed exports are counted on stderr.
+"""
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+
+
+class Recording:
+    """Wraps an exporter; appends the span ids of every successful export to a file."""
+
+    def __init__(self, inner, path):
+        self.inner, self.out, self.failures = inner, open(path, "a"), 0
+
+    def export(self, spans):
+        result = self.inner.export(spans)
+        if result == SpanExportResult.SUCCESS:
+            for span in spans:
+                self.out.write(f"{span.context.span_id:016x}\n")
+            self.out.flush()
+        else:
+            self.failures += 1
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--acked", required=True)
+    parser.add_argument("--rate", type=int, default=200)
+    args = parser.parse_args()
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    exporter = Recording(OTLPSpanExporter(endpoint=args.endpoint, insecure=True, timeout=30), args.acked)
+    provider = TracerProvider(resource=Resource.create({"service.name": args.service}))
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=100, max_export_batch_size=100))
+    tracer = provider.get_tracer("e2e.stream")
+    n = 0
+    while not stop.is_set():
+        with tracer.start_as_current_span("work") as span:
+            span.set_attribute("user.id", f"u-{n}")
+        n += 1
+        time.sleep(1.0 / args.rate)
+    provider.shutdown()
+    print(f"sent={n} failed_exports={exporter.failures}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+//! The config compiler against the collector's own validation: random desired states (every
+//! destination type, actions, sources, selectors, sampling) compile to configs the collector
+//! accepts, and compiling twice gives the same bytes.
+
+use std::collections::BTreeMap;
+
+use odigos_collector::Config;
+use odigos_server::catalog::{Catalog, FieldKind};
+use odigos_server::compiler::{Compiled, Layout, compile};
+use odigos_server::resource::{Object, validate};
+use odigos_server::store::Desired;
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+
+fn layout(secrets: &std::path::Path) -> Layout {
+    Layout {
+        node_grpc: "127.0.0.1:4317".into(),
+        node_http: "127.0.0.1:4318".into(),
+        gateway_listen: "127.0.0.1:4319".into(),
+        gateway_endpoint: "http://127.0.0.1:4319".into(),
+        node_metrics: None,
+        gateway_metrics: Some("127.0.0.1:8889".into()),
+        secrets_dir: secrets.to_path_buf(),
+        gateway_memory_mib: 512,
+        node_memory_mib: 256,
+    }
+}
+
+const SIGNALS: [&str; 3] = ["TRACES", "METRICS", "LOGS"];
+const KEYS: [&str; 6] = [
+    "user.id",
+    "user.email",
+    "http.url",
+    "tenant",
+    "k8s.cluster.name",
+    "env",
+];
+
+fn some<'a>(rng: &mut StdRng, from: &[&'a str]) -> Vec<&'a str> {
+    let mut picked: Vec<&str> = from
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
+    if picked.is_empty() {
+        picked.push(from.choose(rng).copied().unwrap_or_default());
+    }
+    picked
+}
+
+fn list(items: &[&str]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// A random, valid desired state, as YAML documents.
+fn random_state(rng: &mut StdRng, catalog: &Catalog) -> Vec<String> {
+    let mut docs = Vec::new();
+    let streams = ["payments", "search"];
+    for i in 0..rng.random_range(0..6) {
+        let stream = streams.choose(rng).unwrap();
+        docs.push(format!(
+            "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata:\n  name: s{i}\n  labels: {{odigos.io/data-stream-{stream}: \"true\"}}\nspec:\n  workload: {{name: app{i}, namespace: ns{}, kind: Deployment}}\n  otelServiceName: svc{i}\n",
+            i % 2
+        ));
+    }
+    let types: Vec<_> = catalog.types().collect();
+    for i in 0..rng.random_range(0..5) {
+        let kind = types.choose(rng).unwrap();
+        let supported: Vec<&str> = SIGNALS
+            .iter()
+            .copied()
+            .filter(|s| {
+                kind.signals
+                    .iter()
+                    .any(|k| format!("{k:?}").eq_ignore_ascii_case(s))
+            })
+            .collect();
+        let mut data = BTreeMap::new();
+        let mut secret = BTreeMap::new();
+        for field in &kind.fields {
+            if !field.required && rng.random_bool(0.5) {
+                continue;
+            }
+            let value = match field.kind {
+                FieldKind::Url => "https://backend.example:4318".to_string(),
+                FieldKind::Select => field.values.choose(rng).cloned().unwrap_or_default(),
+                FieldKind::Number => "7".into(),
+                FieldKind::Boolean => "true".into(),
+                FieldKind::String => format!("value-{i}"),
+            };
+            if field.secret {
+                secret.insert(field.name.clone(), value);
+            } else {
+                data.insert(field.name.clone(), value);
+            }
+        }
+        let mut doc = format!(
+            "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: d{i}}}\nspec:\n  type: {}\n  disabled: {}\n  signals: {}\n  data: {}\n",
+            kind.name,
+            rng.random_bool(0.2),
+            list(&some(rng, &supported)),
+            serde_json::to_string(&data).unwrap()
+        );
+        if rng.random_bool(0.3) {
+            doc.push_str(&format!(
+                "  sourceSelector: {{dataStreams: [{}], namespaces: [ns1]}}\n",
+                streams.choose(rng).unwrap()
+            ));
+        }
+        if !secret.is_empty() {
+            doc.push_str(&format!("  secretRef: {{name: d{i}-secret}}\n"));
+            docs.push(format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: d{i}-secret}}\nstringData: {}\n",
+                serde_json::to_string(&secret).unwrap()
+            ));
+        }
+        docs.push(doc);
+    }
+    for i in 0..rng.random_range(0..5) {
+        let key = KEYS.choose(rng).unwrap();
+        let body = match rng.random_range(0..3) {
+            0 => format!(
+                "  addClusterInfo:\n    clusterAttributes: [{{attributeName: {key}, attributeStringValue: v{i}}}]\n    overwriteExistingValues: {}\n",
+                rng.random_bool(0.5)
+            ),
+            1 => format!("  renameAttribute:\n    renames: {{{key}: renamed.{i}}}\n"),
+            _ => format!(
+                "  deleteAttribute:\n    attributeNamesToDelete: {}\n",
+                list(&some(rng, &KEYS))
+            ),
+        };
+        docs.push(format!(
+            "apiVersion: odigos.io/v1alpha1\nkind: Action\nmetadata: {{name: a{i}}}\nspec:\n  disabled: {}\n  signals: {}\n{body}",
+            rng.random_bool(0.2),
+            list(&some(rng, &SIGNALS))
+        ));
+    }
+    if rng.random_bool(0.5) {
+        docs.push(format!(
+            "apiVersion: odigos.io/v1alpha1\nkind: Sampling\nmetadata: {{name: sampling}}\nspec:\n  noisyOperations: [{{operation: {{httpServer: {{route: /healthz}}}}}}]\n  highlyRelevantOperations: [{{error: true}}, {{durationAtLeastMs: {}, sourceScopes: [{{workloadName: app1}}]}}]\n  costReductionRules: [{{percentageAtMost: {}, sourceScopes: [{{workloadName: app{}}}]}}]\n",
+            rng.random_range(1..2000),
+            rng.random_range(0..=100),
+            rng.random_range(0..6)
+        ));
+    }
+    docs
+}
+
+fn desired(docs: &[String], catalog: &Catalog) -> Desired {
+    let mut desired = Desired::default();
+    for doc in docs {
+        let object = Object::from_value(odigos_proto::yaml::parse(doc).unwrap())
+            .unwrap_or_else(|e| panic!("{e:?}\n{doc}"));
+        let errors = validate(&object, catalog);
+        assert!(
+            errors.is_empty(),
+            "the generator wrote an invalid resource: {errors:?}\n{doc}"
+        );
+        assert!(desired.insert(object));
+    }
+    desired
+}
+
+fn accepted(compiled: &Compiled, docs: &[String]) {
+    for (path, value) in &compiled.secret_files {
+        std::fs::write(path, value).unwrap();
+    }
+    for (role, text) in [("gateway", &compiled.gateway), ("node", &compiled.node)] {
+        if let Err(errors) = Config::from_yaml(text, role) {
+            panic!(
+                "the collector refuses the {role} config:\n{errors}\n{text}\nfrom:\n{}",
+                docs.join("---\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn random_states_compile_deterministically_to_configs_the_collector_accepts() {
+    let catalog = Catalog::builtin();
+    let secrets = tempfile::tempdir().unwrap();
+    let layout = layout(secrets.path());
+    for seed in 0..300 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let docs = random_state(&mut rng, catalog);
+        let state = desired(&docs, catalog);
+        let first = compile(&state, catalog, &layout);
+        let again = compile(&desired(&docs, catalog), catalog, &layout);
+        assert_eq!(first.gateway, again.gateway, "seed {seed}");
+        assert_eq!(first.node, again.node, "seed {seed}");
+        accepted(&first, &docs);
+    }
+}
+
+#[test]
+fn every_destination_type_compiles_to_a_config_the_collector_accepts() {
+    let catalog = Catalog::builtin();
+    let secrets = tempfile::tempdir().unwrap();
+    let layout = layout(secrets.path());
+    for kind in catalog.types() {
+        let mut data = BTreeMap::new();
+        for field in &kind.fields {
+            let value = match field.kind {
+                FieldKind::Url => "https://backend.example".to_string(),
+                FieldKind::Select => field.values[0].clone(),
+                FieldKind::Number => "3".into(),
+                FieldKind::Boolean => "false".into(),
+                FieldKind::String if field.secret => "s3cr3t-value".into(),
+                FieldKind::String => "some-value".into(),
+            };
+            data.insert(field.name.clone(), value);
+        }
+        let signals: Vec<String> = kind
+            .signals
+            .iter()
+            .map(|s| format!("{s:?}").to_uppercase())
+            .collect();
+        let doc = format!(
+            "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: d}}\nspec:\n  type: {}\n  signals: [{}]\n  data: {}\n",
+            kind.name,
+            signals.join(", "),
+            serde_json::to_string(&data).unwrap()
+        );
+        let docs = vec![doc];
+        let compiled = compile(&desired(&docs, catalog), catalog, &layout);
+        assert!(
+            compiled.problems.is_empty(),
+            "{}: {:?}",
+            kind.name,
+            compiled.problems
+        );
+        accepted(&compiled, &docs);
+        let secret_fields = kind.fields.iter().filter(|f| f.secret).count();
+        assert_eq!(compiled.secret_files.len(), secret_fields, "{}", kind.name);
+        assert!(
+            !compiled.gateway.contains("s3cr3t-value"),
+            "{}: a secret is in the config",
+            kind.name
+        );
+    }
+}

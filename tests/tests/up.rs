@@ -1,0 +1,383 @@
+//! `odigos up` end to end, in a temporary directory. The Python OTel SDK streams spans to the
+//! node collector the whole time, while the desired state changes under it:
+//! - writing a Destination file starts delivery to a second OTLP sink;
+//! - writing a `renameAttribute` Action renames the attribute at the sink;
+//! - a broken YAML file is reported with its line and changes nothing;
+//! - disabling the Destination stops delivery to it.
+//!
+//! A `file` destination is on throughout: every span the SDK saw acknowledged must be in it at
+//! the end, and the collector processes must be the ones started first (same pids).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use odigos_tests::traffic::Sink;
+use odigos_tests::*;
+
+struct Up {
+    child: Child,
+    dir: tempfile::TempDir,
+    opamp: u16,
+    grpc: u16,
+}
+
+impl Up {
+    fn start() -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let desired = dir.path().join("odigos.d");
+        std::fs::create_dir(&desired).unwrap();
+        let file = dir.path().join("all-spans.jsonl");
+        std::fs::write(
+            desired.join("file.yaml"),
+            format!(
+                "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: archive}}\nspec:\n  type: file\n  signals: [TRACES]\n  data: {{FILE_PATH: {}}}\n",
+                file.display()
+            ),
+        )
+        .unwrap();
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let address = |p: u16| format!("127.0.0.1:{p}");
+        let child = Command::new(odigos_binary())
+            .current_dir(dir.path())
+            .args([
+                "up",
+                "--otlp-grpc",
+                &address(ports[0]),
+                "--otlp-http",
+                &address(ports[1]),
+            ])
+            .args([
+                "--opamp",
+                &address(ports[2]),
+                "--gateway",
+                &address(ports[3]),
+            ])
+            .args([
+                "--node-metrics",
+                &address(ports[4]),
+                "--gateway-metrics",
+                &address(ports[5]),
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(dir.path().join("up.out")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut up = Up {
+            child,
+            dir,
+            opamp: ports[2],
+            grpc: ports[0],
+        };
+        let ready = wait_for(Duration::from_secs(60), || {
+            assert!(
+                up.child.try_wait().unwrap().is_none(),
+                "odigos up exited:\n{}",
+                up.logs()
+            );
+            up.output().contains("odigos is up\n")
+        });
+        assert!(ready, "odigos up did not get ready:\n{}", up.logs());
+        up
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.path("up.out")).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.path("up.log")).unwrap_or_default()
+    }
+
+    /// Writes a file in `odigos.d/` as editors do: a temporary file renamed over it.
+    fn write(&self, name: &str, text: &str) {
+        let staged = self.path(&format!("{name}.partial"));
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, self.path("odigos.d").join(name)).unwrap();
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let token = std::fs::read_to_string(self.path(".odigos/token")).unwrap();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.opamp)).unwrap();
+        use std::io::Write;
+        write!(
+            stream,
+            "GET /api/v1/state HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            token.trim()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+    }
+
+    /// Waits until the gateway and node collectors all run the configs of the current
+    /// desired state, `generation` or later.
+    fn wait_applied(&self, generation: u64) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let done = wait_for(Duration::from_secs(20), || {
+            last = self.state();
+            last["generation"].as_u64() >= Some(generation)
+                && ["gateway", "node"].iter().all(|role| {
+                    let r = &last["rollouts"][role];
+                    r["agents"].as_u64() > Some(0) && r["applied"] == r["agents"]
+                })
+        });
+        assert!(done, "not applied:\n{last:#}\n{}", self.logs());
+        last
+    }
+
+    /// The pids of the collector processes `odigos up` started.
+    fn collector_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap() {
+            let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .map(|p| p.parse::<u32>().unwrap()),
+            );
+        }
+        pids.sort();
+        pids
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn destination(name: &str, port: u16, disabled: bool) -> String {
+    format!(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: {name}}}\nspec:\n  type: otlp\n  disabled: {disabled}\n  signals: [TRACES]\n  data:\n    OTLP_GRPC_ENDPOINT: http://127.0.0.1:{port}\n    OTLP_GRPC_COMPRESSION: none\n"
+    )
+}
+
+const RENAME: &str = "apiVersion: odigos.io/v1alpha1
+kind: Action
+metadata: {name: rename-user}
+spec:
+  signals: [TRACES]
+  renameAttribute:
+    renames: {user.id: enduser.id}
+";
+
+fn acked(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Hex span ids in the file destination's output.
+fn archived(path: &Path) -> std::collections::HashSet<String> {
+    let requests = json_lines(path);
+    items(&requests, "resourceSpans", "scopeSpans", "spans")
+        .into_iter()
+        .map(|(_, _, span)| {
+            span["spanId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart() {
+    let up = tokio::task::block_in_place(Up::start);
+    let first = up.wait_applied(1);
+    assert_eq!(
+        first["destinations"]["default/archive"]["condition"]["status"], "True",
+        "{first:#}"
+    );
+    let pids = up.collector_pids();
+    assert_eq!(pids.len(), 2, "gateway and node collector: {pids:?}");
+
+    let sink = Sink::default();
+    let sink_port = free_port();
+    let _sink = sink.serve(sink_port).await;
+    let acked_file = up.path("acked.txt");
+    let mut sdk = Command::new(python())
+        .arg(workspace().join("tests/python/stream_spans.py"))
+        .args([
+            "--endpoint",
+            &format!("http://127.0.0.1:{}", up.grpc),
+            "--service",
+            "shop",
+        ])
+        .arg("--acked")
+        .arg(&acked_file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let flowing = wait_for(Duration::from_secs(30), || acked(&acked_file).len() > 100);
+    assert!(
+        flowing,
+        "the SDK's spans are not acknowledged:\n{}",
+        up.logs()
+    );
+    assert_eq!(
+        sink.received(),
+        0,
+        "nothing goes to the sink before its Destination exists"
+    );
+
+    // A Destination file starts delivery to the sink.
+    up.write("sink.yaml", &destination("sink", sink_port, false));
+    let state = tokio::task::block_in_place(|| up.wait_applied(2));
+    assert_eq!(
+        state["destinations"]["default/sink"]["plan"]["status"], "active",
+        "{state:#}"
+    );
+    let delivered = wait_for(Duration::from_secs(20), || sink.received() > 50);
+    assert!(delivered, "no spans at the sink:\n{}", up.logs());
+    let has_key = |key: &str| {
+        sink.spans
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.keys.contains(key))
+            .count()
+    };
+    assert!(has_key("user.id") > 0);
+    assert_eq!(has_key("enduser.id"), 0);
+
+    // A renameAttribute Action renames the attribute from then on.
+    up.write("rename.yaml", RENAME);
+    tokio::task::block_in_place(|| up.wait_applied(3));
+    let renamed = wait_for(Duration::from_secs(20), || has_key("enduser.id") > 50);
+    assert!(renamed, "the rename did not reach the sink:\n{}", up.logs());
+
+    // A broken file is reported with its line and changes nothing.
+    let before = up.state();
+    up.write(
+        "broken.yaml",
+        "apiVersion: odigos.io/v1alpha1\nkind: Action\nmetadata: {name: x\n",
+    );
+    let reported = wait_for(Duration::from_secs(10), || {
+        up.state()["problems"].as_array().is_some_and(|p| {
+            p.iter().any(|p| {
+                p["source"].as_str().unwrap_or("").ends_with("broken.yaml") && p["line"] == 4
+            })
+        })
+    });
+    assert!(
+        reported,
+        "the broken file is not reported: {:#}",
+        up.state()
+    );
+    let after = up.state();
+    assert_eq!(
+        before["hashes"], after["hashes"],
+        "a broken file changed the configs"
+    );
+
+    // Disabling the Destination stops delivery to it.
+    up.write("sink.yaml", &destination("sink", sink_port, true));
+    let state = tokio::task::block_in_place(|| up.wait_applied(5));
+    assert_eq!(
+        state["destinations"]["default/sink"]["plan"]["status"],
+        "disabled"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped_at = sink.received();
+    let acked_at = acked(&acked_file).len();
+    let more = wait_for(Duration::from_secs(10), || {
+        acked(&acked_file).len() > acked_at + 200
+    });
+    assert!(
+        more,
+        "spans stopped flowing after the Destination was disabled"
+    );
+    assert_eq!(
+        sink.received(),
+        stopped_at,
+        "the disabled Destination still receives spans"
+    );
+
+    // Stop the SDK (it flushes), then every acknowledged span must be in the archive.
+    let _ = Command::new("kill")
+        .args(["-TERM", &sdk.id().to_string()])
+        .status();
+    let status = sdk.wait().unwrap();
+    let mut report = String::new();
+    sdk.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut report)
+        .unwrap();
+    assert!(status.success(), "the SDK failed: {report}");
+    let acked = acked(&acked_file);
+    let archive = up.path("all-spans.jsonl");
+    let started = Instant::now();
+    let complete = wait_for(Duration::from_secs(20), || {
+        let seen = archived(&archive);
+        acked.iter().all(|id| seen.contains(id))
+    });
+    let seen = archived(&archive);
+    let missing: Vec<&String> = acked.iter().filter(|id| !seen.contains(*id)).collect();
+    assert!(
+        complete,
+        "{} of {} acknowledged spans are missing from the archive after {:?} (e.g. {:?}); SDK: {report}\n{}",
+        missing.len(),
+        acked.len(),
+        started.elapsed(),
+        &missing[..missing.len().min(5)],
+        up.logs()
+    );
+    let sink_ids: Vec<u64> = sink.spans.lock().unwrap().keys().copied().collect();
+    for id in &sink_ids {
+        assert!(
+            acked.contains(&format!("{id:016x}")),
+            "the sink got span {id:016x}, never acknowledged"
+        );
+    }
+    assert_eq!(
+        up.collector_pids(),
+        pids,
+        "a collector process was restarted"
+    );
+    let restarts = up
+        .logs()
+        .matches("collector started from the remote config")
+        .count();
+    assert_eq!(restarts, 2, "each collector starts once:\n{}", up.logs());
+    eprintln!(
+        "{} spans acknowledged, all archived; {} reached the sink while it was enabled",
+        acked.len(),
+        sink_ids.len()
+    );
+
+    // Ctrl-C stops everything cleanly.
+    let mut up = up;
+    let _ = Command::new("kill")
+        .args(["-INT", &up.child.id().to_string()])
+        .status();
+    let status = tokio::task::block_in_place(|| up.child.wait()).unwrap();
+    assert!(
+        status.success(),
+        "odigos up exited with {status}:\n{}",
+        up.logs()
+    );
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "collector {pid} outlived odigos up"
+        );
+    }
+}
