@@ -145,14 +145,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ready = wait_until_applied(&plane, Duration::from_secs(30)).await;
     let api = format!("http://{}/api/v1", server.address);
     println!();
-    println!(
-        "odigos is up{}",
-        if ready {
-            ""
-        } else {
-            " (collectors still starting; see the log)"
+    match &ready {
+        Ok(()) => println!("odigos is up"),
+        Err(problems) => {
+            println!("odigos is up, but not every collector runs its config:");
+            for problem in problems {
+                println!("  {problem}");
+            }
         }
-    );
+    }
     println!(
         "  send OTLP to   grpc {}   http http://{}",
         args.otlp_grpc, args.otlp_http
@@ -239,29 +240,46 @@ async fn first_exit(
     )
 }
 
-/// Waits until both collectors run the configs meant for them.
+/// Waits until both collectors run the configs meant for them; the errors of those that
+/// could not, if any.
 async fn wait_until_applied(
     plane: &Arc<odigos_server::reconciler::ControlPlane>,
     limit: Duration,
-) -> bool {
+) -> Result<(), Vec<String>> {
     let mut reports = plane.fleet().reports();
-    let check = || {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
         let state = plane.state();
-        ["gateway", "node"].iter().all(|role| {
-            state
-                .rollouts
-                .get(*role)
-                .is_some_and(|r| r.agents > 0 && r.applied == r.agents)
-        })
-    };
-    tokio::time::timeout(limit, async {
-        while !check() {
-            tokio::select! {
-                _ = reports.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
+        let rollouts: Vec<_> = ["gateway", "node"]
+            .iter()
+            .map(|role| {
+                (
+                    *role,
+                    state.rollouts.get(*role).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let failed: Vec<String> = rollouts
+            .iter()
+            .flat_map(|(role, r)| r.failed.iter().map(move |e| format!("{role} {e}")))
+            .collect();
+        if !failed.is_empty() {
+            return Err(failed);
         }
-    })
-    .await
-    .is_ok()
+        if rollouts
+            .iter()
+            .all(|(_, r)| r.agents > 0 && r.applied == r.agents)
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(vec![format!(
+                "the collectors did not report within {limit:?}; see the log"
+            )]);
+        }
+        tokio::select! {
+            _ = reports.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
 }
