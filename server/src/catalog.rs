@@ -4,11 +4,13 @@
 //!
 //! A descriptor's `exporter.config` is the exporter's config with `{{FIELD}}` placeholders. A
 //! string that names an optional field without a value is dropped with its map entry, so
-//! optional settings vanish cleanly. Only strings are templated.
+//! optional settings vanish cleanly. `{{base64:USER:PASSWORD}}` stands for HTTP basic
+//! credentials. Only strings are templated.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use odigos_proto::yaml::{self, Value};
 use serde::{Deserialize, Serialize};
 
@@ -114,25 +116,70 @@ impl DestinationType {
     }
 
     /// The exporter config with every placeholder replaced by `values` (field name → text).
-    pub fn render(&self, values: &BTreeMap<String, String>) -> Value {
-        render(&self.exporter.config, values).unwrap_or(Value::Null)
+    /// A string that takes in a secret field is passed through `seal`, whose answer (a file
+    /// reference) is written instead, so no secret reaches the config.
+    pub fn render(
+        &self,
+        values: &BTreeMap<String, String>,
+        seal: &mut dyn FnMut(String) -> String,
+    ) -> Value {
+        let secret = |name: &str| self.field(name).is_some_and(|f| f.secret);
+        render(&self.exporter.config, values, &secret, seal).unwrap_or(Value::Null)
     }
 }
 
 /// `value` with placeholders filled, or `None` when it names a field without a value.
-fn render(value: &Value, values: &BTreeMap<String, String>) -> Option<Value> {
+fn render(
+    value: &Value,
+    values: &BTreeMap<String, String>,
+    secret: &dyn Fn(&str) -> bool,
+    seal: &mut dyn FnMut(String) -> String,
+) -> Option<Value> {
     match value {
-        Value::String(text) => fill(text, values).map(Value::String),
+        Value::String(text) => {
+            let filled = fill(text, values)?;
+            let sealed = placeholder_fields(text).iter().any(|f| secret(f));
+            Some(Value::String(if sealed { seal(filled) } else { filled }))
+        }
         Value::Mapping(map) => Some(Value::Mapping(
             map.iter()
-                .filter_map(|(k, v)| Some((k.clone(), render(v, values)?)))
+                .filter_map(|(k, v)| Some((k.clone(), render(v, values, secret, seal)?)))
                 .collect(),
         )),
         Value::Sequence(items) => Some(Value::Sequence(
-            items.iter().filter_map(|v| render(v, values)).collect(),
+            items
+                .iter()
+                .filter_map(|v| render(v, values, secret, seal))
+                .collect(),
         )),
         other => Some(other.clone()),
     }
+}
+
+/// The placeholders of `text`: `{{FIELD}}`, or `{{base64:A:B}}` for the base64 of the values
+/// of A and B joined by `:` (HTTP basic credentials).
+fn placeholders_of(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
+        found.push(rest[start + 2..start + end].trim());
+        rest = &rest[start + end + 2..];
+    }
+    found
+}
+
+/// The fields a text's placeholders name.
+fn placeholder_fields(text: &str) -> Vec<&str> {
+    placeholders_of(text)
+        .into_iter()
+        .flat_map(|p| match p.strip_prefix("base64:") {
+            Some(args) => args.split(':').collect(),
+            None => vec![p],
+        })
+        .collect()
 }
 
 fn fill(text: &str, values: &BTreeMap<String, String>) -> Option<String> {
@@ -141,26 +188,27 @@ fn fill(text: &str, values: &BTreeMap<String, String>) -> Option<String> {
     while let Some(start) = rest.find("{{") {
         let end = rest[start..].find("}}")? + start;
         out.push_str(&rest[..start]);
-        out.push_str(values.get(rest[start + 2..end].trim())?);
+        let placeholder = rest[start + 2..end].trim();
+        match placeholder.strip_prefix("base64:") {
+            Some(args) => {
+                let joined: Option<Vec<&str>> = args
+                    .split(':')
+                    .map(|f| values.get(f).map(String::as_str))
+                    .collect();
+                out.push_str(&BASE64_STANDARD.encode(joined?.join(":")));
+            }
+            None => out.push_str(values.get(placeholder)?),
+        }
         rest = &rest[end + 2..];
     }
     out.push_str(rest);
     Some(out)
 }
 
-/// The placeholders named in `value`.
+/// The fields named by placeholders anywhere in `value`.
 fn placeholders(value: &Value, into: &mut Vec<String>) {
     match value {
-        Value::String(text) => {
-            let mut rest = text.as_str();
-            while let Some(start) = rest.find("{{") {
-                let Some(end) = rest[start..].find("}}") else {
-                    break;
-                };
-                into.push(rest[start + 2..start + end].trim().to_string());
-                rest = &rest[start + end + 2..];
-            }
-        }
+        Value::String(text) => into.extend(placeholder_fields(text).into_iter().map(String::from)),
         Value::Mapping(map) => map.values().for_each(|v| placeholders(v, into)),
         Value::Sequence(items) => items.iter().for_each(|v| placeholders(v, into)),
         _ => {}
@@ -279,13 +327,36 @@ mod tests {
         )
         .unwrap();
         let with_url = BTreeMap::from([("URL".to_string(), "http://h:1".to_string())]);
+        let mut sealed = Vec::new();
+        let mut seal = |text: String| {
+            sealed.push(text);
+            "${file:/s/k}".to_string()
+        };
         assert_eq!(
-            yaml::to_string(&descriptor.render(&with_url)),
+            yaml::to_string(&descriptor.render(&with_url, &mut seal)),
             "endpoint: http://h:1/otlp\nheaders: {}\n"
         );
         let mut both = with_url.clone();
-        both.insert("KEY".into(), "${file:/s/k}".into());
-        assert!(yaml::to_string(&descriptor.render(&both)).contains("x-key: Bearer ${file:/s/k}"));
+        both.insert("KEY".into(), "k3y".into());
+        let rendered = yaml::to_string(&descriptor.render(&both, &mut seal));
+        assert!(rendered.contains("x-key: ${file:/s/k}"), "{rendered}");
+        assert_eq!(sealed, ["Bearer k3y"]);
+    }
+
+    #[test]
+    fn basic_credentials_are_base64() {
+        let values = BTreeMap::from([
+            ("USER".to_string(), "123".to_string()),
+            ("TOKEN".to_string(), "glc_x".to_string()),
+        ]);
+        assert_eq!(
+            fill("Basic {{base64:USER:TOKEN}}", &values).unwrap(),
+            "Basic MTIzOmdsY194"
+        );
+        assert_eq!(
+            placeholder_fields("{{base64:USER:TOKEN}} {{URL}}"),
+            ["USER", "TOKEN", "URL"]
+        );
     }
 
     #[test]

@@ -379,19 +379,6 @@ impl Gateway {
                 }
                 (None, None) => continue,
             };
-            let value = if field.secret {
-                let digest = hex(&Sha256::digest(value.as_bytes())[..4]);
-                let path = layout.secrets_dir.join(format!(
-                    "{}.{}.{digest}",
-                    id(namespace, name),
-                    field.name
-                ));
-                let reference = format!("${{file:{}}}", path.display());
-                compiled.secret_files.insert(path, value);
-                reference
-            } else {
-                value
-            };
             values.insert(field.name.clone(), value);
         }
         let selector = match &spec.source_selector {
@@ -403,7 +390,14 @@ impl Gateway {
         };
         let suffix = id(namespace, name);
         let exporter = format!("{}/{suffix}", kind.exporter.kind);
-        let config = serde_json::to_value(kind.render(&values)).unwrap_or(Value::Null);
+        let mut seal = |text: String| {
+            let digest = hex(&Sha256::digest(text.as_bytes())[..4]);
+            let path = layout.secrets_dir.join(format!("{suffix}.{digest}"));
+            let reference = format!("${{file:{}}}", path.display());
+            compiled.secret_files.insert(path, text);
+            reference
+        };
+        let config = serde_json::to_value(kind.render(&values, &mut seal)).unwrap_or(Value::Null);
         self.exporters.insert(exporter.clone(), config);
         let mut route = Vec::new();
         if let Some(services) = selector {
