@@ -78,6 +78,8 @@ pub struct Compiled {
     pub destinations: BTreeMap<(String, String), DestinationPlan>,
     /// Problems that span resources (a missing Secret, ...); the resource is left out.
     pub problems: Vec<Problem>,
+    /// The signals some destination takes: what the node collectors forward.
+    pub signals: Vec<Signal>,
 }
 
 /// Compiles `desired` for `layout`.
@@ -90,6 +92,7 @@ pub fn compile(desired: &Desired, catalog: &Catalog, layout: &Layout) -> Compile
         secret_files: BTreeMap::new(),
         destinations: BTreeMap::new(),
         problems: Vec::new(),
+        signals: Vec::new(),
     };
     let sampling = joined_sampling(desired);
     let mut gateway = Gateway::new(layout);
@@ -118,6 +121,7 @@ pub fn compile(desired: &Desired, catalog: &Catalog, layout: &Layout) -> Compile
         compiled.destinations.insert(key, plan);
     }
     let wanted = gateway.signals();
+    compiled.signals = wanted.iter().copied().collect();
     compiled.gateway = gateway.finish(layout);
     compiled.node = node_config(layout, &wanted);
     for (key, source) in &desired.sources {

@@ -234,7 +234,7 @@ impl ControlPlane {
             };
             group.status = Some(crate::resource::CollectorsGroupStatus {
                 ready: rollout.ready(),
-                receiver_signals: Vec::new(),
+                receiver_signals: applied.compiled.signals.clone(),
                 conditions: Vec::new(),
             });
         }

@@ -1,6 +1,9 @@
 """An agent built on the OpenTelemetry OpAMP client for Python (PyPI opentelemetry-opamp-client).
 
-Usage: opamp_agent.py ENDPOINT TOKEN
+Usage: opamp_agent.py ENDPOINT TOKEN [WORKLOAD]
+
+With WORKLOAD (`namespace/<kind>-<name>`), the agent describes itself as the instrumentation of
+that workload (attribute odigos.workload), as an SDK agent under odigos does.
 
 Polls ENDPOINT over plain HTTP every second. Prints one JSON line per remote config file it
 receives ({"file", "config", "hash"}) and reports each config APPLIED. Runs until killed.
@@ -28,11 +31,14 @@ class Callbacks(OpAMPCallbacks):
 
 def main():
     endpoint, token = sys.argv[1], sys.argv[2]
+    attributes = {"odigos.role": "sdk"}
+    if len(sys.argv) > 3:
+        attributes["odigos.workload"] = sys.argv[3]
     client = OpAMPClient(
         endpoint=endpoint,
         headers={"Authorization": f"Bearer {token}"},
         agent_identifying_attributes={"service.name": "py-agent", "service.version": "1.0"},
-        agent_non_identifying_attributes={"odigos.role": "sdk"},
+        agent_non_identifying_attributes=attributes,
     )
     agent = OpAMPAgent(interval=1, callbacks=Callbacks(), client=client)
     agent.start()

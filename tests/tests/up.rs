@@ -24,19 +24,14 @@ struct Up {
 }
 
 impl Up {
-    fn start() -> Up {
+    /// Starts `odigos up` in a new directory whose `odigos.d/` holds `files` (name, text).
+    fn start(files: &[(&str, String)]) -> Up {
         let dir = tempfile::tempdir().unwrap();
         let desired = dir.path().join("odigos.d");
         std::fs::create_dir(&desired).unwrap();
-        let file = dir.path().join("all-spans.jsonl");
-        std::fs::write(
-            desired.join("file.yaml"),
-            format!(
-                "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: archive}}\nspec:\n  type: file\n  signals: [TRACES]\n  data: {{FILE_PATH: {}}}\n",
-                file.display()
-            ),
-        )
-        .unwrap();
+        for (name, text) in files {
+            std::fs::write(desired.join(name), text).unwrap();
+        }
         let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
         let address = |p: u16| format!("127.0.0.1:{p}");
         let child = Command::new(odigos_binary())
@@ -199,7 +194,13 @@ fn archived(path: &Path) -> std::collections::HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart() {
-    let up = tokio::task::block_in_place(Up::start);
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("all-spans.jsonl");
+    let file_destination = format!(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: archive}}\nspec:\n  type: file\n  signals: [TRACES]\n  data: {{FILE_PATH: {}}}\n",
+        archive.display()
+    );
+    let up = tokio::task::block_in_place(|| Up::start(&[("file.yaml", file_destination)]));
     let first = up.wait_applied(1);
     assert_eq!(
         first["destinations"]["default/archive"]["condition"]["status"], "True",
@@ -323,7 +324,6 @@ async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart
         .unwrap();
     assert!(status.success(), "the SDK failed: {report}");
     let acked = acked(&acked_file);
-    let archive = up.path("all-spans.jsonl");
     let started = Instant::now();
     let complete = wait_for(Duration::from_secs(20), || {
         let seen = archived(&archive);
@@ -380,4 +380,83 @@ async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart
             "collector {pid} outlived odigos up"
         );
     }
+}
+
+const CHECKOUT: &str = "apiVersion: odigos.io/v1alpha1
+kind: Source
+metadata: {name: checkout, namespace: shop}
+spec:
+  workload: {name: checkout, namespace: shop, kind: Deployment}
+  otelServiceName: checkout-api
+";
+
+fn rule(fraction: f64) -> String {
+    format!(
+        "apiVersion: odigos.io/v1alpha1\nkind: InstrumentationRule\nmetadata: {{name: sampling}}\nspec:\n  workloads: [{{name: checkout, namespace: shop, kind: Deployment}}]\n  headersCollection: {{headerKeys: [x-request-id]}}\n  headSamplingFallbackFraction: {{fractionToKeep: {fraction}}}\n"
+    )
+}
+
+/// The SDK agent of a workload, here the PyPI OpAMP client, gets that workload's settings
+/// from its Source and InstrumentationRules, and new ones when a rule changes.
+#[test]
+fn sdk_agents_get_their_workload_settings_over_opamp() {
+    use std::io::BufRead;
+    let up = Up::start(&[
+        ("checkout.yaml", CHECKOUT.to_string()),
+        ("rule.yaml", rule(0.25)),
+    ]);
+    let state = up.wait_applied(1);
+    let config = &state["sources"][0]["instrumentation_config"];
+    assert_eq!(
+        config["metadata"]["name"], "deployment-checkout",
+        "{state:#}"
+    );
+    assert_eq!(config["spec"]["serviceName"], "checkout-api");
+
+    let token = std::fs::read_to_string(up.path(".odigos/token")).unwrap();
+    let mut agent = Command::new(python())
+        .arg(workspace().join("tests/python/opamp_agent.py"))
+        .arg(format!("http://127.0.0.1:{}/v1/opamp", up.opamp))
+        .arg(token.trim())
+        .arg("shop/deployment-checkout")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = agent.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(serde_json::from_str(&line).unwrap());
+        }
+    });
+    // The agent's settings as it received them, from the next agent.json it prints.
+    let next_settings = || -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = received
+                .recv_timeout(left)
+                .expect("no agent.json reached the agent");
+            if line["file"] == "agent.json" {
+                return match &line["config"] {
+                    serde_json::Value::String(text) => serde_json::from_str(text).unwrap(),
+                    other => other.clone(),
+                };
+            }
+        }
+    };
+    let first = next_settings();
+    assert_eq!(first["headSamplingFraction"], 0.25, "{first:#}");
+    assert_eq!(first["headerKeys"], serde_json::json!(["x-request-id"]));
+    assert_eq!(first["rules"], serde_json::json!(["default.sampling"]));
+
+    up.write("rule.yaml", &rule(0.5));
+    let second = next_settings();
+    assert_eq!(second["headSamplingFraction"], 0.5, "{second:#}");
+    let _ = agent.kill();
+    let _ = agent.wait();
 }
