@@ -4,7 +4,9 @@
 #   ./test.sh             everything
 #   ./test.sh NAME...     only tests whose name contains NAME (lints still run)
 #
-# ODIGOS_VENV chooses where the Python virtualenv with the OpenTelemetry SDK lives (default .venv).
+# ODIGOS_VENV chooses where the Python virtualenv with the OpenTelemetry SDK lives (default .venv);
+# ODIGOS_K8S_APISERVER where the Kubernetes API server for the Kubernetes tests is built
+# (default ~/.cache/odigos-rs/k8s-apiserver).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,6 +20,10 @@ if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otl
 fi
 "$venv/bin/python" -c 'import opentelemetry.sdk.version as v; print("opentelemetry-sdk", v.__version__)'
 export ODIGOS_TEST_PYTHON="$venv/bin/python"
+
+export ODIGOS_K8S_APISERVER="${ODIGOS_K8S_APISERVER:-$HOME/.cache/odigos-rs/k8s-apiserver}"
+step "kubernetes: kube-apiserver and etcd in $ODIGOS_K8S_APISERVER"
+tests/k8s/build-apiserver.sh "$ODIGOS_K8S_APISERVER"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,9 +1,12 @@
-//! `odigos server`: the control plane. For now: the OpAMP server and its HTTP API.
+//! `odigos server`: the control plane: the OpAMP server and its HTTP API, and with
+//! `--kubernetes` the desired state of a cluster kept in force across the fleet.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use odigos_server::compiler::Layout;
 use odigos_server::opamp::{Options, PATH, Server};
+use odigos_server::store::KubeStore;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +34,33 @@ pub struct Args {
     /// An agent not heard from for this long is considered gone.
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = odigos_collector::config::parse_duration)]
     agent_timeout: Duration,
+
+    /// Take the desired state from the odigos.io resources of a Kubernetes cluster ($KUBECONFIG,
+    /// ~/.kube/config, or the cluster this runs in), keep the collectors' configs in line with
+    /// it, and write status conditions, InstrumentationConfigs and CollectorsGroups back.
+    #[arg(long)]
+    kubernetes: bool,
+
+    /// With --kubernetes: follow only this namespace [default: all].
+    #[arg(long, value_name = "NAMESPACE", requires = "kubernetes")]
+    namespace: Option<String>,
+
+    /// With --kubernetes: where CollectorsGroups are written.
+    #[arg(long, value_name = "NAMESPACE", default_value = "odigos-system")]
+    home_namespace: String,
+
+    /// With --kubernetes: how node collectors reach the gateway.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://odigos-gateway.odigos-system:4317"
+    )]
+    gateway_endpoint: String,
+
+    /// With --kubernetes: where secret values are written for the gateway to read; the
+    /// gateway must see this directory at the same path.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/odigos/secrets")]
+    secrets_dir: std::path::PathBuf,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -43,7 +73,31 @@ pub fn main(args: Args) -> ExitCode {
         let tls = args.tls_cert.zip(args.tls_key);
         let scheme = if tls.is_some() { ("wss", "https") } else { ("ws", "http") };
         let options = Options { token: args.token, agent_timeout: args.agent_timeout, tls, ..Options::default() };
-        let server = match Server::start(&args.listen, options).await {
+        let started = if args.kubernetes {
+            let catalog = odigos_server::catalog::Catalog::builtin();
+            let store = match KubeStore::connect(args.namespace.as_deref(), &args.home_namespace, catalog).await {
+                Ok(store) => store,
+                Err(e) => {
+                    eprintln!("error: cannot follow the cluster's odigos.io resources (are the CRDs installed? `odigos crdgen | kubectl apply -f -`): {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let layout = Layout {
+                node_grpc: "0.0.0.0:4317".into(),
+                node_http: "0.0.0.0:4318".into(),
+                gateway_listen: "0.0.0.0:4317".into(),
+                gateway_endpoint: args.gateway_endpoint,
+                node_metrics: Some("0.0.0.0:8888".into()),
+                gateway_metrics: Some("0.0.0.0:8888".into()),
+                secrets_dir: args.secrets_dir,
+                gateway_memory_mib: 512,
+                node_memory_mib: 256,
+            };
+            Server::start_control_plane(&args.listen, options, store, layout).await.map(|(server, _)| server)
+        } else {
+            Server::start(&args.listen, options).await
+        };
+        let server = match started {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("error: cannot serve on {}: {e}", args.listen);

@@ -53,15 +53,27 @@ impl ControlPlane {
             applied: ArcSwap::from_pointee(None),
         });
         let mut snapshots = store.subscribe();
+        let mut reports = plane.fleet.reports();
         let worker = Arc::downgrade(&plane);
         tokio::spawn(async move {
             loop {
                 let snapshot = snapshots.borrow_and_update().clone();
                 let Some(plane) = worker.upgrade() else { break };
                 plane.reconcile(snapshot);
+                store.clone().report(plane.state());
                 drop(plane);
-                if snapshots.changed().await.is_err() {
-                    break;
+                tokio::select! {
+                    changed = snapshots.changed() => if changed.is_err() { break },
+                    // Agents reported: statuses change, the desired state does not.
+                    _ = reports.changed() => loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        let Some(plane) = worker.upgrade() else { return };
+                        store.clone().report(plane.state());
+                        if !reports.has_changed().unwrap_or(false) {
+                            break;
+                        }
+                        reports.mark_unchanged();
+                    },
                 }
             }
         });
@@ -397,6 +409,94 @@ pub struct ResourceView {
     pub kind: String,
     pub name: String,
     pub condition: Condition,
+}
+
+impl State {
+    /// The `Ready` condition of every resource users wrote, by (kind, namespace, name):
+    /// whether it is in force, a reason and a message.
+    pub fn conditions(&self) -> BTreeMap<(&'static str, String, String), (bool, String, String)> {
+        let split = |name: &str| -> (String, String) {
+            let (ns, name) = name.split_once('/').unwrap_or(("", name));
+            (ns.to_string(), name.to_string())
+        };
+        let mut conditions = BTreeMap::new();
+        let mut put = |kind: &'static str, name: &str, c: &Condition| {
+            let (ns, name) = split(name);
+            conditions.insert(
+                (kind, ns, name),
+                (c.status == "True", c.reason.clone(), c.message.clone()),
+            );
+        };
+        for d in self.destinations.values() {
+            put("Destination", &d.name, &d.condition);
+        }
+        for r in &self.resources {
+            let kind = match r.kind.as_str() {
+                "Action" => "Action",
+                "Sampling" => "Sampling",
+                _ => "InstrumentationRule",
+            };
+            put(kind, &r.name, &r.condition);
+        }
+        for s in &self.sources {
+            let condition = match (&s.instrumentation_config, s.disabled) {
+                (_, true) => {
+                    Condition::new(false, "Disabled", "spec.disableInstrumentation is set")
+                }
+                (Some(c), false) => Condition::new(
+                    true,
+                    "Instrumented",
+                    &format!("InstrumentationConfig {}", workload_name(c)),
+                ),
+                (None, false) => Condition::new(
+                    true,
+                    "Selected",
+                    "its workloads are instrumented as they are found",
+                ),
+            };
+            put("Source", &s.name, &condition);
+        }
+        // A resource that does not validate says why, whatever its last good version does.
+        let mut invalid: BTreeMap<(&'static str, String, String), Vec<String>> = BTreeMap::new();
+        for problem in &self.problems {
+            let Some((kind, name)) = problem.resource.as_deref().and_then(|r| r.split_once(' '))
+            else {
+                continue;
+            };
+            let Some(kind) = [
+                "Source",
+                "Destination",
+                "Action",
+                "InstrumentationRule",
+                "Sampling",
+            ]
+            .into_iter()
+            .find(|k| *k == kind) else {
+                continue;
+            };
+            let (ns, name) = split(name);
+            let field = problem
+                .field
+                .as_deref()
+                .map(|f| format!("{f}: "))
+                .unwrap_or_default();
+            invalid
+                .entry((kind, ns, name))
+                .or_default()
+                .push(format!("{field}{}", problem.message));
+        }
+        for (key, messages) in invalid {
+            conditions.insert(key, (false, "Invalid".into(), messages.join("; ")));
+        }
+        conditions
+    }
+
+    /// The InstrumentationConfigs the control plane computed.
+    pub fn instrumentation_configs(&self) -> impl Iterator<Item = &InstrumentationConfig> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.instrumentation_config.as_ref())
+    }
 }
 
 /// The desired state and how it stands, for the API, `odigos describe` and the UI.

@@ -198,11 +198,12 @@ pub struct SourceSelector {
     pub data_streams: Vec<String>,
 }
 
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
 /// The CRDs of every kind, in a stable order.
-pub fn crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
-    vec![
+pub fn crds() -> Vec<Crd> {
+    [
         Source::crd(),
         Destination::crd(),
         Action::crd(),
@@ -211,6 +212,29 @@ pub fn crds()
         InstrumentationConfig::crd(),
         CollectorsGroup::crd(),
     ]
+    .into_iter()
+    .map(without_null_enum_values)
+    .collect()
+}
+
+/// An optional enum's schema lists `null` among its values; `nullable` already says it, and
+/// API servers before 1.22 refuse such a CRD, so the `null` goes.
+fn without_null_enum_values(crd: Crd) -> Crd {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|v| !v.is_null());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD deserializes")
 }
 
 /// The CRDs as one multi-document YAML text, as the chart keeps them.

@@ -4,6 +4,7 @@
 //! the ones that are not. A resource that fails keeps its last good version, so one bad edit
 //! never disturbs anything else.
 
+mod kubernetes;
 pub(crate) mod local;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use crate::resource::{
     Action, Destination, InstrumentationRule, Object, ObjectKey, Sampling, Source,
 };
 
+pub use kubernetes::KubeStore;
 pub use local::LocalStore;
 
 /// The accepted resources by kind, each keyed by (namespace, name).
@@ -98,4 +100,11 @@ pub struct Snapshot {
 pub trait Store: Send + Sync {
     /// The latest snapshot, and every later one as it is published.
     fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>>;
+
+    /// Takes what the control plane made of the state, to show where users look for it
+    /// (resource status in a cluster). The local store has nowhere to write: `odigos describe`
+    /// and the API show it.
+    fn report(self: Arc<Self>, state: crate::reconciler::State) {
+        let _ = state;
+    }
 }

@@ -4,6 +4,7 @@
 //! Prerequisites are installed by `./test.sh`. A missing one fails the test with the command that
 //! installs it: these tests never skip.
 
+pub mod kubernetes;
 pub mod traffic;
 
 use std::io::{Read, Write};

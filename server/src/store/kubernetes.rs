@@ -1,0 +1,386 @@
+//! The Kubernetes store: the odigos.io resources of a cluster (and the Secrets Destinations
+//! name), followed with watchers into reflector caches. A resource that does not validate is
+//! reported in its status, and its last good version stays in force.
+//!
+//! It also writes back what the control plane made of the state: a `Ready` condition on every
+//! resource, and the InstrumentationConfigs and CollectorsGroups.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store as Cache};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+
+use super::{Desired, Problem, Snapshot, Store};
+use crate::catalog::Catalog;
+use crate::reconciler::State;
+use crate::resource::{
+    Action, CollectorsGroup, Destination, InstrumentationConfig, InstrumentationRule, Object,
+    ObjectKey, Sampling, Source, validate,
+};
+
+/// The field manager of what the control plane writes.
+const MANAGER: &str = "odigos";
+/// The label on InstrumentationConfigs the control plane wrote, to find stale ones.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=odigos-rs";
+
+pub struct KubeStore {
+    client: Client,
+    /// Where CollectorsGroups are written.
+    home: String,
+    published: watch::Sender<Arc<Snapshot>>,
+    /// The last good version of every resource, by key.
+    good: Mutex<BTreeMap<ObjectKey, Object>>,
+    /// The last condition written per resource and what was applied, to write only changes.
+    written: Mutex<BTreeMap<String, String>>,
+    /// One write-back at a time.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// The reflector caches of every kind the store follows.
+struct Caches {
+    sources: Cache<Source>,
+    destinations: Cache<Destination>,
+    actions: Cache<Action>,
+    rules: Cache<InstrumentationRule>,
+    samplings: Cache<Sampling>,
+    secrets: Cache<Secret>,
+}
+
+impl KubeStore {
+    /// Like [`KubeStore::start`], with the cluster of `$KUBECONFIG` (or `~/.kube/config`), or
+    /// the one this runs in.
+    pub async fn connect(
+        namespace: Option<&str>,
+        home: &str,
+        catalog: &'static Catalog,
+    ) -> Result<Arc<KubeStore>, kube::Error> {
+        let client = Client::try_default().await?;
+        KubeStore::start(client, namespace, home, catalog).await
+    }
+
+    /// Follows the resources of `namespace` (every namespace when `None`); CollectorsGroups
+    /// go to `home`. Returns once every cache holds its first full list.
+    pub async fn start(
+        client: Client,
+        namespace: Option<&str>,
+        home: &str,
+        catalog: &'static Catalog,
+    ) -> Result<Arc<KubeStore>, kube::Error> {
+        let (changed, mut changes) = mpsc::unbounded_channel();
+        let caches = Caches {
+            sources: follow(&client, namespace, changed.clone()),
+            destinations: follow(&client, namespace, changed.clone()),
+            actions: follow(&client, namespace, changed.clone()),
+            rules: follow(&client, namespace, changed.clone()),
+            samplings: follow(&client, namespace, changed.clone()),
+            secrets: follow(&client, namespace, changed),
+        };
+        // Fails early, with the API server's own words, when a CRD is missing or access is
+        // refused; the watchers would only retry.
+        Api::<Source>::all(client.clone())
+            .list(&ListParams::default().limit(1))
+            .await?;
+        Api::<Destination>::all(client.clone())
+            .list(&ListParams::default().limit(1))
+            .await?;
+        for ready in [
+            caches.sources.wait_until_ready().await,
+            caches.destinations.wait_until_ready().await,
+            caches.actions.wait_until_ready().await,
+            caches.rules.wait_until_ready().await,
+            caches.samplings.wait_until_ready().await,
+            caches.secrets.wait_until_ready().await,
+        ] {
+            ready.map_err(|e| kube::Error::Service(Box::new(e)))?;
+        }
+        let store = Arc::new(KubeStore {
+            client,
+            home: home.to_string(),
+            published: watch::channel(Arc::new(Snapshot::default())).0,
+            good: Mutex::default(),
+            written: Mutex::default(),
+            writing: tokio::sync::Mutex::default(),
+        });
+        store.rebuild(&caches, catalog);
+        let weak = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                // A burst of events (a kubectl apply of many files) becomes one snapshot.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                while changes.try_recv().is_ok() {}
+                let Some(store) = weak.upgrade() else { break };
+                store.rebuild(&caches, catalog);
+            }
+        });
+        Ok(store)
+    }
+
+    /// Validates every cached resource and publishes the snapshot.
+    fn rebuild(&self, caches: &Caches, catalog: &Catalog) {
+        let mut objects: Vec<Object> = Vec::new();
+        objects.extend(
+            caches
+                .sources
+                .state()
+                .iter()
+                .map(|o| Object::Source((**o).clone())),
+        );
+        objects.extend(
+            caches
+                .destinations
+                .state()
+                .iter()
+                .map(|o| Object::Destination((**o).clone())),
+        );
+        objects.extend(
+            caches
+                .actions
+                .state()
+                .iter()
+                .map(|o| Object::Action((**o).clone())),
+        );
+        objects.extend(
+            caches
+                .rules
+                .state()
+                .iter()
+                .map(|o| Object::InstrumentationRule((**o).clone())),
+        );
+        objects.extend(
+            caches
+                .samplings
+                .state()
+                .iter()
+                .map(|o| Object::Sampling((**o).clone())),
+        );
+        objects.extend(
+            caches
+                .secrets
+                .state()
+                .iter()
+                .map(|o| Object::Secret((**o).clone())),
+        );
+        let mut good = self.good.lock().unwrap();
+        let present: BTreeSet<ObjectKey> = objects.iter().map(Object::key).collect();
+        good.retain(|key, _| present.contains(key));
+        let mut desired = Desired::default();
+        let mut problems = Vec::new();
+        for object in objects {
+            let key = object.key();
+            let errors = validate(&object, catalog);
+            if errors.is_empty() {
+                good.insert(key, object.clone());
+                desired.insert(object);
+                continue;
+            }
+            for (field, message) in errors {
+                tracing::warn!(resource = %key, %field, %message, "resource refused; its last good version stays");
+                problems.push(Problem {
+                    source: key.to_string(),
+                    line: None,
+                    resource: Some(key.to_string()),
+                    field: Some(field),
+                    message,
+                });
+            }
+            if let Some(last) = good.get(&key) {
+                desired.insert(last.clone());
+            }
+        }
+        drop(good);
+        self.published.send_modify(|snapshot| {
+            *snapshot = Arc::new(Snapshot {
+                desired,
+                problems,
+                generation: snapshot.generation + 1,
+            })
+        });
+    }
+
+    /// Writes `state` back: conditions, InstrumentationConfigs and CollectorsGroups.
+    async fn write(&self, state: &State) -> Result<(), kube::Error> {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        for ((kind, namespace, name), (ok, reason, message)) in state.conditions() {
+            let condition = Condition {
+                type_: "Ready".into(),
+                status: if ok { "True" } else { "False" }.into(),
+                reason,
+                message,
+                last_transition_time: now.clone(),
+                observed_generation: None,
+            };
+            let seen = format!(
+                "{}|{}|{}",
+                condition.status, condition.reason, condition.message
+            );
+            let id = format!("{kind}/{namespace}/{name}");
+            if self.written.lock().unwrap().get(&id) == Some(&seen) {
+                continue;
+            }
+            let patch = Patch::Merge(serde_json::json!({"status": {"conditions": [condition]}}));
+            let params = PatchParams::default();
+            let result = match kind {
+                "Source" => {
+                    status::<Source>(&self.client, &namespace, &name, &params, &patch).await
+                }
+                "Destination" => {
+                    status::<Destination>(&self.client, &namespace, &name, &params, &patch).await
+                }
+                "Action" => {
+                    status::<Action>(&self.client, &namespace, &name, &params, &patch).await
+                }
+                "InstrumentationRule" => {
+                    status::<InstrumentationRule>(&self.client, &namespace, &name, &params, &patch)
+                        .await
+                }
+                "Sampling" => {
+                    status::<Sampling>(&self.client, &namespace, &name, &params, &patch).await
+                }
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => {
+                    self.written.lock().unwrap().insert(id, seen);
+                }
+                // Deleted meanwhile: nothing to report on.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let apply = PatchParams::apply(MANAGER).force();
+        let mut wanted = BTreeSet::new();
+        for config in state.instrumentation_configs() {
+            let mut config = config.clone();
+            config.metadata.labels = Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "odigos-rs".to_string(),
+            )]));
+            let namespace = config.namespace().unwrap_or_default();
+            let name = config.name_any();
+            wanted.insert((namespace.clone(), name.clone()));
+            let text = serde_json::to_string(&config).unwrap_or_default();
+            let id = format!("InstrumentationConfig/{namespace}/{name}");
+            if self.written.lock().unwrap().get(&id) == Some(&text) {
+                continue;
+            }
+            let api: Api<InstrumentationConfig> = Api::namespaced(self.client.clone(), &namespace);
+            api.patch(&name, &apply, &Patch::Apply(&config)).await?;
+            self.written.lock().unwrap().insert(id, text);
+        }
+        let all: Api<InstrumentationConfig> = Api::all(self.client.clone());
+        for stale in all.list(&ListParams::default().labels(MANAGED_BY)).await? {
+            let (namespace, name) = (stale.namespace().unwrap_or_default(), stale.name_any());
+            if !wanted.contains(&(namespace.clone(), name.clone())) {
+                Api::<InstrumentationConfig>::namespaced(self.client.clone(), &namespace)
+                    .delete(&name, &DeleteParams::default())
+                    .await?;
+                self.written
+                    .lock()
+                    .unwrap()
+                    .remove(&format!("InstrumentationConfig/{namespace}/{name}"));
+            }
+        }
+        let groups: Api<CollectorsGroup> = Api::namespaced(self.client.clone(), &self.home);
+        for group in &state.collectors_groups {
+            let mut spec_only = group.clone();
+            spec_only.status = None;
+            spec_only.metadata.namespace = Some(self.home.clone());
+            let name = group.name_any();
+            groups
+                .patch(&name, &apply, &Patch::Apply(&spec_only))
+                .await?;
+            if let Some(status) = &group.status {
+                let patch = Patch::Merge(serde_json::json!({"status": status}));
+                groups
+                    .patch_status(&name, &PatchParams::default(), &patch)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn status<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    params: &PatchParams,
+    patch: &Patch<serde_json::Value>,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch_status(name, params, patch)
+        .await
+        .map(drop)
+}
+
+/// Follows every `K` of `namespace` (or of all) through a watcher into a cache; each change
+/// is signalled on `changed`.
+fn follow<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    changed: mpsc::UnboundedSender<()>,
+) -> Cache<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(async move {
+        futures_util::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    if changed.send(()).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; retrying")
+                }
+            }
+        }
+    });
+    reader
+}
+
+impl Store for KubeStore {
+    fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.published.subscribe()
+    }
+
+    fn report(self: Arc<Self>, state: State) {
+        tokio::spawn(async move {
+            let _one = self.writing.lock().await;
+            if let Err(e) = self.write(&state).await {
+                tracing::warn!(error = %e, "cannot write status back to the cluster");
+            }
+        });
+    }
+}

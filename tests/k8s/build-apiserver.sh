@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds a real kube-apiserver (Kubernetes 1.20.2) and fetches etcd 3.4.23 for the tests that
+# need a Kubernetes API server, from the Debian bookworm archive alone: Debian's `kubernetes`
+# source package carries the whole upstream tree (Debian ships only kubectl from it), built
+# with Debian's Go 1.19. Nothing is installed system-wide.
+#
+# Usage: tests/k8s/build-apiserver.sh OUT_DIR
+#   OUT_DIR ends up holding kube-apiserver and etcd (~130 MB); nothing is done if it does.
+#   Scratch space (~3.5 GB) is taken in $K8S_BUILD_DIR, /dev/shm by default, and removed.
+# Needs apt-get, dpkg-deb, make, patch, tar, xz and openssl.
+set -euo pipefail
+
+out=${1:?usage: build-apiserver.sh OUT_DIR}
+work=${K8S_BUILD_DIR:-/dev/shm/odigos-apiserver-build}
+
+if [[ -x $out/kube-apiserver && -x $out/etcd ]]; then
+  exit 0
+fi
+echo "building kube-apiserver 1.20.2 from Debian's source package into $out (takes ~6 minutes)"
+rm -rf "$work"
+mkdir -p "$work"/{apt/lists/partial,apt/cache/archives/partial,debs,root,tmp,shim} "$out"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# 1. The source package, through a private apt configuration (the system's stays untouched).
+echo 'deb-src http://deb.debian.org/debian bookworm main' > apt/sources.list
+apt=(-o Dir::Etc::SourceList="$work/apt/sources.list" -o Dir::Etc::SourceParts=-
+     -o Dir::State::Lists="$work/apt/lists" -o Dir::Cache="$work/apt/cache")
+apt-get "${apt[@]}" update -qq
+apt-get "${apt[@]}" source --download-only kubernetes 2>&1 | grep -v 'unsandboxed' || true
+tar xzf kubernetes_*.orig.tar.gz
+src=$(echo "$work"/kubernetes-1.20.*)
+tar xJf kubernetes_*.debian.tar.xz -C "$src"
+(cd "$src" && while read -r p; do patch -p1 --forward -s < "debian/patches/$p"; done < debian/patches/series)
+
+# 2. Go 1.19, etcd, and newer reflect2 / json-iterator: the vendored reflect2 1.0.1 crashes
+#    under Go 1.18 and later on the first custom resource written.
+apt-get -qq update
+(cd debs && apt-get download golang-1.19-go golang-1.19-src golang-github-modern-go-reflect2-dev \
+   golang-github-json-iterator-go-dev etcd-server 2>&1 | grep -v 'unsandboxed' || true)
+for deb in debs/*.deb; do dpkg-deb -x "$deb" root; done
+goroot="$work/root/usr/lib/go-1.19"
+vendor="$src/vendor/github.com"
+gocode="$work/root/usr/share/gocode/src/github.com"
+for p in modern-go/reflect2 json-iterator/go; do
+  rm -f "$vendor/$p"/*.go "$vendor/$p"/*.s
+  for f in "$gocode/$p"/*.go "$gocode/$p"/*.s; do
+    if [[ -e $f && $f != *_test.go ]]; then cp "$f" "$vendor/$p/"; fi
+  done
+done
+# The build places binaries with `rsync -pc SRC DST`; cp does the same here.
+printf '#!/bin/sh\nshift; exec cp -p "$@"\n' > shim/rsync
+chmod +x shim/rsync
+
+# 3. The upstream make (it runs the code generators, openapi-gen among them).
+(cd "$src" && env -u GOPATH -u GOFLAGS -u GO111MODULE -u GOCACHE \
+   GOROOT="$goroot" PATH="$work/shim:$goroot/bin:$PATH" \
+   TMPDIR="$work/tmp" GOTMPDIR="$work/tmp" GOPROXY=off \
+   make WHAT=cmd/kube-apiserver)
+
+cp "$src/_output/local/bin/linux/amd64/kube-apiserver" "$out/"
+cp root/usr/bin/etcd "$out/"
+"$out/kube-apiserver" --version

@@ -1,0 +1,309 @@
+//! The control plane on the Kubernetes store, against a real kube-apiserver: the CRDs from
+//! `crdgen` install; resources created with the API become the desired state; one that does
+//! not validate is refused with a status condition that says why, while the rest works; the
+//! control plane writes InstrumentationConfigs and CollectorsGroups; and when a real collector
+//! connects and applies its config, the Destination's condition turns Ready.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use odigos_server::catalog::Catalog;
+use odigos_server::compiler::Layout;
+use odigos_server::opamp::{Options, Server};
+use odigos_server::resource::{
+    Action, CollectorsGroup, Destination, InstrumentationConfig, Object, Source, crds,
+};
+use odigos_server::store::KubeStore;
+use odigos_tests::kubernetes::KubeApi;
+use odigos_tests::*;
+
+const DEBUG: &str = "apiVersion: odigos.io/v1alpha1
+kind: Destination
+metadata: {name: debug, namespace: default}
+spec: {type: debug, signals: [TRACES]}
+";
+
+const HONEYCOMB: &str = "apiVersion: odigos.io/v1alpha1
+kind: Destination
+metadata: {name: honeycomb, namespace: default}
+spec:
+  type: honeycomb
+  signals: [TRACES]
+  secretRef: {name: honeycomb}
+";
+
+const CHECKOUT: &str = "apiVersion: odigos.io/v1alpha1
+kind: Source
+metadata: {name: checkout, namespace: default}
+spec:
+  workload: {name: checkout, namespace: default, kind: Deployment}
+  otelServiceName: checkout-api
+";
+
+/// Valid for the CRD schema, not for odigos: two actions in one resource.
+const TWO_ACTIONS: &str = "apiVersion: odigos.io/v1alpha1
+kind: Action
+metadata: {name: both, namespace: default}
+spec:
+  signals: [TRACES]
+  deleteAttribute: {attributeNamesToDelete: [user.email]}
+  renameAttribute: {renames: {user.id: enduser.id}}
+";
+
+/// The Ready condition of a resource: (status, reason, message).
+fn ready(value: &serde_json::Value) -> Option<(String, String, String)> {
+    let c = value["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+async fn eventually<F, Fut>(what: &str, api: &KubeApi, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let result = check().await;
+        match result {
+            Ok(()) => return,
+            Err(last) if tokio::time::Instant::now() > deadline => {
+                panic!(
+                    "{what}: {last}\n{}",
+                    api.log()
+                        .lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_follows_and_reports_on_cluster_resources() {
+    let api = tokio::task::block_in_place(KubeApi::start);
+    let client = api.client().await;
+
+    let definitions: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds() {
+        definitions
+            .create(&PostParams::default(), &crd)
+            .await
+            .unwrap();
+    }
+    eventually("the CRDs are established", &api, || {
+        let definitions = definitions.clone();
+        async move {
+            for crd in crds() {
+                let name = crd.metadata.name.unwrap();
+                let got = definitions.get(&name).await.map_err(|e| e.to_string())?;
+                let established = got.status.and_then(|s| s.conditions).is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+                if !established {
+                    return Err(format!("{name} not established"));
+                }
+            }
+            Ok(())
+        }
+    })
+    .await;
+
+    let create = |yaml: &'static str| {
+        let client = client.clone();
+        async move {
+            let value = odigos_proto::yaml::parse(yaml).unwrap();
+            match Object::from_value(value).unwrap() {
+                Object::Destination(d) => Api::<Destination>::default_namespaced(client)
+                    .create(&PostParams::default(), &d)
+                    .await
+                    .map(drop),
+                Object::Source(s) => Api::<Source>::default_namespaced(client)
+                    .create(&PostParams::default(), &s)
+                    .await
+                    .map(drop),
+                Object::Action(a) => Api::<Action>::default_namespaced(client)
+                    .create(&PostParams::default(), &a)
+                    .await
+                    .map(drop),
+                other => panic!("unexpected {other:?}"),
+            }
+            .unwrap_or_else(|e| panic!("cannot create {yaml}: {e}"))
+        }
+    };
+    create(DEBUG).await;
+    create(HONEYCOMB).await;
+    create(CHECKOUT).await;
+    create(TWO_ACTIONS).await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "honeycomb", "namespace": "default"},
+        "stringData": {"HONEYCOMB_API_KEY": "hc-key"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let store = KubeStore::start(client.clone(), None, "default", Catalog::builtin())
+        .await
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let gateway_port = free_port();
+    let layout = Layout {
+        node_grpc: format!("127.0.0.1:{}", free_port()),
+        node_http: format!("127.0.0.1:{}", free_port()),
+        gateway_listen: format!("127.0.0.1:{gateway_port}"),
+        gateway_endpoint: format!("http://127.0.0.1:{gateway_port}"),
+        node_metrics: None,
+        gateway_metrics: None,
+        secrets_dir: secrets.path().to_path_buf(),
+        gateway_memory_mib: 256,
+        node_memory_mib: 128,
+    };
+    let (server, plane) =
+        Server::start_control_plane("127.0.0.1:0", Options::default(), store, layout)
+            .await
+            .unwrap();
+
+    // The desired state: both destinations (one through its Secret), the Source; the
+    // invalid Action refused.
+    eventually("the desired state is read from the cluster", &api, || {
+        let state = plane.state();
+        async move {
+            let active = |name: &str| {
+                serde_json::to_value(state.destinations.get(name).and_then(|d| d.plan.clone()))
+                    .unwrap()["status"]
+                    == "active"
+            };
+            if !(active("default/debug") && active("default/honeycomb")) {
+                return Err(format!("destinations: {:#?}", state.destinations));
+            }
+            if !state.problems.iter().any(|p| {
+                p.to_string()
+                    .contains("Action default/both: spec.renameAttribute: an Action does one thing")
+            }) {
+                return Err(format!("problems: {:?}", state.problems));
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let secret_written = std::fs::read_dir(secrets.path()).unwrap().count();
+    assert_eq!(
+        secret_written, 1,
+        "the Secret's value is in one file for the collector"
+    );
+
+    // Status conditions in the cluster say how each stands.
+    let destinations = Api::<Destination>::default_namespaced(client.clone());
+    let actions = Api::<Action>::default_namespaced(client.clone());
+    eventually("conditions are written", &api, || {
+        let (destinations, actions) = (destinations.clone(), actions.clone());
+        async move {
+            let debug =
+                serde_json::to_value(destinations.get("debug").await.map_err(|e| e.to_string())?)
+                    .unwrap();
+            let both = serde_json::to_value(actions.get("both").await.map_err(|e| e.to_string())?)
+                .unwrap();
+            match (ready(&debug), ready(&both)) {
+                (Some((s, r, _)), Some((s2, r2, m2)))
+                    if s == "False"
+                        && r == "NoAgents"
+                        && s2 == "False"
+                        && r2 == "Invalid"
+                        && m2.contains("an Action does one thing") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let configs = Api::<InstrumentationConfig>::default_namespaced(client.clone());
+    let config = configs.get("deployment-checkout").await.unwrap();
+    assert_eq!(config.spec.service_name, "checkout-api");
+    let groups = Api::<CollectorsGroup>::default_namespaced(client.clone());
+    let gateway = groups.get("odigos-gateway").await.unwrap();
+    assert_eq!(gateway.spec.role, "CLUSTER_GATEWAY");
+
+    // A collector connects and applies the gateway config: the Destination is Ready.
+    let endpoint = format!("ws://{}/v1/opamp", server.address);
+    let state_dir = tempfile::tempdir().unwrap();
+    let state_path = state_dir.path().display().to_string();
+    let _gateway = tokio::task::block_in_place(|| {
+        Collector::with_args(
+            &[
+                "--opamp-endpoint",
+                &endpoint,
+                "--role",
+                "gateway",
+                "--state-dir",
+                &state_path,
+            ],
+            &[gateway_port],
+        )
+    });
+    eventually(
+        "the Destination is Ready once the gateway runs it",
+        &api,
+        || {
+            let destinations = destinations.clone();
+            async move {
+                let debug = serde_json::to_value(
+                    destinations.get("debug").await.map_err(|e| e.to_string())?,
+                )
+                .unwrap();
+                match ready(&debug) {
+                    Some((s, r, _)) if s == "True" && r == "Applied" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+
+    // Fixing the Action clears its problem; deleting the Source removes its config.
+    let fixed = serde_json::json!({"spec": {"deleteAttribute": null}});
+    actions
+        .patch("both", &PatchParams::default(), &Patch::Merge(&fixed))
+        .await
+        .unwrap();
+    Api::<Source>::default_namespaced(client.clone())
+        .delete("checkout", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the fix and the deletion are followed", &api, || {
+        let (actions, configs) = (actions.clone(), configs.clone());
+        async move {
+            let both = serde_json::to_value(actions.get("both").await.map_err(|e| e.to_string())?)
+                .unwrap();
+            let gone = configs
+                .get_opt("deployment-checkout")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            match ready(&both) {
+                Some((s, r, _)) if s == "True" && r == "Applied" && gone => Ok(()),
+                other => Err(format!("{other:?}, config gone: {gone}")),
+            }
+        }
+    })
+    .await;
+    assert!(
+        plane.state().problems.is_empty(),
+        "{:?}",
+        plane.state().problems
+    );
+    server.stop().await;
+}
