@@ -56,24 +56,33 @@ impl ControlPlane {
         let mut reports = plane.fleet.reports();
         let worker = Arc::downgrade(&plane);
         tokio::spawn(async move {
+            let mut snapshot = snapshots.borrow_and_update().clone();
+            let mut fresh = true;
             loop {
-                let snapshot = snapshots.borrow_and_update().clone();
                 let Some(plane) = worker.upgrade() else { break };
-                plane.reconcile(snapshot);
+                if fresh {
+                    plane.reconcile(snapshot.clone());
+                }
                 store.clone().report(plane.state());
                 drop(plane);
                 tokio::select! {
-                    changed = snapshots.changed() => if changed.is_err() { break },
-                    // Agents reported: statuses change, the desired state does not.
-                    _ = reports.changed() => loop {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        let Some(plane) = worker.upgrade() else { return };
-                        store.clone().report(plane.state());
-                        if !reports.has_changed().unwrap_or(false) {
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
                             break;
                         }
+                        snapshot = snapshots.borrow_and_update().clone();
+                        fresh = true;
+                    }
+                    // Agents reported: statuses change, the desired state does not. A burst
+                    // of reports is written back once.
+                    changed = reports.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                         reports.mark_unchanged();
-                    },
+                        fresh = false;
+                    }
                 }
             }
         });

@@ -173,6 +173,15 @@ impl KubeStore {
         let mut good = self.good.lock().unwrap();
         let present: BTreeSet<ObjectKey> = objects.iter().map(Object::key).collect();
         good.retain(|key, _| present.contains(key));
+        // A resource deleted and created again gets its status written afresh.
+        let ids: BTreeSet<String> = present
+            .iter()
+            .map(|k| format!("{}/{}/{}", k.kind, k.namespace, k.name))
+            .collect();
+        self.written
+            .lock()
+            .unwrap()
+            .retain(|id, _| ids.contains(id) || id.starts_with("InstrumentationConfig/"));
         let mut desired = Desired::default();
         let mut problems = Vec::new();
         for object in objects {
