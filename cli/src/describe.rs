@@ -3,7 +3,7 @@
 //! self-metrics for throughput.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::Value;
@@ -45,25 +45,6 @@ enum What {
     Destination { name: String },
     /// An agent: its identity, config status (desired vs applied), health and errors.
     Agent { uid: String },
-}
-
-/// The API token kept in `state_dir`, created (owner-only) on first use.
-pub fn stored_token(state_dir: &Path) -> std::io::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = state_dir.join("token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_string());
-    }
-    let token: String = (0..32)
-        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
-        .collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    writeln!(file, "{token}")?;
-    Ok(token)
 }
 
 /// GET over HTTP/1.0 (the reply ends when the connection closes); returns status and body.

@@ -105,7 +105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let state_dir = std::fs::canonicalize(&args.state_dir)?;
     let token = match args.token {
         Some(token) => token,
-        None => crate::describe::stored_token(&state_dir)?,
+        None => stored_token(&state_dir)?,
     };
 
     let store = LocalStore::open(&args.dir, odigos_server::catalog::Catalog::builtin())
@@ -201,6 +201,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some((role, status)) => anyhow::bail!("the {role} collector exited ({status})"),
         None => Ok(()),
     }
+}
+
+/// The API token kept in `state_dir`, created (owner-only) on first use.
+fn stored_token(state_dir: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let token: String = (0..32)
+        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(file, "{token}")?;
+    Ok(token)
 }
 
 fn spawn_collector(
