@@ -193,9 +193,8 @@ impl KubeStore {
                 continue;
             }
             for (field, message) in errors {
-                tracing::warn!(resource = %key, %field, %message, "resource refused; its last good version stays");
                 problems.push(Problem {
-                    source: key.to_string(),
+                    source: "kubernetes".into(),
                     line: None,
                     resource: Some(key.to_string()),
                     field: Some(field),
@@ -207,6 +206,10 @@ impl KubeStore {
             }
         }
         drop(good);
+        let before = self.published.borrow().problems.clone();
+        for problem in problems.iter().filter(|p| !before.contains(p)) {
+            tracing::warn!("resource refused, its last good version stays: {problem}");
+        }
         self.published.send_modify(|snapshot| {
             *snapshot = Arc::new(Snapshot {
                 desired,
