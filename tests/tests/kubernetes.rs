@@ -231,11 +231,32 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
     })
     .await;
     let configs = Api::<InstrumentationConfig>::default_namespaced(client.clone());
-    let config = configs.get("deployment-checkout").await.unwrap();
-    assert_eq!(config.spec.service_name, "checkout-api");
     let groups = Api::<CollectorsGroup>::default_namespaced(client.clone());
-    let gateway = groups.get("odigos-gateway").await.unwrap();
-    assert_eq!(gateway.spec.role, "CLUSTER_GATEWAY");
+    eventually(
+        "the InstrumentationConfig and CollectorsGroups are written",
+        &api,
+        || {
+            let (configs, groups) = (configs.clone(), groups.clone());
+            async move {
+                let config = configs
+                    .get("deployment-checkout")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let gateway = groups
+                    .get("odigos-gateway")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match (
+                    config.spec.service_name.as_str(),
+                    gateway.spec.role.as_str(),
+                ) {
+                    ("checkout-api", "CLUSTER_GATEWAY") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
 
     // A collector connects and applies the gateway config: the Destination is Ready.
     let endpoint = format!("ws://{}/v1/opamp", server.address);
