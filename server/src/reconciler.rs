@@ -23,6 +23,10 @@ pub const ROLE: &str = "odigos.role";
 /// The agent attribute that names an instrumented workload: `namespace/<kind>-<name>`.
 pub const WORKLOAD: &str = "odigos.workload";
 
+/// How long agents' reports are gathered before statuses are written back.
+const REPORT_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+const ONE_DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// What was last compiled and assigned.
 pub struct Applied {
     pub snapshot: Arc<Snapshot>,
@@ -58,13 +62,21 @@ impl ControlPlane {
         tokio::spawn(async move {
             let mut snapshot = snapshots.borrow_and_update().clone();
             let mut fresh = true;
+            // Agents' reports change statuses, not the desired state: a burst of them is
+            // written back once, when this passes, without holding up a new snapshot.
+            let mut report_at: Option<tokio::time::Instant> = None;
             loop {
                 let Some(plane) = worker.upgrade() else { break };
                 if fresh {
                     plane.reconcile(snapshot.clone());
                 }
-                store.clone().report(plane.state());
+                if fresh || report_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    store.clone().report(plane.state());
+                    report_at = None;
+                }
                 drop(plane);
+                fresh = false;
+                let due = report_at.unwrap_or_else(|| tokio::time::Instant::now() + ONE_DAY);
                 tokio::select! {
                     changed = snapshots.changed() => {
                         if changed.is_err() {
@@ -73,16 +85,14 @@ impl ControlPlane {
                         snapshot = snapshots.borrow_and_update().clone();
                         fresh = true;
                     }
-                    // Agents reported: statuses change, the desired state does not. A burst
-                    // of reports is written back once.
                     changed = reports.changed() => {
                         if changed.is_err() {
                             break;
                         }
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                         reports.mark_unchanged();
-                        fresh = false;
+                        report_at.get_or_insert(tokio::time::Instant::now() + REPORT_DELAY);
                     }
+                    _ = tokio::time::sleep_until(due), if report_at.is_some() => {}
                 }
             }
         });
