@@ -238,13 +238,13 @@ fn overview(state: &Value, agents: &Value) -> String {
             ));
         }
     }
-    for r in state["resources"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  {} {:<24} {}\n",
-            text(&r["kind"]),
-            text(&r["name"]),
-            condition(r)
-        ));
+    let resources = state["resources"].as_array().cloned().unwrap_or_default();
+    if !resources.is_empty() {
+        out.push_str("actions, rules and sampling:\n");
+    }
+    for r in &resources {
+        let name = format!("{} {}", text(&r["kind"]), text(&r["name"]));
+        out.push_str(&format!("  {name:<37} {}\n", condition(r)));
     }
     out.push_str("agents:\n");
     for a in agents.as_array().into_iter().flatten() {
