@@ -221,6 +221,10 @@ impl KubeStore {
 
     /// Writes `state` back: conditions, InstrumentationConfigs and CollectorsGroups.
     async fn write(&self, state: &State) -> Result<(), kube::Error> {
+        // Nothing compiled yet: an empty state would read as "no InstrumentationConfigs".
+        if state.generation == 0 {
+            return Ok(());
+        }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         for ((kind, namespace, name), (ok, reason, message)) in state.conditions() {
             let condition = Condition {
