@@ -99,21 +99,8 @@ impl Up {
 
     fn state(&self) -> serde_json::Value {
         let token = std::fs::read_to_string(self.path(".odigos/token")).unwrap();
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.opamp)).unwrap();
-        use std::io::Write;
-        write!(
-            stream,
-            "GET /api/v1/state HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
-            token.trim()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+        let body = http_get_as(self.opamp, "/api/v1/state", Some(token.trim()));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
     /// Waits until the gateway and node collectors all run the configs of the current
