@@ -5,6 +5,7 @@
 #   ./test.sh NAME...     only tests whose name contains NAME (lints still run)
 #
 # ODIGOS_VENV chooses where the Python virtualenv with the OpenTelemetry SDK lives (default .venv);
+# ODIGOS_NODE_DIR where the Node.js OpenTelemetry SDK is installed (default tests/node);
 # ODIGOS_K8S_APISERVER where the Kubernetes API server for the Kubernetes tests is built
 # (default ~/.cache/odigos-rs/k8s-apiserver).
 set -euo pipefail
@@ -20,6 +21,20 @@ if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otl
 fi
 "$venv/bin/python" -c 'import opentelemetry.sdk.version as v; print("opentelemetry-sdk", v.__version__)'
 export ODIGOS_TEST_PYTHON="$venv/bin/python"
+
+node_dir="${ODIGOS_NODE_DIR:-$PWD/tests/node}"
+step "node: OpenTelemetry SDK in $node_dir"
+# Installed again whenever the lock file changes.
+if ! cmp -s tests/node/package-lock.json "$node_dir/node_modules/.odigos-lock.json"; then
+    mkdir -p "$node_dir"
+    if [ "$node_dir" != "$PWD/tests/node" ]; then
+        cp tests/node/package.json tests/node/package-lock.json "$node_dir/"
+    fi
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error
+    cp tests/node/package-lock.json "$node_dir/node_modules/.odigos-lock.json"
+fi
+export ODIGOS_TEST_NODE_MODULES="$node_dir/node_modules"
+NODE_PATH="$ODIGOS_TEST_NODE_MODULES" node -e "require('@opentelemetry/exporter-trace-otlp-grpc'); console.log('node', process.version, 'with the OpenTelemetry SDK')"
 
 export ODIGOS_K8S_APISERVER="${ODIGOS_K8S_APISERVER:-$HOME/.cache/odigos-rs/k8s-apiserver}"
 step "kubernetes: kube-apiserver and etcd in $ODIGOS_K8S_APISERVER"

@@ -96,6 +96,8 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         node_metrics: None,
         gateway_metrics: None,
         secrets_dir: std::env::temp_dir(),
+        queue_dir: None,
+        queue_mib: 0,
         gateway_memory_mib: 512,
         node_memory_mib: 256,
     };

@@ -47,6 +47,8 @@ pub struct LoadStats {
     acked: AtomicU64,
     failed: AtomicU64,
     errors: Mutex<BTreeSet<String>>,
+    /// How long each acknowledged request took, in µs.
+    latencies: Mutex<Vec<u32>>,
 }
 
 impl LoadStats {
@@ -73,6 +75,16 @@ impl LoadStats {
             .unwrap_or_default()
     }
 
+    /// The `q` quantile (0 to 1) of the latencies of acknowledged requests so far.
+    pub fn latency(&self, q: f64) -> Option<Duration> {
+        let mut latencies = self.latencies.lock().ok()?.clone();
+        latencies.sort_unstable();
+        let at = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies
+            .get(at)
+            .map(|&us| Duration::from_micros(u64::from(us)))
+    }
+
     fn record_error(&self, spans: u64, message: String) {
         self.failed.fetch_add(spans, Ordering::Relaxed);
         if let Ok(mut errors) = self.errors.lock()
@@ -91,6 +103,9 @@ pub struct LoadReport {
     pub failed: u64,
     pub errors: Vec<String>,
     pub elapsed: Duration,
+    /// Median and 99th percentile time from sending a request to its acknowledgement.
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
 }
 
 impl LoadReport {
@@ -110,6 +125,9 @@ impl fmt::Display for LoadReport {
             self.elapsed.as_secs_f64(),
             self.acked_per_sec()
         )?;
+        if let (Some(p50), Some(p99)) = (self.p50, self.p99) {
+            write!(f, "; acknowledged in {p50:.1?} (p50), {p99:.1?} (p99)")?;
+        }
         for error in &self.errors {
             write!(f, "\n  error: {error}")?;
         }
@@ -181,6 +199,8 @@ pub async fn run(
         failed: stats.failed() - before.2,
         errors: stats.errors(),
         elapsed: start.elapsed(),
+        p50: stats.latency(0.5),
+        p99: stats.latency(0.99),
     })
 }
 
@@ -208,6 +228,7 @@ impl Worker {
             }
             let spans = SPANS_PER_REQUEST as u64;
             self.stats.sent.fetch_add(spans, Ordering::Relaxed);
+            let sent_at = Instant::now();
             let export = async {
                 grpc.ready()
                     .await
@@ -220,6 +241,10 @@ impl Worker {
             let failure = match tokio::time::timeout(REQUEST_TIMEOUT, export).await {
                 Ok(Ok(_)) => {
                     self.stats.acked.fetch_add(spans, Ordering::Relaxed);
+                    let took = sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    if let Ok(mut latencies) = self.stats.latencies.lock() {
+                        latencies.push(took);
+                    }
                     continue;
                 }
                 Ok(Err(message)) => message,

@@ -65,7 +65,8 @@ pub struct RunArgs {
     /// Requests outstanding per connection.
     #[arg(long, default_value_t = 8)]
     pub in_flight: usize,
-    /// Adds a forward case at this fixed rate, in spans per second.
+    /// Adds a forward case at this fixed rate, in spans per second; the fan-out cases run at
+    /// it too [default for those: 50000].
     #[arg(long)]
     pub rate: Option<f64>,
     /// Distinct pre-encoded requests to cycle through.
@@ -79,7 +80,16 @@ enum Case {
     Forward { rate: Option<f64> },
     /// OTLP in, dropped: the cost of receiving alone.
     Blackhole,
+    /// Forward through a sending queue on disk: acknowledged once synced.
+    Persistent,
+    /// The gateway's shape: batch once, a `forward` connector to three destinations, each with
+    /// its own queue on disk that drops its oldest data when full; `down` of them refuse
+    /// connections. At a fixed rate, so the senders' latency means something.
+    FanOut { down: usize, rate: f64 },
 }
+
+/// Destinations of the fan-out cases.
+const FAN_OUT: usize = 3;
 
 impl Case {
     fn name(self) -> String {
@@ -87,21 +97,41 @@ impl Case {
             Case::Forward { rate: None } => "forward".to_owned(),
             Case::Forward { rate: Some(rate) } => format!("forward @ {rate:.0} spans/s"),
             Case::Blackhole => "blackhole".to_owned(),
+            Case::Persistent => "forward, file queue".to_owned(),
+            Case::FanOut { down, rate } => {
+                format!("{FAN_OUT} destinations, {down} down, @ {rate:.0} spans/s")
+            }
         }
     }
 
-    fn slug(self) -> &'static str {
+    fn slug(self) -> String {
         match self {
-            Case::Forward { rate: None } => "forward",
-            Case::Forward { rate: Some(_) } => "forward-rate",
-            Case::Blackhole => "blackhole",
+            Case::Forward { rate: None } => "forward".to_owned(),
+            Case::Forward { rate: Some(_) } => "forward-rate".to_owned(),
+            Case::Blackhole => "blackhole".to_owned(),
+            Case::Persistent => "persistent".to_owned(),
+            Case::FanOut { down, .. } => format!("fan-out-{down}-down"),
         }
     }
 
     fn rate(self) -> Option<f64> {
         match self {
             Case::Forward { rate } => rate,
-            Case::Blackhole => None,
+            Case::FanOut { rate, .. } => Some(rate),
+            Case::Blackhole | Case::Persistent => None,
+        }
+    }
+
+    /// Whether rotel can run it: it has neither a queue on disk nor our fan-out.
+    fn for_rotel(self) -> bool {
+        matches!(self, Case::Forward { .. } | Case::Blackhole)
+    }
+
+    /// How many destinations the sink stands for: its count is divided among them.
+    fn healthy_destinations(self) -> usize {
+        match self {
+            Case::FanOut { down, .. } => FAN_OUT - down,
+            _ => 1,
         }
     }
 }
@@ -160,10 +190,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         cases.push(Case::Forward { rate: Some(rate) });
     }
+    let fan_out_rate = args.rate.unwrap_or(50_000.0);
+    cases.extend([
+        Case::Persistent,
+        Case::FanOut {
+            down: 0,
+            rate: fan_out_rate,
+        },
+        Case::FanOut {
+            down: 1,
+            rate: fan_out_rate,
+        },
+    ]);
     let mut results = Vec::new();
     let mut failed = false;
     for &case in &cases {
         for (collector, binary) in &collectors {
+            if *collector == Collector::Rotel && !case.for_rotel() {
+                continue;
+            }
             println!("\n## {} / {}", case.name(), collector.name());
             match bench.measure(*collector, binary, case).await {
                 Ok(m) => {
@@ -171,8 +216,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         .cpu_us_per_span
                         .map_or("-".to_owned(), |v| format!("{v:.2}"));
                     let delivered = match case {
-                        Case::Forward { .. } => format!("{:.0} spans/s at sink, ", m.spans_per_sec),
                         Case::Blackhole => String::new(),
+                        _ => format!(
+                            "{:.0} spans/s at each healthy destination, ",
+                            m.spans_per_sec
+                        ),
                     };
                     println!(
                         "{}\n  {delivered}{:.0} spans/s acknowledged, {cpu} CPU µs/span, \
@@ -228,14 +276,21 @@ impl Bench<'_> {
         fs::create_dir_all(&dir)?;
         let grpc_port = free_port()?;
         let sink_port = self.sink.addr().port();
+        // A destination that is down: a port bound but never listening refuses connections.
+        let refusing = tokio::net::TcpSocket::new_v4()?;
+        refusing.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let down_port = refusing.local_addr()?.port();
         let mut command = match collector {
             Collector::Ours => {
                 let config = dir.join("config.yaml");
                 let metrics_port = free_port()?;
-                fs::write(
-                    &config,
-                    ours_config(case, grpc_port, sink_port, metrics_port),
-                )?;
+                let ports = Ports {
+                    grpc: grpc_port,
+                    sink: sink_port,
+                    down: down_port,
+                    metrics: metrics_port,
+                };
+                fs::write(&config, ours_config(case, &ports, &dir.join("queue")))?;
                 let mut command = Command::new(binary);
                 command.arg("collector").arg("--config").arg(&config);
                 command
@@ -292,7 +347,7 @@ impl Bench<'_> {
             }
         };
         let report = load.await.context("load task")??;
-        if let Case::Forward { .. } = case {
+        if case != Case::Blackhole {
             let requests = after.sink_requests - before.sink_requests;
             let compressed = after.sink_compressed - before.sink_compressed;
             println!("sink received {requests} requests, {compressed} of them compressed");
@@ -314,8 +369,8 @@ impl Bench<'_> {
             case,
             collector,
             spans_per_sec: match case {
-                Case::Forward { .. } => sink_spans as f64 / secs,
                 Case::Blackhole => acked as f64 / secs,
+                _ => sink_spans as f64 / secs / case.healthy_destinations() as f64,
             },
             acked_per_sec: acked as f64 / secs,
             cpu_us_per_span: (acked > 0).then(|| cpu_us / acked as f64),
@@ -337,39 +392,81 @@ impl Bench<'_> {
     }
 }
 
+/// Where a case's collector listens and sends.
+struct Ports {
+    grpc: u16,
+    sink: u16,
+    /// A port that refuses connections.
+    down: u16,
+    metrics: u16,
+}
+
 /// The collector config for our binary: OpenTelemetry Collector YAML, as users write it.
-fn ours_config(case: Case, grpc_port: u16, sink_port: u16, metrics_port: u16) -> String {
-    let (processors, exporter, pipeline_processors) = match case {
-        Case::Forward { .. } => (
-            "processors:\n  batch: {}\n",
-            format!(
-                "  otlp:\n    endpoint: 127.0.0.1:{sink_port}\n    compression: none\n    \
-                 tls:\n      insecure: true\n"
-            ),
-            "      processors: [batch]\n",
-        ),
-        Case::Blackhole => ("", "  nop: {}\n".to_owned(), ""),
+fn ours_config(case: Case, ports: &Ports, queue: &Path) -> String {
+    let otlp = |port: u16, extra: &str| {
+        format!(
+            "    endpoint: 127.0.0.1:{port}\n    compression: none\n    tls:\n      insecure: true\n{extra}"
+        )
     };
-    let exporter_id = match case {
-        Case::Forward { .. } => "otlp",
-        Case::Blackhole => "nop",
+    let file_queue = |when_full: &str| {
+        format!(
+            "    sending_queue:\n      storage: file\n      directory: {}\n      max_size_mib: 256\n{when_full}",
+            queue.display()
+        )
+    };
+    let (processors, connectors, exporters, pipelines) = match case {
+        Case::Forward { .. } => (
+            "processors:\n  batch: {}\n".to_owned(),
+            String::new(),
+            format!("  otlp:\n{}", otlp(ports.sink, "")),
+            "    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp]\n".to_owned(),
+        ),
+        Case::Blackhole => (
+            String::new(),
+            String::new(),
+            "  nop: {}\n".to_owned(),
+            "    traces:\n      receivers: [otlp]\n      exporters: [nop]\n".to_owned(),
+        ),
+        Case::Persistent => (
+            "processors:\n  batch: {}\n".to_owned(),
+            String::new(),
+            format!("  otlp:\n{}", otlp(ports.sink, &file_queue(""))),
+            "    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [otlp]\n".to_owned(),
+        ),
+        Case::FanOut { down, .. } => {
+            let mut exporters = String::new();
+            let mut pipelines = "    traces/in:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [forward]\n".to_owned();
+            for i in 0..FAN_OUT {
+                let port = if i < down { ports.down } else { ports.sink };
+                let queue = file_queue("      when_full: drop_oldest\n");
+                exporters.push_str(&format!("  otlp/{i}:\n{}", otlp(port, &queue)));
+                pipelines.push_str(&format!(
+                    "    traces/{i}:\n      receivers: [forward]\n      exporters: [otlp/{i}]\n"
+                ));
+            }
+            (
+                "processors:\n  batch: {}\n".to_owned(),
+                "connectors:\n  forward: {}\n".to_owned(),
+                exporters,
+                pipelines,
+            )
+        }
     };
     format!(
         "receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-{processors}exporters:
-{exporter}service:
+        endpoint: 127.0.0.1:{grpc}
+{processors}{connectors}exporters:
+{exporters}service:
   telemetry:
     metrics:
-      address: 127.0.0.1:{metrics_port}
+      address: 127.0.0.1:{metrics}
   pipelines:
-    traces:
-      receivers: [otlp]
-{pipeline_processors}      exporters: [{exporter_id}]
-"
+{pipelines}",
+        grpc = ports.grpc,
+        metrics = ports.metrics,
     )
 }
 
@@ -391,6 +488,7 @@ fn rotel_args(case: Case, grpc_port: u16, http_port: u16, sink_port: u16) -> Vec
             "none".to_owned(),
         ]),
         Case::Blackhole => args.push("blackhole".to_owned()),
+        Case::Persistent | Case::FanOut { .. } => unreachable!("not a rotel case"),
     }
     args
 }
@@ -586,8 +684,8 @@ pub(crate) fn clock_ticks() -> u64 {
 
 fn table(cases: &[Case], results: &[Measurement]) -> String {
     let mut out = String::from(
-        "| case | collector | spans/s at sink (blackhole: spans/s acked) | CPU µs/span | \
-         peak RSS MiB |\n|---|---|---:|---:|---:|\n",
+        "| case | collector | spans/s at each healthy destination (blackhole: spans/s acked) | \
+         CPU µs/span | peak RSS MiB | ack p99 ms |\n|---|---|---:|---:|---:|---:|\n",
     );
     for &case in cases {
         let find = |collector| {
@@ -599,9 +697,13 @@ fn table(cases: &[Case], results: &[Measurement]) -> String {
             let cpu = m
                 .cpu_us_per_span
                 .map_or("-".to_owned(), |v| format!("{v:.2}"));
+            let p99 = m
+                .load
+                .p99
+                .map_or("-".to_owned(), |p| format!("{:.1}", p.as_secs_f64() * 1e3));
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {cpu} | {:.1} |",
+                "| {} | {} | {:.0} | {cpu} | {:.1} | {p99} |",
                 case.name(),
                 m.collector.name(),
                 m.spans_per_sec,
@@ -622,12 +724,35 @@ fn table(cases: &[Case], results: &[Measurement]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | ours/rotel | {} | {cpu} | {} |",
+                "| {} | ours/rotel | {} | {cpu} | {} | |",
                 case.name(),
                 ratio(ours.spans_per_sec, rotel.spans_per_sec),
                 ratio(ours.peak_rss_mib, rotel.peak_rss_mib)
             );
         }
+    }
+    // The cost of a destination that is down, against all of them up, in the same run.
+    let fan_out = |down| {
+        results
+            .iter()
+            .find(|m| matches!(m.case, Case::FanOut { down: d, .. } if d == down))
+    };
+    if let (Some(up), Some(down)) = (fan_out(0), fan_out(1)) {
+        let ratio = |a: f64, b: f64| format!("{:.2}×", a / b);
+        let cpu = match (down.cpu_us_per_span, up.cpu_us_per_span) {
+            (Some(a), Some(b)) => ratio(a, b),
+            _ => "-".to_owned(),
+        };
+        let p99 = match (down.load.p99, up.load.p99) {
+            (Some(a), Some(b)) => ratio(a.as_secs_f64(), b.as_secs_f64()),
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| 1 down / 0 down | ours | {} | {cpu} | {} | {p99} |",
+            ratio(down.spans_per_sec, up.spans_per_sec),
+            ratio(down.peak_rss_mib, up.peak_rss_mib)
+        );
     }
     out.push_str(
         "\nspans/s: higher is better; CPU µs/span (collector CPU time over spans it acknowledged) \
@@ -664,7 +789,13 @@ mod tests {
 
     #[test]
     fn forward_config_wires_batch_and_otlp_exporter() {
-        let config = ours_config(Case::Forward { rate: None }, 4317, 5000, 8888);
+        let ports = Ports {
+            grpc: 4317,
+            sink: 5000,
+            down: 5001,
+            metrics: 8888,
+        };
+        let config = ours_config(Case::Forward { rate: None }, &ports, Path::new("/q"));
         assert_eq!(
             config,
             "receivers:
@@ -695,7 +826,13 @@ service:
 
     #[test]
     fn blackhole_config_has_nop_exporter_and_no_processors() {
-        let config = ours_config(Case::Blackhole, 4317, 5000, 8888);
+        let ports = Ports {
+            grpc: 4317,
+            sink: 5000,
+            down: 5001,
+            metrics: 8888,
+        };
+        let config = ours_config(Case::Blackhole, &ports, Path::new("/q"));
         assert!(config.contains("exporters:\n  nop: {}\n"));
         assert!(config.contains("      exporters: [nop]\n"));
         assert!(!config.contains("processors"));

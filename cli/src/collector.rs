@@ -46,7 +46,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Role::Node)]
     role: Role,
 
-    /// Longest wait, on shutdown, for batches to flush and queues to drain.
+    /// Longest wait, on shutdown, for batches to flush and queues to deliver; then deliveries
+    /// stop where they are: file queues keep what is undelivered for the next start, what is
+    /// left in memory is dropped and counted.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
 
@@ -114,7 +116,7 @@ pub fn main(args: Args) -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(crate::managed::run(crate::managed::Settings {
+            let code = runtime.block_on(crate::managed::run(crate::managed::Settings {
                 endpoint: args.opamp_endpoint.unwrap_or_default(),
                 token: args.token,
                 state_dir: args.state_dir,
@@ -123,7 +125,10 @@ pub fn main(args: Args) -> ExitCode {
                 grace: args.shutdown_grace,
                 ca_file: args.ca_file,
                 stop_on_stdin_close: args.stop_on_stdin_close,
-            }))
+            }));
+            // What is still running (a delivery stuck in a system call) does not hold the exit.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            code
         }
         None => {
             let Some(file) = args.config else {
@@ -144,7 +149,9 @@ pub fn main(args: Args) -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(run(config, file, args.shutdown_grace))
+            let code = runtime.block_on(run(config, file, args.shutdown_grace));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            code
         }
     }
 }

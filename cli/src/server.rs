@@ -61,6 +61,15 @@ pub struct Args {
     /// gateway must see this directory at the same path.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/odigos/secrets")]
     secrets_dir: std::path::PathBuf,
+
+    /// With --kubernetes: where gateways keep each destination's queue on disk (a volume
+    /// that outlives the pod); without it, destination queues are in memory.
+    #[arg(long, value_name = "DIR")]
+    queue_dir: Option<std::path::PathBuf>,
+
+    /// Disk each destination's queue may use, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    queue_mib: u64,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -90,6 +99,8 @@ pub fn main(args: Args) -> ExitCode {
                 node_metrics: Some("0.0.0.0:8888".into()),
                 gateway_metrics: Some("0.0.0.0:8888".into()),
                 secrets_dir: args.secrets_dir,
+                queue_dir: args.queue_dir,
+                queue_mib: args.queue_mib,
                 gateway_memory_mib: 512,
                 node_memory_mib: 256,
             };

@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8888")]
     node_metrics: String,
 
+    /// Disk each destination's queue may use, in MiB: what a destination that is down keeps
+    /// for when it comes back (beyond it, the oldest data is dropped).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    queue_mib: u64,
+
     /// The gateway's Prometheus self-metrics.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8889")]
     gateway_metrics: String,
@@ -121,6 +126,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_metrics: Some(args.node_metrics),
         gateway_metrics: Some(args.gateway_metrics),
         secrets_dir: state_dir.join("secrets"),
+        queue_dir: Some(state_dir.join("queues")),
+        queue_mib: args.queue_mib,
         gateway_memory_mib: 512,
         node_memory_mib: 256,
     };
@@ -132,14 +139,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot serve OpAMP on {}", args.opamp))?;
     let endpoint = format!("ws://{}{PATH}", server.address);
-    let mut collectors = Vec::new();
-    // Held apart from the children: waiting on a child closes the stdin it still holds.
-    let mut stdins = Vec::new();
+    // Each collector under its own keeper, which restarts it if it exits; stopped node first,
+    // so that its last data reaches a gateway that is still running.
+    let mut keepers = Vec::new();
     for role in ["gateway", "node"] {
-        let mut child = spawn_collector(role, &endpoint, &token, &state_dir.join(role))
-            .with_context(|| format!("cannot start the {role} collector"))?;
-        stdins.push(child.stdin.take());
-        collectors.push((role, child));
+        let spawn = {
+            let (endpoint, token, dir) = (endpoint.clone(), token.clone(), state_dir.join(role));
+            move || spawn_collector(role, &endpoint, &token, &dir)
+        };
+        let first = spawn().with_context(|| format!("cannot start the {role} collector"))?;
+        keepers.push(Keeper::start(role, first, spawn));
     }
 
     let ready = wait_until_applied(&plane, Duration::from_secs(30)).await;
@@ -174,32 +183,90 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("Ctrl-C stops everything.");
 
     let mut term = signal(SignalKind::terminate())?;
-    let mut exited = None;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-        (role, status) = first_exit(&mut collectors) => exited = Some((role, status)),
-    }
-    if let Some((role, status)) = &exited {
-        tracing::error!(role, %status, "a collector exited; stopping everything");
     }
     tracing::info!("stopping the collectors");
-    // Closing stdin asks for a clean stop: flush pipelines, drain queues.
-    drop(stdins);
-    for (role, mut child) in collectors {
-        match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
-            Ok(_) => tracing::info!(role, "collector stopped"),
-            Err(_) => {
-                tracing::warn!(role, "collector did not stop in 20s; killing it");
-                let _ = child.kill().await;
-            }
-        }
+    for keeper in keepers.into_iter().rev() {
+        keeper.stop().await;
     }
     server.stop().await;
     tracing::info!("odigos stopped");
-    match exited {
-        Some((role, status)) => anyhow::bail!("the {role} collector exited ({status})"),
-        None => Ok(()),
+    Ok(())
+}
+
+/// How long a collector gets to flush and stop; its queues on disk keep what is undelivered.
+const COLLECTOR_GRACE: Duration = Duration::from_secs(10);
+
+async fn stop_requested(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|&stop| stop).await;
+}
+
+/// Keeps one collector process running: restarts it, with backoff, when it exits on its own.
+struct Keeper {
+    role: &'static str,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Keeper {
+    fn start(
+        role: &'static str,
+        first: Child,
+        spawn: impl Fn() -> std::io::Result<Child> + Send + 'static,
+    ) -> Keeper {
+        let (stop, mut stopping) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut child = first;
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let started = tokio::time::Instant::now();
+                // Closing stdin asks for a clean stop: flush, then leave the rest on disk.
+                let stdin = child.stdin.take();
+                let status = tokio::select! {
+                    status = child.wait() => status,
+                    _ = stop_requested(&mut stopping) => {
+                        drop(stdin);
+                        let margin = Duration::from_secs(5);
+                        match tokio::time::timeout(COLLECTOR_GRACE + margin, child.wait()).await {
+                            Ok(_) => tracing::info!(role, "collector stopped"),
+                            Err(_) => {
+                                tracing::warn!(role, "collector did not stop in time; killing it");
+                                let _ = child.kill().await;
+                            }
+                        }
+                        return;
+                    }
+                };
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::error!(role, %status, retry_in = ?backoff, "collector exited; restarting it");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop_requested(&mut stopping) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                match spawn() {
+                    Ok(next) => child = next,
+                    Err(e) => {
+                        tracing::error!(role, error = %e, "cannot restart the collector; stopping");
+                        return;
+                    }
+                }
+            }
+        });
+        Keeper { role, stop, task }
+    }
+
+    /// Stops the collector (cleanly, within its grace period) and waits until it is gone.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if self.task.await.is_err() {
+            tracing::warn!(role = self.role, "the collector's keeper failed");
+        }
     }
 }
 
@@ -238,26 +305,14 @@ fn spawn_collector(
             endpoint,
             "--stop-on-stdin-close",
         ])
+        .arg("--shutdown-grace")
+        .arg(format!("{}s", COLLECTOR_GRACE.as_secs()))
         .arg("--state-dir")
         .arg(state_dir)
         .env("ODIGOS_OPAMP_TOKEN", token)
         .stdin(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-}
-
-async fn first_exit(
-    collectors: &mut [(&'static str, Child)],
-) -> (&'static str, std::process::ExitStatus) {
-    let waits = collectors.iter_mut().map(|(role, child)| {
-        let role = *role;
-        Box::pin(async move { (role, child.wait().await) })
-    });
-    let ((role, status), _, _) = futures_util::future::select_all(waits).await;
-    (
-        role,
-        status.unwrap_or_else(|_| std::process::ExitStatus::default()),
-    )
 }
 
 /// Waits until both collectors run the configs meant for them; the errors of those that

@@ -10,10 +10,21 @@ use odigos_proto::otlp::metrics::v1::metric;
 use odigos_proto::wire;
 use prost::Message;
 
-/// Telemetry of one signal: either the validated bytes of an `Export*ServiceRequest`, or the
-/// decoded request once a processor has needed to read or change it.
+use crate::ack::Acks;
+use crate::consumer::ConsumeError;
+
+/// Telemetry of one signal on its way through a pipeline, with the acknowledgements of the
+/// senders whose data it holds. The data is either the validated bytes of an
+/// `Export*ServiceRequest`, or the decoded request once a processor has needed to read or
+/// change it.
 #[derive(Clone, Debug)]
-pub enum Batch {
+pub struct Batch {
+    data: Data,
+    acks: Acks,
+}
+
+#[derive(Clone, Debug)]
+enum Data {
     Encoded {
         signal: Signal,
         bytes: Bytes,
@@ -33,27 +44,67 @@ impl Batch {
     /// Validates encoded bytes of `signal` and wraps them without decoding.
     pub fn from_bytes(signal: Signal, bytes: Bytes) -> Result<Batch, wire::WireError> {
         let items = wire::scan(signal, &bytes)?.items;
-        Ok(Batch::Encoded {
-            signal,
-            bytes,
-            items,
-        })
+        Ok(Batch::trusted(signal, bytes, items))
+    }
+
+    /// Wraps bytes that passed [`wire::scan`] before (in this process or before it was
+    /// written to a queue on disk), with their item count.
+    pub(crate) fn trusted(signal: Signal, bytes: Bytes, items: usize) -> Batch {
+        Batch {
+            data: Data::Encoded {
+                signal,
+                bytes,
+                items,
+            },
+            acks: Acks::default(),
+        }
+    }
+
+    pub fn from_decoded(decoded: Decoded) -> Batch {
+        Batch {
+            data: Data::Decoded(decoded),
+            acks: Acks::default(),
+        }
+    }
+
+    /// The same data, carrying `acks`.
+    pub fn with_acks(mut self, acks: Acks) -> Batch {
+        self.acks = acks;
+        self
+    }
+
+    /// Takes the acks off the data: the caller settles them.
+    pub fn take_acks(&mut self) -> Acks {
+        std::mem::take(&mut self.acks)
+    }
+
+    /// Refuses every sender of this batch with `error`, and returns it for the caller to
+    /// return: how a stage turns data away.
+    pub fn refuse(mut self, error: ConsumeError) -> ConsumeError {
+        self.take_acks().refuse(&error);
+        error
+    }
+
+    /// Drops the data on purpose (filtered out, sampled away, written nowhere): its senders
+    /// have nothing to retry.
+    pub fn discard(mut self) {
+        self.take_acks().accept();
     }
 
     pub fn signal(&self) -> Signal {
-        match self {
-            Batch::Encoded { signal, .. } => *signal,
-            Batch::Decoded(Decoded::Traces(_)) => Signal::Traces,
-            Batch::Decoded(Decoded::Metrics(_)) => Signal::Metrics,
-            Batch::Decoded(Decoded::Logs(_)) => Signal::Logs,
+        match &self.data {
+            Data::Encoded { signal, .. } => *signal,
+            Data::Decoded(Decoded::Traces(_)) => Signal::Traces,
+            Data::Decoded(Decoded::Metrics(_)) => Signal::Metrics,
+            Data::Decoded(Decoded::Logs(_)) => Signal::Logs,
         }
     }
 
     /// Spans, metric data points or log records in this batch.
     pub fn items(&self) -> usize {
-        match self {
-            Batch::Encoded { items, .. } => *items,
-            Batch::Decoded(decoded) => decoded.items(),
+        match &self.data {
+            Data::Encoded { items, .. } => *items,
+            Data::Decoded(decoded) => decoded.items(),
         }
     }
 
@@ -61,63 +112,86 @@ impl Batch {
         self.items() == 0
     }
 
-    /// The decoded request, decoding it first if needed.
-    pub fn decoded_mut(&mut self) -> &mut Decoded {
-        if let Batch::Encoded { signal, bytes, .. } = self {
-            // The bytes passed `wire::scan`, which accepts nothing a full decode refuses.
-            let decoded = Decoded::decode(*signal, bytes).expect("validated OTLP decodes");
-            *self = Batch::Decoded(decoded);
+    /// The decoded request, decoding it first if needed. Bytes that passed [`wire::scan`]
+    /// always decode; should they not, the batch's senders are refused and the error returned.
+    pub fn decoded_mut(&mut self) -> Result<&mut Decoded, ConsumeError> {
+        if let Data::Encoded { signal, bytes, .. } = &self.data {
+            match Decoded::decode(*signal, bytes) {
+                Ok(decoded) => self.data = Data::Decoded(decoded),
+                Err(e) => {
+                    let error = ConsumeError::Rejected(format!("undecodable {signal}: {e}"));
+                    self.take_acks().refuse(&error);
+                    return Err(error);
+                }
+            }
         }
-        match self {
-            Batch::Decoded(decoded) => decoded,
-            Batch::Encoded { .. } => unreachable!(),
+        // A processor may change the data: where each sender's part lies is no longer known.
+        self.acks.unplace();
+        match &mut self.data {
+            Data::Decoded(decoded) => Ok(decoded),
+            Data::Encoded { .. } => unreachable!("decoded above"),
         }
     }
 
-    pub fn into_decoded(mut self) -> Decoded {
-        self.decoded_mut();
-        match self {
-            Batch::Decoded(decoded) => decoded,
-            Batch::Encoded { .. } => unreachable!(),
+    /// The decoded request. Take the acks first: they are refused with the batch.
+    pub fn into_decoded(mut self) -> Result<Decoded, ConsumeError> {
+        self.decoded_mut()?;
+        match self.data {
+            Data::Decoded(decoded) => Ok(decoded),
+            Data::Encoded { .. } => unreachable!("decoded above"),
         }
     }
 
     /// The encoded request, encoding it first if a processor decoded it.
-    pub fn into_bytes(self) -> Bytes {
-        match self {
-            Batch::Encoded { bytes, .. } => bytes,
-            Batch::Decoded(decoded) => decoded.encode(),
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.data {
+            Data::Encoded { bytes, .. } => bytes.clone(),
+            Data::Decoded(decoded) => decoded.encode(),
         }
     }
 
-    /// Joins batches of one signal into one request by concatenating their encodings.
+    /// Encodes a decoded batch in place, so that copies share one encoding.
+    pub fn encode(&mut self) {
+        if let Data::Decoded(decoded) = &self.data {
+            self.data = Data::Encoded {
+                signal: self.signal(),
+                bytes: decoded.encode(),
+                items: decoded.items(),
+            };
+        }
+    }
+
+    /// Joins batches of one signal into one request by concatenating their encodings; the
+    /// joined batch carries every part's acks, each placed over its own part.
     pub fn concat(signal: Signal, parts: Vec<Batch>) -> Batch {
-        let items = parts.iter().map(Batch::items).sum();
-        let bytes = match <[Batch; 1]>::try_from(parts) {
-            Ok([only]) => only.into_bytes(),
-            Err(parts) => {
-                let parts: Vec<Bytes> = parts.into_iter().map(Batch::into_bytes).collect();
-                let mut joined = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-                parts.iter().for_each(|part| joined.extend_from_slice(part));
-                joined.freeze()
-            }
-        };
-        Batch::Encoded {
-            signal,
-            bytes,
-            items,
+        if parts.len() == 1 {
+            let mut only = parts.into_iter().next().expect("one part");
+            only.encode();
+            return only;
         }
+        let items = parts.iter().map(Batch::items).sum();
+        let mut acks = Acks::default();
+        let mut joined = BytesMut::new();
+        for mut part in parts {
+            let part_acks = part.take_acks();
+            let bytes = part.to_bytes();
+            acks.append_part(part_acks, joined.len()..joined.len() + bytes.len());
+            joined.extend_from_slice(&bytes);
+        }
+        Batch::trusted(signal, joined.freeze(), items).with_acks(acks)
     }
 
-    /// Splits an encoded batch at resource boundaries into pieces of at most `max_items` items
-    /// (a single resource larger than that stays whole).
-    pub fn split(self, max_items: usize) -> Vec<Batch> {
+    /// Splits a batch at resource boundaries into pieces of at most `max_items` items (a
+    /// single resource larger than that stays whole). Each piece answers only the senders
+    /// whose data it holds.
+    pub fn split(mut self, max_items: usize) -> Vec<Batch> {
         if max_items == 0 || self.items() <= max_items {
             return vec![self];
         }
         let signal = self.signal();
-        let bytes = self.into_bytes();
-        let mut pieces = Vec::new();
+        let acks = self.take_acks();
+        let bytes = self.to_bytes();
+        let mut ranges = Vec::new();
         let (mut start, mut end, mut items) = (0, 0, 0);
         for entry in wire::resource_entries(&bytes) {
             let offset = entry.as_ptr() as usize - bytes.as_ptr() as usize;
@@ -125,21 +199,21 @@ impl Batch {
                 .map(|scan| scan.items)
                 .unwrap_or(0);
             if items > 0 && items + count > max_items {
-                pieces.push(Batch::Encoded {
-                    signal,
-                    bytes: bytes.slice(start..end),
-                    items,
-                });
+                ranges.push((start..end, items));
                 (start, items) = (offset, 0);
             }
             end = offset + entry.len();
             items += count;
         }
-        pieces.push(Batch::Encoded {
-            signal,
-            bytes: bytes.slice(start..end),
-            items,
-        });
+        ranges.push((start..end, items));
+        let pieces = ranges
+            .into_iter()
+            .map(|(range, items)| {
+                let piece_acks = acks.slice(range.clone());
+                Batch::trusted(signal, bytes.slice(range), items).with_acks(piece_acks)
+            })
+            .collect();
+        acks.accept(); // handed on to the pieces
         pieces
     }
 }
@@ -330,7 +404,7 @@ mod tests {
     fn concat_keeps_every_item() {
         let joined = Batch::concat(Signal::Traces, vec![traces(1, 3), traces(2, 2)]);
         assert_eq!(joined.items(), 7);
-        let Decoded::Traces(req) = joined.into_decoded() else {
+        let Decoded::Traces(req) = joined.into_decoded().unwrap() else {
             panic!()
         };
         assert_eq!(req.resource_spans.len(), 3);
@@ -345,9 +419,37 @@ mod tests {
         assert_eq!(whole.len(), 1);
     }
 
+    #[tokio::test]
+    async fn a_refused_piece_answers_only_its_own_senders() {
+        use crate::ack::Ack;
+        let mut receipts = Vec::new();
+        let parts = [traces(1, 10), traces(2, 10), traces(1, 10)]
+            .into_iter()
+            .map(|part| {
+                let (ack, receipt) = Ack::new();
+                receipts.push(receipt);
+                part.with_acks(Acks::one(ack))
+            })
+            .collect();
+        // One piece per resource: the second sender's data spans two pieces.
+        let pieces = Batch::concat(Signal::Traces, parts).split(15);
+        assert_eq!(pieces.iter().map(Batch::items).collect::<Vec<_>>(), [10; 4]);
+        let mut error = None;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if i == 2 {
+                error = Some(piece.refuse(ConsumeError::Rejected("piece 2".into())));
+            } else {
+                piece.discard();
+            }
+        }
+        let error = error.unwrap();
+        let outcomes: Vec<_> = futures_util::future::join_all(receipts).await;
+        assert_eq!(outcomes, [Ok(()), Err(error), Ok(())]);
+    }
+
     #[test]
     fn json_round_trip() {
-        let decoded = traces(1, 2).into_decoded();
+        let decoded = traces(1, 2).into_decoded().unwrap();
         let json = decoded.to_json();
         assert!(json.contains("\"resourceSpans\""), "{json}");
         assert_eq!(

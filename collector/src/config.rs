@@ -9,6 +9,7 @@ use odigos_proto::Signal;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::connector::ConnectorConfig;
 use crate::exporter::ExporterConfig;
 use crate::processor::ProcessorConfig;
 use crate::receiver::ReceiverConfig;
@@ -30,6 +31,7 @@ pub struct Config {
     pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
     pub processors: BTreeMap<ComponentId, ProcessorConfig>,
     pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+    pub connectors: BTreeMap<ComponentId, ConnectorConfig>,
     pub pipelines: BTreeMap<PipelineId, Pipeline>,
     pub telemetry: TelemetryConfig,
 }
@@ -304,14 +306,21 @@ impl Config {
                 ),
             );
         }
-        for id in raw.connectors.keys() {
-            errors.at(
-                vec!["connectors".into(), id.clone()],
-                format!(
-                    "unknown connector type {:?} (no connectors are supported yet)",
-                    ComponentId::new(id.as_str()).kind()
-                ),
-            );
+        let connectors = parse_section(
+            &mut errors,
+            "connectors",
+            raw.connectors,
+            ConnectorConfig::parse,
+        );
+        for id in &connectors.declared {
+            if receivers.declared.contains(id) || exporters.declared.contains(id) {
+                errors.at(
+                    vec!["connectors".into(), id.clone()],
+                    format!(
+                        "{id} is also declared as a receiver or exporter; give it another name"
+                    ),
+                );
+            }
         }
         for (i, id) in raw.service.extensions.iter().enumerate() {
             errors.at(
@@ -350,7 +359,8 @@ impl Config {
                 at: &at,
                 signal,
             };
-            refs.check("receivers", &pipeline.receivers, &receivers.declared, |c| {
+            let sources = [&receivers.declared[..], &connectors.declared[..]].concat();
+            refs.check("receivers", &pipeline.receivers, &sources, |c| {
                 receivers.parsed.get(c).map(ReceiverConfig::signals)
             });
             refs.check(
@@ -359,11 +369,13 @@ impl Config {
                 &processors.declared,
                 |c| processors.parsed.get(c).map(ProcessorConfig::signals),
             );
-            refs.check("exporters", &pipeline.exporters, &exporters.declared, |c| {
+            let sinks = [&exporters.declared[..], &connectors.declared[..]].concat();
+            refs.check("exporters", &pipeline.exporters, &sinks, |c| {
                 exporters.parsed.get(c).map(ExporterConfig::signals)
             });
             pipelines.insert(PipelineId { signal, id }, pipeline);
         }
+        check_connectors(&mut errors, &connectors.parsed, &pipelines);
         if pipelines.is_empty() && errors.list.is_empty() {
             errors.at(
                 vec!["service".into(), "pipelines".into()],
@@ -378,6 +390,7 @@ impl Config {
             receivers: receivers.parsed,
             processors: processors.parsed,
             exporters: exporters.parsed,
+            connectors: connectors.parsed,
             pipelines,
             telemetry,
         })
@@ -447,6 +460,66 @@ fn parse_section<C>(
         }
     }
     Section { declared, parsed }
+}
+
+/// Every connector is the exporter of some pipeline and the receiver of another, its routing
+/// table names pipelines that receive from it, and no data can go round in a circle.
+fn check_connectors(
+    errors: &mut Errors<'_>,
+    connectors: &BTreeMap<ComponentId, ConnectorConfig>,
+    pipelines: &BTreeMap<PipelineId, Pipeline>,
+) {
+    for (id, connector) in connectors {
+        let at = vec!["connectors".to_string(), id.to_string()];
+        let feeding = pipelines.values().any(|p| p.exporters.contains(id));
+        let fed: Vec<&str> = pipelines
+            .iter()
+            .filter(|(_, p)| p.receivers.contains(id))
+            .map(|(pid, _)| pid.id.as_str())
+            .collect();
+        if !feeding || fed.is_empty() {
+            errors.at(
+                at.clone(),
+                format!("{id} must be an exporter of one pipeline and a receiver of another"),
+            );
+        }
+        for (path, pipeline) in connector.named_pipelines() {
+            if !fed.contains(&pipeline) {
+                errors.at(
+                    [at.clone(), path].concat(),
+                    format!("pipeline {pipeline} does not list {id} among its receivers"),
+                );
+            }
+        }
+    }
+    // Pipeline a feeds pipeline b when a exports to a connector b receives from.
+    let feeds = |a: &Pipeline, b: &Pipeline| {
+        a.exporters
+            .iter()
+            .any(|e| connectors.contains_key(e) && b.receivers.contains(e))
+    };
+    let ids: Vec<&PipelineId> = pipelines.keys().collect();
+    for start in &ids {
+        let mut seen = vec![*start];
+        let mut frontier = vec![*start];
+        while let Some(current) = frontier.pop() {
+            for next in &ids {
+                if feeds(&pipelines[current], &pipelines[next]) {
+                    if next == start {
+                        errors.at(
+                            vec!["service".into(), "pipelines".into(), start.id.clone()],
+                            format!("data from {start} comes back to it through connectors"),
+                        );
+                        return;
+                    }
+                    if !seen.contains(next) {
+                        seen.push(next);
+                        frontier.push(next);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Checks a pipeline's references to components.

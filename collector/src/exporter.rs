@@ -56,7 +56,7 @@ impl ExporterConfig {
         Ok(match self {
             ExporterConfig::Otlp(config) => otlp::build(config, id, context)?,
             ExporterConfig::OtlpHttp(config) => otlphttp::build(config, id, context)?,
-            ExporterConfig::Debug(config) => debug::build(config, id),
+            ExporterConfig::Debug(config) => debug::build(config, id, context)?,
             ExporterConfig::File(config) => file::build(config, id, context)?,
             ExporterConfig::Nop => Arc::new(Nop),
         })
@@ -74,7 +74,8 @@ struct Nop;
 
 #[async_trait]
 impl Consumer for Nop {
-    async fn consume(&self, _: Batch) -> Result<(), ConsumeError> {
+    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+        batch.discard();
         Ok(())
     }
 }

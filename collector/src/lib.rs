@@ -2,10 +2,14 @@
 //! OpenTelemetry Collector YAML.
 //!
 //! Data moves as [`Batch`]es. A batch stays in the encoded bytes it arrived in until a processor
-//! needs to read it, so a pipeline of receivers, `batch` and exporters never decodes a span.
+//! needs to read it, so a pipeline of receivers, `batch` and exporters never decodes a span. A
+//! batch carries the acknowledgements of its senders ([`ack`]): they are answered once every
+//! destination's queue has accepted their data.
 
+pub mod ack;
 pub mod batch;
 pub mod config;
+pub mod connector;
 pub mod consumer;
 pub mod exporter;
 pub mod processor;

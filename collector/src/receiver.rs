@@ -1,24 +1,30 @@
 //! Receivers: where telemetry enters a pipeline.
 //!
-//! A running receiver reads its pipeline routes and its settings through `ArcSwap`s, so a new
-//! configuration reaches it without touching its sockets: only a changed endpoint opens a new
-//! listener (before the old one closes).
+//! Every receiver follows the topology's two phases: [`ReceiverConfig::prepare`] opens what a
+//! new config needs (new listeners, files) and can fail without touching what runs;
+//! [`Prepared::commit`] switches over and cannot fail. A running receiver pushes into its
+//! [`Output`], whose pipeline routes are swapped in place, so a new configuration reaches it
+//! without touching its sockets: only a changed endpoint opens a new listener (before the old
+//! one closes).
 
 pub mod otlp;
 
+use std::any::Any;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use odigos_proto::Signal;
 
-use crate::config::{ParseError, parse_component};
-use crate::consumer::Next;
+use crate::Batch;
+use crate::ack::{Ack, Acks, Receipt};
+use crate::config::{ComponentId, ParseError, parse_component};
+use crate::consumer::{ConsumeError, Next};
+use crate::topology::Context;
 use crate::yaml::Value;
-
-pub use otlp::Running;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReceiverConfig {
@@ -38,6 +44,48 @@ impl ReceiverConfig {
     pub fn signals(&self) -> &'static [Signal] {
         &Signal::ALL
     }
+
+    /// Makes this config ready to run, reusing what `previous` (the running instance of the
+    /// same receiver, if any) already has; nothing changes until [`Prepared::commit`].
+    pub async fn prepare(
+        &self,
+        id: &ComponentId,
+        previous: Option<&dyn Running>,
+        routes: Routes,
+        context: &Context,
+    ) -> Result<Box<dyn Prepared>, Vec<String>> {
+        match self {
+            ReceiverConfig::Otlp(config) => {
+                let previous = previous.and_then(|p| p.as_any().downcast_ref::<otlp::Running>());
+                let prepared = otlp::prepare(config, id, previous, routes, context).await?;
+                Ok(Box::new(prepared))
+            }
+        }
+    }
+}
+
+/// A running receiver.
+#[async_trait]
+pub trait Running: Send + Sync {
+    /// Where it listens or what it reads, e.g. `grpc 127.0.0.1:4317`.
+    fn endpoints(&self) -> Vec<String>;
+    /// Stops taking data, lets what is in progress finish, and returns when done.
+    async fn stop(self: Box<Self>);
+    fn as_any(&self) -> &dyn Any;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// A config made ready for a receiver: new listeners open, nothing switched yet.
+#[async_trait]
+pub trait Prepared: Send {
+    /// Switches to the new config; returns the running receiver and the servers it no longer
+    /// needs, to be stopped by the caller. Cannot fail.
+    fn commit(
+        self: Box<Self>,
+        previous: Option<Box<dyn Running>>,
+    ) -> (Box<dyn Running>, Vec<Server>);
+    /// Undoes the preparation: closes what it opened.
+    async fn abort(self: Box<Self>);
 }
 
 /// Where a receiver sends each signal: the entry of the pipelines that list it.
@@ -50,12 +98,57 @@ impl Routes {
     }
 }
 
-pub type SharedRoutes = Arc<ArcSwap<Routes>>;
+/// What a receiver pushes into. Its routes change in place when the config does.
+#[derive(Clone)]
+pub struct Output {
+    routes: Arc<ArcSwap<Routes>>,
+}
+
+impl Output {
+    pub fn new(routes: Routes) -> Output {
+        Output {
+            routes: Arc::new(ArcSwap::from_pointee(routes)),
+        }
+    }
+
+    /// Switches to new routes.
+    pub fn reroute(&self, routes: Routes) {
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// Whether some pipeline takes `signal` from this receiver.
+    pub fn takes(&self, signal: Signal) -> bool {
+        self.routes.load().get(signal).is_some()
+    }
+
+    /// Pushes `batch` into the pipelines of its signal and returns once it is taken, with the
+    /// receipt that says whether every destination accepted it. A receiver that checkpoints
+    /// (a file offset, a message id) moves its checkpoint when the receipt says `Ok`.
+    pub async fn push(&self, batch: Batch) -> Result<Receipt, ConsumeError> {
+        let signal = batch.signal();
+        let Some(next) = self.routes.load().get(signal).cloned() else {
+            return Err(ConsumeError::Rejected(format!(
+                "no pipeline takes {signal} from this receiver"
+            )));
+        };
+        let (ack, receipt) = Ack::new();
+        next.consume(batch.with_acks(Acks::one(ack))).await?;
+        Ok(receipt)
+    }
+
+    /// Pushes `batch` and waits until every destination accepted it, or one refused it.
+    pub async fn send(&self, batch: Batch) -> Result<(), ConsumeError> {
+        self.push(batch).await?.await
+    }
+}
 
 /// One listening server of a receiver (a protocol on an endpoint).
 pub struct Server {
     pub protocol: &'static str,
+    /// The configured endpoint, e.g. `localhost:4317` or `127.0.0.1:0`.
     pub endpoint: String,
+    /// The address it listens on.
+    pub local: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -66,6 +159,7 @@ impl Server {
     pub(crate) fn spawn<F, E>(
         protocol: &'static str,
         endpoint: &str,
+        local: SocketAddr,
         serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
     ) -> Server
     where
@@ -86,6 +180,7 @@ impl Server {
         Server {
             protocol,
             endpoint,
+            local,
             stop,
             task,
         }

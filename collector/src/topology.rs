@@ -12,12 +12,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ComponentId, Config, PipelineId};
+use crate::connector::Connector;
 use crate::consumer::{Next, fanout};
+use crate::exporter::queue::Queues;
 use crate::processor::{Built, Updater};
-use crate::receiver::{self, ReceiverConfig, Routes, otlp};
+use crate::receiver::{self, Routes};
 use crate::telemetry::{ComponentHealth, HealthBoard, Registry};
 
 /// What components need from the running collector.
@@ -28,6 +31,10 @@ pub struct Context {
     /// Background tasks (batchers, queue workers, retiring servers) that must finish before
     /// shutdown completes.
     pub tasks: TaskTracker,
+    /// Cancelled when the shutdown grace period is over: deliveries stop where they are.
+    pub shutdown: CancellationToken,
+    /// The sending queues, so that a rebuilt exporter takes over its predecessor's.
+    pub queues: Queues,
 }
 
 impl Context {
@@ -36,6 +43,8 @@ impl Context {
             registry: Registry::default(),
             health: HealthBoard::default(),
             tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            queues: Queues::default(),
         }
     }
 }
@@ -46,17 +55,21 @@ impl Default for Context {
     }
 }
 
+/// After the grace period, how long stopped deliveries get to put their data back.
+const STOPPING: Duration = Duration::from_secs(2);
+
 /// A running collector.
 pub struct Topology {
     config: Option<Config>,
     context: Context,
     exporters: BTreeMap<ComponentId, Next>,
+    connectors: BTreeMap<ComponentId, Arc<Connector>>,
     pipelines: BTreeMap<PipelineId, Chain>,
-    receivers: BTreeMap<ComponentId, receiver::Running>,
+    receivers: BTreeMap<ComponentId, Box<dyn receiver::Running>>,
     metrics: Option<MetricsServer>,
 }
 
-/// One pipeline's processor instances, ending in the shared exporters.
+/// One pipeline's processor instances, ending in the shared exporters and connectors.
 struct Chain {
     entry: Next,
     /// In-place updaters, one per processor, in pipeline order.
@@ -128,6 +141,7 @@ impl Topology {
             config: None,
             context: Context::new(),
             exporters: BTreeMap::new(),
+            connectors: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             receivers: BTreeMap::new(),
             metrics: None,
@@ -148,8 +162,8 @@ impl Topology {
         &self.context.registry
     }
 
-    /// The health of every running component, by `section.id`. Receivers and processors are
-    /// healthy while they run; exporters report their latest send.
+    /// The health of every running component, by `section.id`. Receivers, processors and
+    /// connectors are healthy while they run; exporters report their latest send.
     pub fn health(&self) -> BTreeMap<String, ComponentHealth> {
         let healthy = ComponentHealth {
             healthy: true,
@@ -162,6 +176,9 @@ impl Topology {
         }
         for id in config.processors.keys() {
             health.insert(format!("processors.{id}"), healthy.clone());
+        }
+        for id in config.connectors.keys() {
+            health.insert(format!("connectors.{id}"), healthy.clone());
         }
         for id in config.exporters.keys() {
             let name = format!("exporters.{id}");
@@ -180,6 +197,14 @@ impl Topology {
         self.metrics.as_ref().map(|m| m.local)
     }
 
+    /// Where each receiver listens, e.g. `otlp` → `grpc 127.0.0.1:4317`.
+    pub fn endpoints(&self) -> BTreeMap<String, Vec<String>> {
+        self.receivers
+            .iter()
+            .map(|(id, running)| (id.to_string(), running.endpoints()))
+            .collect()
+    }
+
     /// Makes `config` the running config, changing only what differs. On error nothing that
     /// runs is disturbed.
     pub async fn apply(&mut self, config: Config) -> Result<Applied, ApplyError> {
@@ -187,7 +212,8 @@ impl Topology {
         let mut applied = Applied::default();
         let old = self.config.as_ref();
 
-        // Prepare: exporters. An unchanged exporter keeps its instance, queue and connections.
+        // Prepare: exporters. An unchanged exporter keeps its instance, queue and connections;
+        // a changed one takes over its predecessor's queue.
         let mut exporters = BTreeMap::new();
         let mut errors = Vec::new();
         for (id, exporter) in &config.exporters {
@@ -207,6 +233,34 @@ impl Topology {
             return Err(ApplyError(errors));
         }
 
+        // Prepare: connectors. An unchanged one keeps its instance; its targets are set on
+        // commit, once the pipelines it feeds exist.
+        let mut connectors = BTreeMap::new();
+        for (id, connector) in &config.connectors {
+            let kept = old.and_then(|c| c.connectors.get(id)) == Some(connector);
+            let instance = match self.connectors.get(id) {
+                Some(running) if kept => running.clone(),
+                _ => {
+                    applied.built.push(format!("connectors.{id}"));
+                    connector.build()
+                }
+            };
+            connectors.insert(id.clone(), instance);
+        }
+        // What a pipeline's `exporters` names: an exporter or a connector.
+        let sink = |id: &ComponentId| -> Next {
+            match exporters.get(id) {
+                Some(exporter) => exporter.clone(),
+                None => connectors[id].clone(),
+            }
+        };
+        let running_sink = |id: &ComponentId| -> Option<Next> {
+            self.exporters
+                .get(id)
+                .cloned()
+                .or_else(|| self.connectors.get(id).map(|c| c.clone() as Next))
+        };
+
         // Prepare: pipelines. One whose processors can all stay (same or updatable in place)
         // and whose exporters are the same instances keeps its chain.
         let mut kept: Vec<&PipelineId> = Vec::new();
@@ -217,9 +271,7 @@ impl Topology {
                     before.processors == pipeline.processors
                         && before.exporters == pipeline.exporters
                         && pipeline.exporters.iter().all(|e| {
-                            self.exporters
-                                .get(e)
-                                .is_some_and(|running| Arc::ptr_eq(running, &exporters[e]))
+                            running_sink(e).is_some_and(|running| Arc::ptr_eq(&running, &sink(e)))
                         })
                         && pipeline.processors.iter().all(|p| {
                             let (was, now) = (&old.processors[p], &config.processors[p]);
@@ -231,13 +283,7 @@ impl Topology {
                 kept.push(pid);
                 continue;
             }
-            let mut entry = fanout(
-                pipeline
-                    .exporters
-                    .iter()
-                    .map(|id| exporters[id].clone())
-                    .collect(),
-            );
+            let mut entry = fanout(pipeline.exporters.iter().map(sink).collect());
             let mut processors = Vec::new();
             for id in pipeline.processors.iter().rev() {
                 let Built { next, update } =
@@ -255,28 +301,34 @@ impl Topology {
                 |chain| chain.entry.clone(),
             )
         };
+        // The entries of the pipelines that receive from `id`.
+        let fed_by = |id: &ComponentId| -> Vec<(&PipelineId, Next)> {
+            config
+                .pipelines
+                .iter()
+                .filter(|(_, p)| p.receivers.contains(id))
+                .map(|(pid, _)| (pid, entry_of(pid)))
+                .collect()
+        };
 
-        // Prepare: receivers. Routes are computed now and switched on commit.
+        // Prepare: receivers. Routes are computed now and switched on commit; every receiver
+        // that cannot start is reported.
         let mut prepared = Vec::new();
         for (id, receiver) in &config.receivers {
             let mut entries: [Vec<Next>; 3] = Default::default();
-            for (pid, pipeline) in &config.pipelines {
-                if pipeline.receivers.contains(id) {
-                    entries[pid.signal as usize].push(entry_of(pid));
-                }
+            for (pid, entry) in fed_by(id) {
+                entries[pid.signal as usize].push(entry);
             }
             if entries.iter().all(Vec::is_empty) {
                 tracing::warn!(receiver = %id, "receiver is not used by any pipeline; not started");
                 continue;
             }
             let routes = Routes(entries.map(|list| (!list.is_empty()).then(|| fanout(list))));
-            let ReceiverConfig::Otlp(otlp_config) = receiver;
-            let previous = self.receivers.get(id);
-            match otlp::prepare(otlp_config, id, previous, routes, &self.context).await {
+            let previous = self.receivers.get(id).map(|r| &**r);
+            match receiver.prepare(id, previous, routes, &self.context).await {
                 Ok(ready) => prepared.push((id.clone(), ready)),
-                Err(e) => {
-                    errors.push(format!("receivers.{id}: {e}"));
-                    break;
+                Err(problems) => {
+                    errors.extend(problems.into_iter().map(|e| format!("receivers.{id}: {e}")))
                 }
             }
         }
@@ -285,10 +337,7 @@ impl Topology {
         let metrics_wanted = config.telemetry.metrics.level != "none";
         let address = &config.telemetry.metrics.address;
         let mut new_metrics = None;
-        if errors.is_empty()
-            && metrics_wanted
-            && self.metrics.as_ref().is_none_or(|m| &m.address != address)
-        {
+        if metrics_wanted && self.metrics.as_ref().is_none_or(|m| &m.address != address) {
             match start_metrics(address, &self.context.registry).await {
                 Ok(server) => new_metrics = Some(server),
                 Err(e) => errors.push(format!("service.telemetry.metrics.address: {e}")),
@@ -299,17 +348,27 @@ impl Topology {
             for (_, ready) in prepared {
                 ready.abort().await;
             }
+            if let Some(server) = new_metrics {
+                server.server.stop().await;
+            }
             return Err(ApplyError(errors));
         }
 
-        // Commit: nothing below can fail.
+        // Commit: nothing below can fail. Connectors first, so that data entering through a
+        // switched receiver finds every pipeline behind it.
+        for (id, connector) in &connectors {
+            let downstream = fed_by(id)
+                .into_iter()
+                .map(|(pid, entry)| (pid.clone(), entry))
+                .collect();
+            connector.retarget(&downstream);
+        }
         let mut retired_servers = Vec::new();
         let mut receivers = BTreeMap::new();
         for (id, ready) in prepared {
             let previous = self.receivers.remove(&id);
-            let config_changed = previous
-                .as_ref()
-                .is_none_or(|p| ReceiverConfig::Otlp(p.config().clone()) != config.receivers[&id]);
+            let config_changed =
+                old.is_none_or(|old| old.receivers.get(&id) != Some(&config.receivers[&id]));
             if previous.is_none() {
                 applied.built.push(format!("receivers.{id}"));
             } else if config_changed {
@@ -321,8 +380,7 @@ impl Topology {
         }
         for (id, running) in std::mem::take(&mut self.receivers) {
             applied.retired.push(format!("receivers.{id}"));
-            let tasks = self.context.tasks.clone();
-            tasks.spawn(running.stop());
+            self.context.tasks.spawn(running.stop());
         }
         self.receivers = receivers;
         for server in retired_servers {
@@ -361,6 +419,15 @@ impl Topology {
         pipelines.extend(built);
         self.pipelines = pipelines;
 
+        for (id, running) in &self.connectors {
+            if !connectors
+                .get(id)
+                .is_some_and(|now| Arc::ptr_eq(now, running))
+            {
+                applied.retired.push(format!("connectors.{id}"));
+            }
+        }
+        self.connectors = connectors;
         for id in self.exporters.keys() {
             if !exporters
                 .get(id)
@@ -384,26 +451,39 @@ impl Topology {
         Ok(applied)
     }
 
-    /// Stops receivers, then lets batches flush and queues drain for up to `grace`.
+    /// Stops within `grace`, whatever the destinations do: receivers stop taking data, batches
+    /// flush into the sending queues, and queues deliver what they can. When the grace period
+    /// is over, deliveries stop where they are: a file queue keeps what is undelivered for the
+    /// next start; what is left in a memory queue is dropped and counted.
     pub async fn shutdown(self, grace: Duration) {
-        for (id, running) in self.receivers {
-            running.stop().await;
-            tracing::debug!(receiver = %id, "receiver stopped");
-        }
-        // Pipelines end when their receivers are gone: each stage's task sees its input close,
-        // flushes, and drops its own next stage.
-        drop(self.pipelines);
-        drop(self.exporters);
-        self.context.tasks.close();
-        if tokio::time::timeout(grace, self.context.tasks.wait())
+        let deadline = tokio::time::Instant::now() + grace;
+        let receivers = self.receivers.into_values().map(|running| running.stop());
+        if tokio::time::timeout_at(deadline, futures_util::future::join_all(receivers))
             .await
             .is_err()
         {
             tracing::warn!(
                 ?grace,
-                "shutdown grace period over: abandoning data still queued"
+                "receivers did not finish their requests in the grace period"
             );
         }
+        // Pipelines end when their receivers are gone: each stage's task sees its input close,
+        // flushes, and drops its own next stage; an exporter with no pipeline left retires.
+        drop(self.pipelines);
+        drop(self.connectors);
+        drop(self.exporters);
+        self.context.tasks.close();
+        if tokio::time::timeout_at(deadline, self.context.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "shutdown grace period over: stopping deliveries (file queues keep what is undelivered)"
+            );
+        }
+        self.context.shutdown.cancel();
+        let _ = tokio::time::timeout(STOPPING, self.context.tasks.wait()).await;
         if let Some(metrics) = self.metrics {
             metrics.server.stop().await;
         }
@@ -413,8 +493,9 @@ impl Topology {
 async fn start_metrics(address: &str, registry: &Registry) -> Result<MetricsServer, String> {
     let listener = receiver::listen(address).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%local, "metrics served");
     let registry = registry.clone();
-    let server = receiver::Server::spawn("metrics", address, |shutdown| {
+    let server = receiver::Server::spawn("metrics", address, local, |shutdown| {
         registry.serve(listener, shutdown)
     });
     Ok(MetricsServer {

@@ -39,6 +39,8 @@ pub enum Problem {
     TruncatedFixed { field: u32 },
     #[error("field number 0 is not allowed")]
     ZeroField,
+    #[error("field key {key} is larger than 32 bits")]
+    KeyTooLarge { key: u64 },
     #[error("field {field} has wire type {wire_type}, expected {expected}")]
     WrongWireType {
         field: u32,
@@ -133,6 +135,10 @@ impl Walker {
         while pos < buf.len() {
             let key_at = pos;
             let key = read_varint(buf, &mut pos).map_err(|p| fail(key_at, p))?;
+            // Decoders refuse keys beyond 32 bits rather than truncate them.
+            if key > u64::from(u32::MAX) {
+                return Err(fail(key_at, Problem::KeyTooLarge { key }));
+            }
             let field = (key >> 3) as u32;
             let wire_type = (key & 7) as u8;
             if field == 0 {

@@ -2,10 +2,14 @@
 //!
 //! - The node collector takes OTLP from applications and forwards the signals some
 //!   destination wants to the gateway; the rest it drops where they enter.
-//! - The gateway runs one pipeline per destination and signal: the Actions (in a fixed order:
-//!   addClusterInfo, renameAttribute, deleteAttribute, each kind by namespace and name), the
-//!   noisy-operation filter and tail sampling from Sampling, the destination's
-//!   `sourceSelector`, a batch, and the destination's own exporter with its own queue.
+//! - The gateway runs the shared work once per signal (`<signal>/in`: memory limit, the Actions
+//!   in a fixed order: addClusterInfo, renameAttribute, deleteAttribute, each kind by namespace
+//!   and name; the noisy-operation filter and tail sampling from Sampling; a batch), then fans
+//!   out through a `routing` connector to one pipeline per destination and signal, each ending
+//!   in the destination's exporter with a queue of its own: on disk, bounded, dropping its
+//!   oldest data when full, so one destination that is down never holds up the others. The
+//!   connector sends each resource only to the destinations whose `sourceSelector` takes its
+//!   service.
 //! - Each Source gets an InstrumentationConfig: the agent settings its InstrumentationRules
 //!   and noisy operations give it.
 //!
@@ -42,6 +46,11 @@ pub struct Layout {
     pub gateway_metrics: Option<String>,
     /// Where secret values are written for the collectors to read.
     pub secrets_dir: PathBuf,
+    /// Where the gateway keeps each destination's queue on disk; without it, queues are in
+    /// memory.
+    pub queue_dir: Option<PathBuf>,
+    /// Disk each destination's queue may use, in MiB.
+    pub queue_mib: u64,
     pub gateway_memory_mib: u32,
     pub node_memory_mib: u32,
 }
@@ -177,7 +186,12 @@ fn node_config(layout: &Layout, wanted: &BTreeSet<Signal>) -> String {
             "batch": {},
         },
         "exporters": {
-            "otlp/gateway": {"endpoint": layout.gateway_endpoint, "compression": "none"},
+            "otlp/gateway": {
+                "endpoint": layout.gateway_endpoint,
+                "compression": "none",
+                // Bounded by bytes: applications are told to retry when it is full.
+                "sending_queue": {"sizer": "bytes", "queue_size": (u64::from(layout.node_memory_mib) << 20) / 4},
+            },
             "nop": {},
         },
         "service": {"telemetry": telemetry(&layout.node_metrics), "pipelines": pipelines},
@@ -191,7 +205,13 @@ struct Gateway {
     pipelines: serde_json::Map<String, Value>,
     /// Processor ids per signal, in order, from Actions and Sampling.
     shared: BTreeMap<Signal, Vec<String>>,
+    /// Each destination's pipelines, with the condition on a resource for it to go there
+    /// (`None`: every resource).
+    routes: Vec<(Option<String>, Vec<String>)>,
 }
+
+/// The connector between the shared pipelines and the destinations' ones.
+const FAN_OUT: &str = "routing";
 
 impl Gateway {
     fn new(layout: &Layout) -> Gateway {
@@ -206,6 +226,7 @@ impl Gateway {
             exporters: serde_json::Map::new(),
             pipelines: serde_json::Map::new(),
             shared: Signal::ALL.into_iter().map(|s| (s, Vec::new())).collect(),
+            routes: Vec::new(),
         }
     }
 
@@ -401,31 +422,27 @@ impl Gateway {
             compiled.secret_files.insert(path, text);
             reference
         };
-        let config = serde_json::to_value(kind.render(&values, &mut seal)).unwrap_or(Value::Null);
-        self.exporters.insert(exporter.clone(), config);
-        let mut route = Vec::new();
-        if let Some(services) = selector {
-            let filter = format!("filter/{suffix}");
-            let rule = json!({"match_type": services.0, "services": services.1});
-            self.processors.insert(
-                filter.clone(),
-                json!({"spans": {"include": rule}, "metrics": {"include": rule}, "logs": {"include": rule}}),
-            );
-            route.push(filter);
+        let mut config =
+            serde_json::to_value(kind.render(&values, &mut seal)).unwrap_or(Value::Null);
+        if ["otlp", "otlphttp"].contains(&kind.exporter.kind.as_str()) {
+            config["sending_queue"] = destination_queue(layout);
+            // Kept until delivered: a full queue makes room by dropping its oldest data.
+            config["retry_on_failure"] =
+                json!({"initial_interval": "1s", "max_interval": "10s", "max_elapsed_time": "0s"});
         }
+        self.exporters.insert(exporter.clone(), config);
+        let condition =
+            selector.map(|(match_type, services)| service_condition(match_type, &services));
         let mut pipelines = Vec::new();
         for signal in Signal::ALL.into_iter().filter(|s| spec.signals.contains(s)) {
-            let mut processors = vec!["memory_limiter".to_string()];
-            processors.extend(route.iter().cloned());
-            processors.extend(self.shared[&signal].iter().cloned());
-            processors.push("batch".into());
             let pipeline = format!("{}/{suffix}", signal.pipeline());
             self.pipelines.insert(
                 pipeline.clone(),
-                json!({"receivers": ["otlp"], "processors": processors, "exporters": [exporter]}),
+                json!({"receivers": [FAN_OUT], "processors": [], "exporters": [exporter]}),
             );
             pipelines.push(pipeline);
         }
+        self.routes.push((condition, pipelines.clone()));
         DestinationPlan::Active {
             exporter,
             pipelines,
@@ -444,6 +461,7 @@ impl Gateway {
     }
 
     fn finish(mut self, layout: &Layout) -> String {
+        let mut connectors = serde_json::Map::new();
         if self.pipelines.is_empty() {
             // No destination yet: a placeholder pipeline, which node collectors never feed.
             self.exporters.insert("nop".into(), json!({}));
@@ -451,6 +469,17 @@ impl Gateway {
                 "traces".into(),
                 json!({"receivers": ["otlp"], "processors": [], "exporters": ["nop"]}),
             );
+        } else {
+            for signal in self.signals() {
+                let mut processors = vec!["memory_limiter".to_string()];
+                processors.extend(self.shared[&signal].iter().cloned());
+                processors.push("batch".into());
+                self.pipelines.insert(
+                    format!("{}/in", signal.pipeline()),
+                    json!({"receivers": ["otlp"], "processors": processors, "exporters": [FAN_OUT]}),
+                );
+            }
+            connectors.insert(FAN_OUT.into(), self.fan_out());
         }
         // Only the processors some pipeline uses: unused ones would only cost a build.
         let used: BTreeSet<String> = self
@@ -460,13 +489,65 @@ impl Gateway {
             .filter_map(|p| p.as_str().map(str::to_string))
             .collect();
         self.processors.retain(|id, _| used.contains(id));
-        yaml(&json!({
+        let mut config = json!({
             "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": layout.gateway_listen}}}},
             "processors": self.processors,
             "exporters": self.exporters,
             "service": {"telemetry": telemetry(&layout.gateway_metrics), "pipelines": self.pipelines},
-        }))
+        });
+        if !connectors.is_empty() {
+            config["connectors"] = Value::Object(connectors);
+        }
+        yaml(&config)
     }
+
+    /// The routing table: each destination's pipelines under its selector's condition; a
+    /// resource takes every route it matches.
+    fn fan_out(&self) -> Value {
+        let table: Vec<Value> = self
+            .routes
+            .iter()
+            .map(|(condition, pipelines)| {
+                json!({"condition": condition.as_deref().unwrap_or("true"), "pipelines": pipelines})
+            })
+            .collect();
+        json!({"match_once": false, "table": table})
+    }
+}
+
+/// Each destination's queue: on disk under the state directory when there is one, bounded,
+/// and making room by dropping its oldest data.
+fn destination_queue(layout: &Layout) -> Value {
+    match &layout.queue_dir {
+        Some(dir) => json!({
+            "storage": "file",
+            "directory": dir,
+            "max_size_mib": layout.queue_mib,
+            "when_full": "drop_oldest",
+        }),
+        None => json!({
+            "sizer": "bytes",
+            "queue_size": (u64::from(layout.gateway_memory_mib) << 20) / 4,
+            "when_full": "drop_oldest",
+        }),
+    }
+}
+
+/// A routing condition that holds for the resources of the given services.
+fn service_condition(match_type: &str, services: &[String]) -> String {
+    // The routing connector reads a backslash as "take the next character as it is".
+    let quoted = |text: &str| format!("\"{}\"", text.replace('\\', r"\\").replace('"', r#"\""#));
+    services
+        .iter()
+        .map(|service| match match_type {
+            "regexp" => format!(
+                r#"IsMatch(attributes["service.name"], {})"#,
+                quoted(service)
+            ),
+            _ => format!(r#"attributes["service.name"] == {}"#, quoted(service)),
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn hex(bytes: &[u8]) -> String {

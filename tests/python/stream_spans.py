@@ -1,11 +1,13 @@
 """Streams spans with the OpenTelemetry Python SDK until SIGTERM, and records which ones the
 collector acknowledged.
 
-Usage: stream_spans.py --endpoint URL --service NAME --acked FILE [--rate N]
+Usage: stream_spans.py --endpoint URL --service NAME --acked FILE [--failed FILE] [--rate N]
+                       [--timeout SECONDS]
 
 Each span is named "work" and carries user.id = "u-<n>". After every export the SDK reports
-as successful, the hex span ids of that batch are appended to FILE (one per line). On SIGTERM
-the SDK flushes what it holds, then the script exits; failed exports are counted on stderr.
+as successful, the hex span ids of that batch are appended to the --acked file (one per line);
+after every export that failed, a line is appended to the --failed file. On SIGTERM the SDK
+flushes what it holds, then the script exits; failed exports are counted on stderr.
 """
 
 import argparse
@@ -23,8 +25,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 class Recording:
     """Wraps an exporter; appends the span ids of every successful export to a file."""
 
-    def __init__(self, inner, path):
+    def __init__(self, inner, path, failed):
         self.inner, self.out, self.failures = inner, open(path, "a"), 0
+        self.failed = open(failed, "a") if failed else None
 
     def export(self, spans):
         result = self.inner.export(spans)
@@ -34,6 +37,9 @@ class Recording:
             self.out.flush()
         else:
             self.failures += 1
+            if self.failed:
+                self.failed.write(f"{time.time():.3f} {result}\n")
+                self.failed.flush()
         return result
 
     def __getattr__(self, name):
@@ -45,13 +51,17 @@ def main():
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--service", required=True)
     parser.add_argument("--acked", required=True)
+    parser.add_argument("--failed")
     parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=30, help="seconds an export may take")
     args = parser.parse_args()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    exporter = Recording(OTLPSpanExporter(endpoint=args.endpoint, insecure=True, timeout=30), args.acked)
+    exporter = Recording(
+        OTLPSpanExporter(endpoint=args.endpoint, insecure=True, timeout=args.timeout), args.acked, args.failed
+    )
     provider = TracerProvider(resource=Resource.create({"service.name": args.service}))
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=100, max_export_batch_size=100))
     tracer = provider.get_tracer("e2e.stream")

@@ -5,7 +5,9 @@
 //! installs it: these tests never skip.
 
 pub mod kubernetes;
+pub mod sdk;
 pub mod traffic;
+pub mod up;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -64,7 +66,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `odigos collector` process, stopped when dropped.
+/// A running `odigos collector` process, stopped when dropped. Configs give receivers the
+/// endpoint `127.0.0.1:0`; [`Collector::port`] says which port each one got.
 pub struct Collector {
     child: Child,
     pub log: PathBuf,
@@ -74,9 +77,8 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Writes `config` to a file, starts the collector on it, and waits until every port in
-    /// `ports` accepts connections.
-    pub fn start(config: &str, ports: &[u16]) -> Collector {
+    /// Writes `config` to a file and starts the collector on it; returns once it runs.
+    pub fn start(config: &str) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("collector.yaml");
         std::fs::write(&path, config).unwrap();
@@ -85,21 +87,23 @@ impl Collector {
             "--config".into(),
             path.display().to_string(),
         ];
-        Collector::spawn(dir, path, &args, ports)
+        let mut collector = Collector::spawn(dir, path, &args);
+        collector.wait_for_log("collector started");
+        collector
     }
 
     /// Starts `odigos collector` with `args` (after `collector`), e.g. to be managed over OpAMP.
-    pub fn with_args(args: &[&str], ports: &[u16]) -> Collector {
+    pub fn with_args(args: &[&str]) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("collector.yaml");
         let args: Vec<String> = std::iter::once("collector")
             .chain(args.iter().copied())
             .map(String::from)
             .collect();
-        Collector::spawn(dir, path, &args, ports)
+        Collector::spawn(dir, path, &args)
     }
 
-    fn spawn(dir: tempfile::TempDir, config: PathBuf, args: &[String], ports: &[u16]) -> Collector {
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, args: &[String]) -> Collector {
         let log = dir.path().join("collector.log");
         let child = Command::new(odigos_binary())
             .args(args)
@@ -108,32 +112,43 @@ impl Collector {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut collector = Collector {
+        Collector {
             child,
             log,
             config,
             _dir: dir,
-        };
-        collector.wait_for_ports(ports);
-        collector
+        }
     }
 
-    /// Waits until every port accepts connections; fails with the log if the process exits.
-    pub fn wait_for_ports(&mut self, ports: &[u16]) {
+    /// Waits until the log says `what`; fails with the log if the process exits first.
+    pub fn wait_for_log(&mut self, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in ports {
-            while TcpStream::connect(("127.0.0.1", *port)).is_err() {
-                if let Ok(Some(status)) = self.child.try_wait() {
-                    panic!("collector exited with {status}:\n{}", self.logs());
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "port {port} not open:\n{}",
-                    self.logs()
-                );
-                std::thread::sleep(Duration::from_millis(20));
+        while !self.logs().contains(what) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("collector exited with {status}:\n{}", self.logs());
             }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in the log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The port the OTLP receiver's `protocol` (`grpc` or `http`) listens on, from the log,
+    /// waiting until it listens.
+    pub fn port(&mut self, protocol: &str) -> u16 {
+        let marker = format!("otlp {protocol} receiver listening local=");
+        self.wait_for_log(&marker);
+        listening_port(&self.logs(), &marker)
+    }
+
+    /// The port of the collector's `/metrics`, from the log.
+    pub fn metrics_port(&mut self) -> u16 {
+        let marker = "metrics served local=";
+        self.wait_for_log(marker);
+        listening_port(&self.logs(), marker)
     }
 
     /// Rewrites the config file (atomically, as editors do) and waits until the log has
@@ -204,6 +219,14 @@ impl Drop for Collector {
     }
 }
 
+/// The port in the last log line with `marker` followed by an address.
+fn listening_port(log: &str, marker: &str) -> u16 {
+    let line = log.lines().rev().find(|l| l.contains(marker)).unwrap();
+    let address = line.split(marker).nth(1).unwrap().split_whitespace().next();
+    let address: std::net::SocketAddr = address.unwrap().parse().unwrap();
+    address.port()
+}
+
 /// `GET http://127.0.0.1:{port}{path}`, returning the body.
 pub fn http_get(port: u16, path: &str) -> String {
     http_get_as(port, path, None)
@@ -232,6 +255,15 @@ pub fn http_get_as(port: u16, path: &str, token: Option<&str>) -> String {
 pub fn prometheus_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// The lines of the file at `path` (none while it does not exist).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Every line of the file at `path`, parsed as JSON (none while it does not exist).

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::net::{TcpListener, TcpSocket};
+
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -71,28 +73,123 @@ impl TraceService for Sink {
 }
 
 impl Sink {
-    /// Serves this sink on `port` (127.0.0.1) until the returned sender is dropped or fired.
-    pub async fn serve(&self, port: u16) -> tokio::sync::oneshot::Sender<()> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        let service = TraceServiceServer::new(self.clone())
-            .max_decoding_message_size(64 << 20)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                }),
-        );
-        stop
-    }
-
     pub fn received(&self) -> usize {
         self.spans.lock().unwrap().len()
+    }
+
+    /// How many of `ids` (hex span ids) it has not received.
+    pub fn missing(&self, ids: &[String]) -> usize {
+        let spans = self.spans.lock().unwrap();
+        ids.iter()
+            .filter(|id| u64::from_str_radix(id, 16).map_or(true, |id| !spans.contains_key(&id)))
+            .count()
+    }
+}
+
+/// What a [`Backend`] does with connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Refused while it never listened; after that, accepted and closed at once.
+    Down,
+    /// Accepted and never answered.
+    Hung,
+    /// Served: an OTLP/gRPC traces sink.
+    Up,
+}
+
+/// A destination at a fixed address that the test switches between down, hung and up. The
+/// address is held from the start, so nothing else can take it.
+pub struct Backend {
+    pub sink: Sink,
+    pub port: u16,
+    mode: tokio::sync::watch::Sender<Mode>,
+    /// The bound socket until it first listens.
+    unlistened: Mutex<Option<TcpSocket>>,
+}
+
+impl Backend {
+    pub fn new(mode: Mode) -> Backend {
+        Backend::with_sink(mode, Sink::default())
+    }
+
+    /// A backend that records into `sink`, which other backends may share.
+    pub fn with_sink(mode: Mode, sink: Sink) -> Backend {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let backend = Backend {
+            sink,
+            port: socket.local_addr().unwrap().port(),
+            mode: tokio::sync::watch::Sender::new(Mode::Down),
+            unlistened: Mutex::new(Some(socket)),
+        };
+        backend.set(mode);
+        backend
+    }
+
+    /// Switches to `mode`: connections held while hung are closed when it is left, and
+    /// connections served while up are closed when it is left.
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+        if mode == Mode::Down {
+            return;
+        }
+        let Some(socket) = self.unlistened.lock().unwrap().take() else {
+            return;
+        };
+        let listener = socket.listen(1024).unwrap();
+        tokio::spawn(serve(listener, self.mode.subscribe(), self.sink.clone()));
+    }
+}
+
+/// Accepts connections and does with each what the current mode says, until the backend
+/// goes.
+async fn serve(listener: TcpListener, mut mode: tokio::sync::watch::Receiver<Mode>, sink: Sink) {
+    type Connections = tokio::sync::mpsc::Sender<std::io::Result<tokio::net::TcpStream>>;
+    let mut held = Vec::new();
+    // The server of the current up period: its connections, and what stops it.
+    let mut serving: Option<(Connections, tokio::sync::oneshot::Sender<()>)> = None;
+    loop {
+        let current = *mode.borrow_and_update();
+        if current != Mode::Hung {
+            held.clear();
+        }
+        if current != Mode::Up {
+            serving = None;
+        } else if serving.is_none() {
+            let (connections, incoming) = tokio::sync::mpsc::channel(64);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let service = TraceServiceServer::new(sink.clone())
+                .max_decoding_message_size(64 << 20)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::ReceiverStream::new(incoming),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    ),
+            );
+            serving = Some((connections, stop));
+        }
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((connection, _)) = accepted else { continue };
+                match (current, &serving) {
+                    (Mode::Up, Some((connections, _))) => {
+                        let _ = connections.send(Ok(connection)).await;
+                    }
+                    (Mode::Hung, _) => held.push(connection),
+                    _ => drop(connection),
+                }
+            }
+            changed = mode.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -111,8 +208,13 @@ pub struct Load {
 
 impl Load {
     pub fn new() -> Arc<Load> {
+        Load::starting_at(1)
+    }
+
+    /// A load whose span ids start at `first`, so that two loads never share an id.
+    pub fn starting_at(first: u64) -> Arc<Load> {
         Arc::new(Load {
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first),
             acked: Mutex::new(Vec::new()),
             failed: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),

@@ -22,6 +22,8 @@ fn layout(secrets: &std::path::Path) -> Layout {
         node_metrics: None,
         gateway_metrics: Some("127.0.0.1:8889".into()),
         secrets_dir: secrets.to_path_buf(),
+        queue_dir: Some(secrets.join("queues")),
+        queue_mib: 64,
         gateway_memory_mib: 512,
         node_memory_mib: 256,
     }

@@ -4,24 +4,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use odigos_tests::traffic::{Load, Sink};
+use odigos_tests::traffic::{Backend, Load, Mode};
 use odigos_tests::*;
+use tokio::task::block_in_place;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_dash_nine_loses_nothing_acknowledged() {
-    let (grpc, sink_port) = (free_port(), free_port());
-    let queue = tempfile::tempdir().unwrap();
-    let config = format!(
+fn config(sink: u16, queue: &std::path::Path) -> String {
+    format!(
         "
 receivers:
   otlp:
     protocols:
-      grpc: {{endpoint: 127.0.0.1:{grpc}}}
+      grpc: {{endpoint: 127.0.0.1:0}}
 processors:
   batch: {{send_batch_size: 1000, timeout: 20ms}}
 exporters:
   otlp:
-    endpoint: http://127.0.0.1:{sink_port}
+    endpoint: http://127.0.0.1:{sink}
     compression: none
     timeout: 1s
     sending_queue: {{storage: file, directory: {dir}, max_size_mib: 512}}
@@ -31,36 +29,57 @@ service:
   pipelines:
     traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
 ",
-        dir = queue.path().display()
-    );
-    let endpoint: SocketAddr = ([127, 0, 0, 1], grpc).into();
-    let sink = Sink::default();
+        dir = queue.display()
+    )
+}
 
-    // The sink is down: everything acknowledged is only on the collector's disk when it dies.
-    let collector = Collector::start(&config, &[grpc]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_loses_nothing_acknowledged() {
+    let queue = tempfile::tempdir().unwrap();
+    // The destination is down: what the collector acknowledges is only on its disk.
+    let sink = Backend::new(Mode::Down);
+    let config = config(sink.port, queue.path());
+    let mut collector = block_in_place(|| Collector::start(&config));
+    let endpoint: SocketAddr = ([127, 0, 0, 1], block_in_place(|| collector.port("grpc"))).into();
     let load = Load::new();
     let running = load.start(endpoint, 4, 20_000);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    tokio::task::block_in_place(|| collector.kill());
-    let acked_before_crash = load.acked().len();
+    let queued =
+        block_in_place(|| wait_for(Duration::from_secs(60), || load.acked().len() >= 20_000));
     assert!(
-        acked_before_crash >= 30_000,
-        "only {acked_before_crash} spans acknowledged before the crash"
+        queued,
+        "acknowledged only {}:\n{}",
+        load.acked().len(),
+        collector.logs()
     );
-
-    // Restart on the same queue, bring the sink up, and keep the load going a little.
-    let mut collector = Collector::start(&config, &[grpc]);
-    let _sink = sink.serve(sink_port).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    block_in_place(|| collector.kill());
     load.stop();
     running.await.unwrap();
+    let before_crash = load.acked();
 
-    let acked = load.acked();
-    let all_arrived = wait_for(Duration::from_secs(30), || {
-        let spans = sink.spans.lock().unwrap();
-        acked.iter().all(|id| spans.contains_key(id))
+    // Restart on the same queue, bring the destination up, and send some more.
+    let mut collector = block_in_place(|| Collector::start(&config));
+    sink.set(Mode::Up);
+    let endpoint: SocketAddr = ([127, 0, 0, 1], block_in_place(|| collector.port("grpc"))).into();
+    let after = Load::starting_at(1 << 40);
+    let running = after.start(endpoint, 4, 20_000);
+    let more =
+        block_in_place(|| wait_for(Duration::from_secs(60), || after.acked().len() >= 5_000));
+    assert!(
+        more,
+        "not acknowledged after the restart:\n{}",
+        collector.logs()
+    );
+    after.stop();
+    running.await.unwrap();
+
+    let acked: Vec<u64> = before_crash.iter().chain(&after.acked()).copied().collect();
+    let all_arrived = block_in_place(|| {
+        wait_for(Duration::from_secs(60), || {
+            let spans = sink.sink.spans.lock().unwrap();
+            acked.iter().all(|id| spans.contains_key(id))
+        })
     });
-    let spans = sink.spans.lock().unwrap();
+    let spans = sink.sink.spans.lock().unwrap();
     let missing = acked.iter().filter(|id| !spans.contains_key(id)).count();
     assert!(
         all_arrived,
@@ -69,8 +88,9 @@ service:
     );
     let duplicates = spans.values().filter(|s| s.copies > 1).count();
     println!(
-        "acknowledged {} spans ({acked_before_crash} before the crash), {} received, {duplicates} duplicated",
+        "acknowledged {} spans ({} before the crash), {} received, {duplicates} duplicated",
         acked.len(),
+        before_crash.len(),
         spans.len()
     );
     drop(spans);

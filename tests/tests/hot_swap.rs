@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use odigos_tests::traffic::{Load, Sink};
+use odigos_tests::traffic::{Backend, Load, Mode, Sink};
 use odigos_tests::*;
+use tokio::task::block_in_place;
 
 struct Ports {
-    grpc: u16,
     sink_a: u16,
     sink_b: u16,
 }
@@ -28,7 +28,7 @@ fn config(ports: &Ports, i: usize) -> String {
 receivers:
   otlp:
     protocols:
-      grpc: {{endpoint: 127.0.0.1:{grpc}}}
+      grpc: {{endpoint: 127.0.0.1:0}}
 processors:
   attributes/tag:
     actions: [{{key: tag, action: upsert, value: g{i}}}]
@@ -44,7 +44,6 @@ service:
       processors: [attributes/tag, batch]
       exporters: {exporters}
 ",
-        grpc = ports.grpc,
         a = ports.sink_a,
         b = ports.sink_b,
     )
@@ -58,28 +57,37 @@ fn generation(tag: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_swaps_under_load_lose_nothing() {
-    let ports = Ports {
-        grpc: free_port(),
-        sink_a: free_port(),
-        sink_b: free_port(),
-    };
     let sink = Sink::default();
-    let _a = sink.serve(ports.sink_a).await;
-    let _b = sink.serve(ports.sink_b).await;
-    let mut collector = Collector::start(&config(&ports, 0), &[ports.grpc]);
+    let a = Backend::with_sink(Mode::Up, sink.clone());
+    let b = Backend::with_sink(Mode::Up, sink.clone());
+    let ports = Ports {
+        sink_a: a.port,
+        sink_b: b.port,
+    };
+    let mut collector = block_in_place(|| Collector::start(&config(&ports, 0)));
     let pid = collector.pid();
 
     let load = Load::new();
     *load.generation.lock().unwrap() = "g0".into();
-    let endpoint: SocketAddr = ([127, 0, 0, 1], ports.grpc).into();
+    let endpoint: SocketAddr = ([127, 0, 0, 1], block_in_place(|| collector.port("grpc"))).into();
     let running = load.start(endpoint, 4, 20_000);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each config must carry traffic before the next one comes.
+    let carries = |load: &Load| {
+        let from = load.acked().len();
+        let flowing = block_in_place(|| {
+            wait_for(Duration::from_secs(30), || {
+                load.acked().len() > from + 1_000
+            })
+        });
+        assert!(flowing, "spans stopped being acknowledged");
+    };
+    carries(&load);
 
     for i in 1..=20 {
         if i == 10 {
             // A broken config mid-load is refused whole, and the running pipeline carries on.
             let broken = config(&ports, i).replace("batch: {", "batchh: {");
-            tokio::task::block_in_place(|| collector.rewrite(&broken, "config refused", 1));
+            block_in_place(|| collector.rewrite(&broken, "config refused", 1));
             assert!(
                 collector
                     .logs()
@@ -88,20 +96,14 @@ async fn twenty_swaps_under_load_lose_nothing() {
                 collector.logs()
             );
         }
-        tokio::task::block_in_place(|| collector.rewrite(&config(&ports, i), "config applied", i));
+        block_in_place(|| collector.rewrite(&config(&ports, i), "config applied", i));
         *load.generation.lock().unwrap() = format!("g{i}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        carries(&load);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     load.stop();
     running.await.unwrap();
 
     let acked = load.acked();
-    assert!(
-        acked.len() >= 60_000,
-        "only {} spans acknowledged",
-        acked.len()
-    );
     let all_arrived = wait_for(Duration::from_secs(20), || {
         let spans = sink.spans.lock().unwrap();
         acked.iter().all(|id| spans.contains_key(id))

@@ -158,15 +158,17 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
         .await
         .unwrap();
     let secrets = tempfile::tempdir().unwrap();
-    let gateway_port = free_port();
+    // Only a gateway runs here: it listens on a port of its choosing.
     let layout = Layout {
-        node_grpc: format!("127.0.0.1:{}", free_port()),
-        node_http: format!("127.0.0.1:{}", free_port()),
-        gateway_listen: format!("127.0.0.1:{gateway_port}"),
-        gateway_endpoint: format!("http://127.0.0.1:{gateway_port}"),
+        node_grpc: "127.0.0.1:0".into(),
+        node_http: "127.0.0.1:0".into(),
+        gateway_listen: "127.0.0.1:0".into(),
+        gateway_endpoint: "http://127.0.0.1:4317".into(),
         node_metrics: None,
         gateway_metrics: None,
         secrets_dir: secrets.path().to_path_buf(),
+        queue_dir: None,
+        queue_mib: 0,
         gateway_memory_mib: 256,
         node_memory_mib: 128,
     };
@@ -263,17 +265,14 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
     let state_dir = tempfile::tempdir().unwrap();
     let state_path = state_dir.path().display().to_string();
     let _gateway = tokio::task::block_in_place(|| {
-        Collector::with_args(
-            &[
-                "--opamp-endpoint",
-                &endpoint,
-                "--role",
-                "gateway",
-                "--state-dir",
-                &state_path,
-            ],
-            &[gateway_port],
-        )
+        Collector::with_args(&[
+            "--opamp-endpoint",
+            &endpoint,
+            "--role",
+            "gateway",
+            "--state-dir",
+            &state_path,
+        ])
     });
     eventually(
         "the Destination is Ready once the gateway runs it",

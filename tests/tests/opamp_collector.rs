@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use odigos_server::opamp::{ConfigStatus, Options, Selector, Server};
-use odigos_tests::traffic::{Load, Sink};
+use odigos_tests::traffic::{Backend, Load, Mode};
 use odigos_tests::*;
 
 fn yaml(text: String) -> BTreeMap<String, (Vec<u8>, String)> {
@@ -20,13 +20,13 @@ fn yaml(text: String) -> BTreeMap<String, (Vec<u8>, String)> {
     .into()
 }
 
-fn collector_config(grpc: u16, sink: u16, processor: &str) -> String {
+fn collector_config(sink: u16, processor: &str) -> String {
     format!(
         "
 receivers:
   otlp:
     protocols:
-      grpc: {{endpoint: 127.0.0.1:{grpc}}}
+      grpc: {{endpoint: 127.0.0.1:0}}
 processors:
   {processor}: {{}}
 exporters:
@@ -44,17 +44,14 @@ service:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_takes_remote_configs_and_survives_a_server_restart() {
-    let (opamp_port, grpc, sink_port) = (free_port(), free_port(), free_port());
-    let opamp_address = format!("127.0.0.1:{opamp_port}");
     let options = Options {
         token: Some("t0k".into()),
         ..Options::default()
     };
-    let server = Server::start(&opamp_address, options.clone())
-        .await
-        .unwrap();
-    let sink = Sink::default();
-    let _sink = sink.serve(sink_port).await;
+    let server = Server::start("127.0.0.1:0", options.clone()).await.unwrap();
+    let opamp_address = server.address.to_string();
+    let sink = Backend::new(Mode::Up);
+    let sink_port = sink.port;
     let state = tempfile::tempdir().unwrap();
     let endpoint = format!("ws://{opamp_address}/v1/opamp");
     let state_dir = state.path().display().to_string();
@@ -68,7 +65,7 @@ async fn collector_takes_remote_configs_and_survives_a_server_restart() {
         "--role",
         "gateway",
     ];
-    let mut collector = tokio::task::block_in_place(|| Collector::with_args(&args, &[]));
+    let mut collector = tokio::task::block_in_place(|| Collector::with_args(&args));
     let pid = collector.pid();
 
     let find = |server: &Server| {
@@ -93,10 +90,9 @@ async fn collector_takes_remote_configs_and_survives_a_server_restart() {
         key: "odigos.role".into(),
         value: "gateway".into(),
     };
-    let good = server.fleet.set_config(
-        gateways.clone(),
-        yaml(collector_config(grpc, sink_port, "batch")),
-    );
+    let good = server
+        .fleet
+        .set_config(gateways.clone(), yaml(collector_config(sink_port, "batch")));
     let applied = wait_for(Duration::from_secs(15), || {
         find(&server).unwrap().config == ConfigStatus::Applied { hash: good.clone() }
     });
@@ -107,24 +103,31 @@ async fn collector_takes_remote_configs_and_survives_a_server_restart() {
         collector.logs()
     );
     let effective = &find(&server).unwrap().effective_config["collector.yaml"];
-    assert!(
-        effective.contains(&format!("127.0.0.1:{grpc}")),
-        "{effective}"
-    );
+    assert!(effective.contains("127.0.0.1:0"), "{effective}");
     assert!(
         !effective.contains("supersecret") && effective.contains("[REDACTED]"),
         "secrets redacted: {effective}"
     );
-    tokio::task::block_in_place(|| collector.wait_for_ports(&[grpc]));
+    let grpc = tokio::task::block_in_place(|| collector.port("grpc"));
 
     let load = Load::new();
     let running = load.start(SocketAddr::from(([127, 0, 0, 1], grpc)), 2, 5_000);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let flowing = |more: usize| {
+        let from = load.acked().len();
+        tokio::task::block_in_place(|| {
+            wait_for(Duration::from_secs(15), || load.acked().len() > from + more)
+        })
+    };
+    assert!(
+        flowing(1_000),
+        "spans are not acknowledged:\n{}",
+        collector.logs()
+    );
 
     // An invalid config is refused with its errors; the running one keeps serving.
     let bad = server
         .fleet
-        .set_config(gateways, yaml(collector_config(grpc, sink_port, "bogus")));
+        .set_config(gateways, yaml(collector_config(sink_port, "bogus")));
     let failed = wait_for(Duration::from_secs(15), || {
         matches!(find(&server).unwrap().config, ConfigStatus::Failed { .. })
     });
@@ -137,17 +140,15 @@ async fn collector_takes_remote_configs_and_survives_a_server_restart() {
         error.contains("unknown processor type \"bogus\""),
         "{error}"
     );
-    let before = load.acked().len();
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        load.acked().len() > before + 1_000,
+        flowing(1_000),
         "spans stopped flowing after the refused config"
     );
 
     // The server goes away; spans keep flowing; it comes back knowing nothing, and the agent
     // reconnects and reports its full state.
     server.stop().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(flowing(1_000), "spans stopped flowing without the server");
     let server = Server::start(&opamp_address, options).await.unwrap();
     let back = wait_for(Duration::from_secs(20), || {
         find(&server)
@@ -167,7 +168,7 @@ async fn collector_takes_remote_configs_and_survives_a_server_restart() {
     running.await.unwrap();
     let acked = load.acked();
     let all_arrived = wait_for(Duration::from_secs(15), || {
-        let spans = sink.spans.lock().unwrap();
+        let spans = sink.sink.spans.lock().unwrap();
         acked.iter().all(|id| spans.contains_key(id))
     });
     assert!(all_arrived, "acknowledged spans were lost");
@@ -177,8 +178,8 @@ async fn collector_takes_remote_configs_and_survives_a_server_restart() {
     collector.stop();
 
     // Restarted while the server is down, the collector comes back to its last good config.
-    let mut restarted = tokio::task::block_in_place(|| Collector::with_args(&args, &[]));
-    tokio::task::block_in_place(|| restarted.wait_for_ports(&[grpc]));
+    let mut restarted = tokio::task::block_in_place(|| Collector::with_args(&args));
+    tokio::task::block_in_place(|| restarted.port("grpc"));
     assert!(
         restarted
             .logs()

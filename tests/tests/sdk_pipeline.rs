@@ -8,23 +8,15 @@ use std::time::Duration;
 
 use odigos_tests::*;
 
-struct Ports {
-    edge_grpc: u16,
-    edge_http: u16,
-    edge_metrics: u16,
-    sink_grpc: u16,
-    sink_http: u16,
-}
-
-fn sink_config(ports: &Ports, dir: &std::path::Path) -> String {
+fn sink_config(dir: &std::path::Path) -> String {
     let d = dir.display();
     format!(
         "
 receivers:
   otlp:
     protocols:
-      grpc: {{endpoint: 127.0.0.1:{grpc}}}
-      http: {{endpoint: 127.0.0.1:{http}}}
+      grpc: {{endpoint: 127.0.0.1:0}}
+      http: {{endpoint: 127.0.0.1:0}}
 exporters:
   file/traces: {{path: {d}/traces.jsonl}}
   file/metrics: {{path: {d}/metrics.jsonl}}
@@ -35,22 +27,21 @@ service:
     traces: {{receivers: [otlp], exporters: [file/traces]}}
     metrics: {{receivers: [otlp], exporters: [file/metrics]}}
     logs: {{receivers: [otlp], exporters: [file/logs]}}
-",
-        grpc = ports.sink_grpc,
-        http = ports.sink_http,
+"
     )
 }
 
-fn edge_config(ports: &Ports) -> String {
+/// The edge collector, forwarding to the sink's gRPC and HTTP ports.
+fn edge_config(sink_grpc: u16, sink_http: u16) -> String {
     format!(
         "
 receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: 127.0.0.1:{edge_grpc}
+        endpoint: 127.0.0.1:0
       http:
-        endpoint: 127.0.0.1:{edge_http}
+        endpoint: 127.0.0.1:0
 processors:
   memory_limiter:
     limit_mib: 1024
@@ -79,7 +70,7 @@ exporters:
 service:
   telemetry:
     metrics:
-      address: 127.0.0.1:{edge_metrics}
+      address: 127.0.0.1:0
   pipelines:
     traces:
       receivers: [otlp]
@@ -93,12 +84,7 @@ service:
       receivers: [otlp]
       processors: [attributes/privacy, batch]
       exporters: [otlp/sink]
-",
-        edge_grpc = ports.edge_grpc,
-        edge_http = ports.edge_http,
-        edge_metrics = ports.edge_metrics,
-        sink_grpc = ports.sink_grpc,
-        sink_http = ports.sink_http,
+"
     )
 }
 
@@ -143,28 +129,19 @@ fn sha256_hex(text: &str) -> String {
 
 #[test]
 fn sdk_telemetry_flows_through_two_collectors() {
-    let ports = Ports {
-        edge_grpc: free_port(),
-        edge_http: free_port(),
-        edge_metrics: free_port(),
-        sink_grpc: free_port(),
-        sink_http: free_port(),
-    };
     let out = tempfile::tempdir().unwrap();
-    let sink = Collector::start(
-        &sink_config(&ports, out.path()),
-        &[ports.sink_grpc, ports.sink_http],
-    );
-    let edge = Collector::start(&edge_config(&ports), &[ports.edge_grpc, ports.edge_http]);
+    let mut sink = Collector::start(&sink_config(out.path()));
+    let mut edge = Collector::start(&edge_config(sink.port("grpc"), sink.port("http")));
+    let edge_metrics = edge.metrics_port();
 
     send(
         "grpc",
-        &format!("http://127.0.0.1:{}", ports.edge_grpc),
+        &format!("http://127.0.0.1:{}", edge.port("grpc")),
         "py-grpc",
     );
     send(
         "http",
-        &format!("http://127.0.0.1:{}", ports.edge_http),
+        &format!("http://127.0.0.1:{}", edge.port("http")),
         "py-http",
     );
 
@@ -185,8 +162,18 @@ fn sdk_telemetry_flows_through_two_collectors() {
         edge.logs(),
         sink.logs()
     );
-    // Anything late would show up now.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nothing more can arrive once the edge reports every item it kept as sent.
+    let all_sent = wait_for(Duration::from_secs(15), || {
+        let text = http_get(edge_metrics, "/metrics");
+        let sent = |series: &str| prometheus_value(&text, series).unwrap_or(0.0);
+        sent("otelcol_exporter_sent_spans{exporter=\"otlp/sink\"}") >= 6.0
+            && sent("otelcol_exporter_sent_metric_points{exporter=\"otlphttp/sink\"}") >= 2.0
+    });
+    assert!(
+        all_sent,
+        "the edge did not send everything:\n{}",
+        edge.logs()
+    );
 
     // Traces: healthchecks filtered, attributes hashed, inserted and renamed, resource changed.
     let requests = json_lines(&traces);
@@ -282,7 +269,7 @@ fn sdk_telemetry_flows_through_two_collectors() {
     assert_eq!(order_ids, ["100", "100", "101", "101"]);
 
     // The edge collector's own metrics account for everything.
-    let text = http_get(ports.edge_metrics, "/metrics");
+    let text = http_get(edge_metrics, "/metrics");
     let accepted = |transport: &str| {
         prometheus_value(
             &text,
@@ -401,7 +388,7 @@ service:
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
         stderr.contains(&format!(
-            "receivers.otlp: cannot listen on 127.0.0.1:{port}"
+            "receivers.otlp: grpc: cannot listen on 127.0.0.1:{port}"
         )),
         "{stderr}"
     );

@@ -9,138 +9,13 @@
 //! the end, and the collector processes must be the ones started first (same pids).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use odigos_tests::traffic::Sink;
+use odigos_tests::traffic::{Backend, Mode};
+use odigos_tests::up::Up;
 use odigos_tests::*;
-
-struct Up {
-    child: Child,
-    dir: tempfile::TempDir,
-    opamp: u16,
-    grpc: u16,
-}
-
-impl Up {
-    /// Starts `odigos up` in a new directory whose `odigos.d/` holds `files` (name, text).
-    fn start(files: &[(&str, String)]) -> Up {
-        let dir = tempfile::tempdir().unwrap();
-        let desired = dir.path().join("odigos.d");
-        std::fs::create_dir(&desired).unwrap();
-        for (name, text) in files {
-            std::fs::write(desired.join(name), text).unwrap();
-        }
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-        let address = |p: u16| format!("127.0.0.1:{p}");
-        let child = Command::new(odigos_binary())
-            .current_dir(dir.path())
-            .args([
-                "up",
-                "--otlp-grpc",
-                &address(ports[0]),
-                "--otlp-http",
-                &address(ports[1]),
-            ])
-            .args([
-                "--opamp",
-                &address(ports[2]),
-                "--gateway",
-                &address(ports[3]),
-            ])
-            .args([
-                "--node-metrics",
-                &address(ports[4]),
-                "--gateway-metrics",
-                &address(ports[5]),
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(std::fs::File::create(dir.path().join("up.out")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut up = Up {
-            child,
-            dir,
-            opamp: ports[2],
-            grpc: ports[0],
-        };
-        let ready = wait_for(Duration::from_secs(60), || {
-            assert!(
-                up.child.try_wait().unwrap().is_none(),
-                "odigos up exited:\n{}",
-                up.logs()
-            );
-            up.output().contains("odigos is up\n")
-        });
-        assert!(ready, "odigos up did not get ready:\n{}", up.logs());
-        up
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.path("up.out")).unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(self.path("up.log")).unwrap_or_default()
-    }
-
-    /// Writes a file in `odigos.d/` as editors do: a temporary file renamed over it.
-    fn write(&self, name: &str, text: &str) {
-        let staged = self.path(&format!("{name}.partial"));
-        std::fs::write(&staged, text).unwrap();
-        std::fs::rename(&staged, self.path("odigos.d").join(name)).unwrap();
-    }
-
-    fn state(&self) -> serde_json::Value {
-        let token = std::fs::read_to_string(self.path(".odigos/token")).unwrap();
-        let body = http_get_as(self.opamp, "/api/v1/state", Some(token.trim()));
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
-    /// Waits until the gateway and node collectors all run the configs of the current
-    /// desired state, `generation` or later.
-    fn wait_applied(&self, generation: u64) -> serde_json::Value {
-        let mut last = serde_json::Value::Null;
-        let done = wait_for(Duration::from_secs(20), || {
-            last = self.state();
-            last["generation"].as_u64() >= Some(generation)
-                && ["gateway", "node"].iter().all(|role| {
-                    let r = &last["rollouts"][role];
-                    r["agents"].as_u64() > Some(0) && r["applied"] == r["agents"]
-                })
-        });
-        assert!(done, "not applied:\n{last:#}\n{}", self.logs());
-        last
-    }
-
-    /// The pids of the collector processes `odigos up` started.
-    fn collector_pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap() {
-            let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
-            pids.extend(
-                children
-                    .split_whitespace()
-                    .map(|p| p.parse::<u32>().unwrap()),
-            );
-        }
-        pids.sort();
-        pids
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn destination(name: &str, port: u16, disabled: bool) -> String {
     format!(
@@ -156,14 +31,6 @@ spec:
   renameAttribute:
     renames: {user.id: enduser.id}
 ";
-
-fn acked(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 /// Hex span ids in the file destination's output.
 fn archived(path: &Path) -> std::collections::HashSet<String> {
@@ -196,15 +63,14 @@ async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart
     let pids = up.collector_pids();
     assert_eq!(pids.len(), 2, "gateway and node collector: {pids:?}");
 
-    let sink = Sink::default();
-    let sink_port = free_port();
-    let _sink = sink.serve(sink_port).await;
+    let backend = Backend::new(Mode::Up);
+    let (sink, sink_port) = (&backend.sink, backend.port);
     let acked_file = up.path("acked.txt");
     let mut sdk = Command::new(python())
         .arg(workspace().join("tests/python/stream_spans.py"))
         .args([
             "--endpoint",
-            &format!("http://127.0.0.1:{}", up.grpc),
+            &format!("http://127.0.0.1:{}", up.grpc()),
             "--service",
             "shop",
         ])
@@ -213,7 +79,7 @@ async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let flowing = wait_for(Duration::from_secs(30), || acked(&acked_file).len() > 100);
+    let flowing = wait_for(Duration::from_secs(30), || lines(&acked_file).len() > 100);
     assert!(
         flowing,
         "the SDK's spans are not acknowledged:\n{}",
@@ -282,19 +148,19 @@ async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart
         state["destinations"]["default/sink"]["plan"]["status"],
         "disabled"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let stopped_at = sink.received();
-    let acked_at = acked(&acked_file).len();
+    // What the node acknowledges from now on reaches a gateway that no longer routes there.
+    let acked_at = lines(&acked_file).len();
     let more = wait_for(Duration::from_secs(10), || {
-        acked(&acked_file).len() > acked_at + 200
+        lines(&acked_file).len() > acked_at + 200
     });
     assert!(
         more,
         "spans stopped flowing after the Destination was disabled"
     );
+    let after_disable = lines(&acked_file)[acked_at..].to_vec();
     assert_eq!(
-        sink.received(),
-        stopped_at,
+        sink.missing(&after_disable),
+        after_disable.len(),
         "the disabled Destination still receives spans"
     );
 
@@ -310,7 +176,7 @@ async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart
         .read_to_string(&mut report)
         .unwrap();
     assert!(status.success(), "the SDK failed: {report}");
-    let acked = acked(&acked_file);
+    let acked = lines(&acked_file);
     let started = Instant::now();
     let complete = wait_for(Duration::from_secs(20), || {
         let seen = archived(&archive);
@@ -326,6 +192,12 @@ async fn desired_state_edits_change_the_running_pipeline_without_loss_or_restart
         started.elapsed(),
         &missing[..missing.len().min(5)],
         up.logs()
+    );
+    // Everything has arrived where it goes: still nothing from after the disable at the sink.
+    assert_eq!(
+        sink.missing(&after_disable),
+        after_disable.len(),
+        "the disabled Destination received spans acknowledged after it was disabled"
     );
     let sink_ids: Vec<u64> = sink.spans.lock().unwrap().keys().copied().collect();
     for id in &sink_ids {
@@ -403,7 +275,7 @@ fn sdk_agents_get_their_workload_settings_over_opamp() {
     let token = std::fs::read_to_string(up.path(".odigos/token")).unwrap();
     let mut agent = Command::new(python())
         .arg(workspace().join("tests/python/opamp_agent.py"))
-        .arg(format!("http://127.0.0.1:{}/v1/opamp", up.opamp))
+        .arg(format!("http://127.0.0.1:{}/v1/opamp", up.opamp()))
         .arg(token.trim())
         .arg("shop/deployment-checkout")
         .stdout(Stdio::piped())

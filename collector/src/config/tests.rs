@@ -158,3 +158,58 @@ service:
         "{errors}"
     );
 }
+
+#[test]
+fn connectors_join_pipelines_and_are_checked() {
+    let config = load(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+connectors:
+  routing:
+    match_once: false
+    default_pipelines: [traces/rest]
+    table:
+      - {condition: 'attributes[\"service.name\"] == \"cart\"', pipelines: [traces/cart]}
+exporters: {debug/cart: {}, debug/rest: {}}
+service:
+  pipelines:
+    traces/in: {receivers: [otlp], exporters: [routing]}
+    traces/cart: {receivers: [routing], exporters: [debug/cart]}
+    traces/rest: {receivers: [routing], exporters: [debug/rest]}
+",
+    )
+    .unwrap();
+    assert!(config.connectors.contains_key(&ComponentId::new("routing")));
+
+    let errors = load(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc:
+connectors:
+  forward: {}
+  forward/unused: {}
+  routing:
+    table:
+      - {statement: 'route() attributes[\"a\"]', pipelines: [traces/nowhere]}
+exporters: {debug: {}}
+service:
+  pipelines:
+    traces/a: {receivers: [otlp, forward], exporters: [forward]}
+    traces/b: {receivers: [routing], exporters: [debug]}
+",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "test.yaml:8: connectors.forward/unused: forward/unused must be an exporter of one pipeline and a receiver of another",
+        "connectors.routing.table.0.statement: \"route() attributes[\\\"a\\\"]\" is not of the form route() where CONDITION",
+        "service.pipelines.traces/a: data from traces/a comes back to it through connectors",
+    ] {
+        assert!(errors.contains(expected), "{expected}\nnot in:\n{errors}");
+    }
+}

@@ -1,13 +1,15 @@
 //! `debug`: logs what passes through, as a summary, one line per item, or in full.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
+use bytes::Bytes;
+use odigos_proto::Signal;
 use serde::Deserialize;
 
-use crate::batch::{Batch, Decoded};
+use super::queue::{self, QueueConfig, RetryConfig, SendError, Sender};
+use crate::batch::Decoded;
 use crate::config::{ComponentConfig, ComponentId};
-use crate::consumer::{ConsumeError, Consumer, Next};
+use crate::consumer::Next;
+use crate::topology::Context;
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,20 +36,20 @@ struct Debug {
 }
 
 #[async_trait]
-impl Consumer for Debug {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let (signal, items) = (batch.signal(), batch.items());
+impl Sender for Debug {
+    async fn send(&self, signal: Signal, body: Bytes) -> Result<(), SendError> {
+        let decoded = Decoded::decode(signal, &body)
+            .map_err(|e| SendError::Permanent(format!("undecodable {signal}: {e}")))?;
+        let items = decoded.items();
         tracing::info!(exporter = %self.id, %signal, items, "{items} {}", signal.item_name());
-        if self.verbosity == Verbosity::Basic {
-            return Ok(());
-        }
-        let decoded = batch.into_decoded();
-        if self.verbosity == Verbosity::Detailed {
-            tracing::info!(exporter = %self.id, "{}", decoded.to_json());
-            return Ok(());
-        }
-        for line in summary_lines(&decoded) {
-            tracing::info!(exporter = %self.id, "{line}");
+        match self.verbosity {
+            Verbosity::Basic => {}
+            Verbosity::Detailed => tracing::info!(exporter = %self.id, "{}", decoded.to_json()),
+            Verbosity::Normal => {
+                for line in summary_lines(&decoded) {
+                    tracing::info!(exporter = %self.id, "{line}");
+                }
+            }
         }
         Ok(())
     }
@@ -99,9 +101,20 @@ fn summary_lines(decoded: &Decoded) -> Vec<String> {
     }
 }
 
-pub(super) fn build(config: &DebugConfig, id: &ComponentId) -> Next {
-    Arc::new(Debug {
+pub(super) fn build(
+    config: &DebugConfig,
+    id: &ComponentId,
+    context: &Context,
+) -> Result<Next, String> {
+    let debug = Debug {
         id: id.to_string(),
         verbosity: config.verbosity,
-    })
+    };
+    queue::build(
+        id,
+        Box::new(debug),
+        &QueueConfig::default(),
+        &RetryConfig::default(),
+        context,
+    )
 }

@@ -1,4 +1,5 @@
-//! `file`: writes each batch as one line of OTLP JSON, rotating by size.
+//! `file`: writes each batch as one line of OTLP JSON, rotating by size, from a sending queue
+//! of its own (the default memory queue) so that a slow disk holds up nothing else.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -6,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use odigos_proto::Signal;
 use serde::Deserialize;
 
-use crate::Batch;
+use super::queue::{self, QueueConfig, RetryConfig, SendError, Sender};
+use crate::Decoded;
 use crate::config::{ComponentConfig, ComponentId};
-use crate::consumer::{ConsumeError, Consumer, Next};
-use crate::telemetry::Counter;
+use crate::consumer::Next;
 use crate::topology::Context;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -107,38 +110,44 @@ impl Output {
 }
 
 struct FileExporter {
-    id: String,
-    output: Mutex<Output>,
+    output: Arc<Mutex<Output>>,
     rotation: Option<RotationConfig>,
-    written: [Counter; 3],
 }
 
 #[async_trait]
-impl Consumer for FileExporter {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let (signal, items) = (batch.signal(), batch.items());
-        let mut line = batch.into_decoded().to_json();
+impl Sender for FileExporter {
+    async fn send(&self, signal: Signal, body: Bytes) -> Result<(), SendError> {
+        let decoded = Decoded::decode(signal, &body)
+            .map_err(|e| SendError::Permanent(format!("undecodable {signal}: {e}")))?;
+        let mut line = decoded.to_json();
         line.push('\n');
-        let mut output = self.output.lock().unwrap();
-        let write = |output: &mut Output| -> std::io::Result<()> {
-            if let Some(rotation) = &self.rotation
-                && output.size > 0
-                && output.size + line.len() as u64 > rotation.max_megabytes << 20
-            {
-                output.rotate(rotation.max_backups)?;
-            }
-            output.writer.write_all(line.as_bytes())?;
-            output.writer.flush()?;
-            output.size += line.len() as u64;
-            Ok(())
-        };
-        write(&mut output).map_err(|e| {
-            let message = format!("cannot write {}: {e}", output.path.display());
-            tracing::error!(exporter = %self.id, "{message}");
-            ConsumeError::Rejected(message)
-        })?;
-        self.written[signal as usize].add(items);
-        Ok(())
+        let (output, rotation) = (self.output.clone(), self.rotation.clone());
+        // Off the async threads: a slow disk must not hold up the runtime.
+        let written = tokio::task::spawn_blocking(move || {
+            let mut output = output.lock().unwrap();
+            let write = |output: &mut Output| -> std::io::Result<()> {
+                if let Some(rotation) = &rotation
+                    && output.size > 0
+                    && output.size + line.len() as u64 > rotation.max_megabytes << 20
+                {
+                    output.rotate(rotation.max_backups)?;
+                }
+                output.writer.write_all(line.as_bytes())?;
+                output.writer.flush()?;
+                output.size += line.len() as u64;
+                Ok(())
+            };
+            write(&mut output).map_err(|e| format!("cannot write {}: {e}", output.path.display()))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(SendError::Retryable {
+                message,
+                after: None,
+            }),
+            Err(e) => Err(SendError::Permanent(format!("file writer failed: {e}"))),
+        }
     }
 }
 
@@ -149,17 +158,15 @@ pub(super) fn build(
 ) -> Result<Next, String> {
     let output = Output::open(&config.path)
         .map_err(|e| format!("cannot open {}: {e}", config.path.display()))?;
-    let written = odigos_proto::Signal::ALL.map(|s| {
-        context.registry.counter(
-            &format!("otelcol_exporter_sent_{}", s.item_name()),
-            "Items delivered to the destination.",
-            &[("exporter", id.as_str())],
-        )
-    });
-    Ok(Arc::new(FileExporter {
-        id: id.to_string(),
-        output: Mutex::new(output),
+    let exporter = FileExporter {
+        output: Arc::new(Mutex::new(output)),
         rotation: config.rotation.clone(),
-        written,
-    }))
+    };
+    queue::build(
+        id,
+        Box::new(exporter),
+        &QueueConfig::default(),
+        &RetryConfig::default(),
+        context,
+    )
 }

@@ -295,7 +295,7 @@ struct AttributesProcessor {
 #[async_trait]
 impl Consumer for AttributesProcessor {
     async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
-        let decoded = batch.decoded_mut();
+        let decoded = batch.decoded_mut()?;
         let actions = self.actions.load();
         if self.on_resources {
             decoded.for_each_resource_attributes(|attributes| actions.apply(attributes));

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use odigos_proto::Signal;
 use serde::Deserialize;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -70,27 +70,27 @@ impl ComponentConfig for BatchConfig {
 /// that arrive together, short next to a sender's round trip.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// A batch and the caller waiting to hear whether it was delivered.
-type Waiting = (Batch, oneshot::Sender<Result<(), ConsumeError>>);
+/// Requests waiting to join a batch; beyond them senders are told to retry.
+const WAITING: usize = 64;
 
 struct BatchProcessor {
-    queue: mpsc::Sender<Waiting>,
+    queue: mpsc::Sender<Batch>,
 }
 
 #[async_trait]
 impl Consumer for BatchProcessor {
-    /// Returns once the batch this data joined has been accepted downstream.
+    /// Takes the data into the next batch; its senders hear when that batch is accepted
+    /// downstream, through the acks it carries.
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let stopped = || ConsumeError::Rejected("batch processor stopped".into());
-        let (reply, result) = oneshot::channel();
-        // Full means batches are not leaving (a slow or absent destination): say so at once.
-        self.queue.try_send((batch, reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                ConsumeError::Exhausted("batch processor is full, retry later".into())
+        // Full means batches are not leaving: say so at once.
+        self.queue.try_send(batch).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(batch) => batch.refuse(ConsumeError::Exhausted(
+                "batch processor is full, retry later".into(),
+            )),
+            mpsc::error::TrySendError::Closed(batch) => {
+                batch.refuse(ConsumeError::Exhausted("batch processor stopped".into()))
             }
-            mpsc::error::TrySendError::Closed(_) => stopped(),
-        })?;
-        result.await.unwrap_or_else(|_| Err(stopped()))
+        })
     }
 }
 
@@ -101,7 +101,7 @@ pub(super) fn build(
     next: Next,
     context: &Context,
 ) -> Next {
-    let (queue, incoming) = mpsc::channel(64);
+    let (queue, incoming) = mpsc::channel(WAITING);
     let dropped = context.registry.counter(
         &format!("otelcol_processor_batch_dropped_{}", signal.item_name()),
         "Items dropped because the next stage refused a batch.",
@@ -130,7 +130,6 @@ struct Batcher {
 #[derive(Default)]
 struct Pending {
     parts: Vec<Batch>,
-    waiting: Vec<oneshot::Sender<Result<(), ConsumeError>>>,
     items: usize,
 }
 
@@ -138,8 +137,8 @@ impl Batcher {
     /// Gathers data and sends batches. A batch goes out when it reaches `send_batch_size`, when
     /// nothing is being sent and its oldest data has waited [`LINGER`] (so a quiet pipeline adds
     /// little delay), or when its oldest data has waited `timeout`; at most `max_in_flight`
-    /// batches are sent at once. Senders are answered when their batch is accepted downstream.
-    async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Waiting>) {
+    /// batches are handed on at once.
+    async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Batch>) {
         let mut pending = Pending::default();
         let mut in_flight = JoinSet::new();
         let mut since = Instant::now();
@@ -166,14 +165,13 @@ impl Batcher {
             let full = pending.items >= self.config.send_batch_size && !room;
             tokio::select! {
                 received = incoming.recv(), if open && !full => match received {
-                    Some((batch, reply)) => {
+                    Some(batch) => {
                         if pending.parts.is_empty() {
                             since = Instant::now();
                             deadline = since + self.config.timeout;
                         }
                         pending.items += batch.items();
                         pending.parts.push(batch);
-                        pending.waiting.push(reply);
                     }
                     // Every sender is gone: the pipeline is shutting down.
                     None => open = false,
@@ -186,19 +184,16 @@ impl Batcher {
         while in_flight.join_next().await.is_some() {}
     }
 
+    /// Hands the joined batch on, in pieces of at most `send_batch_max_size`. A piece refused
+    /// downstream has refused its own senders; the others are unaffected.
     async fn send(self: Arc<Self>, pending: Pending) {
         let joined = Batch::concat(self.signal, pending.parts);
-        let mut result = Ok(());
         for piece in joined.split(self.config.send_batch_max_size) {
             let items = piece.items();
             if let Err(e) = self.next.consume(piece).await {
                 self.dropped.add(items);
                 tracing::warn!(processor = %self.id, items, error = %e, "batch refused downstream");
-                result = Err(e);
             }
-        }
-        for reply in pending.waiting {
-            let _ = reply.send(result.clone());
         }
     }
 }
@@ -210,25 +205,30 @@ mod tests {
     use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
     use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
+    use tokio::sync::{Semaphore, watch};
 
     use super::*;
+    use crate::ack::{Ack, Acks, Receipt};
 
-    /// Takes a while per batch and records the size of each.
-    #[derive(Default)]
-    struct Slow {
+    /// Holds each batch until the test lets it through, and records the size of each.
+    struct Gate {
         sizes: Mutex<Vec<usize>>,
+        open: Semaphore,
+        entered: watch::Sender<usize>,
     }
 
     #[async_trait]
-    impl Consumer for Slow {
+    impl Consumer for Gate {
         async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.entered.send_modify(|n| *n += 1);
+            self.open.acquire().await.unwrap().forget();
             self.sizes.lock().unwrap().push(batch.items());
+            batch.discard();
             Ok(())
         }
     }
 
-    fn logs(n: usize) -> Batch {
+    fn logs(n: usize) -> (Batch, Receipt) {
         let request = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {
@@ -238,43 +238,81 @@ mod tests {
                 ..Default::default()
             }],
         };
-        Batch::from_bytes(Signal::Logs, request.encode_to_vec().into()).unwrap()
+        let (ack, receipt) = Ack::new();
+        let batch = Batch::from_bytes(Signal::Logs, request.encode_to_vec().into()).unwrap();
+        (batch.with_acks(Acks::one(ack)), receipt)
     }
 
-    #[tokio::test]
+    // Paused time: timers fire only once every task waits, so the test sees no races.
+    #[tokio::test(start_paused = true)]
     async fn data_arriving_during_a_send_joins_the_next_batch() {
-        let slow = Arc::new(Slow::default());
+        let gate = Arc::new(Gate {
+            sizes: Mutex::new(Vec::new()),
+            open: Semaphore::new(0),
+            entered: watch::Sender::new(0),
+        });
         let config = BatchConfig {
             max_in_flight: 1,
             timeout: Duration::from_secs(5),
             ..Default::default()
         };
         let context = Context::new();
-        let batch = build(
-            &config,
-            &ComponentId::new("batch"),
-            Signal::Logs,
-            slow.clone(),
-            &context,
-        );
+        let id = ComponentId::new("batch");
+        let batch = build(&config, &id, Signal::Logs, gate.clone(), &context);
 
-        let first = tokio::spawn({
-            let batch = batch.clone();
-            async move { batch.consume(logs(1)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        // While the first batch is being sent, four more requests arrive; they go out together,
-        // and every sender hears back only once its data is delivered.
-        let rest: Vec<_> = (0..4)
-            .map(|_| {
-                let batch = batch.clone();
-                tokio::spawn(async move { batch.consume(logs(2)).await })
-            })
-            .collect();
-        assert_eq!(first.await.unwrap(), Ok(()));
-        for sender in rest {
-            assert_eq!(sender.await.unwrap(), Ok(()));
+        let mut receipts = Vec::new();
+        let (first, receipt) = logs(1);
+        batch.consume(first).await.unwrap();
+        receipts.push(receipt);
+        let mut entered = gate.entered.subscribe();
+        entered.wait_for(|&n| n == 1).await.unwrap();
+        // While the first batch is held downstream, four more requests arrive; they go out
+        // together once it is through.
+        for _ in 0..4 {
+            let (more, receipt) = logs(2);
+            batch.consume(more).await.unwrap();
+            receipts.push(receipt);
         }
-        assert_eq!(*slow.sizes.lock().unwrap(), [1, 8]);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        gate.open.add_permits(2);
+        for receipt in receipts {
+            assert_eq!(receipt.await, Ok(()));
+        }
+        assert_eq!(*gate.sizes.lock().unwrap(), [1, 8]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_downstream_reaches_only_the_senders_of_that_batch() {
+        struct RefuseBig;
+        #[async_trait]
+        impl Consumer for RefuseBig {
+            async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+                if batch.items() > 5 {
+                    return Err(batch.refuse(ConsumeError::Rejected("too big".into())));
+                }
+                batch.discard();
+                Ok(())
+            }
+        }
+        let config = BatchConfig {
+            send_batch_size: 5,
+            send_batch_max_size: 5,
+            ..Default::default()
+        };
+        let context = Context::new();
+        let id = ComponentId::new("batch");
+        let batch = build(&config, &id, Signal::Logs, Arc::new(RefuseBig), &context);
+        let (small, small_receipt) = logs(2);
+        let (big, big_receipt) = logs(9); // one resource: split cannot cut it
+        let (other, other_receipt) = logs(3);
+        for data in [small, big, other] {
+            batch.consume(data).await.unwrap();
+        }
+        assert_eq!(small_receipt.await, Ok(()));
+        assert_eq!(
+            big_receipt.await,
+            Err(ConsumeError::Rejected("too big".into()))
+        );
+        assert_eq!(other_receipt.await, Ok(()));
     }
 }

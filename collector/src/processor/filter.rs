@@ -292,7 +292,7 @@ impl Consumer for Filter {
             return self.next.consume(batch).await;
         }
         let before = batch.items();
-        let decoded = batch.decoded_mut();
+        let decoded = batch.decoded_mut()?;
         match decoded {
             Decoded::Traces(req) => {
                 for rs in &mut req.resource_spans {
@@ -326,6 +326,7 @@ impl Consumer for Filter {
         decoded.prune_empty();
         self.dropped.add(before - batch.items());
         if batch.is_empty() {
+            batch.discard();
             return Ok(());
         }
         self.next.consume(batch).await

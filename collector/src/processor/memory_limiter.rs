@@ -108,9 +108,9 @@ impl Consumer for MemoryLimiter {
     async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
         if self.over.load(Ordering::Relaxed) {
             self.refused.add(batch.items());
-            return Err(ConsumeError::Exhausted(
+            return Err(batch.refuse(ConsumeError::Exhausted(
                 "memory limit reached, retry later".into(),
-            ));
+            )));
         }
         self.next.consume(batch).await
     }

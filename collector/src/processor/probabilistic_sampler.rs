@@ -84,7 +84,7 @@ struct Sampler {
 impl Consumer for Sampler {
     async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
         let before = batch.items();
-        let decoded = batch.decoded_mut();
+        let decoded = batch.decoded_mut()?;
         let rate = **self.rate.load();
         let keep = |trace_id: &[u8]| keep(trace_id, rate.seed, rate.threshold);
         match decoded {
@@ -107,6 +107,7 @@ impl Consumer for Sampler {
         decoded.prune_empty();
         self.dropped.add(before - batch.items());
         if batch.is_empty() {
+            batch.discard();
             return Ok(());
         }
         self.next.consume(batch).await

@@ -659,11 +659,11 @@ impl Outbound {
             return None;
         }
         let outbound = std::mem::take(self);
-        Some(Batch::Encoded {
-            signal: Signal::Traces,
-            bytes: outbound.request.encode_to_vec().into(),
-            items: outbound.spans,
-        })
+        Some(Batch::trusted(
+            Signal::Traces,
+            outbound.request.encode_to_vec().into(),
+            outbound.spans,
+        ))
     }
 }
 
@@ -825,17 +825,30 @@ impl Consumer for TailSampler {
     /// Accepts a batch once its spans are held, not once their traces are delivered: holding
     /// senders for `decision_wait` would stall them. Refuses data, for the sender to retry,
     /// only while sampled traces cannot be sent, so memory stays bounded.
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
-        let Decoded::Traces(request) = batch.into_decoded() else {
-            return Err(ConsumeError::Rejected(
+    async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
+        let acks = batch.take_acks();
+        let held = match batch.into_decoded() {
+            Ok(Decoded::Traces(request)) => self.shared.add(by_origin(request)),
+            Ok(_) => Err(ConsumeError::Rejected(
                 "tail_sampling takes traces only".into(),
-            ));
+            )),
+            Err(e) => Err(e),
         };
-        if self.shared.add(by_origin(request))? {
-            // Full means the task is already due to look.
-            let _ = self.wake.try_send(());
+        match held {
+            Ok(wake) => {
+                // The spans are in the processor's hands now.
+                acks.accept();
+                if wake {
+                    // Full means the task is already due to look.
+                    let _ = self.wake.try_send(());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                acks.refuse(&e);
+                Err(e)
+            }
         }
-        Ok(())
     }
 }
 

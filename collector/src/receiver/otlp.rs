@@ -3,16 +3,19 @@
 mod grpc;
 mod http;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use bytes::Bytes;
 use odigos_proto::Signal;
 use serde::{Deserialize, Deserializer};
 
-use super::{Routes, Server, SharedRoutes};
+use super::{Output, Routes, Server};
 use crate::config::{ComponentConfig, ComponentId};
-use crate::consumer::{ConsumeError, Next};
+use crate::consumer::ConsumeError;
+use crate::receiver;
 use crate::telemetry::Counter;
 use crate::topology::Context;
 use crate::{Batch, Decoded};
@@ -106,39 +109,41 @@ impl ComponentConfig for OtlpConfig {
     }
 }
 
-/// A running OTLP receiver: its servers, and the routes and settings they read per request.
+/// A running OTLP receiver: its servers, and the output and settings they read per request.
 pub struct Running {
-    config: OtlpConfig,
-    routes: SharedRoutes,
+    output: Output,
     settings: Arc<ArcSwap<OtlpConfig>>,
     servers: Vec<Server>,
 }
 
-impl Running {
-    pub fn config(&self) -> &OtlpConfig {
-        &self.config
-    }
-
-    /// Where each server listens, e.g. `grpc 127.0.0.1:4317`.
-    pub fn endpoints(&self) -> Vec<String> {
+#[async_trait]
+impl receiver::Running for Running {
+    fn endpoints(&self) -> Vec<String> {
         self.servers
             .iter()
-            .map(|s| format!("{} {}", s.protocol, s.endpoint))
+            .map(|s| format!("{} {}", s.protocol, s.local))
             .collect()
     }
 
-    /// Stops every server, letting requests in progress finish.
-    pub async fn stop(self) {
+    async fn stop(self: Box<Self>) {
         for server in self.servers {
             server.stop().await;
         }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
     }
 }
 
 /// A configuration made ready for a receiver: new listeners opened, nothing switched yet.
 pub struct Prepared {
     config: OtlpConfig,
-    routes: SharedRoutes,
+    output: Output,
     /// Routes to switch to on commit, for a receiver that was already running.
     next_routes: Option<Routes>,
     settings: Arc<ArcSwap<OtlpConfig>>,
@@ -147,28 +152,29 @@ pub struct Prepared {
 
 /// Opens what `config` needs that `previous` does not already listen on. A server whose
 /// protocol and endpoint are unchanged is kept, with its socket and its open connections.
-pub async fn prepare(
+/// Every protocol that cannot start is reported.
+pub(super) async fn prepare(
     config: &OtlpConfig,
     id: &ComponentId,
     previous: Option<&Running>,
     routes: Routes,
     context: &Context,
-) -> Result<Prepared, String> {
-    let (shared_routes, next_routes, settings) = match previous {
+) -> Result<Prepared, Vec<String>> {
+    let (output, next_routes, settings) = match previous {
         Some(running) => (
-            running.routes.clone(),
+            running.output.clone(),
             Some(routes),
             running.settings.clone(),
         ),
         None => (
-            Arc::new(ArcSwap::from_pointee(routes)),
+            Output::new(routes),
             None,
             Arc::new(ArcSwap::from_pointee(config.clone())),
         ),
     };
     let mut prepared = Prepared {
         config: config.clone(),
-        routes: shared_routes,
+        output,
         next_routes,
         settings,
         started: Vec::new(),
@@ -183,6 +189,7 @@ pub async fn prepare(
             config.protocols.http.as_ref().map(|h| h.endpoint.clone()),
         ),
     ];
+    let mut errors = Vec::new();
     for (protocol, endpoint) in wanted {
         let Some(endpoint) = endpoint else { continue };
         let kept = previous.is_some_and(|p| {
@@ -193,28 +200,32 @@ pub async fn prepare(
         if kept {
             continue;
         }
-        let ingest = Ingest::new(id, protocol, prepared.routes.clone(), context);
+        let ingest = Ingest::new(id, protocol, prepared.output.clone(), context);
         let started = match protocol {
             "grpc" => grpc::start(&endpoint, ingest, prepared.settings.clone()).await,
             _ => http::start(&endpoint, ingest, prepared.settings.clone()).await,
         };
         match started {
             Ok(server) => prepared.started.push(server),
-            Err(e) => {
-                prepared.abort().await;
-                return Err(e);
-            }
+            Err(e) => errors.push(format!("{protocol}: {e}")),
         }
+    }
+    if !errors.is_empty() {
+        receiver::Prepared::abort(Box::new(prepared)).await;
+        return Err(errors);
     }
     Ok(prepared)
 }
 
-impl Prepared {
-    /// Switches to the new routes and settings; returns the running receiver and the servers it
-    /// no longer needs, to be stopped by the caller.
-    pub fn commit(self, previous: Option<Running>) -> (Running, Vec<Server>) {
+#[async_trait]
+impl receiver::Prepared for Prepared {
+    fn commit(
+        self: Box<Self>,
+        previous: Option<Box<dyn receiver::Running>>,
+    ) -> (Box<dyn receiver::Running>, Vec<Server>) {
+        let previous = previous.and_then(|p| p.into_any().downcast::<Running>().ok());
         if let Some(routes) = self.next_routes {
-            self.routes.store(Arc::new(routes));
+            self.output.reroute(routes);
         }
         self.settings.store(Arc::new(self.config.clone()));
         let mut servers = self.started;
@@ -233,25 +244,24 @@ impl Prepared {
         }
         servers.sort_by_key(|s| s.protocol);
         let running = Running {
-            config: self.config,
-            routes: self.routes,
+            output: self.output,
             settings: self.settings,
             servers,
         };
-        (running, retired)
+        (Box::new(running), retired)
     }
 
-    /// Closes the listeners opened for this configuration.
-    pub async fn abort(self) {
+    async fn abort(self: Box<Self>) {
         for server in self.started {
             server.stop().await;
         }
     }
 }
 
-/// What both transports do with a request: validate, count, hand to the pipeline.
+/// What both transports do with a request: validate, count, hand to the pipeline, and wait
+/// until every destination's queue has accepted it.
 struct Ingest {
-    routes: SharedRoutes,
+    output: Output,
     accepted: [Counter; 3],
     refused: [Counter; 3],
 }
@@ -268,7 +278,7 @@ enum IngestError {
 }
 
 impl Ingest {
-    fn new(id: &ComponentId, transport: &str, routes: SharedRoutes, context: &Context) -> Ingest {
+    fn new(id: &ComponentId, transport: &str, output: Output, context: &Context) -> Ingest {
         let counter = |outcome: &str, signal: Signal| {
             let name = format!("otelcol_receiver_{outcome}_{}", signal.item_name());
             let help = if outcome == "accepted" {
@@ -283,24 +293,23 @@ impl Ingest {
             )
         };
         Ingest {
-            routes,
+            output,
             accepted: Signal::ALL.map(|s| counter("accepted", s)),
             refused: Signal::ALL.map(|s| counter("refused", s)),
         }
     }
 
-    /// The pipeline entry for `signal`, if this receiver feeds one.
-    fn entry(&self, signal: Signal) -> Result<Next, IngestError> {
-        self.routes
-            .load()
-            .get(signal)
-            .cloned()
-            .ok_or(IngestError::Unsupported(signal))
+    fn check(&self, signal: Signal) -> Result<(), IngestError> {
+        if self.output.takes(signal) {
+            Ok(())
+        } else {
+            Err(IngestError::Unsupported(signal))
+        }
     }
 
     /// Validates an encoded request and pushes it on.
     async fn encoded(&self, signal: Signal, bytes: Bytes) -> Result<(), IngestError> {
-        self.entry(signal)?;
+        self.check(signal)?;
         let batch =
             Batch::from_bytes(signal, bytes).map_err(|e| IngestError::Invalid(e.to_string()))?;
         self.push(batch).await
@@ -308,21 +317,20 @@ impl Ingest {
 
     /// Validates an OTLP JSON request and pushes it on.
     async fn json(&self, signal: Signal, json: &[u8]) -> Result<(), IngestError> {
-        self.entry(signal)?;
+        self.check(signal)?;
         let decoded = Decoded::from_json(signal, json)
             .map_err(|e| IngestError::Invalid(format!("invalid OTLP JSON: {e}")))?;
-        self.push(Batch::Decoded(decoded)).await
+        self.push(Batch::from_decoded(decoded)).await
     }
 
     async fn push(&self, batch: Batch) -> Result<(), IngestError> {
         let signal = batch.signal();
         let index = signal as usize;
-        let next = self.entry(signal)?;
         let items = batch.items();
         if items == 0 {
             return Ok(());
         }
-        match next.consume(batch).await {
+        match self.output.send(batch).await {
             Ok(()) => {
                 self.accepted[index].add(items);
                 Ok(())

@@ -8,6 +8,16 @@ use tokio::net::TcpStream;
 
 use super::*;
 
+/// The port the `otlp` receiver's HTTP server listens on.
+fn http_port(topology: &Topology) -> u16 {
+    let endpoints = &topology.endpoints()["otlp"];
+    let http = endpoints
+        .iter()
+        .find_map(|e| e.strip_prefix("http "))
+        .unwrap();
+    http.parse::<std::net::SocketAddr>().unwrap().port()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -103,7 +113,8 @@ async fn eventually(path: &Path, expected: &[(&str, &str)]) {
 }
 
 struct Setup {
-    http: u16,
+    /// The OTLP/HTTP receiver's endpoint.
+    http: String,
     tag: &'static str,
     exporters: &'static [&'static str],
     dir: std::path::PathBuf,
@@ -117,7 +128,7 @@ impl Setup {
 receivers:
   otlp:
     protocols:
-      http: {{endpoint: 127.0.0.1:{http}}}
+      http: {{endpoint: {http}}}
 processors:
   attributes/tag:
     actions: [{{key: tag, action: upsert, value: {tag}}}]
@@ -146,13 +157,14 @@ async fn apply_changes_only_what_differs() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
     let mut setup = Setup {
-        http: free_port(),
+        http: "127.0.0.1:0".into(),
         tag: "one",
         exporters: &["file/a"],
         dir: dir.path().into(),
     };
     let mut topology = Topology::start(&setup.config()).await.unwrap();
-    let mut connection = TcpStream::connect(("127.0.0.1", setup.http)).await.unwrap();
+    let port = http_port(&topology);
+    let mut connection = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     assert_eq!(post(&mut connection, &request("first")).await, 200);
     eventually(&a, &[("first", "one")]).await;
 
@@ -186,7 +198,7 @@ async fn apply_changes_only_what_differs() {
     // A config that cannot start is refused whole; the running one keeps serving.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let refused = Setup {
-        http: busy.local_addr().unwrap().port(),
+        http: busy.local_addr().unwrap().to_string(),
         tag: "three",
         exporters: &["file/b"],
         dir: dir.path().into(),
@@ -195,7 +207,7 @@ async fn apply_changes_only_what_differs() {
     assert!(
         error
             .to_string()
-            .contains("receivers.otlp: cannot listen on"),
+            .contains("receivers.otlp: http: cannot listen on"),
         "{error}"
     );
     assert_eq!(post(&mut connection, &request("fourth")).await, 200);
@@ -211,12 +223,15 @@ async fn apply_changes_only_what_differs() {
     .await;
     assert_eq!(topology.config(), &setup.config());
 
-    // A new endpoint opens before the old one closes.
-    let old_port = setup.http;
-    setup.http = free_port();
+    // A new endpoint opens before the old one closes. (A fixed port: the endpoint must
+    // differ from `127.0.0.1:0` for the receiver to move.)
+    let old_port = port;
+    setup.http = format!("127.0.0.1:{}", free_port());
     let applied = topology.apply(setup.config()).await.unwrap();
     assert_eq!(applied.updated, ["receivers.otlp"], "{applied}");
-    let mut moved = TcpStream::connect(("127.0.0.1", setup.http)).await.unwrap();
+    let mut moved = TcpStream::connect(("127.0.0.1", http_port(&topology)))
+        .await
+        .unwrap();
     assert_eq!(post(&mut moved, &request("fifth")).await, 200);
     eventually(&b, &[("third", "two"), ("fourth", "two"), ("fifth", "two")]).await;
     drop(connection);
@@ -236,10 +251,13 @@ async fn apply_changes_only_what_differs() {
 
 #[tokio::test]
 async fn health_reports_a_failing_exporter() {
-    let (http, dead) = (free_port(), free_port());
+    // Bound, never listening: connections to it are refused.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let dead = refusing.local_addr().unwrap().port();
     let text = format!(
         "
-receivers: {{otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:{http}}}}}}}}}
+receivers: {{otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:0}}}}}}}}
 exporters:
   otlp: {{endpoint: http://127.0.0.1:{dead}, timeout: 1s, retry_on_failure: {{enabled: false}}}}
 service:
@@ -254,12 +272,20 @@ service:
         topology.health()["exporters.otlp"].healthy,
         "healthy until it fails"
     );
-    let mut connection = TcpStream::connect(("127.0.0.1", http)).await.unwrap();
-    assert_eq!(
-        post(&mut connection, &request("lost")).await,
-        500,
-        "refused, not acknowledged"
-    );
+    // Accepted into the exporter's queue at once; the delivery fails afterwards.
+    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
+        .await
+        .unwrap();
+    assert_eq!(post(&mut connection, &request("lost")).await, 200);
+    let failed = || {
+        let labels = [("exporter", "otlp")];
+        topology
+            .registry()
+            .value("otelcol_exporter_send_failed_spans", &labels)
+    };
+    while failed() != Some(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let health = topology.health();
     assert!(health["receivers.otlp"].healthy);
     let exporter = &health["exporters.otlp"];
@@ -272,5 +298,114 @@ service:
             .contains("connect"),
         "{exporter:?}"
     );
+    topology.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Requests crafted to slip past validation into a processor that decodes: each is refused
+/// with 400 and the collector keeps serving.
+#[tokio::test]
+async fn crafted_requests_are_refused_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        http: "127.0.0.1:0".into(),
+        tag: "t",
+        exporters: &["file/a"],
+        dir: dir.path().into(),
+    };
+    let topology = Topology::start(&setup.config()).await.unwrap();
+    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
+        .await
+        .unwrap();
+    // An unknown field whose key is past 32 bits; cut to 32 bits it would be field 100.
+    let oversized_key = [0xa0, 0x86, 0x80, 0x80, 0x80, 0x01, 0x00].to_vec();
+    let mut after_a_request = request("x");
+    after_a_request.extend_from_slice(&oversized_key);
+    for body in [oversized_key, after_a_request] {
+        assert_eq!(post(&mut connection, &body).await, 400);
+    }
+    assert_eq!(post(&mut connection, &request("after")).await, 200);
+    eventually(&dir.path().join("a.jsonl"), &[("after", "t")]).await;
+    topology.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A request with one span per service, each under its own resource.
+fn request_from(services: &[&str]) -> Vec<u8> {
+    use odigos_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+    use odigos_proto::otlp::resource::v1::Resource;
+    let resource = |service: &str| Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(service.into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: services
+            .iter()
+            .map(|service| ResourceSpans {
+                resource: Some(resource(service)),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        name: format!("{service}-span"),
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_routing_connector_sends_each_resource_where_its_routes_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let text = format!(
+        r#"
+receivers: {{otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:0"}}}}}}}}
+processors:
+  attributes/tag: {{actions: [{{key: tag, action: upsert, value: shared}}]}}
+connectors:
+  routing:
+    match_once: false
+    default_pipelines: [traces/rest]
+    table:
+      - condition: attributes["service.name"] == "cart"
+        pipelines: [traces/cart]
+      - condition: IsMatch(attributes["service.name"], "^ca")
+        pipelines: [traces/all]
+exporters:
+  file/cart: {{path: {d}/cart.jsonl}}
+  file/rest: {{path: {d}/rest.jsonl}}
+  file/all: {{path: {d}/c.jsonl}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces/in: {{receivers: [otlp], processors: [attributes/tag], exporters: [routing]}}
+    traces/cart: {{receivers: [routing], exporters: [file/cart]}}
+    traces/rest: {{receivers: [routing], exporters: [file/rest]}}
+    traces/all: {{receivers: [routing], exporters: [file/all]}}
+"#
+    );
+    let topology = Topology::start(&Config::from_yaml(&text, "test.yaml").unwrap())
+        .await
+        .unwrap();
+    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
+        .await
+        .unwrap();
+    let body = request_from(&["cart", "shop", "cart"]);
+    assert_eq!(post(&mut connection, &body).await, 200);
+    // A resource takes every route it matches; one that matches none takes the default.
+    let cart = [("cart-span", "shared"), ("cart-span", "shared")];
+    eventually(&dir.path().join("cart.jsonl"), &cart).await;
+    eventually(&dir.path().join("c.jsonl"), &cart).await;
+    eventually(&dir.path().join("rest.jsonl"), &[("shop-span", "shared")]).await;
     topology.shutdown(Duration::from_secs(1)).await;
 }

@@ -12,6 +12,8 @@ use crate::otlp::metrics::v1::{
 use crate::otlp::resource::v1::Resource;
 use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
@@ -284,4 +286,97 @@ fn deep_nesting_is_refused() {
     }];
     let err = scan(Signal::Traces, &req.encode_to_vec()).unwrap_err();
     assert_eq!(err.problem, Problem::TooDeep);
+}
+
+fn varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Bytes shaped like protobuf, mostly valid and sometimes not in every way a decoder can
+/// object to: field numbers from the schema and far beyond it (keys past 32 bits among them),
+/// every wire type, overlong and truncated varints, wrong lengths, invalid UTF-8, nesting.
+fn garbage(rng: &mut StdRng, depth: usize, out: &mut Vec<u8>) {
+    for _ in 0..rng.random_range(0..6) {
+        let field: u64 = match rng.random_range(0..10) {
+            0 => rng.random_range(0..1 << 29),
+            1 => rng.random_range(1 << 29..1 << 33),
+            _ => rng.random_range(1..17),
+        };
+        let wire_type = match rng.random_range(0..12) {
+            0 => rng.random_range(3..8),
+            1..5 => 0,
+            5 => 1,
+            6 => 5,
+            _ => 2,
+        };
+        varint(field << 3 | wire_type, out);
+        match wire_type {
+            0 => match rng.random_range(0..8) {
+                0 => out.extend_from_slice(&[0xff; 10]),
+                1 => out.extend_from_slice(&[0x80; 3]),
+                _ => varint(rng.random(), out),
+            },
+            1 => out.extend((0..rng.random_range(6..9)).map(|_| rng.random::<u8>())),
+            5 => out.extend((0..rng.random_range(2..5)).map(|_| rng.random::<u8>())),
+            2 => {
+                let mut body = Vec::new();
+                match rng.random_range(0..4) {
+                    0 if depth < 6 => garbage(rng, depth + 1, &mut body),
+                    1 => body.extend_from_slice(&[0xc3, 0x28]),
+                    _ => body.extend((0..rng.random_range(0..12)).map(|_| rng.random::<u8>())),
+                }
+                let len = match rng.random_range(0..10) {
+                    0 => body.len() as u64 + rng.random_range(1..4),
+                    1 => body.len().saturating_sub(1) as u64,
+                    _ => body.len() as u64,
+                };
+                varint(len, out);
+                out.extend_from_slice(&body);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Structured garbage, differentially: whatever the scanner accepts, prost decodes.
+#[test]
+fn structured_garbage_accepted_only_if_prost_decodes() {
+    fn check<M: Message + Default>(signal: Signal, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut accepted = 0;
+        for case in 0..20_000 {
+            let mut buf = Vec::new();
+            garbage(&mut rng, 0, &mut buf);
+            if scan(signal, &buf).is_ok() {
+                accepted += 1;
+                if let Err(e) = M::decode(buf.as_slice()) {
+                    panic!("{signal} case {case}: accepted {buf:02x?}, which prost refuses: {e}");
+                }
+            }
+        }
+        assert!(
+            accepted > 1000,
+            "{signal}: only {accepted} cases were valid"
+        );
+    }
+    check::<ExportTraceServiceRequest>(Signal::Traces, 1);
+    check::<ExportMetricsServiceRequest>(Signal::Metrics, 2);
+    check::<ExportLogsServiceRequest>(Signal::Logs, 3);
+}
+
+#[test]
+fn a_key_beyond_32_bits_is_refused() {
+    // An unknown field whose number, cut to 32 bits, would be 100: prost refuses the key.
+    let mut buf = Vec::new();
+    varint(((1 << 32) + 100) << 3, &mut buf);
+    buf.push(0);
+    assert!(ExportTraceServiceRequest::decode(buf.as_slice()).is_err());
+    assert!(matches!(
+        scan(Signal::Traces, &buf).unwrap_err().problem,
+        Problem::KeyTooLarge { .. }
+    ));
 }

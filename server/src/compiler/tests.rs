@@ -14,6 +14,8 @@ pub(crate) fn layout() -> Layout {
         node_metrics: Some("127.0.0.1:8888".into()),
         gateway_metrics: Some("127.0.0.1:8889".into()),
         secrets_dir: PathBuf::from("/state/secrets"),
+        queue_dir: Some(PathBuf::from("/state/queues")),
+        queue_mib: 256,
         gateway_memory_mib: 512,
         node_memory_mib: 256,
     }

@@ -1,56 +1,60 @@
-//! A persistent sending queue: batches appended to segment files and acknowledged upstream only
-//! once on disk (`fdatasync`, shared by concurrent writers), delivered in order by workers, and
-//! replayed after a restart, including after `kill -9`, from the oldest batch not yet
-//! delivered. A batch may be delivered twice around a crash; none is lost.
+//! A persistent sending queue: batches appended to segment files, acknowledged upstream only
+//! once a successful `fdatasync` covers them (and the directory entry of a new segment),
+//! delivered in order, and replayed after a restart or a crash from the oldest batch not yet
+//! delivered. A batch may be delivered twice around a crash; none that was acknowledged is
+//! lost.
 //!
-//! Record layout: `len: u32` (of what follows the checksum), `crc32: u32`, `seq: u64`,
-//! `signal: u8`, `items: u32`, then the encoded request. A torn record at the end of the last
-//! segment (a crash mid-write, never acknowledged) is cut off on open.
+//! One thread owns the files and does all the I/O, so the async runtime never blocks on the
+//! disk: it writes every append that is waiting, syncs once for all of them (group commit),
+//! then answers each. A write or sync that fails is an error for the batches it carried (their
+//! senders retry); the segment is cut back to what was synced before, or sealed there and
+//! replaced by a new one, so nothing unsynced is ever read back in this process.
+//!
+//! Record layout: `magic: u32`, `len: u32` (of what follows the checksum), `crc32: u32` (of
+//! what follows), `seq: u64`, `signal: u8`, `items: u32`, then the encoded request. A record
+//! torn by a crash or damaged on disk fails its checksum; reading skips ahead to the next
+//! record that passes (counted), and a torn tail is cut off on open.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+mod fs;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use odigos_proto::Signal;
-use tokio::sync::{Notify, watch};
+use tokio::sync::oneshot;
+
+pub(crate) use fs::{Fs, RealFs};
 
 use crate::Batch;
+use crate::telemetry::{Counter, Gauge};
 
-const SEGMENT_BYTES: u64 = 16 << 20;
-const HEADER: usize = 8;
+const MAGIC: u32 = 0x4f44_5131; // "ODQ1"
+/// magic, len, crc.
+const HEADER: usize = 12;
+/// seq, signal, items.
+const META: usize = 13;
+/// No record is larger: a length beyond it is damage, not data.
+const MAX_RECORD: u64 = 1 << 30;
+/// How often the delivered position is written down when it moves.
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// How soon a failed read is tried again, at first.
+const READ_RETRY_FIRST: Duration = Duration::from_millis(5);
 
-/// One queue directory, shared by every exporter instance that names it, so a rebuilt exporter
-/// takes over its predecessor's backlog.
-pub struct DiskQueue {
-    dir: PathBuf,
-    max_bytes: u64,
-    state: Mutex<State>,
-    /// Highest sequence number known to be on disk.
-    synced: watch::Sender<u64>,
-    written: Arc<Notify>,
-    available: Notify,
-}
-
-struct State {
-    /// Start sequence of each segment, oldest first.
-    segments: Vec<u64>,
-    writer: File,
-    writer_bytes: u64,
-    total_bytes: u64,
-    next_seq: u64,
-    /// Where the reader is: segment index into `segments`, byte offset, next expected seq.
-    read_segment: usize,
-    read_offset: u64,
-    read_seq: u64,
-    /// Batches handed to workers and not yet done.
-    in_flight: BTreeSet<u64>,
-    /// Batches given back by stopping workers, delivered first.
-    returned: VecDeque<(u64, Batch)>,
-    /// Oldest sequence not yet delivered, as last written to the cursor file.
-    saved_floor: u64,
+/// What a full queue does with a new batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Refuse it: the sender retries later.
+    Refuse,
+    /// Make room by dropping the oldest segments not yet delivered (counted).
+    DropOldest,
 }
 
 /// Why a batch could not be queued.
@@ -60,262 +64,610 @@ pub enum DiskError {
     Full { dir: String, max_mib: u64 },
     #[error("persistent queue {dir}: {error}")]
     Io { dir: String, error: std::io::Error },
+    #[error("persistent queue {dir} is closed")]
+    Closed { dir: String },
 }
 
-fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<DiskQueue>>> {
-    static OPEN: std::sync::OnceLock<Mutex<HashMap<PathBuf, Weak<DiskQueue>>>> =
-        std::sync::OnceLock::new();
-    OPEN.get_or_init(Default::default)
+/// The counters a disk queue keeps up to date.
+#[derive(Clone, Default)]
+pub struct DiskMetrics {
+    /// Batches on disk not yet delivered.
+    pub batches: Gauge,
+    /// Items dropped to make room, by signal.
+    pub dropped: [Counter; 3],
+    /// Records that failed their checksum and were skipped.
+    pub corrupt: Counter,
+}
+
+/// A handle on one queue directory. The directory's thread stops when the last handle goes.
+pub struct DiskQueue {
+    dir: PathBuf,
+    commands: mpsc::Sender<Command>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// A batch handed out for delivery. Settle it with [`Taken::done`]; dropped unsettled (the
+/// delivery was stopped), it goes back to the front of the queue.
+pub struct Taken {
+    seq: u64,
+    batch: Option<Batch>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Taken {
+    pub fn batch(&self) -> &Batch {
+        self.batch.as_ref().expect("a taken batch until settled")
+    }
+
+    /// Delivered, or given up on: it will not be handed out again.
+    pub fn done(mut self) {
+        self.batch = None;
+        let _ = self.commands.send(Command::Done(self.seq));
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            // After the queue closed, the batch stays on disk for the next start.
+            let _ = self.commands.send(Command::GiveBack(self.seq, batch));
+        }
+    }
+}
+
+/// An append, answered once it is durable.
+struct Push {
+    batch: Batch,
+    when_full: WhenFull,
+    reply: oneshot::Sender<Result<(), DiskError>>,
+}
+
+enum Command {
+    Push(Push),
+    /// The next batch to deliver; parked until there is one, answered `None` once closed.
+    Next(oneshot::Sender<Option<Taken>>),
+    Done(u64),
+    GiveBack(u64, Batch),
+    Resize(u64),
+    /// No more pushes are coming: answer waiting takers `None` once nothing is left.
+    Close,
+    Reopen,
+    Stop,
 }
 
 impl DiskQueue {
     /// Opens (or creates) the queue in `dir`, replaying what was not delivered.
-    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<DiskQueue>> {
-        let mut open = registry().lock().unwrap();
-        if let Some(queue) = open.get(dir).and_then(Weak::upgrade) {
-            return Ok(queue);
-        }
-        std::fs::create_dir_all(dir)?;
-        let floor: u64 = std::fs::read_to_string(dir.join("cursor"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        let mut segments: Vec<u64> = std::fs::read_dir(dir)?
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".seg")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        segments.sort_unstable();
-        // Segments wholly below the floor were delivered.
-        while segments.len() > 1 && segments[1] <= floor {
-            std::fs::remove_file(segment_path(dir, segments[0]))?;
-            segments.remove(0);
-        }
-        let next_seq = match segments.last() {
-            Some(&last) => repair(&segment_path(dir, last), last)?,
-            None => floor,
-        };
-        if segments.is_empty() {
-            segments.push(next_seq);
-        }
-        let last = *segments.last().unwrap();
-        let writer = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(dir, last))?;
-        let writer_bytes = writer.metadata()?.len();
-        let mut total_bytes = 0;
-        for start in &segments {
-            total_bytes += std::fs::metadata(segment_path(dir, *start)).map_or(0, |m| m.len());
-        }
-        let start_seq = floor.max(segments[0]);
-        let queue = Arc::new(DiskQueue {
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        max_bytes: u64,
+        metrics: DiskMetrics,
+    ) -> std::io::Result<DiskQueue> {
+        let (commands, inbox) = mpsc::channel();
+        let actor = Actor::open(fs, dir, max_bytes, metrics, commands.clone())?;
+        let thread = std::thread::Builder::new()
+            .name("odigos-queue".into())
+            .spawn(move || actor.run(inbox))?;
+        Ok(DiskQueue {
             dir: dir.to_path_buf(),
-            max_bytes,
-            state: Mutex::new(State {
-                segments,
-                writer,
-                writer_bytes,
-                total_bytes,
-                next_seq,
-                read_segment: 0,
-                read_offset: 0,
-                read_seq: start_seq,
-                in_flight: BTreeSet::new(),
-                returned: VecDeque::new(),
-                saved_floor: floor,
-            }),
-            synced: watch::channel(next_seq.saturating_sub(1)).0,
-            written: Arc::new(Notify::new()),
-            available: Notify::new(),
+            commands,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Appends a batch and returns once it is durable.
+    pub async fn push(&self, batch: Batch, when_full: WhenFull) -> Result<(), DiskError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Push(Push {
+            batch,
+            when_full,
+            reply,
         });
-        if next_seq > start_seq {
-            tracing::info!(dir = %dir.display(), batches = next_seq - start_seq, "persistent queue: replaying batches not yet delivered");
-        }
-        open.insert(dir.to_path_buf(), Arc::downgrade(&queue));
-        Ok(queue)
-    }
-
-    /// Batches on disk and not yet delivered.
-    pub fn len(&self) -> u64 {
-        let state = self.state.lock().unwrap();
-        state.next_seq - state.floor()
-    }
-
-    /// Appends a batch and returns once it is on disk.
-    pub async fn push(&self, batch: Batch) -> Result<(), DiskError> {
-        let io = |error| DiskError::Io {
+        let closed = || DiskError::Closed {
             dir: self.dir.display().to_string(),
-            error,
         };
-        let (signal, items) = (batch.signal(), batch.items());
-        let body = batch.into_bytes();
-        let seq = {
-            let mut state = self.state.lock().unwrap();
-            let record = 8 + 8 + 1 + 4 + body.len() as u64;
-            if state.total_bytes + record > self.max_bytes {
-                return Err(DiskError::Full {
-                    dir: self.dir.display().to_string(),
-                    max_mib: self.max_bytes >> 20,
-                });
-            }
-            if state.writer_bytes > 0 && state.writer_bytes + record > SEGMENT_BYTES {
-                let start = state.next_seq;
-                state.writer = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(segment_path(&self.dir, start))
-                    .map_err(io)?;
-                state.segments.push(start);
-                state.writer_bytes = 0;
-            }
-            let seq = state.next_seq;
-            let mut payload = Vec::with_capacity(13 + body.len());
-            payload.extend_from_slice(&seq.to_le_bytes());
-            payload.push(signal as u8);
-            payload.extend_from_slice(&(items as u32).to_le_bytes());
-            payload.extend_from_slice(&body);
-            let mut record = Vec::with_capacity(HEADER + payload.len());
-            record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            record.extend_from_slice(&payload);
-            state.writer.write_all(&record).map_err(io)?;
-            state.writer_bytes += record.len() as u64;
-            state.total_bytes += record.len() as u64;
-            state.next_seq += 1;
-            seq
-        };
-        self.written.notify_one();
-        let mut synced = self.synced.subscribe();
-        // The syncer runs while any queue handle lives, which this call holds.
-        let _ = synced.wait_for(|&s| s >= seq).await;
-        Ok(())
+        self.commands.send(command).map_err(|_| closed())?;
+        answer.await.unwrap_or_else(|_| Err(closed()))
     }
 
-    /// Makes appended records durable, sharing one `fdatasync` among all writers waiting.
-    pub async fn sync_forever(self: Arc<Self>) {
-        let queue = Arc::downgrade(&self);
-        let written = self.written.clone();
-        drop(self);
-        loop {
-            let Some(this) = queue.upgrade() else { return };
-            let (file, upto) = {
-                let state = this.state.lock().unwrap();
-                (state.writer.try_clone(), state.next_seq.wrapping_sub(1))
-            };
-            if *this.synced.borrow() != upto {
-                if let Ok(file) = file {
-                    let _ = tokio::task::spawn_blocking(move || file.sync_data()).await;
-                }
-                this.synced.send_replace(upto);
-                this.available.notify_waiters();
-            }
-            this.save_floor();
-            drop(this);
-            // `notify_one` keeps a permit when nobody waits, so no append is missed here.
-            tokio::select! {
-                _ = written.notified() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            }
-        }
+    /// The next batch to deliver, waiting for one; `None` once the queue is closed and nothing
+    /// is left to hand out. Cancel-safe: a batch taken by a cancelled call goes back.
+    pub async fn next(&self) -> Option<Taken> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Next(reply)).ok()?;
+        answer.await.ok().flatten()
     }
 
-    /// The next batch to deliver, waiting for one. Cancel-safe: a batch is taken only when
-    /// returned.
-    pub async fn next(&self) -> (u64, Batch) {
-        loop {
-            let notified = self.available.notified();
-            if let Some(found) = self.take() {
-                return found;
-            }
-            // The timeout is a backstop; appends and give-backs wake workers directly.
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), notified).await;
-        }
+    pub fn resize(&self, max_bytes: u64) {
+        let _ = self.commands.send(Command::Resize(max_bytes));
     }
 
-    fn take(&self) -> Option<(u64, Batch)> {
-        let mut state = self.state.lock().unwrap();
-        if let Some((seq, batch)) = state.returned.pop_front() {
-            state.in_flight.insert(seq);
-            return Some((seq, batch));
-        }
-        let synced = *self.synced.borrow();
-        while state.read_seq <= synced && state.read_seq < state.next_seq {
-            let path = segment_path(&self.dir, state.segments[state.read_segment]);
-            match read_record(&path, state.read_offset) {
-                Ok(Some((record, len))) => {
-                    state.read_offset += len;
-                    if record.seq < state.read_seq {
-                        continue;
-                    }
-                    state.read_seq = record.seq + 1;
-                    state.in_flight.insert(record.seq);
-                    return Some((record.seq, record.batch));
-                }
-                // The end of this segment: move to the next one.
-                Ok(None) if state.read_segment + 1 < state.segments.len() => {
-                    state.read_segment += 1;
-                    state.read_offset = 0;
-                }
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::error!(dir = %self.dir.display(), error = %e, "persistent queue: unreadable record skipped");
-                    state.read_seq += 1;
-                }
-            }
-        }
-        None
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
     }
 
-    /// Marks a batch delivered (or given up on).
-    pub fn done(&self, seq: u64) {
-        let mut state = self.state.lock().unwrap();
-        state.in_flight.remove(&seq);
-        let floor = state.floor();
-        // Delete segments whose every record is below the floor and that the reader has left.
-        while state.segments.len() > 1 && state.segments[1] <= floor && state.read_segment > 0 {
-            let start = state.segments.remove(0);
-            let path = segment_path(&self.dir, start);
-            state.total_bytes -= std::fs::metadata(&path).map_or(0, |m| m.len());
-            let _ = std::fs::remove_file(path);
-            state.read_segment -= 1;
-        }
+    pub fn reopen(&self) {
+        let _ = self.commands.send(Command::Reopen);
     }
+}
 
-    /// Gives a batch back for another worker to deliver.
-    pub fn give_back(&self, seq: u64, batch: Batch) {
-        let mut state = self.state.lock().unwrap();
-        state.in_flight.remove(&seq);
-        state.returned.push_back((seq, batch));
-        drop(state);
-        self.available.notify_one();
-    }
-
-    /// Records how far delivery got, so a restart replays from there.
-    fn save_floor(&self) {
-        let floor = {
-            let mut state = self.state.lock().unwrap();
-            let floor = state.floor();
-            if floor == state.saved_floor {
-                return;
-            }
-            state.saved_floor = floor;
-            floor
-        };
-        let staged = self.dir.join("cursor.tmp");
-        if std::fs::write(&staged, floor.to_string()).is_ok() {
-            let _ = std::fs::rename(staged, self.dir.join("cursor"));
+impl Drop for DiskQueue {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        // Joined so that a queue reopened on the same directory never runs beside this one.
+        if let Some(thread) = self.thread.lock().unwrap().take() {
+            let _ = thread.join();
         }
     }
 }
 
-impl State {
-    /// The oldest sequence not yet delivered.
+/// One segment file.
+struct Segment {
+    /// The first sequence number written to it (its file name).
+    start: u64,
+    /// Bytes that are synced and may be read.
+    len: u64,
+    /// Bytes in the file, synced or not.
+    size: u64,
+    /// Items not yet read, by signal.
+    unread: [u64; 3],
+    /// A write or sync failed: nothing more is appended to it.
+    sealed: bool,
+}
+
+impl Segment {
+    fn name(start: u64) -> String {
+        format!("{start:020}.seg")
+    }
+}
+
+/// An append written but not yet synced.
+struct Written {
+    signal: Signal,
+    items: u64,
+    segment: u64,
+    end: u64,
+    reply: oneshot::Sender<Result<(), DiskError>>,
+}
+
+struct Actor {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    max_bytes: u64,
+    metrics: DiskMetrics,
+    /// Oldest first; appends go to the last.
+    segments: VecDeque<Segment>,
+    /// Bytes of all segments on disk, synced or not.
+    total_bytes: u64,
+    next_seq: u64,
+    /// Where reading is: a segment (by start) and an offset in it.
+    read_segment: u64,
+    read_offset: u64,
+    /// Records below this were delivered before the queue was opened.
+    replay_from: u64,
+    /// The next sequence number reading may hand out.
+    read_seq: u64,
+    /// Given back by a stopped delivery: handed out first.
+    returned: VecDeque<(u64, Batch)>,
+    in_flight: BTreeSet<u64>,
+    takers: VecDeque<oneshot::Sender<Option<Taken>>>,
+    /// A segment was created since the directory was last synced.
+    dir_dirty: bool,
+    /// After a read failed: how soon to try again (doubling while it keeps failing).
+    read_retry: Option<Duration>,
+    closed: bool,
+    saved_floor: u64,
+    saved_at: std::time::Instant,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Actor {
+    fn open(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        max_bytes: u64,
+        metrics: DiskMetrics,
+        commands: mpsc::Sender<Command>,
+    ) -> std::io::Result<Actor> {
+        fs.create_dir_all(dir)?;
+        fs.lock(dir)?;
+        let floor: u64 = fs
+            .read(&dir.join("cursor"))
+            .ok()
+            .and_then(|text| String::from_utf8(text).ok()?.trim().parse().ok())
+            .unwrap_or(0);
+        let mut starts: Vec<u64> = fs
+            .list(dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".seg")?.parse().ok())
+            .collect();
+        starts.sort_unstable();
+        let mut actor = Actor {
+            fs,
+            dir: dir.to_path_buf(),
+            max_bytes,
+            metrics,
+            segments: VecDeque::new(),
+            total_bytes: 0,
+            next_seq: floor,
+            read_segment: 0,
+            read_offset: 0,
+            replay_from: floor,
+            read_seq: floor,
+            returned: VecDeque::new(),
+            in_flight: BTreeSet::new(),
+            takers: VecDeque::new(),
+            dir_dirty: false,
+            read_retry: None,
+            closed: false,
+            saved_floor: floor,
+            saved_at: std::time::Instant::now(),
+            commands,
+        };
+        let last = starts.last().copied();
+        for start in starts {
+            let segment = actor.recover(start, Some(start) == last)?;
+            actor.total_bytes += segment.size;
+            actor.segments.push_back(segment);
+        }
+        // Segments wholly delivered before: the next one starts at or below the floor.
+        while actor.segments.len() > 1 && actor.segments[1].start <= floor {
+            let gone = actor.segments.pop_front().expect("two segments");
+            actor.total_bytes -= gone.size;
+            let _ = actor.fs.remove(&actor.path(gone.start));
+        }
+        if let Some(first) = actor.segments.front() {
+            actor.read_segment = first.start;
+        }
+        let waiting = actor.unread_batches();
+        if waiting > 0 {
+            tracing::info!(dir = %dir.display(), batches = waiting, "persistent queue: replaying batches not yet delivered");
+        }
+        actor.metrics.batches.set(waiting as i64);
+        Ok(actor)
+    }
+
+    fn path(&self, start: u64) -> PathBuf {
+        self.dir.join(Segment::name(start))
+    }
+
+    /// Reads a segment through, counting what is left to deliver; a torn tail on the last
+    /// segment is cut off.
+    fn recover(&mut self, start: u64, last: bool) -> std::io::Result<Segment> {
+        let path = self.path(start);
+        let size = self.fs.len(&path)?;
+        let mut segment = Segment {
+            start,
+            len: size,
+            size,
+            unread: [0; 3],
+            sealed: !last,
+        };
+        let mut offset = 0;
+        let mut valid_end = 0;
+        while offset < size {
+            match read_record(&*self.fs, &path, offset, size) {
+                Ok(record) => {
+                    offset = record.end;
+                    valid_end = record.end;
+                    self.next_seq = self.next_seq.max(record.seq + 1);
+                    if record.seq >= self.replay_from {
+                        segment.unread[record.batch.signal() as usize] +=
+                            record.batch.items() as u64;
+                    }
+                }
+                // Counted when reading gets there.
+                Err(Damage::Corrupt) => offset = resync(&*self.fs, &path, offset + 1, size),
+                Err(Damage::Io(e)) => return Err(e),
+            }
+        }
+        if last && valid_end < size {
+            tracing::warn!(path = %path.display(), offset = valid_end, "persistent queue: cutting a record torn by a crash");
+            self.metrics.corrupt.add(1);
+            self.fs.truncate(&path, valid_end)?;
+            self.fs.sync(&path)?;
+            (segment.len, segment.size) = (valid_end, valid_end);
+        }
+        Ok(segment)
+    }
+
+    fn run(mut self, inbox: mpsc::Receiver<Command>) {
+        loop {
+            let wake = self.read_retry.unwrap_or(SAVE_EVERY);
+            let first = match inbox.recv_timeout(wake) {
+                Ok(command) => Some(command),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut pushes = Vec::new();
+            let mut stop = false;
+            for command in first.into_iter().chain(inbox.try_iter()) {
+                match command {
+                    Command::Push(push) => pushes.push(push),
+                    Command::Next(reply) => self.takers.push_back(reply),
+                    Command::Done(seq) => {
+                        self.in_flight.remove(&seq);
+                    }
+                    Command::GiveBack(seq, batch) => {
+                        self.in_flight.remove(&seq);
+                        self.returned.push_back((seq, batch));
+                    }
+                    Command::Resize(max_bytes) => self.max_bytes = max_bytes,
+                    Command::Close => self.closed = true,
+                    Command::Reopen => self.closed = false,
+                    Command::Stop => stop = true,
+                }
+            }
+            if !pushes.is_empty() {
+                self.append(pushes);
+            }
+            if stop {
+                break;
+            }
+            self.hand_out();
+            self.forget_delivered();
+            self.metrics.batches.set(self.unread_batches() as i64);
+        }
+        self.save_floor();
+    }
+
+    /// Writes every waiting append, syncs once, then answers each.
+    fn append(&mut self, pushes: Vec<Push>) {
+        let mut written: Vec<Written> = Vec::new();
+        for Push {
+            batch,
+            when_full,
+            reply,
+        } in pushes
+        {
+            let (signal, items) = (batch.signal(), batch.items() as u64);
+            let body = batch.to_bytes();
+            batch.discard();
+            let size = (HEADER + META + body.len()) as u64;
+            if let Err(e) = self.make_room(size, when_full) {
+                let _ = reply.send(Err(e));
+                continue;
+            }
+            self.start_segment_if_needed(size);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let record = encode_record(seq, signal, items as u32, &body);
+            let tail = self.segments.back_mut().expect("a segment to write to");
+            let (segment, at) = (tail.start, tail.size);
+            let path = self.path(segment);
+            match self.fs.append(&path, &record) {
+                Ok(()) => {
+                    self.segments.back_mut().expect("written to").size += size;
+                    self.total_bytes += size;
+                    written.push(Written {
+                        signal,
+                        items,
+                        segment,
+                        end: at + size,
+                        reply,
+                    });
+                }
+                Err(error) => {
+                    // Cut the partial record back off; if even that fails, write no more here.
+                    if self.fs.truncate(&path, at).is_err() {
+                        self.seal_tail();
+                    }
+                    let _ = reply.send(Err(self.io(error)));
+                }
+            }
+        }
+        if written.is_empty() {
+            return;
+        }
+        let touched: BTreeSet<u64> = written.iter().map(|w| w.segment).collect();
+        let mut failed: Option<std::io::Error> = None;
+        for &segment in &touched {
+            if let Err(e) = self.fs.sync(&self.path(segment)) {
+                failed.get_or_insert(e);
+            }
+        }
+        if self.dir_dirty && failed.is_none() {
+            // A new segment's entry in the directory must be durable too.
+            match self.fs.sync_dir(&self.dir) {
+                Ok(()) => self.dir_dirty = false,
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(error) = failed {
+            // What the failed syncs covered may or may not be on disk: refuse it all, and cut
+            // each segment back to what was synced before; one that cannot be cut is sealed
+            // there, and nothing past it is ever read in this process.
+            for start in &touched {
+                let path = self.path(*start);
+                let Some(segment) = self.segments.iter_mut().find(|s| s.start == *start) else {
+                    continue;
+                };
+                let cut = self
+                    .fs
+                    .truncate(&path, segment.len)
+                    .and_then(|()| self.fs.sync(&path));
+                if cut.is_ok() {
+                    self.total_bytes -= segment.size - segment.len;
+                    segment.size = segment.len;
+                } else {
+                    segment.sealed = true;
+                }
+            }
+            let message = error.to_string();
+            for w in written {
+                let error = std::io::Error::new(error.kind(), message.clone());
+                let _ = w.reply.send(Err(self.io(error)));
+            }
+            return;
+        }
+        for w in written {
+            if let Some(segment) = self.segments.iter_mut().find(|s| s.start == w.segment) {
+                segment.len = segment.len.max(w.end);
+                segment.unread[w.signal as usize] += w.items;
+            }
+            let _ = w.reply.send(Ok(()));
+        }
+    }
+
+    fn io(&self, error: std::io::Error) -> DiskError {
+        DiskError::Io {
+            dir: self.dir.display().to_string(),
+            error,
+        }
+    }
+
+    /// Starts a segment when the last one is sealed or has no room for `size` more bytes.
+    fn start_segment_if_needed(&mut self, size: u64) {
+        let needed = match self.segments.back() {
+            None => true,
+            Some(tail) => tail.sealed || (tail.size > 0 && tail.size + size > self.segment_bytes()),
+        };
+        if needed {
+            self.segments.push_back(Segment {
+                start: self.next_seq,
+                len: 0,
+                size: 0,
+                unread: [0; 3],
+                sealed: false,
+            });
+            self.dir_dirty = true;
+        }
+    }
+
+    /// Segments are a fraction of the queue, so dropping the oldest frees little at a time.
+    fn segment_bytes(&self) -> u64 {
+        (self.max_bytes / 8).clamp(64 << 10, 16 << 20)
+    }
+
+    /// Stops appending to the last segment; the next append starts a new one.
+    fn seal_tail(&mut self) {
+        if let Some(tail) = self.segments.back_mut() {
+            tail.sealed = true;
+        }
+    }
+
+    /// Makes room for `size` more bytes, dropping the oldest segments when that is the policy.
+    fn make_room(&mut self, size: u64, when_full: WhenFull) -> Result<(), DiskError> {
+        let full = |actor: &Actor| DiskError::Full {
+            dir: actor.dir.display().to_string(),
+            max_mib: actor.max_bytes >> 20,
+        };
+        if size > self.max_bytes {
+            return Err(full(self));
+        }
+        while self.total_bytes + size > self.max_bytes {
+            if when_full == WhenFull::Refuse {
+                return Err(full(self));
+            }
+            if self.segments.len() == 1 {
+                // Only the segment being written: start another so that this one can go.
+                self.seal_tail();
+                self.start_segment_if_needed(size);
+            }
+            self.drop_oldest();
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segment, counting what in it was never read as dropped. Batches
+    /// already handed out are delivered from memory.
+    fn drop_oldest(&mut self) {
+        let Some(gone) = self.segments.pop_front() else {
+            return;
+        };
+        for (signal, items) in Signal::ALL.iter().zip(gone.unread) {
+            self.metrics.dropped[*signal as usize].add(items as usize);
+        }
+        let dropped: u64 = gone.unread.iter().sum();
+        tracing::warn!(dir = %self.dir.display(), items = dropped, "persistent queue full: dropped the oldest data to make room");
+        self.total_bytes -= gone.size;
+        if self.read_segment == gone.start {
+            let next = self.segments.front().expect("a newer segment");
+            self.read_segment = next.start;
+            self.read_offset = 0;
+            self.read_seq = self.read_seq.max(next.start);
+        }
+        let _ = self.fs.remove(&self.path(gone.start));
+    }
+
+    /// Answers waiting takers with what can be read.
+    fn hand_out(&mut self) {
+        while let Some(taker) = self.takers.pop_front() {
+            if taker.is_closed() {
+                continue;
+            }
+            let next = match self.returned.pop_front() {
+                Some(found) => Some(found),
+                None => self.read_next(),
+            };
+            let Some((seq, batch)) = next else {
+                if self.closed && self.in_flight.is_empty() {
+                    let _ = taker.send(None);
+                    continue;
+                }
+                self.takers.push_front(taker);
+                return;
+            };
+            self.in_flight.insert(seq);
+            let taken = Taken {
+                seq,
+                batch: Some(batch),
+                commands: self.commands.clone(),
+            };
+            // A taker gone meanwhile drops the batch, which comes back as a give-back.
+            let _ = taker.send(Some(taken));
+        }
+    }
+
+    /// The next record not yet read, if one is synced.
+    fn read_next(&mut self) -> Option<(u64, Batch)> {
+        loop {
+            let index = self
+                .segments
+                .iter()
+                .position(|s| s.start == self.read_segment)?;
+            let segment = &self.segments[index];
+            if self.read_offset >= segment.len {
+                let next = self.segments.get(index + 1)?;
+                // The last segment may still grow: stay at its end.
+                (self.read_segment, self.read_offset) = (next.start, 0);
+                continue;
+            }
+            let path = self.path(segment.start);
+            let limit = segment.len;
+            match read_record(&*self.fs, &path, self.read_offset, limit) {
+                Ok(record) => {
+                    self.read_retry = None;
+                    self.read_offset = record.end;
+                    let signal = record.batch.signal() as usize;
+                    if record.seq < self.read_seq.max(self.replay_from) {
+                        continue;
+                    }
+                    let segment = &mut self.segments[index];
+                    segment.unread[signal] =
+                        segment.unread[signal].saturating_sub(record.batch.items() as u64);
+                    self.read_seq = record.seq + 1;
+                    return Some((record.seq, record.batch));
+                }
+                Err(Damage::Corrupt) => {
+                    self.metrics.corrupt.add(1);
+                    tracing::error!(path = %path.display(), offset = self.read_offset, "persistent queue: a damaged record was skipped");
+                    self.read_offset = resync(&*self.fs, &path, self.read_offset + 1, limit);
+                }
+                Err(Damage::Io(e)) => {
+                    // Left where it is: reading is tried again soon, then less and less often.
+                    let retry = self
+                        .read_retry
+                        .map_or(READ_RETRY_FIRST, |r| (r * 2).min(SAVE_EVERY * 5));
+                    tracing::error!(path = %path.display(), error = %e, retry_in = ?retry, "persistent queue: cannot read; will retry");
+                    self.read_retry = Some(retry);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The oldest sequence number not yet delivered.
     fn floor(&self) -> u64 {
         let returned = self.returned.iter().map(|(seq, _)| *seq).min();
         [
@@ -326,159 +678,131 @@ impl State {
         .into_iter()
         .flatten()
         .min()
-        .unwrap()
+        .expect("read_seq is always there")
+    }
+
+    /// Deletes segments wholly delivered and writes down how far delivery got.
+    fn forget_delivered(&mut self) {
+        let floor = self.floor();
+        while self.segments.len() > 1
+            && self.segments[1].start <= floor
+            && self.read_segment != self.segments[0].start
+        {
+            let gone = self.segments.pop_front().expect("two segments");
+            self.total_bytes -= gone.size;
+            let _ = self.fs.remove(&self.path(gone.start));
+        }
+        if floor != self.saved_floor && self.saved_at.elapsed() >= SAVE_EVERY {
+            self.save_floor();
+        }
+    }
+
+    /// Records how far delivery got, so a restart replays from there. Losing this write only
+    /// means replaying more.
+    fn save_floor(&mut self) {
+        let floor = self.floor();
+        let (staged, cursor) = (self.dir.join("cursor.tmp"), self.dir.join("cursor"));
+        self.saved_at = std::time::Instant::now();
+        let saved = self
+            .fs
+            .write(&staged, floor.to_string().as_bytes())
+            .and_then(|()| self.fs.sync(&staged))
+            .and_then(|()| self.fs.rename(&staged, &cursor))
+            .and_then(|()| self.fs.sync_dir(&self.dir));
+        match saved {
+            Ok(()) => self.saved_floor = floor,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "persistent queue: cannot save the delivered position")
+            }
+        }
+    }
+
+    fn unread_batches(&self) -> u64 {
+        (self.next_seq.saturating_sub(self.floor())).max(self.returned.len() as u64)
     }
 }
 
-fn segment_path(dir: &Path, start: u64) -> PathBuf {
-    dir.join(format!("{start:020}.seg"))
+fn encode_record(seq: u64, signal: Signal, items: u32, body: &[u8]) -> Vec<u8> {
+    let len = META + body.len();
+    let mut record = Vec::with_capacity(HEADER + len);
+    record.extend_from_slice(&MAGIC.to_le_bytes());
+    record.extend_from_slice(&(len as u32).to_le_bytes());
+    record.extend_from_slice(&[0; 4]);
+    record.extend_from_slice(&seq.to_le_bytes());
+    record.push(signal as u8);
+    record.extend_from_slice(&items.to_le_bytes());
+    record.extend_from_slice(body);
+    let crc = crc32fast::hash(&record[HEADER..]);
+    record[8..12].copy_from_slice(&crc.to_le_bytes());
+    record
 }
 
 struct Record {
     seq: u64,
     batch: Batch,
+    /// Where the next record starts.
+    end: u64,
 }
 
-/// Reads the record at `offset`; `None` at a clean end of file.
-fn read_record(path: &Path, offset: u64) -> std::io::Result<Option<(Record, u64)>> {
-    let mut file = BufReader::new(File::open(path)?);
-    file.seek(SeekFrom::Start(offset))?;
+enum Damage {
+    /// Not a whole, intact record.
+    Corrupt,
+    Io(std::io::Error),
+}
+
+/// Reads the record at `offset`, which must end by `limit`.
+fn read_record(fs: &dyn Fs, path: &Path, offset: u64, limit: u64) -> Result<Record, Damage> {
+    if limit.saturating_sub(offset) < (HEADER + META) as u64 {
+        return Err(Damage::Corrupt);
+    }
     let mut header = [0u8; HEADER];
-    match file.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    fs.read_at(path, offset, &mut header).map_err(Damage::Io)?;
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let (magic, len, crc) = (word(0), u64::from(word(4)), word(8));
+    let end = offset + HEADER as u64 + len;
+    if magic != MAGIC || len < META as u64 || len > MAX_RECORD || end > limit {
+        return Err(Damage::Corrupt);
     }
-    let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().unwrap());
-    let mut payload = vec![0u8; len];
-    file.read_exact(&mut payload)?;
-    if len < 13 || crc32fast::hash(&payload) != crc {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "checksum mismatch",
-        ));
+    let mut payload = vec![0u8; len as usize];
+    fs.read_at(path, offset + HEADER as u64, &mut payload)
+        .map_err(Damage::Io)?;
+    if crc32fast::hash(&payload) != crc {
+        return Err(Damage::Corrupt);
     }
-    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
+    let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
     let signal = match payload[8] {
         0 => Signal::Traces,
         1 => Signal::Metrics,
-        _ => Signal::Logs,
+        2 => Signal::Logs,
+        _ => return Err(Damage::Corrupt),
     };
-    let items = u32::from_le_bytes(payload[9..13].try_into().unwrap()) as usize;
-    let bytes = Bytes::from(payload).slice(13..);
-    Ok(Some((
-        Record {
-            seq,
-            batch: Batch::Encoded {
-                signal,
-                bytes,
-                items,
-            },
-        },
-        (HEADER + len) as u64,
-    )))
+    let items = u32::from_le_bytes(payload[9..13].try_into().expect("4 bytes")) as usize;
+    let body = Bytes::from(payload).slice(META..);
+    Ok(Record {
+        seq,
+        batch: Batch::trusted(signal, body, items),
+        end,
+    })
 }
 
-/// Cuts a torn record off the end of a segment; returns the sequence after its last record.
-fn repair(path: &Path, start: u64) -> std::io::Result<u64> {
-    let mut offset = 0;
-    let mut next = start;
-    loop {
-        match read_record(path, offset) {
-            Ok(Some((record, len))) => {
-                offset += len;
-                next = record.seq + 1;
+/// The offset of the first intact record at or after `from`, or `limit` when there is none.
+fn resync(fs: &dyn Fs, path: &Path, from: u64, limit: u64) -> u64 {
+    const CHUNK: u64 = 64 << 10;
+    let magic = MAGIC.to_le_bytes();
+    let mut at = from;
+    while at + 4 <= limit {
+        let n = CHUNK.min(limit - at) as usize;
+        let mut window = vec![0u8; n];
+        if fs.read_at(path, at, &mut window).is_err() {
+            return limit;
+        }
+        for i in 0..n.saturating_sub(3) {
+            if window[i..i + 4] == magic && read_record(fs, path, at + i as u64, limit).is_ok() {
+                return at + i as u64;
             }
-            Ok(None) => return Ok(next),
-            Err(_) => {
-                tracing::warn!(path = %path.display(), offset, "persistent queue: cutting a record torn by a crash");
-                OpenOptions::new().write(true).open(path)?.set_len(offset)?;
-                return Ok(next);
-            }
         }
+        // Overlap by three bytes so a magic across the window's edge is seen.
+        at += (n as u64).saturating_sub(3).max(1);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn batch(n: u8) -> Batch {
-        Batch::Encoded {
-            signal: Signal::Logs,
-            bytes: Bytes::from(vec![n; 10]),
-            items: n as usize,
-        }
-    }
-
-    async fn open(dir: &Path) -> Arc<DiskQueue> {
-        let queue = DiskQueue::open(dir, 1 << 20).unwrap();
-        tokio::spawn(queue.clone().sync_forever());
-        queue
-    }
-
-    #[tokio::test]
-    async fn replays_what_was_not_delivered() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = open(dir.path()).await;
-        for n in 1..=5 {
-            queue.push(batch(n)).await.unwrap();
-        }
-        let (first, b1) = queue.next().await;
-        let (second, b2) = queue.next().await;
-        assert_eq!((b1.items(), b2.items()), (1, 2));
-        queue.done(second);
-        queue.save_floor();
-        assert_eq!(queue.len(), 5, "the first batch is still in flight");
-        queue.done(first);
-        queue.save_floor();
-        assert_eq!(queue.len(), 3);
-        let (third, _) = queue.next().await;
-        drop(queue);
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-
-        // A crash now: the third was taken but not delivered, so it comes back with the rest.
-        let queue = open(dir.path()).await;
-        let mut replayed = Vec::new();
-        for _ in 0..3 {
-            let (seq, batch) = queue.next().await;
-            replayed.push((seq, batch.items()));
-        }
-        assert_eq!(replayed, [(third, 3), (third + 1, 4), (third + 2, 5)]);
-    }
-
-    #[tokio::test]
-    async fn cuts_a_torn_record_and_refuses_when_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = open(dir.path()).await;
-        queue.push(batch(1)).await.unwrap();
-        queue.push(batch(2)).await.unwrap();
-        drop(queue);
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        let segment = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "seg"))
-            .unwrap();
-        let len = std::fs::metadata(&segment).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&segment)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
-
-        let queue = open(dir.path()).await;
-        assert_eq!(queue.len(), 1, "the torn second record is gone");
-        assert_eq!(queue.next().await.1.items(), 1);
-        let big = Batch::Encoded {
-            signal: Signal::Logs,
-            bytes: Bytes::from(vec![0u8; 2 << 20]),
-            items: 1,
-        };
-        assert!(matches!(queue.push(big).await, Err(DiskError::Full { .. })));
-        queue.push(batch(3)).await.unwrap();
-        assert_eq!(queue.next().await.1.items(), 3);
-    }
+    limit
 }

@@ -19,9 +19,9 @@ impl Consumer for Capture {
         let refuse = self.refuse.load(Ordering::SeqCst);
         if refuse > 0 {
             self.refuse.store(refuse - 1, Ordering::SeqCst);
-            return Err(ConsumeError::Exhausted("full".into()));
+            return Err(batch.refuse(ConsumeError::Exhausted("full".into())));
         }
-        let Decoded::Traces(request) = batch.into_decoded() else {
+        let Decoded::Traces(request) = batch.into_decoded().unwrap() else {
             panic!("traces only")
         };
         self.requests.lock().unwrap().push(request);
@@ -510,7 +510,7 @@ policies:
     let request = ExportTraceServiceRequest {
         resource_spans: vec![resource("shop", "http", spans)],
     };
-    next.consume(Batch::Decoded(Decoded::Traces(request)))
+    next.consume(Batch::from_decoded(Decoded::Traces(request)))
         .await
         .unwrap();
     sleep(100).await;

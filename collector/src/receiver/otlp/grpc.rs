@@ -47,7 +47,7 @@ pub(super) async fn start(
         .add_service(Export::<Logs>::new(handler));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%local, "otlp grpc receiver listening");
-    Ok(Server::spawn("grpc", endpoint, |shutdown| {
+    Ok(Server::spawn("grpc", endpoint, local, |shutdown| {
         router.serve_with_incoming_shutdown(incoming, shutdown)
     }))
 }

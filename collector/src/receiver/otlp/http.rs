@@ -38,7 +38,7 @@ pub(super) async fn start(
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
     tracing::info!(%local, "otlp http receiver listening");
-    Ok(Server::spawn("http", endpoint, |shutdown| {
+    Ok(Server::spawn("http", endpoint, local, |shutdown| {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .into_future()

@@ -13,7 +13,8 @@ use odigos_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::*;
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, Next};
+use crate::receiver::Prepared as _;
 use crate::telemetry::Registry;
 
 /// Records what reaches the pipeline; refuses everything while `full` is set.
@@ -25,10 +26,11 @@ struct Capture {
 
 #[async_trait]
 impl Consumer for Capture {
-    async fn consume(&self, batch: Batch) -> Result<(), ConsumeError> {
+    async fn consume(&self, mut batch: Batch) -> Result<(), ConsumeError> {
         if self.full.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(ConsumeError::Exhausted("queue is full".into()));
+            return Err(batch.refuse(ConsumeError::Exhausted("queue is full".into())));
         }
+        batch.take_acks().accept();
         self.batches.lock().unwrap().push(batch);
         Ok(())
     }
@@ -61,24 +63,23 @@ fn request(spans: usize) -> ExportTraceServiceRequest {
 
 struct Harness {
     capture: Arc<Capture>,
-    running: Running,
+    running: Box<dyn receiver::Running>,
     grpc: String,
     http: String,
     registry: Registry,
 }
 
-/// Starts an OTLP receiver on free ports feeding traces and logs (not metrics) to a capture.
+/// Starts an OTLP receiver on ports of its choosing, feeding traces and logs (not metrics)
+/// to a capture.
 async fn start_receiver(max_body: usize) -> Harness {
-    let grpc_port = free_port();
-    let http_port = free_port();
     let config = OtlpConfig {
         protocols: Protocols {
             grpc: Some(GrpcConfig {
-                endpoint: format!("127.0.0.1:{grpc_port}"),
+                endpoint: "127.0.0.1:0".into(),
                 max_recv_msg_size_mib: 1,
             }),
             http: Some(HttpConfig {
-                endpoint: format!("127.0.0.1:{http_port}"),
+                endpoint: "127.0.0.1:0".into(),
                 max_request_body_size: max_body,
                 ..Default::default()
             }),
@@ -94,23 +95,23 @@ async fn start_receiver(max_body: usize) -> Harness {
     let prepared = prepare(&config, &ComponentId::new("otlp"), None, routes, &context)
         .await
         .unwrap();
-    let (running, retired) = prepared.commit(None);
+    let (running, retired) = Box::new(prepared).commit(None);
     assert!(retired.is_empty());
+    // `grpc 127.0.0.1:PORT`, `http 127.0.0.1:PORT`
+    let url = |protocol: &str| {
+        let endpoint = running
+            .endpoints()
+            .into_iter()
+            .find(|e| e.starts_with(protocol));
+        format!("http://{}", endpoint.unwrap().split_once(' ').unwrap().1)
+    };
     Harness {
+        grpc: url("grpc"),
+        http: url("http"),
         capture,
         running,
-        grpc: format!("http://127.0.0.1:{grpc_port}"),
-        http: format!("http://127.0.0.1:{http_port}"),
         registry: context.registry,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn grpc_export(endpoint: &str, signal: Signal, body: Bytes) -> Result<(), tonic::Status> {
@@ -260,7 +261,7 @@ async fn http_accepts_protobuf_json_and_gzip() {
     assert_eq!(h.capture.items(), 5);
 
     let last = h.capture.batches.lock().unwrap().pop().unwrap();
-    let crate::Decoded::Traces(req) = last.into_decoded() else {
+    let crate::Decoded::Traces(req) = last.into_decoded().unwrap() else {
         panic!("not traces")
     };
     let span = &req.resource_spans[0].scope_spans[0].spans[0];

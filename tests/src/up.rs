@@ -1,0 +1,159 @@
+//! `odigos up` as a real process in a temporary directory, for the end-to-end tests.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, http_get_as, odigos_binary, wait_for};
+
+/// A running `odigos up`, killed when dropped.
+pub struct Up {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    /// OpAMP and API, OTLP/gRPC, OTLP/HTTP, gateway, node and gateway metrics.
+    ports: [u16; 6],
+}
+
+impl Up {
+    /// Starts `odigos up` in a new directory whose `odigos.d/` holds `files` (name, text).
+    pub fn start(files: &[(&str, String)]) -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let desired = dir.path().join("odigos.d");
+        std::fs::create_dir(&desired).unwrap();
+        for (name, text) in files {
+            std::fs::write(desired.join(name), text).unwrap();
+        }
+        let ports = [(); 6].map(|()| free_port());
+        let child = spawn(&dir, &ports);
+        let up = Up { child, dir, ports };
+        up.wait_ready();
+        up
+    }
+
+    /// Stops `odigos up` with Ctrl-C and starts it again in the same directory, on the same
+    /// ports: its desired state and its queues on disk are what it finds.
+    pub fn restart(&mut self) {
+        let status = self.interrupt();
+        assert!(
+            status.success(),
+            "odigos up exited with {status}:\n{}",
+            self.logs()
+        );
+        let log = self.path("up.log");
+        std::fs::rename(&log, log.with_extension("log.before-restart")).unwrap();
+        self.child = spawn(&self.dir, &self.ports);
+        self.wait_ready();
+    }
+
+    /// Ctrl-C, and its exit status once it has stopped.
+    pub fn interrupt(&mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+
+    fn wait_ready(&self) {
+        let ready = wait_for(Duration::from_secs(60), || {
+            let out = self.output();
+            assert!(
+                !out.contains("not every collector runs its config"),
+                "{out}\n{}",
+                self.logs()
+            );
+            out.contains("odigos is up\n")
+        });
+        assert!(ready, "odigos up did not get ready:\n{}", self.logs());
+    }
+
+    pub fn opamp(&self) -> u16 {
+        self.ports[0]
+    }
+
+    /// Where applications send OTLP/gRPC.
+    pub fn grpc(&self) -> u16 {
+        self.ports[1]
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.path("up.out")).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.path("up.log")).unwrap_or_default()
+    }
+
+    /// Writes a file in `odigos.d/` as editors do: a temporary file renamed over it.
+    pub fn write(&self, name: &str, text: &str) {
+        let staged = self.path(&format!("{name}.partial"));
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, self.path("odigos.d").join(name)).unwrap();
+    }
+
+    pub fn state(&self) -> serde_json::Value {
+        let token = std::fs::read_to_string(self.path(".odigos/token")).unwrap();
+        let body = http_get_as(self.opamp(), "/api/v1/state", Some(token.trim()));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    /// Waits until the gateway and node collectors all run the configs of the current
+    /// desired state, `generation` or later.
+    pub fn wait_applied(&self, generation: u64) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let done = wait_for(Duration::from_secs(20), || {
+            last = self.state();
+            last["generation"].as_u64() >= Some(generation)
+                && ["gateway", "node"].iter().all(|role| {
+                    let r = &last["rollouts"][role];
+                    r["agents"].as_u64() > Some(0) && r["applied"] == r["agents"]
+                })
+        });
+        assert!(done, "not applied:\n{last:#}\n{}", self.logs());
+        last
+    }
+
+    /// The pids of the collector processes `odigos up` started.
+    pub fn collector_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.child.id())).unwrap() {
+            let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .map(|p| p.parse::<u32>().unwrap()),
+            );
+        }
+        pids.sort();
+        pids
+    }
+}
+
+fn spawn(dir: &tempfile::TempDir, ports: &[u16; 6]) -> Child {
+    let address = |p: u16| format!("127.0.0.1:{p}");
+    Command::new(odigos_binary())
+        .current_dir(dir.path())
+        .arg("up")
+        .args(["--opamp", &address(ports[0])])
+        .args(["--otlp-grpc", &address(ports[1])])
+        .args(["--otlp-http", &address(ports[2])])
+        .args(["--gateway", &address(ports[3])])
+        .args(["--node-metrics", &address(ports[4])])
+        .args(["--gateway-metrics", &address(ports[5])])
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(dir.path().join("up.out")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
