@@ -91,13 +91,24 @@ impl Apply for Managed {
                 ..Default::default()
             };
         };
+        let endpoints = topology.endpoints();
         let components: std::collections::HashMap<String, ComponentHealth> = topology
             .health()
             .into_iter()
             .map(|(name, health)| {
+                // A receiver says where it listens: the port it got for `:0`, a socket's path.
+                let listening = name
+                    .strip_prefix("receivers.")
+                    .and_then(|id| endpoints.get(id))
+                    .map(|e| format!("listening {}", e.join(", ")));
+                let status = match listening {
+                    Some(listening) if health.healthy => listening,
+                    _ if health.healthy => "ok".into(),
+                    _ => "failing".into(),
+                };
                 let component = ComponentHealth {
                     healthy: health.healthy,
-                    status: if health.healthy { "ok" } else { "failing" }.into(),
+                    status,
                     last_error: health.last_error.unwrap_or_default(),
                     status_time_unix_nano: now,
                     ..Default::default()

@@ -37,9 +37,10 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4320")]
     opamp: String,
 
-    /// Where the gateway takes OTLP from the node collector.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4319")]
-    gateway: String,
+    /// Where the gateway takes OTLP from the node collector: `HOST:PORT`, or `unix:PATH`
+    /// [default: a Unix socket in the state directory].
+    #[arg(long, value_name = "ADDRESS")]
+    gateway: Option<String>,
 
     /// The node collector's Prometheus self-metrics.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8888")]
@@ -118,11 +119,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _watch = store
         .watch()
         .with_context(|| format!("cannot watch {}", args.dir.display()))?;
+    let gateway = args
+        .gateway
+        .clone()
+        .unwrap_or_else(|| gateway_socket(&state_dir));
+    let gateway_endpoint = match gateway.strip_prefix("unix:") {
+        Some(path) => format!("unix://{path}"),
+        None => format!("http://{gateway}"),
+    };
     let layout = Layout {
         node_grpc: args.otlp_grpc.clone(),
         node_http: args.otlp_http.clone(),
-        gateway_listen: args.gateway.clone(),
-        gateway_endpoint: format!("http://{}", args.gateway),
+        gateway_listen: gateway,
+        gateway_endpoint,
         node_metrics: Some(args.node_metrics),
         gateway_metrics: Some(args.gateway_metrics),
         secrets_dir: state_dir.join("secrets"),
@@ -163,9 +172,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    // Where the node collector listens, as it reports it (the port it got for `:0`).
+    let listening = |protocol: &str, configured: &str| {
+        node_listening(&plane, protocol).unwrap_or_else(|| configured.to_string())
+    };
     println!(
         "  send OTLP to   grpc {}   http http://{}",
-        args.otlp_grpc, args.otlp_http
+        listening("grpc", &args.otlp_grpc),
+        listening("http", &args.otlp_http)
     );
     println!(
         "  desired state  {}/  (edit the YAML files; changes apply live)",
@@ -270,6 +284,18 @@ impl Keeper {
     }
 }
 
+/// The gateway's socket in the state directory: the node collector's hop to it needs no port.
+/// A socket's path is limited to about 100 bytes; beyond that, a local port.
+fn gateway_socket(state_dir: &Path) -> String {
+    let path = state_dir.join("gateway.sock");
+    if path.as_os_str().len() <= 100 {
+        format!("unix:{}", path.display())
+    } else {
+        tracing::info!(path = %path.display(), "the state directory's path is too long for a socket; the gateway listens on 127.0.0.1:4319");
+        "127.0.0.1:4319".into()
+    }
+}
+
 /// The API token kept in `state_dir`, created (owner-only) on first use.
 fn stored_token(state_dir: &Path) -> std::io::Result<String> {
     use std::io::Write;
@@ -313,6 +339,26 @@ fn spawn_collector(
         .stdin(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
+}
+
+/// The address a node collector reports its OTLP receiver listens on for `protocol`, from its
+/// status `listening grpc 127.0.0.1:4317, http 127.0.0.1:4318`.
+fn node_listening(
+    plane: &Arc<odigos_server::reconciler::ControlPlane>,
+    protocol: &str,
+) -> Option<String> {
+    let agents = plane.fleet().agents();
+    let node = agents
+        .iter()
+        .find(|a| a.non_identifying.get("odigos.role").map(String::as_str) == Some("node"))?;
+    let status = node
+        .statuses
+        .get("receivers.otlp")?
+        .strip_prefix("listening ")?;
+    status
+        .split(", ")
+        .find_map(|e| e.strip_prefix(protocol)?.strip_prefix(' '))
+        .map(str::to_string)
 }
 
 /// Waits until both collectors run the configs meant for them; the errors of those that

@@ -147,8 +147,8 @@ pub struct Server {
     pub protocol: &'static str,
     /// The configured endpoint, e.g. `localhost:4317` or `127.0.0.1:0`.
     pub endpoint: String,
-    /// The address it listens on.
-    pub local: SocketAddr,
+    /// The address it listens on: `host:port`, or `unix:PATH`.
+    pub local: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -159,7 +159,7 @@ impl Server {
     pub(crate) fn spawn<F, E>(
         protocol: &'static str,
         endpoint: &str,
-        local: SocketAddr,
+        local: String,
         serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
     ) -> Server
     where

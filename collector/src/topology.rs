@@ -495,7 +495,7 @@ async fn start_metrics(address: &str, registry: &Registry) -> Result<MetricsServ
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, "metrics served");
     let registry = registry.clone();
-    let server = receiver::Server::spawn("metrics", address, local, |shutdown| {
+    let server = receiver::Server::spawn("metrics", address, local.to_string(), |shutdown| {
         registry.serve(listener, shutdown)
     });
     Ok(MetricsServer {

@@ -37,9 +37,10 @@ pub struct Layout {
     /// The node collector's OTLP/gRPC and OTLP/HTTP addresses.
     pub node_grpc: String,
     pub node_http: String,
-    /// Where the gateway takes OTLP/gRPC from node collectors.
+    /// Where the gateway takes OTLP/gRPC from node collectors: `host:port`, or `unix:PATH`
+    /// for a Unix socket.
     pub gateway_listen: String,
-    /// How node collectors reach the gateway (`http://host:port`).
+    /// How node collectors reach the gateway: `http://host:port`, or `unix:///PATH`.
     pub gateway_endpoint: String,
     /// Prometheus self-metrics addresses, when wanted.
     pub node_metrics: Option<String>,
@@ -490,7 +491,7 @@ impl Gateway {
             .collect();
         self.processors.retain(|id, _| used.contains(id));
         let mut config = json!({
-            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": layout.gateway_listen}}}},
+            "receivers": {"otlp": {"protocols": {"grpc": grpc_listen(&layout.gateway_listen)}}},
             "processors": self.processors,
             "exporters": self.exporters,
             "service": {"telemetry": telemetry(&layout.gateway_metrics), "pipelines": self.pipelines},
@@ -512,6 +513,14 @@ impl Gateway {
             })
             .collect();
         json!({"match_once": false, "table": table})
+    }
+}
+
+/// An OTLP/gRPC receiver's settings for `host:port` or `unix:PATH`.
+fn grpc_listen(address: &str) -> Value {
+    match address.strip_prefix("unix:") {
+        Some(path) => json!({"endpoint": path, "transport": "unix"}),
+        None => json!({"endpoint": address}),
     }
 }
 

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::free_port;
-
 /// A running API server with its etcd, stopped (server first) when dropped.
 pub struct KubeApi {
     apiserver: Child,
@@ -150,4 +148,14 @@ impl Drop for KubeApi {
             let _ = child.wait();
         }
     }
+}
+
+/// A port free a moment ago, for etcd and kube-apiserver: they take a port number, not a
+/// listening socket, and cannot report one they chose.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -58,14 +58,6 @@ pub fn python() -> PathBuf {
     python
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `odigos collector` process, stopped when dropped. Configs give receivers the
 /// endpoint `127.0.0.1:0`; [`Collector::port`] says which port each one got.
 pub struct Collector {

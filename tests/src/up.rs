@@ -4,14 +4,22 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::{free_port, http_get_as, odigos_binary, wait_for};
+use crate::{http_get_as, odigos_binary, wait_for};
 
-/// A running `odigos up`, killed when dropped.
+/// A running `odigos up`, killed when dropped. It listens on ports of its choosing (`:0`) and
+/// says which: the test reads them from what it prints.
 pub struct Up {
     pub child: Child,
     pub dir: tempfile::TempDir,
-    /// OpAMP and API, OTLP/gRPC, OTLP/HTTP, gateway, node and gateway metrics.
-    ports: [u16; 6],
+    /// OpAMP and API, OTLP/gRPC and OTLP/HTTP, once it is up.
+    ports: Ports,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Ports {
+    opamp: u16,
+    grpc: u16,
+    http: u16,
 }
 
 impl Up {
@@ -23,15 +31,19 @@ impl Up {
         for (name, text) in files {
             std::fs::write(desired.join(name), text).unwrap();
         }
-        let ports = [(); 6].map(|()| free_port());
-        let child = spawn(&dir, &ports);
-        let up = Up { child, dir, ports };
+        let child = spawn(&dir, Ports::default());
+        let mut up = Up {
+            child,
+            dir,
+            ports: Ports::default(),
+        };
         up.wait_ready();
         up
     }
 
-    /// Stops `odigos up` with Ctrl-C and starts it again in the same directory, on the same
-    /// ports: its desired state and its queues on disk are what it finds.
+    /// Stops `odigos up` with Ctrl-C and starts it again in the same directory on the ports it
+    /// had, as a user restarts it: applications keep their endpoint, and its desired state and
+    /// its queues on disk are what it finds.
     pub fn restart(&mut self) {
         let status = self.interrupt();
         assert!(
@@ -41,7 +53,7 @@ impl Up {
         );
         let log = self.path("up.log");
         std::fs::rename(&log, log.with_extension("log.before-restart")).unwrap();
-        self.child = spawn(&self.dir, &self.ports);
+        self.child = spawn(&self.dir, self.ports);
         self.wait_ready();
     }
 
@@ -53,7 +65,8 @@ impl Up {
         self.child.wait().unwrap()
     }
 
-    fn wait_ready(&self) {
+    /// Waits for the banner, and reads the ports from it.
+    fn wait_ready(&mut self) {
         let ready = wait_for(Duration::from_secs(60), || {
             let out = self.output();
             assert!(
@@ -61,18 +74,35 @@ impl Up {
                 "{out}\n{}",
                 self.logs()
             );
-            out.contains("odigos is up\n")
+            out.contains("Ctrl-C stops everything.")
         });
         assert!(ready, "odigos up did not get ready:\n{}", self.logs());
+        // `send OTLP to   grpc 127.0.0.1:P   http http://127.0.0.1:Q`, `ws://127.0.0.1:P/...`
+        let out = self.output();
+        let port_after = |marker: &str| -> u16 {
+            let at = out
+                .find(marker)
+                .unwrap_or_else(|| panic!("no {marker:?} in:\n{out}"));
+            let digits: String = out[at + marker.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().unwrap()
+        };
+        self.ports = Ports {
+            opamp: port_after("ws://127.0.0.1:"),
+            grpc: port_after("grpc 127.0.0.1:"),
+            http: port_after("http http://127.0.0.1:"),
+        };
     }
 
     pub fn opamp(&self) -> u16 {
-        self.ports[0]
+        self.ports.opamp
     }
 
     /// Where applications send OTLP/gRPC.
     pub fn grpc(&self) -> u16 {
-        self.ports[1]
+        self.ports.grpc
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -132,17 +162,18 @@ impl Up {
     }
 }
 
-fn spawn(dir: &tempfile::TempDir, ports: &[u16; 6]) -> Child {
+/// Starts `odigos up` on `ports` (0: any); the gateway listens on its socket in the state
+/// directory.
+fn spawn(dir: &tempfile::TempDir, ports: Ports) -> Child {
     let address = |p: u16| format!("127.0.0.1:{p}");
     Command::new(odigos_binary())
         .current_dir(dir.path())
         .arg("up")
-        .args(["--opamp", &address(ports[0])])
-        .args(["--otlp-grpc", &address(ports[1])])
-        .args(["--otlp-http", &address(ports[2])])
-        .args(["--gateway", &address(ports[3])])
-        .args(["--node-metrics", &address(ports[4])])
-        .args(["--gateway-metrics", &address(ports[5])])
+        .args(["--opamp", &address(ports.opamp)])
+        .args(["--otlp-grpc", &address(ports.grpc)])
+        .args(["--otlp-http", &address(ports.http)])
+        .args(["--node-metrics", &address(0)])
+        .args(["--gateway-metrics", &address(0)])
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(dir.path().join("up.out")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())

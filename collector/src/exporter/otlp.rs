@@ -1,10 +1,15 @@
 //! `otlp`: OTLP/gRPC exporter. Sends the encoded request as it is, without re-encoding.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use odigos_proto::Signal;
 use odigos_proto::codec::RawCodec;
 use prost::Message;
@@ -19,13 +24,13 @@ use super::tls::{Connector, describe};
 use super::{Compression, TlsConfig};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::Next;
-use crate::topology::Context;
+use crate::topology;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporterConfig {
-    /// `host:port` (TLS unless `tls.insecure`), `https://host:port` (TLS) or `http://host:port`
-    /// (plaintext).
+    /// `host:port` (TLS unless `tls.insecure`), `https://host:port` (TLS), `http://host:port`
+    /// (plaintext) or `unix:///path` (a Unix domain socket).
     pub endpoint: String,
     #[serde(default)]
     pub compression: Compression,
@@ -77,7 +82,14 @@ impl ComponentConfig for OtlpExporterConfig {
     fn validate(&self) -> Vec<(Vec<String>, String)> {
         let mut problems = self.retry_on_failure.validate();
         problems.extend(self.sending_queue.validate());
-        if let Err(e) = target(&self.endpoint, &self.tls).and_then(|(host, _)| dial_uri(host)) {
+        let checked = match self.endpoint.strip_prefix("unix://") {
+            Some("") => Err("give the socket's path: unix:///path/to/socket".into()),
+            Some(_) => Ok(()),
+            None => {
+                target(&self.endpoint, &self.tls).and_then(|(host, _)| dial_uri(host).map(drop))
+            }
+        };
+        if let Err(e) = checked {
             problems.push((vec!["endpoint".into()], e));
         }
         problems.extend(self.tls.validate());
@@ -160,25 +172,14 @@ fn classify(status: &tonic::Status) -> SendError {
 pub(super) fn build(
     config: &OtlpExporterConfig,
     id: &ComponentId,
-    context: &Context,
+    context: &topology::Context,
 ) -> Result<Next, String> {
-    let (host, secure) = target(&config.endpoint, &config.tls)?;
-    let uri = dial_uri(host)?;
-    let endpoint = Endpoint::from_shared(uri.clone())
-        .map_err(|e| format!("invalid endpoint {uri}: {e}"))?
-        .timeout(config.timeout)
-        .connect_timeout(config.timeout)
-        .tcp_nodelay(true);
-    let channel = if secure {
-        let origin = format!("https://{host}")
-            .parse()
-            .map_err(|e| format!("invalid endpoint {host}: {e}"))?;
-        let connector = Connector::always(&config.tls, &[b"h2"])?;
-        endpoint
-            .origin(origin)
-            .connect_with_connector_lazy(connector)
-    } else {
-        endpoint.connect_lazy()
+    let channel = match config.endpoint.strip_prefix("unix://") {
+        Some(path) => Endpoint::from_static("http://localhost")
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .connect_with_connector_lazy(UnixConnector(Arc::new(path.into()))),
+        None => tcp_channel(config)?,
     };
     let headers = config
         .headers
@@ -204,6 +205,51 @@ pub(super) fn build(
     )
 }
 
+/// A channel over TCP, encrypted when the endpoint says so.
+fn tcp_channel(config: &OtlpExporterConfig) -> Result<Channel, String> {
+    let (host, secure) = target(&config.endpoint, &config.tls)?;
+    let uri = dial_uri(host)?;
+    let endpoint = Endpoint::from_shared(uri.clone())
+        .map_err(|e| format!("invalid endpoint {uri}: {e}"))?
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .tcp_nodelay(true);
+    Ok(if secure {
+        let origin = format!("https://{host}")
+            .parse()
+            .map_err(|e| format!("invalid endpoint {host}: {e}"))?;
+        let connector = Connector::always(&config.tls, &[b"h2"])?;
+        endpoint
+            .origin(origin)
+            .connect_with_connector_lazy(connector)
+    } else {
+        endpoint.connect_lazy()
+    })
+}
+
+/// Connects to a Unix domain socket, whatever the URI says.
+#[derive(Clone)]
+struct UnixConnector(Arc<std::path::PathBuf>);
+
+impl tower_service::Service<http::Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            tokio::net::UnixStream::connect(&*path)
+                .await
+                .map(TokioIo::new)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -219,7 +265,12 @@ mod tests {
         let config: OtlpExporterConfig =
             crate::yaml::from_value(crate::yaml::parse(&yaml).unwrap()).unwrap();
         assert_eq!(config.validate(), [], "{yaml}");
-        let exporter = build(&config, &ComponentId::new("otlp"), &Context::new()).unwrap();
+        let exporter = build(
+            &config,
+            &ComponentId::new("otlp"),
+            &topology::Context::new(),
+        )
+        .unwrap();
         let batch = Batch::from_bytes(Signal::Traces, request()).unwrap();
         exporter.consume(batch).await
     }

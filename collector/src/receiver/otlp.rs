@@ -40,8 +40,10 @@ pub struct Protocols {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
-    /// `host:port` to listen on.
+    /// `host:port` to listen on, or the socket's path with `transport: unix`.
     pub endpoint: String,
+    /// `tcp`, or `unix` for a Unix domain socket.
+    pub transport: Transport,
     /// Largest request accepted, in MiB.
     pub max_recv_msg_size_mib: usize,
 }
@@ -50,6 +52,7 @@ impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             endpoint: "localhost:4317".into(),
+            transport: Transport::Tcp,
             max_recv_msg_size_mib: 4,
         }
     }
@@ -75,6 +78,24 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             max_request_body_size: 20 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Unix,
+}
+
+impl GrpcConfig {
+    /// Where it listens: `host:port`, or `unix:PATH`.
+    fn address(&self) -> String {
+        match self.transport {
+            Transport::Tcp => self.endpoint.clone(),
+            Transport::Unix => format!("unix:{}", self.endpoint),
         }
     }
 }
@@ -182,7 +203,7 @@ pub(super) async fn prepare(
     let wanted = [
         (
             "grpc",
-            config.protocols.grpc.as_ref().map(|g| g.endpoint.clone()),
+            config.protocols.grpc.as_ref().map(GrpcConfig::address),
         ),
         (
             "http",

@@ -18,14 +18,6 @@ fn http_port(topology: &Topology) -> u16 {
     http.parse::<std::net::SocketAddr>().unwrap().port()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn request(name: &str) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -223,10 +215,10 @@ async fn apply_changes_only_what_differs() {
     .await;
     assert_eq!(topology.config(), &setup.config());
 
-    // A new endpoint opens before the old one closes. (A fixed port: the endpoint must
-    // differ from `127.0.0.1:0` for the receiver to move.)
+    // A new endpoint opens before the old one closes: `:00` is another spelling of port 0, so
+    // the receiver moves to a new port of its choosing.
     let old_port = port;
-    setup.http = format!("127.0.0.1:{}", free_port());
+    setup.http = "127.0.0.1:00".into();
     let applied = topology.apply(setup.config()).await.unwrap();
     assert_eq!(applied.updated, ["receivers.otlp"], "{applied}");
     let mut moved = TcpStream::connect(("127.0.0.1", http_port(&topology)))
@@ -408,4 +400,44 @@ service:
     eventually(&dir.path().join("c.jsonl"), &cart).await;
     eventually(&dir.path().join("rest.jsonl"), &[("shop-span", "shared")]).await;
     topology.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn otlp_grpc_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let text = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{http: {{endpoint: "127.0.0.1:0"}}}}
+  otlp/back:
+    protocols: {{grpc: {{endpoint: {d}/back.sock, transport: unix}}}}
+exporters:
+  otlp/hop: {{endpoint: "unix://{d}/back.sock", compression: none}}
+  file/a: {{path: {d}/a.jsonl}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces/front: {{receivers: [otlp], exporters: [otlp/hop]}}
+    traces/back: {{receivers: [otlp/back], exporters: [file/a]}}
+"#
+    );
+    let topology = Topology::start(&Config::from_yaml(&text, "test.yaml").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        topology.endpoints()["otlp/back"],
+        [format!("grpc unix:{d}/back.sock")]
+    );
+    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
+        .await
+        .unwrap();
+    assert_eq!(post(&mut connection, &request("hop")).await, 200);
+    eventually(&dir.path().join("a.jsonl"), &[("hop", "")]).await;
+    topology.shutdown(Duration::from_secs(1)).await;
+    assert!(
+        !dir.path().join("back.sock").exists(),
+        "the socket is removed on stop"
+    );
 }

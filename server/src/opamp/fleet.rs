@@ -99,6 +99,8 @@ pub struct AgentView {
     pub last_error: Option<String>,
     /// Component health, flattened to `path` → (healthy, last error).
     pub components: BTreeMap<String, (bool, String)>,
+    /// What components say of themselves, by `path`: a receiver where it listens.
+    pub statuses: BTreeMap<String, String>,
     /// Effective config files by name, as text.
     pub effective_config: BTreeMap<String, String>,
     pub config: ConfigStatus,
@@ -472,8 +474,13 @@ fn view(
                     attributes(&d.non_identifying_attributes),
                 )
             });
-    let mut components = BTreeMap::new();
-    fn flatten(prefix: &str, health: &ComponentHealth, out: &mut BTreeMap<String, (bool, String)>) {
+    let (mut components, mut statuses) = (BTreeMap::new(), BTreeMap::new());
+    fn flatten(
+        prefix: &str,
+        health: &ComponentHealth,
+        out: &mut BTreeMap<String, (bool, String)>,
+        statuses: &mut BTreeMap<String, String>,
+    ) {
         for (name, child) in &health.component_health_map {
             let path = if prefix.is_empty() {
                 name.clone()
@@ -481,11 +488,14 @@ fn view(
                 format!("{prefix}/{name}")
             };
             out.insert(path.clone(), (child.healthy, child.last_error.clone()));
-            flatten(&path, child, out);
+            if !child.status.is_empty() {
+                statuses.insert(path.clone(), child.status.clone());
+            }
+            flatten(&path, child, out, statuses);
         }
     }
     if let Some(health) = &agent.health {
-        flatten("", health, &mut components);
+        flatten("", health, &mut components, &mut statuses);
     }
     let effective_config = agent
         .effective_config
@@ -535,6 +545,7 @@ fn view(
             .map(|h| h.last_error.clone())
             .filter(|e| !e.is_empty()),
         components,
+        statuses,
         effective_config,
         config,
         connected: live.then_some(agent.transport),

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,6 +23,18 @@ use tonic::{Request, Response, Status};
 use super::{Ingest, IngestError, OtlpConfig};
 use crate::receiver::{Server, listen};
 
+/// Binds a Unix socket at `path`, replacing a socket left there by a process that is gone.
+fn listen_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let stale = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        && std::os::unix::net::UnixStream::connect(path).is_err();
+    if stale {
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+}
+
 /// How long a refused client is asked to wait before retrying.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -32,8 +45,6 @@ pub(super) async fn start(
     ingest: Ingest,
     settings: Arc<ArcSwap<OtlpConfig>>,
 ) -> Result<Server, String> {
-    let listener = listen(endpoint).await?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
     let handler = Handler {
         ingest: Arc::new(ingest),
         settings,
@@ -45,11 +56,34 @@ pub(super) async fn start(
         .add_service(Export::<Traces>::new(handler.clone()))
         .add_service(Export::<Metrics>::new(handler.clone()))
         .add_service(Export::<Logs>::new(handler));
+    if let Some(path) = endpoint.strip_prefix("unix:") {
+        let listener = listen_unix(Path::new(path))?;
+        tracing::info!(local = %endpoint, "otlp grpc receiver listening");
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let path = path.to_owned();
+        return Ok(Server::spawn(
+            "grpc",
+            endpoint,
+            endpoint.into(),
+            |shutdown| async move {
+                let served = router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await;
+                let _ = std::fs::remove_file(path);
+                served
+            },
+        ));
+    }
+    let listener = listen(endpoint).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%local, "otlp grpc receiver listening");
-    Ok(Server::spawn("grpc", endpoint, local, |shutdown| {
-        router.serve_with_incoming_shutdown(incoming, shutdown)
-    }))
+    Ok(Server::spawn(
+        "grpc",
+        endpoint,
+        local.to_string(),
+        |shutdown| router.serve_with_incoming_shutdown(incoming, shutdown),
+    ))
 }
 
 #[derive(Clone)]

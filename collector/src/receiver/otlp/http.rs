@@ -38,11 +38,16 @@ pub(super) async fn start(
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
     tracing::info!(%local, "otlp http receiver listening");
-    Ok(Server::spawn("http", endpoint, local, |shutdown| {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .into_future()
-    }))
+    Ok(Server::spawn(
+        "http",
+        endpoint,
+        local.to_string(),
+        |shutdown| {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .into_future()
+        },
+    ))
 }
 
 struct Endpoint {

@@ -77,6 +77,7 @@ async fn start_receiver(max_body: usize) -> Harness {
             grpc: Some(GrpcConfig {
                 endpoint: "127.0.0.1:0".into(),
                 max_recv_msg_size_mib: 1,
+                ..Default::default()
             }),
             http: Some(HttpConfig {
                 endpoint: "127.0.0.1:0".into(),
