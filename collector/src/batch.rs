@@ -374,6 +374,31 @@ impl Decoded {
     }
 }
 
+/// Batches for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+
+    use super::*;
+    use crate::ack::{Ack, Receipt};
+
+    /// `n` log records in one resource, with the receipt its sender waits on.
+    pub(crate) fn logs(n: usize) -> (Batch, Receipt) {
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let (ack, receipt) = Ack::new();
+        let batch = Batch::from_bytes(Signal::Logs, request.encode_to_vec().into()).unwrap();
+        (batch.with_acks(Acks::one(ack)), receipt)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,16 +184,19 @@ impl Router {
         batch.encode();
         let acks = batch.take_acks();
         let bytes = batch.to_bytes();
-        let mut routed: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.routes.len()];
-        let mut unmatched = Vec::new();
+        // What each route takes, and the rest: resources, and the items they hold (counted
+        // once, however many routes take a resource).
+        let mut routed = vec![Part::default(); self.routes.len()];
+        let mut unmatched = Part::default();
         for entry in wire::resource_entries(&bytes) {
             let start = entry.as_ptr() as usize - bytes.as_ptr() as usize;
             let range = start..start + entry.len();
+            let items = wire::scan(signal, entry).map_or(0, |s| s.items);
             let attributes = resource_attributes(entry);
             let mut matched = false;
             for (i, (condition, _)) in self.routes.iter().enumerate() {
                 if condition.holds(&attributes) {
-                    routed[i].push(range.clone());
+                    routed[i].add(range.clone(), items);
                     matched = true;
                     if self.match_once {
                         break;
@@ -201,27 +204,25 @@ impl Router {
                 }
             }
             if !matched {
-                unmatched.push(range);
+                unmatched.add(range, items);
             }
         }
         let mut parts = Vec::new();
-        for (ranges, next) in routed.iter().zip(&targets.routes) {
-            parts.push((ranges, next[signal as usize].as_ref()));
+        for (part, next) in routed.iter().zip(&targets.routes) {
+            parts.push((part, next[signal as usize].as_ref()));
         }
         parts.push((&unmatched, targets.default[signal as usize].as_ref()));
         let mut first_error = None;
-        for (ranges, next) in parts {
-            let Some(next) = next.filter(|_| !ranges.is_empty()) else {
+        for (part, next) in parts {
+            let Some(next) = next.filter(|_| !part.ranges.is_empty()) else {
                 continue;
             };
             let mut joined = BytesMut::new();
-            let mut items = 0;
-            for range in ranges {
+            for range in &part.ranges {
                 joined.extend_from_slice(&bytes[range.clone()]);
-                items += wire::scan(signal, &bytes[range.clone()]).map_or(0, |s| s.items);
             }
-            let part =
-                Batch::trusted(signal, joined.freeze(), items).with_acks(acks.gather(ranges));
+            let part = Batch::trusted(signal, joined.freeze(), part.items)
+                .with_acks(acks.gather(&part.ranges));
             if let Err(e) = next.consume(part).await {
                 first_error.get_or_insert(e);
             }
@@ -229,6 +230,20 @@ impl Router {
         // Handed on to the parts; resources no route and no default takes are dropped.
         acks.accept();
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The resources a route takes from a request, as ranges of its encoding.
+#[derive(Clone, Default)]
+struct Part {
+    ranges: Vec<Range<usize>>,
+    items: usize,
+}
+
+impl Part {
+    fn add(&mut self, range: Range<usize>, items: usize) {
+        self.ranges.push(range);
+        self.items += items;
     }
 }
 

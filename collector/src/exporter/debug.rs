@@ -5,7 +5,7 @@ use bytes::Bytes;
 use odigos_proto::Signal;
 use serde::Deserialize;
 
-use super::queue::{self, QueueConfig, RetryConfig, SendError, Sender};
+use super::queue::{self, SendError, Sender};
 use crate::batch::Decoded;
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::Next;
@@ -38,8 +38,7 @@ struct Debug {
 #[async_trait]
 impl Sender for Debug {
     async fn send(&self, signal: Signal, body: Bytes) -> Result<(), SendError> {
-        let decoded = Decoded::decode(signal, &body)
-            .map_err(|e| SendError::Permanent(format!("undecodable {signal}: {e}")))?;
+        let decoded = queue::decode(signal, &body)?;
         let items = decoded.items();
         tracing::info!(exporter = %self.id, %signal, items, "{items} {}", signal.item_name());
         match self.verbosity {
@@ -110,11 +109,5 @@ pub(super) fn build(
         id: id.to_string(),
         verbosity: config.verbosity,
     };
-    queue::build(
-        id,
-        Box::new(debug),
-        &QueueConfig::default(),
-        &RetryConfig::default(),
-        context,
-    )
+    queue::build_local(id, Box::new(debug), context)
 }

@@ -11,8 +11,7 @@ use bytes::Bytes;
 use odigos_proto::Signal;
 use serde::Deserialize;
 
-use super::queue::{self, QueueConfig, RetryConfig, SendError, Sender};
-use crate::Decoded;
+use super::queue::{self, SendError, Sender};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::Next;
 use crate::topology::Context;
@@ -117,8 +116,7 @@ struct FileExporter {
 #[async_trait]
 impl Sender for FileExporter {
     async fn send(&self, signal: Signal, body: Bytes) -> Result<(), SendError> {
-        let decoded = Decoded::decode(signal, &body)
-            .map_err(|e| SendError::Permanent(format!("undecodable {signal}: {e}")))?;
+        let decoded = queue::decode(signal, &body)?;
         let mut line = decoded.to_json();
         line.push('\n');
         let (output, rotation) = (self.output.clone(), self.rotation.clone());
@@ -162,11 +160,5 @@ pub(super) fn build(
         output: Arc::new(Mutex::new(output)),
         rotation: config.rotation.clone(),
     };
-    queue::build(
-        id,
-        Box::new(exporter),
-        &QueueConfig::default(),
-        &RetryConfig::default(),
-        context,
-    )
+    queue::build_local(id, Box::new(exporter), context)
 }

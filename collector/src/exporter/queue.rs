@@ -231,6 +231,28 @@ pub trait Sender: Send + Sync + 'static {
     async fn send(&self, signal: Signal, body: bytes::Bytes) -> Result<(), SendError>;
 }
 
+/// The request a local sender (`debug`, `file`) reads: what the queue holds is encoded.
+pub(crate) fn decode(signal: Signal, body: &[u8]) -> Result<crate::Decoded, SendError> {
+    crate::Decoded::decode(signal, body)
+        .map_err(|e| SendError::Permanent(format!("undecodable {signal}: {e}")))
+}
+
+/// Wraps a local sender (`debug`, `file`) in the default queue and retry policy: it has no
+/// `sending_queue` settings of its own, and a slow one holds up nothing else.
+pub(crate) fn build_local(
+    id: &ComponentId,
+    sender: Box<dyn Sender>,
+    context: &Context,
+) -> Result<Next, String> {
+    build(
+        id,
+        sender,
+        &QueueConfig::default(),
+        &RetryConfig::default(),
+        context,
+    )
+}
+
 /// How long an exporter removed from the config keeps delivering what its queue holds.
 const RETIRING: Duration = Duration::from_secs(30);
 
@@ -406,8 +428,6 @@ impl Backlog {
 pub(crate) struct Queue {
     id: String,
     backlog: Backlog,
-    /// The folder of a `file` queue.
-    folder: Option<PathBuf>,
     delivery: ArcSwap<Delivery>,
     when_full: ArcSwap<Overflow>,
     consumers: Arc<Semaphore>,
@@ -447,7 +467,7 @@ impl Queue {
         let mut life = self.life.lock().unwrap();
         let same_storage = match &self.backlog {
             Backlog::Memory(_) => config.storage == Storage::Memory,
-            Backlog::Disk(_) => &self.folder == folder,
+            Backlog::Disk(disk) => folder.as_deref() == Some(disk.dir()),
         };
         if life.stopped || !same_storage {
             return false;
@@ -723,7 +743,6 @@ pub fn build(
     let queue = Arc::new(Queue {
         id: id.to_string(),
         backlog,
-        folder,
         delivery: ArcSwap::from_pointee(delivery),
         when_full: ArcSwap::from_pointee(config.when_full),
         consumers: Arc::new(Semaphore::new(consumers)),

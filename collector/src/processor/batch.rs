@@ -202,13 +202,10 @@ impl Batcher {
 mod tests {
     use std::sync::Mutex;
 
-    use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-    use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use prost::Message;
     use tokio::sync::{Semaphore, watch};
 
     use super::*;
-    use crate::ack::{Ack, Acks, Receipt};
+    use crate::batch::testing::logs;
 
     /// Holds each batch until the test lets it through, and records the size of each.
     struct Gate {
@@ -226,21 +223,6 @@ mod tests {
             batch.discard();
             Ok(())
         }
-    }
-
-    fn logs(n: usize) -> (Batch, Receipt) {
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs {
-                    log_records: vec![LogRecord::default(); n],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let (ack, receipt) = Ack::new();
-        let batch = Batch::from_bytes(Signal::Logs, request.encode_to_vec().into()).unwrap();
-        (batch.with_acks(Acks::one(ack)), receipt)
     }
 
     // Paused time: timers fire only once every task waits, so the test sees no races.

@@ -8,6 +8,19 @@ use tokio::net::TcpStream;
 
 use super::*;
 
+/// A collector running `text`.
+async fn start(text: &str) -> Topology {
+    let config = Config::from_yaml(text, "test.yaml").unwrap();
+    Topology::start(&config).await.unwrap()
+}
+
+/// A connection to the `otlp` receiver's HTTP server.
+async fn connect(topology: &Topology) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", http_port(topology)))
+        .await
+        .unwrap()
+}
+
 /// The port the `otlp` receiver's HTTP server listens on.
 fn http_port(topology: &Topology) -> u16 {
     let endpoints = &topology.endpoints()["otlp"];
@@ -221,9 +234,7 @@ async fn apply_changes_only_what_differs() {
     setup.http = "127.0.0.1:00".into();
     let applied = topology.apply(setup.config()).await.unwrap();
     assert_eq!(applied.updated, ["receivers.otlp"], "{applied}");
-    let mut moved = TcpStream::connect(("127.0.0.1", http_port(&topology)))
-        .await
-        .unwrap();
+    let mut moved = connect(&topology).await;
     assert_eq!(post(&mut moved, &request("fifth")).await, 200);
     eventually(&b, &[("third", "two"), ("fourth", "two"), ("fifth", "two")]).await;
     drop(connection);
@@ -257,17 +268,13 @@ service:
   pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}
 "
     );
-    let topology = Topology::start(&Config::from_yaml(&text, "test.yaml").unwrap())
-        .await
-        .unwrap();
+    let topology = start(&text).await;
     assert!(
         topology.health()["exporters.otlp"].healthy,
         "healthy until it fails"
     );
     // Accepted into the exporter's queue at once; the delivery fails afterwards.
-    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
-        .await
-        .unwrap();
+    let mut connection = connect(&topology).await;
     assert_eq!(post(&mut connection, &request("lost")).await, 200);
     let failed = || {
         let labels = [("exporter", "otlp")];
@@ -305,9 +312,7 @@ async fn crafted_requests_are_refused_not_a_crash() {
         dir: dir.path().into(),
     };
     let topology = Topology::start(&setup.config()).await.unwrap();
-    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
-        .await
-        .unwrap();
+    let mut connection = connect(&topology).await;
     // An unknown field whose key is past 32 bits; cut to 32 bits it would be field 100.
     let oversized_key = [0xa0, 0x86, 0x80, 0x80, 0x80, 0x01, 0x00].to_vec();
     let mut after_a_request = request("x");
@@ -386,12 +391,8 @@ service:
     traces/all: {{receivers: [routing], exporters: [file/all]}}
 "#
     );
-    let topology = Topology::start(&Config::from_yaml(&text, "test.yaml").unwrap())
-        .await
-        .unwrap();
-    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
-        .await
-        .unwrap();
+    let topology = start(&text).await;
+    let mut connection = connect(&topology).await;
     let body = request_from(&["cart", "shop", "cart"]);
     assert_eq!(post(&mut connection, &body).await, 200);
     // A resource takes every route it matches; one that matches none takes the default.
@@ -423,16 +424,12 @@ service:
     traces/back: {{receivers: [otlp/back], exporters: [file/a]}}
 "#
     );
-    let topology = Topology::start(&Config::from_yaml(&text, "test.yaml").unwrap())
-        .await
-        .unwrap();
+    let topology = start(&text).await;
     assert_eq!(
         topology.endpoints()["otlp/back"],
         [format!("grpc unix:{d}/back.sock")]
     );
-    let mut connection = TcpStream::connect(("127.0.0.1", http_port(&topology)))
-        .await
-        .unwrap();
+    let mut connection = connect(&topology).await;
     assert_eq!(post(&mut connection, &request("hop")).await, 200);
     eventually(&dir.path().join("a.jsonl"), &[("hop", "")]).await;
     topology.shutdown(Duration::from_secs(1)).await;

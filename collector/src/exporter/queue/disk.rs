@@ -155,6 +155,10 @@ impl DiskQueue {
         })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Appends a batch and returns once it is durable.
     pub async fn push(&self, batch: Batch, when_full: WhenFull) -> Result<(), DiskError> {
         let (reply, answer) = oneshot::channel();

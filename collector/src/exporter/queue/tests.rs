@@ -1,10 +1,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::*;
-use crate::ack::{Ack, Acks, Receipt};
+use crate::batch::testing::logs as batch;
 
 /// A destination the test opens and closes: while closed, sends wait; `failing` makes them
 /// fail. Records the item count of each batch it takes, which the tests use as its id.
@@ -47,25 +46,6 @@ impl Sender for Through {
     }
 }
 
-/// A batch of `n` log records, with its sender's receipt.
-fn batch(n: usize) -> (Batch, Receipt) {
-    use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-    use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-    use prost::Message;
-    let request = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: vec![LogRecord::default(); n],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let (ack, receipt) = Ack::new();
-    let batch = Batch::from_bytes(Signal::Logs, Bytes::from(request.encode_to_vec())).unwrap();
-    (batch.with_acks(Acks::one(ack)), receipt)
-}
-
 fn exporter(gate: &Arc<Gate>, queue: &QueueConfig, context: &Context) -> Next {
     let retry = RetryConfig {
         initial_interval: Duration::from_millis(10),
@@ -80,6 +60,18 @@ async fn until(mut check: impl FnMut() -> bool) {
     while !check() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits until the worker has taken what was queued, leaving the queue empty.
+async fn taken_by_the_worker(context: &Context) {
+    let labels = [("exporter", "otlp")];
+    until(|| {
+        context
+            .registry
+            .value("otelcol_exporter_queue_size", &labels)
+            == Some(0)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -114,15 +106,9 @@ async fn a_full_queue_drops_its_oldest_or_refuses() {
         let (data, receipt) = batch(n);
         dropping.consume(data).await.unwrap();
         assert_eq!(receipt.await, Ok(()));
-        // The first is taken by the worker at once; the rest wait in the queue.
+        // The first goes to the worker at once; the rest wait in the queue.
         if n == 1 {
-            until(|| {
-                context
-                    .registry
-                    .value("otelcol_exporter_queue_size", &[("exporter", "otlp")])
-                    == Some(0)
-            })
-            .await;
+            taken_by_the_worker(&context).await;
         }
     }
     let dropped = context.registry.value(
@@ -150,13 +136,7 @@ async fn a_full_queue_drops_its_oldest_or_refuses() {
         let taken = exporter.consume(data).await;
         outcomes.push((taken.is_ok(), receipt.await.is_ok()));
         if n == 1 {
-            until(|| {
-                context
-                    .registry
-                    .value("otelcol_exporter_queue_size", &[("exporter", "otlp")])
-                    == Some(0)
-            })
-            .await;
+            taken_by_the_worker(&context).await;
         }
     }
     assert_eq!(

@@ -27,6 +27,17 @@ fn open(fs: &Arc<SimFs>, max_bytes: u64) -> (DiskQueue, DiskMetrics) {
     (queue, metrics)
 }
 
+/// The one segment file of a small queue.
+fn only_segment(fs: &SimFs) -> PathBuf {
+    let mut segments = fs
+        .names()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"));
+    let segment = segments.next().expect("a segment");
+    assert!(segments.next().is_none(), "one segment");
+    segment
+}
+
 /// Closes the queue and takes everything left, marking it delivered.
 async fn drain(queue: &DiskQueue) -> Vec<u64> {
     queue.close();
@@ -131,13 +142,9 @@ async fn damaged_records_are_skipped_and_counted() {
         queue.push(batch(id, 200), WhenFull::Refuse).await.unwrap();
     }
     drop(queue);
-    let segment = fs
-        .names()
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "seg"));
     // Inside the second record's body.
     let record = HEADER + META + 200;
-    fs.damage(&segment.unwrap(), record + 100);
+    fs.damage(&only_segment(&fs), record + 100);
     let (queue, metrics) = open(&fs, 1 << 20);
     assert_eq!(drain(&queue).await, [1, 3]);
     assert_eq!(metrics.corrupt.get(), 1);
@@ -150,13 +157,8 @@ async fn lengths_read_from_disk_are_not_trusted() {
     queue.push(batch(1, 50), WhenFull::Refuse).await.unwrap();
     queue.push(batch(2, 50), WhenFull::Refuse).await.unwrap();
     drop(queue);
-    let segment = fs
-        .names()
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
     // The first record's length field, made huge: the record is damage, not a 4 GiB read.
-    fs.damage(&segment, 7);
+    fs.damage(&only_segment(&fs), 7);
     let (queue, metrics) = open(&fs, 1 << 20);
     assert_eq!(drain(&queue).await, [2]);
     assert_eq!(metrics.corrupt.get(), 1);
