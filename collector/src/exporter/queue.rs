@@ -264,6 +264,8 @@ struct Delivery {
     sent: [Counter; 3],
     failed: [Counter; 3],
     health: HealthBoard,
+    /// Retries are said once in a while, not once per batch and attempt.
+    retries: Mutex<Throttle>,
 }
 
 /// How one delivery ended.
@@ -350,7 +352,9 @@ async fn deliver(
         if no_retry.is_cancelled() {
             return None;
         }
-        tracing::warn!(exporter = %delivery.id, %signal, items, error = %message, retry_in = ?wait, "export failed, will retry");
+        if let Some(retries) = delivery.retries.lock().unwrap().due(1) {
+            tracing::warn!(exporter = %delivery.id, %signal, items, error = %message, retry_in = ?wait, retries, "export failed, will retry");
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return None,
@@ -652,6 +656,7 @@ pub fn build(
         failed: Signal::ALL
             .map(|s| counter("send_failed", s, "Items dropped after sending failed.")),
         health: context.health.clone(),
+        retries: Mutex::default(),
     };
     if !config.enabled {
         return Ok(Arc::new(Direct {
@@ -766,8 +771,27 @@ pub fn build(
     }))
 }
 
-/// How often a queue that keeps dropping its oldest data says so.
-const DROPS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+/// How often an exporter that keeps failing, or keeps dropping its oldest data, says so.
+const LOGGED_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets a warning through once per [`LOGGED_EVERY`], counting what it held back meanwhile.
+#[derive(Default)]
+struct Throttle {
+    logged_at: Option<Instant>,
+    held_back: usize,
+}
+
+impl Throttle {
+    /// Adds `count` to what is to be said; `Some(total since last said)` when it is time.
+    fn due(&mut self, count: usize) -> Option<usize> {
+        self.held_back += count;
+        if self.logged_at.is_some_and(|at| at.elapsed() < LOGGED_EVERY) {
+            return None;
+        }
+        self.logged_at = Some(Instant::now());
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
 
 /// An in-memory queue, bounded by its sizer.
 struct MemoryBacklog {
@@ -787,8 +811,7 @@ struct MemoryState {
     in_flight: usize,
     closed: bool,
     /// Items dropped to make room since that was last logged, and when it was.
-    unlogged_drops: usize,
-    logged_at: Option<Instant>,
+    drops: Throttle,
 }
 
 /// A batch taken from a memory queue: dropped unsettled, it goes back to the front.
@@ -815,8 +838,7 @@ impl MemoryBacklog {
                 sizer: config.sizer,
                 in_flight: 0,
                 closed: false,
-                unlogged_drops: 0,
-                logged_at: None,
+                drops: Throttle::default(),
             }),
             wake: Notify::new(),
             size,
@@ -846,18 +868,12 @@ impl MemoryBacklog {
             };
             state.used -= state.sizer.size(&oldest);
             self.dropped[oldest.signal() as usize].add(oldest.items());
-            state.unlogged_drops += oldest.items();
             // Said once in a while, not once per batch.
-            if state
-                .logged_at
-                .is_none_or(|at| at.elapsed() >= DROPS_LOGGED_EVERY)
-            {
-                let items = std::mem::take(&mut state.unlogged_drops);
+            if let Some(items) = state.drops.due(oldest.items()) {
                 tracing::warn!(
                     items,
                     "sending queue full: dropped the oldest data to make room"
                 );
-                state.logged_at = Some(Instant::now());
             }
         }
         state.used += size;
