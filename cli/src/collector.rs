@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "TOKEN",
-        env = "ODIGOS_OPAMP_TOKEN",
+        env = "ODIGOS_TOKEN",
         hide_env_values = true
     )]
     token: Option<String>,

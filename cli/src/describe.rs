@@ -74,10 +74,14 @@ fn get(address: &str, path: &str, token: Option<&str>) -> Result<(u16, String), 
 
 fn get_json(args: &Args, token: Option<&str>, path: &str) -> Result<Value, String> {
     let (status, body) = get(&args.server, path, token)?;
-    match status {
-        200 => serde_json::from_str(&body).map_err(|e| format!("{path}: bad JSON: {e}")),
-        401 => Err(format!(
-            "{path}: the token was refused; pass --token or --state-dir"
+    match (status, token) {
+        (200, _) => serde_json::from_str(&body).map_err(|e| format!("{path}: bad JSON: {e}")),
+        (401, None) => Err(format!(
+            "the control plane wants a token and none was found in {}; pass --token, set ODIGOS_TOKEN, or --state-dir to where `odigos up` keeps its state",
+            args.state_dir.join("token").display()
+        )),
+        (401, Some(_)) => Err(format!(
+            "{path}: the token was refused; pass the control plane's token with --token or ODIGOS_TOKEN"
         )),
         _ => Err(format!("{path}: HTTP {status}: {}", body.trim())),
     }
@@ -93,7 +97,7 @@ pub fn main(args: Args) -> ExitCode {
         let agents = get_json(&args, token.as_deref(), "/api/v1/agents")?;
         match &args.what {
             None => Ok(overview(&state, &agents)),
-            Some(What::Destination { name }) => destination(&state, name),
+            Some(What::Destination { name }) => destination(&state, &agents, name),
             Some(What::Source { name }) => source(&state, name),
             Some(What::Agent { uid }) => agent(&state, &agents, uid),
         }
@@ -122,6 +126,7 @@ fn short(hash: &Value) -> String {
     text(hash).chars().take(12).collect()
 }
 
+/// `ready (Reason: message)` or `not ready (...)`: whether its config is in force.
 fn condition(value: &Value) -> String {
     let c = &value["condition"];
     let ready = if c["status"] == "True" {
@@ -130,6 +135,33 @@ fn condition(value: &Value) -> String {
         "not ready"
     };
     format!("{ready} ({}: {})", text(&c["reason"]), text(&c["message"]))
+}
+
+/// `delivering`, `DEGRADED since T: error` or `unknown (...)`: whether data reaches it.
+fn health(value: &Value) -> Option<String> {
+    let h = value.get("health").filter(|h| !h.is_null())?;
+    let since = h["since"]
+        .as_str()
+        .map(|t| format!(" since {t}"))
+        .unwrap_or_default();
+    Some(match h["status"].as_str() {
+        Some("True") => format!("delivering{since}"),
+        Some("False") => format!("DEGRADED{since}: {}", text(&h["message"])),
+        _ => format!("unknown ({})", text(&h["message"])),
+    })
+}
+
+/// `a, b, c` from a JSON array of strings.
+fn list(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+/// The widest of `names`, for a column that fits them all.
+fn width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(|n| n.chars().count()).max().unwrap_or(0)
 }
 
 /// An item of `map` (a JSON object) by `ns/name` or by name alone.
@@ -159,17 +191,24 @@ fn find<'a>(map: &'a Value, name: &str, what: &str) -> Result<&'a Value, String>
 }
 
 fn problems(state: &Value, out: &mut String, about: Option<&str>) {
-    let list: Vec<&Value> = state["problems"]
+    let list: Vec<String> = state["problems"]
         .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let list: Vec<String> = list
-        .iter()
-        .map(|p| problem_line(p))
-        .filter(|line| about.is_none_or(|name| line.contains(name)))
+        .into_iter()
+        .flatten()
+        .filter(|p| about.is_none_or(|name| problem_line(p).contains(name)))
+        .map(|p| {
+            let in_force = match p["resource"].as_str() {
+                Some(resource) => match state["accepted"][resource].as_str() {
+                    Some(at) => format!("the version accepted at {at} stays in force"),
+                    None => "no version of it is in force".to_string(),
+                },
+                None => "what the file held before stays in force".to_string(),
+            };
+            format!("{}\n    ({in_force})", problem_line(p))
+        })
         .collect();
     if !list.is_empty() {
-        out.push_str("problems (the last good version stays in force):\n");
+        out.push_str("problems:\n");
         for line in list {
             out.push_str(&format!("  {line}\n"));
         }
@@ -210,31 +249,44 @@ fn overview(state: &Value, agents: &Value) -> String {
                 .unwrap_or_default()
         ));
     }
+    let destinations = state["destinations"].as_object();
+    let names = width(destinations.into_iter().flatten().map(|(n, _)| n.as_str()));
+    let types = width(
+        destinations
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, d)| d["type"].as_str()),
+    );
+    let signals = width(
+        destinations
+            .into_iter()
+            .flatten()
+            .map(|(_, d)| list(&d["signals"]))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    );
     out.push_str("destinations:\n");
-    for (name, d) in state["destinations"].as_object().into_iter().flatten() {
-        let signals = d["signals"]
-            .as_array()
-            .map(|s| s.iter().map(text).collect::<Vec<_>>().join(","))
-            .unwrap_or_default();
+    for (name, d) in destinations.into_iter().flatten() {
         out.push_str(&format!(
-            "  {name:<24} {:<12} {signals:<20} {}\n",
+            "  {name:<names$}  {:<types$}  {:<signals$}  {}{}\n",
             text(&d["type"]),
-            condition(d)
+            list(&d["signals"]),
+            condition(d),
+            health(d).map(|h| format!(", {h}")).unwrap_or_default()
         ));
     }
     let sources = state["sources"].as_array().cloned().unwrap_or_default();
     if !sources.is_empty() {
         out.push_str("sources:\n");
+        let names = width(sources.iter().filter_map(|s| s["name"].as_str()));
+        let workloads = width(sources.iter().filter_map(|s| s["workload"].as_str()));
         for s in &sources {
             out.push_str(&format!(
-                "  {:<24} {}{}\n",
+                "  {:<names$}  {:<workloads$}  {}\n",
                 text(&s["name"]),
                 text(&s["workload"]),
-                if s["disabled"] == true {
-                    " (disabled)"
-                } else {
-                    ""
-                }
+                condition(s)
             ));
         }
     }
@@ -242,9 +294,13 @@ fn overview(state: &Value, agents: &Value) -> String {
     if !resources.is_empty() {
         out.push_str("actions, rules and sampling:\n");
     }
-    for r in &resources {
-        let name = format!("{} {}", text(&r["kind"]), text(&r["name"]));
-        out.push_str(&format!("  {name:<37} {}\n", condition(r)));
+    let labels: Vec<String> = resources
+        .iter()
+        .map(|r| format!("{} {}", text(&r["kind"]), text(&r["name"])))
+        .collect();
+    let labels_width = width(labels.iter().map(String::as_str));
+    for (label, r) in labels.iter().zip(&resources) {
+        out.push_str(&format!("  {label:<labels_width$}  {}\n", condition(r)));
     }
     out.push_str("agents:\n");
     for a in agents.as_array().into_iter().flatten() {
@@ -272,13 +328,23 @@ fn agent_line(a: &Value) -> String {
     )
 }
 
-fn destination(state: &Value, name: &str) -> Result<String, String> {
+fn destination(state: &Value, agents: &Value, name: &str) -> Result<String, String> {
     let d = find(&state["destinations"], name, "destination")?;
     let full = text(&d["name"]);
+    // The first line says whether data gets there, and if not, why.
+    let verdict = match (d["condition"]["status"].as_str(), health(d)) {
+        (Some("True"), Some(health)) => health,
+        (Some("True"), None) => "ready".to_string(),
+        _ => format!(
+            "NOT IN USE ({}: {})",
+            text(&d["condition"]["reason"]),
+            text(&d["condition"]["message"])
+        ),
+    };
     let mut out = format!(
-        "destination {full}\n  type     {}\n  signals  {}\n  status   {}\n",
+        "destination {full}: {verdict}\n  type     {}\n  signals  {}\n  config   {}\n",
         text(&d["type"]),
-        d["signals"],
+        list(&d["signals"]),
         condition(d)
     );
     let plan = &d["plan"];
@@ -286,8 +352,22 @@ fn destination(state: &Value, name: &str) -> Result<String, String> {
         let exporter = text(&plan["exporter"]);
         out.push_str(&format!(
             "  exporter {exporter}\n  pipelines {}\n",
-            plan["pipelines"]
+            list(&plan["pipelines"])
         ));
+        let component = format!("exporters.{exporter}");
+        for a in agents.as_array().into_iter().flatten() {
+            if let Some(c) = a["components"].get(&component) {
+                let error = c["last_error"].as_str().filter(|e| !e.is_empty());
+                out.push_str(&format!(
+                    "  gateway {}: {}{}\n",
+                    short(&a["uid"]),
+                    text(&c["status"]),
+                    error
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
         out.push_str(&format!(
             "  gateway config {} (desired)\n",
             short(&state["hashes"]["gateway"])
@@ -295,20 +375,21 @@ fn destination(state: &Value, name: &str) -> Result<String, String> {
         if let Some(address) = state["metrics"]["gateway"].as_str() {
             match get(address, "/metrics", None) {
                 Ok((200, metrics)) => {
-                    out.push_str("  sent by the gateway so far:\n");
+                    // The exporter's counts that are not zero.
                     let needle = format!("exporter=\"{exporter}\"");
                     let lines: Vec<&str> = metrics
                         .lines()
                         .filter(|l| !l.starts_with('#') && l.contains(&needle))
+                        .filter(|l| !l.ends_with(" 0"))
                         .collect();
                     if lines.is_empty() {
-                        // Exporters that only print or write files keep no counts of their own.
-                        out.push_str("    no exporter counts; received by the gateway:\n");
+                        out.push_str(
+                            "  the gateway's counts for it are all zero: nothing sent yet\n",
+                        );
+                    } else {
+                        out.push_str("  the gateway's counts for it:\n");
                     }
-                    let received = metrics.lines().filter(|l| {
-                        lines.is_empty() && l.starts_with("otelcol_receiver_accepted_")
-                    });
-                    for line in lines.iter().copied().chain(received) {
+                    for line in lines {
                         out.push_str(&format!("    {line}\n"));
                     }
                 }
@@ -332,10 +413,11 @@ fn source(state: &Value, name: &str) -> Result<String, String> {
     );
     let s = find(&sources, name, "source")?;
     let full = text(&s["name"]);
-    let mut out = format!("source {full}\n  workload {}\n", text(&s["workload"]));
-    if s["disabled"] == true {
-        out.push_str("  instrumentation is disabled (spec.disableInstrumentation)\n");
-    }
+    let mut out = format!(
+        "source {full}\n  workload {}\n  status   {}\n",
+        text(&s["workload"]),
+        condition(s)
+    );
     match s.get("instrumentation_config").filter(|c| !c.is_null()) {
         Some(config) => {
             out.push_str(&format!(
@@ -363,22 +445,30 @@ fn source(state: &Value, name: &str) -> Result<String, String> {
 
 fn agent(state: &Value, agents: &Value, uid: &str) -> Result<String, String> {
     let all = agents.as_array().ok_or("unexpected reply")?;
-    let a = all
+    // A uid as printed, or written as a UUID, or any unique prefix of it.
+    let wanted = uid.replace('-', "").to_ascii_lowercase();
+    let known = || {
+        all.iter()
+            .map(|a| text(&a["uid"]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let hits: Vec<&Value> = all
         .iter()
-        .find(|a| {
-            a["uid"]
-                .as_str()
-                .is_some_and(|u| u.starts_with(&uid.to_ascii_lowercase()))
-        })
-        .ok_or_else(|| {
-            format!(
-                "no agent {uid:?}; known: {}",
-                all.iter()
-                    .map(|a| text(&a["uid"]))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+        .filter(|a| a["uid"].as_str().is_some_and(|u| u.starts_with(&wanted)))
+        .collect();
+    let a = match hits.as_slice() {
+        [one] => *one,
+        [] => return Err(format!("no agent {uid:?}; known: {}", known())),
+        many => {
+            let uids: Vec<String> = many.iter().map(|a| text(&a["uid"])).collect();
+            return Err(format!(
+                "{uid:?} matches {} agents: {}; give more of the uid",
+                many.len(),
+                uids.join(", ")
+            ));
+        }
+    };
     let mut out = format!("agent {}\n", agent_line(a));
     let role = a["non_identifying"]["odigos.role"].as_str().unwrap_or("");
     if let Some(desired) = state["hashes"].get(role) {
@@ -397,9 +487,19 @@ fn agent(state: &Value, agents: &Value, uid: &str) -> Result<String, String> {
         text(&a["healthy"]),
         a["last_error"].as_str().unwrap_or("")
     ));
-    for (component, health) in a["components"].as_object().into_iter().flatten() {
-        if health[0] != true {
-            out.push_str(&format!("  failing {component}: {}\n", text(&health[1])));
+    for (component, c) in a["components"].as_object().into_iter().flatten() {
+        let since = c["since"]
+            .as_str()
+            .map(|t| format!(" since {t}"))
+            .unwrap_or_default();
+        if c["healthy"] == true {
+            out.push_str(&format!("  {component}: {}\n", text(&c["status"])));
+        } else {
+            out.push_str(&format!(
+                "  FAILING {component}{since}: {}; {}\n",
+                text(&c["last_error"]),
+                text(&c["status"])
+            ));
         }
     }
     for (key, value) in a["identifying"]

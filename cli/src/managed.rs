@@ -80,14 +80,13 @@ impl Apply for Managed {
     }
 
     async fn health(&self) -> ComponentHealth {
-        let now = unix_nanos(SystemTime::now());
         let topology = self.topology.lock().await;
         let Some(topology) = topology.as_ref() else {
             return ComponentHealth {
                 healthy: true,
                 status: "waiting for a config".into(),
                 start_time_unix_nano: unix_nanos(self.started),
-                status_time_unix_nano: now,
+                status_time_unix_nano: unix_nanos(self.started),
                 ..Default::default()
             };
         };
@@ -101,21 +100,29 @@ impl Apply for Managed {
                     .strip_prefix("receivers.")
                     .and_then(|id| endpoints.get(id))
                     .map(|e| format!("listening {}", e.join(", ")));
-                let status = match listening {
-                    Some(listening) if health.healthy => listening,
-                    _ if health.healthy => "ok".into(),
-                    _ => "failing".into(),
+                let status = match (listening, health.healthy) {
+                    (Some(listening), _) => listening,
+                    (None, true) if health.detail.is_empty() => "ok".into(),
+                    (None, true) => health.detail,
+                    (None, false) => format!(
+                        "failing: {} failed attempts; {}",
+                        health.failures, health.detail
+                    ),
                 };
+                // The time of the last change, so an unchanged health is not sent again.
+                let since = health.since.unwrap_or(self.started);
                 let component = ComponentHealth {
                     healthy: health.healthy,
                     status,
                     last_error: health.last_error.unwrap_or_default(),
-                    status_time_unix_nano: now,
+                    start_time_unix_nano: unix_nanos(self.started),
+                    status_time_unix_nano: unix_nanos(since),
                     ..Default::default()
                 };
                 (name, component)
             })
             .collect();
+        let changed = components.values().map(|c| c.status_time_unix_nano).max();
         let failing: Vec<&String> = components
             .iter()
             .filter(|(_, c)| !c.healthy)
@@ -134,7 +141,7 @@ impl Apply for Managed {
                 .collect::<Vec<_>>()
                 .join(", "),
             start_time_unix_nano: unix_nanos(self.started),
-            status_time_unix_nano: now,
+            status_time_unix_nano: changed.unwrap_or_else(|| unix_nanos(self.started)),
             component_health_map: components,
         }
     }

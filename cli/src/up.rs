@@ -114,8 +114,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => stored_token(&state_dir)?,
     };
 
-    let store = LocalStore::open(&args.dir, odigos_server::catalog::Catalog::builtin())
-        .with_context(|| format!("cannot read {}", args.dir.display()))?;
+    // The versions in force are kept in the state directory, so a file broken while `up` was
+    // down does not take its resources away.
+    let kept = state_dir.join("accepted.json");
+    let store = LocalStore::open(
+        &args.dir,
+        odigos_server::catalog::Catalog::builtin(),
+        Some(&kept),
+    )
+    .with_context(|| format!("cannot read {}", args.dir.display()))?;
     let _watch = store
         .watch()
         .with_context(|| format!("cannot watch {}", args.dir.display()))?;
@@ -335,7 +342,7 @@ fn spawn_collector(
         .arg(format!("{}s", COLLECTOR_GRACE.as_secs()))
         .arg("--state-dir")
         .arg(state_dir)
-        .env("ODIGOS_OPAMP_TOKEN", token)
+        .env("ODIGOS_TOKEN", token)
         .stdin(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -352,8 +359,9 @@ fn node_listening(
         .iter()
         .find(|a| a.non_identifying.get("odigos.role").map(String::as_str) == Some("node"))?;
     let status = node
-        .statuses
+        .components
         .get("receivers.otlp")?
+        .status
         .strip_prefix("listening ")?;
     status
         .split(", ")

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// A monotonically increasing count.
 #[derive(Clone, Debug, Default)]
@@ -195,6 +196,25 @@ pub struct ComponentHealth {
     pub healthy: bool,
     /// The most recent error, kept after recovery for context.
     pub last_error: Option<String>,
+    /// When it last turned healthy or failing; `None` while it has never reported.
+    pub since: Option<SystemTime>,
+    /// Failed attempts since it last turned failing.
+    pub failures: u64,
+    /// What it says of its work: an exporter its queue and its losses.
+    pub detail: String,
+}
+
+impl ComponentHealth {
+    /// A component that runs and has nothing to report.
+    pub fn running() -> ComponentHealth {
+        ComponentHealth {
+            healthy: true,
+            last_error: None,
+            since: None,
+            failures: 0,
+            detail: String::new(),
+        }
+    }
 }
 
 /// Health of the components that report it (exporters report every send), by
@@ -209,12 +229,14 @@ impl HealthBoard {
         let mut entries = self.entries.lock().unwrap();
         let entry = entries
             .entry(component.to_string())
-            .or_insert(ComponentHealth {
-                healthy: true,
-                last_error: None,
-            });
+            .or_insert_with(ComponentHealth::running);
+        if entry.since.is_none() || entry.healthy != outcome.is_ok() {
+            entry.since = Some(SystemTime::now());
+            entry.failures = 0;
+        }
         entry.healthy = outcome.is_ok();
         if let Err(error) = outcome {
+            entry.failures += 1;
             entry.last_error = Some(error.to_string());
         }
     }

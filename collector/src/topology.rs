@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use odigos_proto::Signal;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -163,30 +164,47 @@ impl Topology {
     }
 
     /// The health of every running component, by `section.id`. Receivers, processors and
-    /// connectors are healthy while they run; exporters report their latest send.
+    /// connectors are healthy while they run; exporters report their latest send, their queue
+    /// and what they lost.
     pub fn health(&self) -> BTreeMap<String, ComponentHealth> {
-        let healthy = ComponentHealth {
-            healthy: true,
-            last_error: None,
-        };
         let config = self.config();
         let mut health = BTreeMap::new();
         for id in self.receivers.keys() {
-            health.insert(format!("receivers.{id}"), healthy.clone());
+            health.insert(format!("receivers.{id}"), ComponentHealth::running());
         }
         for id in config.processors.keys() {
-            health.insert(format!("processors.{id}"), healthy.clone());
+            health.insert(format!("processors.{id}"), ComponentHealth::running());
         }
         for id in config.connectors.keys() {
-            health.insert(format!("connectors.{id}"), healthy.clone());
+            health.insert(format!("connectors.{id}"), ComponentHealth::running());
         }
+        let registry = &self.context.registry;
         for id in config.exporters.keys() {
             let name = format!("exporters.{id}");
-            let reported = self
+            let mut reported = self
                 .context
                 .health
                 .get(&name)
-                .unwrap_or_else(|| healthy.clone());
+                .unwrap_or_else(ComponentHealth::running);
+            let labels = [("exporter", id.as_str())];
+            let total = |what: &str| -> i64 {
+                Signal::ALL
+                    .iter()
+                    .filter_map(|s| {
+                        registry.value(
+                            &format!("otelcol_exporter_{what}_{}", s.item_name()),
+                            &labels,
+                        )
+                    })
+                    .sum()
+            };
+            let queued = registry.value("otelcol_exporter_queue_size", &labels);
+            reported.detail = format!(
+                "queue {} batches, {} items dropped from a full queue, {} given up",
+                queued.unwrap_or(0),
+                total("queue_dropped"),
+                total("send_failed"),
+            );
             health.insert(name, reported);
         }
         health

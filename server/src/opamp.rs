@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fleet::{AgentView, ConfigStatus, Fleet, Selector};
+pub use fleet::{AgentView, ComponentView, ConfigStatus, Fleet, Selector};
 
 use crate::reconciler::ControlPlane;
 
 /// How the OpAMP server is run.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// When set, agents must send `Authorization: Bearer <token>`.
+    /// When set, agents and API clients must send `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// An agent not heard from for this long is considered gone.
     pub agent_timeout: Duration,
@@ -41,13 +41,36 @@ impl Default for Options {
     }
 }
 
-/// Whether `headers` carry `Authorization: Bearer <token>` (always, when there is no token).
-pub(crate) fn authorized(token: Option<&str>, headers: &axum::http::HeaderMap) -> bool {
-    let Some(token) = token else { return true };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    presented.and_then(|v| v.strip_prefix("Bearer ")) == Some(token)
+/// Wraps `app` so that every request must carry `Authorization: Bearer <token>`: the OpAMP
+/// endpoint and the API alike. The token is compared in constant time.
+fn guarded(app: axum::Router, token: Option<String>) -> axum::Router {
+    use axum::extract::Request;
+    use axum::middleware::Next;
+    use axum::response::IntoResponse;
+    let Some(token) = token else { return app };
+    let token: Arc<str> = token.into();
+    app.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let token = token.clone();
+            async move {
+                let presented = request
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or_default();
+                if bool::from(subtle::ConstantTimeEq::ct_eq(
+                    presented.as_bytes(),
+                    token.as_bytes(),
+                )) {
+                    next.run(request).await
+                } else {
+                    let refused = "missing or wrong bearer token";
+                    (axum::http::StatusCode::UNAUTHORIZED, refused).into_response()
+                }
+            }
+        },
+    ))
 }
 
 /// The OpAMP path.
@@ -104,11 +127,8 @@ impl Server {
             .transpose()?;
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let app = router(fleet.clone(), &options).merge(crate::api::router(
-            fleet.clone(),
-            plane,
-            options.token.clone(),
-        ));
+        let app = router(fleet.clone(), &options).merge(crate::api::router(fleet.clone(), plane));
+        let app = guarded(app, options.token.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let sweeper = fleet.clone();
         let task = tokio::spawn(async move {

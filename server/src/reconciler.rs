@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::compiler::{Compiled, DestinationPlan, Layout, compile};
-use crate::opamp::{AgentView, ConfigStatus, Fleet, Selector};
-use crate::resource::{CollectorsGroup, InstrumentationConfig};
+use crate::opamp::{AgentView, ComponentView, ConfigStatus, Fleet, Selector};
+use crate::resource::{CollectorsGroup, InstrumentationConfig, WorkloadKind};
 use crate::store::{Problem, Snapshot, Store};
 
 /// The agent attribute that tells a collector's role.
@@ -39,6 +39,8 @@ pub struct ControlPlane {
     fleet: Arc<Fleet>,
     catalog: &'static Catalog,
     layout: Layout,
+    /// Whether Kubernetes workloads can be instrumented: the store is a cluster's.
+    kubernetes: bool,
     applied: ArcSwap<Option<Applied>>,
 }
 
@@ -54,6 +56,7 @@ impl ControlPlane {
             fleet,
             catalog,
             layout,
+            kubernetes: store.kubernetes(),
             applied: ArcSwap::from_pointee(None),
         });
         let mut snapshots = store.subscribe();
@@ -177,42 +180,65 @@ impl ControlPlane {
         &self.layout
     }
 
-    /// The desired state with each resource's status, as users see it.
+    /// The desired state with each resource's status, as users see it: whether its config is
+    /// in force (`Ready`) and, for a destination, whether data reaches it (`Healthy`).
     pub fn state(&self) -> State {
         let applied = self.applied.load();
         let Some(applied) = applied.as_ref() else {
             return State::default();
         };
         let agents = self.fleet.agents();
-        let of_role = |role: &str| -> Vec<&AgentView> {
-            agents
-                .iter()
-                .filter(|a| a.connected.is_some())
-                .filter(|a| a.non_identifying.get(ROLE).map(String::as_str) == Some(role))
+        let live: Vec<&AgentView> = agents.iter().filter(|a| a.connected.is_some()).collect();
+        let with = |key: &str, value: &str| -> Vec<&AgentView> {
+            live.iter()
+                .copied()
+                .filter(|a| a.non_identifying.get(key).map(String::as_str) == Some(value))
                 .collect()
         };
-        let rollout = |role: &str| Rollout::of(&of_role(role), &applied.hashes[role]);
-        let gateway = rollout("gateway");
-        let node = rollout("node");
+        let gateways = with(ROLE, "gateway");
+        let gateway = Rollout::of(&gateways, &applied.hashes["gateway"]);
+        let node = Rollout::of(&with(ROLE, "node"), &applied.hashes["node"]);
+        let workload = |config: &InstrumentationConfig| {
+            let name = workload_name(config);
+            Rollout::of(&with(WORKLOAD, &name), &applied.hashes[&name])
+        };
         let desired = &applied.snapshot.desired;
+        let problems: Vec<Problem> = applied
+            .snapshot
+            .problems
+            .iter()
+            .chain(&applied.compiled.problems)
+            .cloned()
+            .collect();
+        // A resource whose current version is refused says so, whatever its last good does.
+        let refused = refusals(&problems, &applied.snapshot.accepted);
+        let standing = |kind: &str, (ns, name): &(String, String), condition: Condition| {
+            let key = format!("{kind} {ns}/{name}");
+            refused.get(&key).cloned().unwrap_or(condition)
+        };
         let destinations = desired
             .destinations
             .iter()
             .map(|(key, destination)| {
                 let plan = applied.compiled.destinations.get(key).cloned();
-                let condition = match &plan {
-                    Some(DestinationPlan::Active { .. }) => gateway.condition(),
-                    Some(DestinationPlan::Disabled) => {
-                        Condition::new(false, "Disabled", "spec.disabled is set")
+                let (condition, health) = match &plan {
+                    Some(DestinationPlan::Active { exporter, .. }) => {
+                        (gateway.condition(), Some(delivery(&gateways, exporter)))
                     }
-                    Some(DestinationPlan::Unmatched) => {
-                        Condition::new(false, "NoSources", "no Source matches spec.sourceSelector")
-                    }
+                    Some(DestinationPlan::Disabled) => (
+                        Condition::new(false, "Disabled", "spec.disabled is set"),
+                        None,
+                    ),
+                    Some(DestinationPlan::Unmatched) => (
+                        Condition::new(false, "NoSources", "no Source matches spec.sourceSelector"),
+                        None,
+                    ),
                     Some(DestinationPlan::Refused { problem }) => {
-                        Condition::new(false, "Refused", problem)
+                        (Condition::new(false, "Refused", problem), None)
                     }
-                    None => Condition::new(false, "Unknown", "not compiled"),
+                    None => (Condition::new(false, "Unknown", "not compiled"), None),
                 };
+                let condition = standing("Destination", key, condition);
                 let view = DestinationView {
                     name: format!("{}/{}", key.0, key.1),
                     destination_type: destination.spec.destination_type.clone(),
@@ -224,36 +250,101 @@ impl ControlPlane {
                         .collect(),
                     plan,
                     condition,
+                    health,
                 };
                 (view.name.clone(), view)
             })
             .collect();
-        let resources = |kind: &str, keys: Vec<&(String, String)>| -> Vec<ResourceView> {
-            keys.into_iter()
-                .map(|(ns, name)| ResourceView {
-                    kind: kind.into(),
-                    name: format!("{ns}/{name}"),
-                    condition: gateway.condition(),
+        let mut resources = Vec::new();
+        for (key, action) in &desired.actions {
+            let spec = &action.spec;
+            let condition = if spec.disabled {
+                Condition::new(false, "Disabled", "spec.disabled is set")
+            } else if spec.k8s_attributes.is_some() {
+                Condition::new(
+                    false,
+                    "NotActive",
+                    "k8sAttributes needs pod metadata from Kubernetes, which the collectors do not collect yet",
+                )
+            } else {
+                gateway.condition()
+            };
+            let condition = standing("Action", key, condition);
+            resources.push(ResourceView::new("Action", key, condition));
+        }
+        for (key, sampling) in &desired.samplings {
+            let condition = if sampling.spec.disabled {
+                Condition::new(false, "Disabled", "spec.disabled is set")
+            } else {
+                gateway.condition()
+            };
+            let condition = standing("Sampling", key, condition);
+            resources.push(ResourceView::new("Sampling", key, condition));
+        }
+        for (key, rule) in &desired.rules {
+            let id = format!("{}/{}", key.0, key.1);
+            let configs: Vec<&InstrumentationConfig> = applied
+                .compiled
+                .workloads
+                .values()
+                .filter(|c| {
+                    c.spec
+                        .agent_config
+                        .as_ref()
+                        .is_some_and(|a| a.rules.contains(&id))
                 })
-                .collect()
-        };
-        let mut others = resources("Action", desired.actions.keys().collect());
-        others.extend(resources("Sampling", desired.samplings.keys().collect()));
-        others.extend(resources(
-            "InstrumentationRule",
-            desired.rules.keys().collect(),
-        ));
+                .collect();
+            let condition = if rule.spec.disabled {
+                Condition::new(false, "Disabled", "spec.disabled is set")
+            } else if configs.is_empty() {
+                Condition::new(
+                    false,
+                    "Unused",
+                    "it applies to no instrumented workload (no Source it selects has an InstrumentationConfig)",
+                )
+            } else {
+                let rollouts: Vec<Rollout> = configs.iter().map(|c| workload(c)).collect();
+                agents_condition(&rollouts, "instrumentation agents of its workloads")
+            };
+            let condition = standing("InstrumentationRule", key, condition);
+            resources.push(ResourceView::new("InstrumentationRule", key, condition));
+        }
         let sources = desired
             .sources
             .iter()
-            .map(|(key, source)| SourceView {
-                name: format!("{}/{}", key.0, key.1),
-                workload: format!(
-                    "{:?} {}",
-                    source.spec.workload.kind, source.spec.workload.name
-                ),
-                disabled: source.spec.disable_instrumentation,
-                instrumentation_config: applied.compiled.workloads.get(key).cloned(),
+            .map(|(key, source)| {
+                let spec = &source.spec;
+                let config = applied.compiled.workloads.get(key).cloned();
+                let kind = spec.workload.kind;
+                let rollout = config.as_ref().map(&workload);
+                let connected = rollout.as_ref().is_some_and(|r| r.agents > 0);
+                let condition = if spec.disable_instrumentation {
+                    Condition::new(false, "Disabled", "spec.disableInstrumentation is set")
+                } else if !self.kubernetes && kind != WorkloadKind::Process && !connected {
+                    Condition::new(
+                        false,
+                        "NoKubernetes",
+                        &format!(
+                            "a {kind:?} is a Kubernetes workload and this control plane runs without Kubernetes: on this machine only workload.kind Process is instrumented (an SDK agent that names this workload over OpAMP still gets its settings)"
+                        ),
+                    )
+                } else if let Some(rollout) = rollout {
+                    agents_condition(&[rollout], "instrumentation agents")
+                } else {
+                    Condition::new(
+                        false,
+                        "Waiting",
+                        "it selects workloads as they are found; no agent has reported one yet",
+                    )
+                };
+                let condition = standing("Source", key, condition);
+                SourceView {
+                    name: format!("{}/{}", key.0, key.1),
+                    workload: format!("{kind:?} {}", spec.workload.name),
+                    disabled: spec.disable_instrumentation,
+                    condition,
+                    instrumentation_config: config,
+                }
             })
             .collect();
         let mut groups = applied.compiled.collectors_groups.clone();
@@ -271,24 +362,124 @@ impl ControlPlane {
         }
         State {
             generation: applied.snapshot.generation,
-            problems: applied
-                .snapshot
-                .problems
-                .iter()
-                .chain(&applied.compiled.problems)
-                .cloned()
-                .collect(),
+            problems,
+            accepted: applied.snapshot.accepted.clone(),
             hashes: applied.hashes.clone(),
             rollouts: BTreeMap::from([("gateway".into(), gateway), ("node".into(), node)]),
             destinations,
             sources,
-            resources: others,
+            resources,
             collectors_groups: groups,
             metrics: BTreeMap::from([
                 ("gateway".to_string(), self.layout.gateway_metrics.clone()),
                 ("node".to_string(), self.layout.node_metrics.clone()),
             ]),
         }
+    }
+}
+
+/// The kinds users write, whose status the control plane tells.
+const KINDS: [&str; 5] = [
+    "Source",
+    "Destination",
+    "Action",
+    "InstrumentationRule",
+    "Sampling",
+];
+
+/// The `Ready` condition of each resource (`Kind namespace/name`) whose current version is
+/// refused: why, and what of it stays in force.
+fn refusals(
+    problems: &[Problem],
+    accepted: &BTreeMap<String, String>,
+) -> BTreeMap<String, Condition> {
+    let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for problem in problems {
+        let Some(resource) = problem.resource.as_deref() else {
+            continue;
+        };
+        let field = problem
+            .field
+            .as_deref()
+            .map(|f| format!("{f}: "))
+            .unwrap_or_default();
+        reasons
+            .entry(resource)
+            .or_default()
+            .push(format!("{field}{}", problem.message));
+    }
+    reasons
+        .into_iter()
+        .map(|(resource, messages)| {
+            let in_force = match accepted.get(resource) {
+                Some(at) => format!("the version accepted at {at} stays in force"),
+                None => "no version of it is in force".to_string(),
+            };
+            let message = format!("{}; {in_force}", messages.join("; "));
+            let condition = Condition::new(false, "Invalid", &message);
+            (resource.to_string(), condition)
+        })
+        .collect()
+}
+
+/// Whether data reaches a destination, from what the gateways report of its exporter.
+fn delivery(gateways: &[&AgentView], exporter: &str) -> Condition {
+    let component = format!("exporters.{exporter}");
+    let reports: Vec<&ComponentView> = gateways
+        .iter()
+        .filter_map(|a| a.components.get(&component))
+        .collect();
+    let failing: Vec<&&ComponentView> = reports.iter().filter(|c| !c.healthy).collect();
+    // The longest-standing failure is the one to tell.
+    if let Some(first) = failing.iter().min_by_key(|c| c.since.clone()) {
+        let message = format!(
+            "{} of {} gateways cannot deliver: {}",
+            failing.len(),
+            reports.len(),
+            first.last_error
+        );
+        return Condition::health("False", "Degraded", &message, first.since.clone());
+    }
+    match reports.iter().map(|c| c.since.clone()).max() {
+        None => Condition::health(
+            "Unknown",
+            "NoReports",
+            "no gateway has reported on its exporter yet",
+            None,
+        ),
+        Some(since) => Condition::health(
+            "True",
+            "Delivering",
+            &format!("{} gateways deliver to it", reports.len()),
+            since,
+        ),
+    }
+}
+
+/// Whether the agents meant to apply a config (one rollout per workload) have.
+fn agents_condition(rollouts: &[Rollout], who: &str) -> Condition {
+    let failed: Vec<&String> = rollouts.iter().flat_map(|r| &r.failed).collect();
+    let agents: usize = rollouts.iter().map(|r| r.agents).sum();
+    let applied: usize = rollouts.iter().map(|r| r.applied).sum();
+    if !failed.is_empty() {
+        let failed: Vec<&str> = failed.iter().map(|f| f.as_str()).collect();
+        Condition::new(false, "ApplyFailed", &failed.join("; "))
+    } else if agents == 0 {
+        Condition::new(
+            false,
+            "NoAgents",
+            &format!("no {who} are connected to apply it"),
+        )
+    } else {
+        Condition::new(
+            applied == agents,
+            if applied == agents {
+                "Applied"
+            } else {
+                "Applying"
+            },
+            &format!("applied by {applied} of {agents} {who}"),
+        )
     }
 }
 
@@ -384,14 +575,19 @@ impl Rollout {
     }
 }
 
-/// A status condition, as Kubernetes resources carry them.
-#[derive(Clone, Debug, Serialize)]
+/// A status condition, as Kubernetes resources carry them: `Ready` says whether the config
+/// is in force, `Healthy` whether data flows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Condition {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// `True`, `False` or `Unknown`.
     pub status: &'static str,
     pub reason: String,
     pub message: String,
+    /// Since when it has been so (RFC 3339), where that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 impl Condition {
@@ -401,6 +597,22 @@ impl Condition {
             status: if ok { "True" } else { "False" },
             reason: reason.into(),
             message: message.into(),
+            since: None,
+        }
+    }
+
+    fn health(
+        status: &'static str,
+        reason: &str,
+        message: &str,
+        since: Option<String>,
+    ) -> Condition {
+        Condition {
+            kind: "Healthy",
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            since,
         }
     }
 }
@@ -412,7 +624,10 @@ pub struct DestinationView {
     pub destination_type: String,
     pub signals: Vec<String>,
     pub plan: Option<DestinationPlan>,
+    /// Whether its config is in force.
     pub condition: Condition,
+    /// Whether data reaches it, while it is in use.
+    pub health: Option<Condition>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -420,6 +635,7 @@ pub struct SourceView {
     pub name: String,
     pub workload: String,
     pub disabled: bool,
+    pub condition: Condition,
     pub instrumentation_config: Option<InstrumentationConfig>,
 }
 
@@ -430,82 +646,54 @@ pub struct ResourceView {
     pub condition: Condition,
 }
 
+impl ResourceView {
+    fn new(kind: &str, (namespace, name): &(String, String), condition: Condition) -> ResourceView {
+        ResourceView {
+            kind: kind.into(),
+            name: format!("{namespace}/{name}"),
+            condition,
+        }
+    }
+}
+
 impl State {
-    /// The `Ready` condition of every resource users wrote, by (kind, namespace, name):
-    /// whether it is in force, a reason and a message.
-    pub fn conditions(&self) -> BTreeMap<(&'static str, String, String), (bool, String, String)> {
+    /// The conditions of every resource users wrote, by (kind, namespace, name): `Ready`, and
+    /// `Healthy` for a destination in use.
+    pub fn conditions(&self) -> BTreeMap<(&'static str, String, String), Vec<Condition>> {
         let split = |name: &str| -> (String, String) {
             let (ns, name) = name.split_once('/').unwrap_or(("", name));
             (ns.to_string(), name.to_string())
         };
         let mut conditions = BTreeMap::new();
-        let mut put = |kind: &'static str, name: &str, c: &Condition| {
+        let mut put = |kind: &'static str, name: &str, c: Vec<Condition>| {
             let (ns, name) = split(name);
-            conditions.insert(
-                (kind, ns, name),
-                (c.status == "True", c.reason.clone(), c.message.clone()),
-            );
+            conditions.insert((kind, ns, name), c);
         };
         for d in self.destinations.values() {
-            put("Destination", &d.name, &d.condition);
+            let mut list = vec![d.condition.clone()];
+            list.extend(d.health.clone());
+            put("Destination", &d.name, list);
         }
         for r in &self.resources {
-            let kind = match r.kind.as_str() {
-                "Action" => "Action",
-                "Sampling" => "Sampling",
-                _ => "InstrumentationRule",
-            };
-            put(kind, &r.name, &r.condition);
+            let kind = KINDS
+                .into_iter()
+                .find(|k| *k == r.kind)
+                .unwrap_or("InstrumentationRule");
+            put(kind, &r.name, vec![r.condition.clone()]);
         }
         for s in &self.sources {
-            let condition = match (&s.instrumentation_config, s.disabled) {
-                (_, true) => {
-                    Condition::new(false, "Disabled", "spec.disableInstrumentation is set")
-                }
-                (Some(c), false) => Condition::new(
-                    true,
-                    "Instrumented",
-                    &format!("InstrumentationConfig {}", workload_name(c)),
-                ),
-                (None, false) => Condition::new(
-                    true,
-                    "Selected",
-                    "its workloads are instrumented as they are found",
-                ),
-            };
-            put("Source", &s.name, &condition);
+            put("Source", &s.name, vec![s.condition.clone()]);
         }
-        // A resource that does not validate says why, whatever its last good version does.
-        let mut invalid: BTreeMap<(&'static str, String, String), Vec<String>> = BTreeMap::new();
-        for problem in &self.problems {
-            let Some((kind, name)) = problem.resource.as_deref().and_then(|r| r.split_once(' '))
-            else {
+        // A refused resource that has no version in force has no view either.
+        for (resource, refused) in refusals(&self.problems, &self.accepted) {
+            let Some((kind, name)) = resource.split_once(' ') else {
                 continue;
             };
-            let Some(kind) = [
-                "Source",
-                "Destination",
-                "Action",
-                "InstrumentationRule",
-                "Sampling",
-            ]
-            .into_iter()
-            .find(|k| *k == kind) else {
+            let Some(kind) = KINDS.into_iter().find(|k| *k == kind) else {
                 continue;
             };
             let (ns, name) = split(name);
-            let field = problem
-                .field
-                .as_deref()
-                .map(|f| format!("{f}: "))
-                .unwrap_or_default();
-            invalid
-                .entry((kind, ns, name))
-                .or_default()
-                .push(format!("{field}{}", problem.message));
-        }
-        for (key, messages) in invalid {
-            conditions.insert(key, (false, "Invalid".into(), messages.join("; ")));
+            conditions.entry((kind, ns, name)).or_insert(vec![refused]);
         }
         conditions
     }
@@ -523,6 +711,8 @@ impl State {
 pub struct State {
     pub generation: u64,
     pub problems: Vec<Problem>,
+    /// When the version in force of each resource (`Kind namespace/name`) was accepted.
+    pub accepted: BTreeMap<String, String>,
     pub hashes: BTreeMap<String, String>,
     pub rollouts: BTreeMap<String, Rollout>,
     pub destinations: BTreeMap<String, DestinationView>,

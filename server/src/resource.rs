@@ -350,7 +350,7 @@ impl Object {
         }
     }
 
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         match self {
             Object::Source(o) => o.meta(),
             Object::Destination(o) => o.meta(),

@@ -92,6 +92,9 @@ impl std::fmt::Display for Problem {
 pub struct Snapshot {
     pub desired: Desired,
     pub problems: Vec<Problem>,
+    /// When the version in force of each resource (`Kind namespace/name`) was accepted, as
+    /// RFC 3339, where the store knows it.
+    pub accepted: BTreeMap<String, String>,
     /// Counts publications, starting at 1.
     pub generation: u64,
 }
@@ -107,4 +110,18 @@ pub trait Store: Send + Sync {
     fn report(self: Arc<Self>, state: crate::reconciler::State) {
         let _ = state;
     }
+
+    /// Whether the desired state is a Kubernetes cluster's, whose workloads can be
+    /// instrumented.
+    fn kubernetes(&self) -> bool {
+        false
+    }
+}
+
+/// The time now, as RFC 3339 (UTC, whole seconds).
+fn now() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
 }

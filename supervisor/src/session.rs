@@ -96,6 +96,8 @@ struct Agent {
     status: Option<RemoteConfigStatus>,
     /// The health last reported, to send it again only when it changes.
     reported_health: Option<ComponentHealth>,
+    /// When health was last sent.
+    health_reported: Instant,
 }
 
 impl Agent {
@@ -109,6 +111,7 @@ impl Agent {
             sequence: 0,
             status: None,
             reported_health: None,
+            health_reported: Instant::now(),
         })
     }
 
@@ -147,6 +150,7 @@ impl Agent {
     async fn full_state(&mut self) -> AgentToServer {
         let health = self.applier.health().await;
         self.reported_health = Some(health.clone());
+        self.health_reported = Instant::now();
         let effective = self.effective_config().await;
         let mut message = self.message();
         message.agent_description = Some(self.options.description(&hex(&self.state.uid)));
@@ -156,12 +160,31 @@ impl Agent {
         message
     }
 
+    /// The health, when a component turned healthy or failing, or failed anew, since it was
+    /// last reported: such a change is told at once, not at the next heartbeat.
+    async fn health_turned(&mut self) -> Option<AgentToServer> {
+        let health = self.applier.health().await;
+        let reported = self.reported_health.as_ref();
+        let news = reported.map(verdicts) != Some(verdicts(&health));
+        // Statuses (a queue's fill) are refreshed now and then, not on every change.
+        let refresh = reported != Some(&health) && self.health_reported.elapsed() >= STATUS_REFRESH;
+        if !news && !refresh {
+            return None;
+        }
+        self.reported_health = Some(health.clone());
+        self.health_reported = Instant::now();
+        let mut message = self.message();
+        message.health = Some(health);
+        Some(message)
+    }
+
     /// A heartbeat, with the health when it changed.
     async fn heartbeat(&mut self) -> AgentToServer {
         let health = self.applier.health().await;
         let mut message = self.message();
         if self.reported_health.as_ref() != Some(&health) {
             self.reported_health = Some(health.clone());
+            self.health_reported = Instant::now();
             message.health = Some(health);
         }
         message
@@ -264,6 +287,7 @@ impl Agent {
         message.remote_config_status = self.status.clone();
         let health = self.applier.health().await;
         self.reported_health = Some(health.clone());
+        self.health_reported = Instant::now();
         message.health = Some(health);
         message
     }
@@ -313,6 +337,8 @@ impl Agent {
         }
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);
         heartbeat.tick().await;
+        let mut health_check = tokio::time::interval(HEALTH_CHECK);
+        health_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let outgoing = tokio::select! {
                 frame = socket.next() => match frame {
@@ -346,6 +372,10 @@ impl Agent {
                     None => return Ended::Lost("connection closed".into()),
                 },
                 _ = heartbeat.tick() => vec![self.heartbeat().await],
+                _ = health_check.tick() => match self.health_turned().await {
+                    Some(message) => vec![message],
+                    None => continue,
+                },
             };
             for message in outgoing {
                 if let Err(e) = socket.send(Frame::Binary(ws_frame(&message).into())).await {
@@ -481,4 +511,21 @@ fn files(config: &AgentRemoteConfig) -> Files {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// How often health is looked at between heartbeats (over WebSocket).
+const HEALTH_CHECK: Duration = Duration::from_secs(1);
+/// How often a changed status with no change of health is sent (over WebSocket).
+const STATUS_REFRESH: Duration = Duration::from_secs(5);
+
+/// What makes a health report news: whether the agent and each component work, and their
+/// errors (a status such as a queue's fill changes all the time and waits for the heartbeat).
+fn verdicts(health: &ComponentHealth) -> (bool, &str, Vec<(&str, bool, &str)>) {
+    let mut components: Vec<(&str, bool, &str)> = health
+        .component_health_map
+        .iter()
+        .map(|(name, c)| (name.as_str(), c.healthy, c.last_error.as_str()))
+        .collect();
+    components.sort_unstable();
+    (health.healthy, health.last_error.as_str(), components)
 }

@@ -18,13 +18,24 @@ if [[ -x $out/kube-apiserver && -x $out/etcd ]]; then
 fi
 echo "building kube-apiserver 1.20.2 from Debian's source package into $out (takes ~6 minutes)"
 rm -rf "$work"
-mkdir -p "$work"/{apt/lists/partial,apt/cache/archives/partial,debs,root,tmp,shim} "$out"
+mkdir -p "$work"/{apt/lists/partial,apt/cache/archives/partial,apt/parts,debs,root,tmp,shim} "$out"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-# 1. The source package, through a private apt configuration (the system's stays untouched).
-echo 'deb-src http://deb.debian.org/debian bookworm main' > apt/sources.list
-apt=(-o Dir::Etc::SourceList="$work/apt/sources.list" -o Dir::Etc::SourceParts=-
+# 1. The source package, through a private apt configuration (the system's stays untouched)
+#    that names the same archives as the machine's own sources, as deb-src.
+touch apt/sources.list
+if [[ -f /etc/apt/sources.list ]]; then
+  sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > apt/sources.list
+fi
+for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+  [[ -e $f ]] || continue
+  case $f in
+    *.sources) sed 's/^Types:.*/Types: deb-src/' "$f" > "apt/parts/${f##*/}" ;;
+    *.list) sed -n 's/^deb /deb-src /p' "$f" > "apt/parts/${f##*/}" ;;
+  esac 2>/dev/null || true
+done
+apt=(-o Dir::Etc::SourceList="$work/apt/sources.list" -o Dir::Etc::SourceParts="$work/apt/parts"
      -o Dir::State::Lists="$work/apt/lists" -o Dir::Cache="$work/apt/cache")
 apt-get "${apt[@]}" update -qq
 apt-get "${apt[@]}" source --download-only kubernetes 2>&1 | grep -v 'unsandboxed' || true

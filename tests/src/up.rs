@@ -45,6 +45,12 @@ impl Up {
     /// had, as a user restarts it: applications keep their endpoint, and its desired state and
     /// its queues on disk are what it finds.
     pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Stops `odigos up` with Ctrl-C, which must succeed; its log is kept aside.
+    pub fn stop(&mut self) {
         let status = self.interrupt();
         assert!(
             status.success(),
@@ -53,8 +59,31 @@ impl Up {
         );
         let log = self.path("up.log");
         std::fs::rename(&log, log.with_extension("log.before-restart")).unwrap();
+    }
+
+    /// Starts `odigos up` again after [`Up::stop`], on the ports it had.
+    pub fn resume(&mut self) {
         self.child = spawn(&self.dir, self.ports);
         self.wait_ready();
+    }
+
+    /// What `odigos describe ARGS...` prints, run where `odigos up` runs (so it finds the
+    /// token); panics when it fails.
+    pub fn describe(&self, args: &[&str]) -> String {
+        let output = Command::new(crate::odigos_binary())
+            .arg("describe")
+            .args(["--server", &format!("127.0.0.1:{}", self.opamp())])
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "odigos describe {args:?} failed: {}{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
     }
 
     /// Ctrl-C, and its exit status once it has stopped.

@@ -53,10 +53,15 @@ spec:
 
 /// The Ready condition of a resource: (status, reason, message).
 fn ready(value: &serde_json::Value) -> Option<(String, String, String)> {
+    condition(value, "Ready")
+}
+
+/// A condition of a resource by type: (status, reason, message).
+fn condition(value: &serde_json::Value, kind: &str) -> Option<(String, String, String)> {
     let c = value["status"]["conditions"]
         .as_array()?
         .iter()
-        .find(|c| c["type"] == "Ready")?;
+        .find(|c| c["type"] == kind)?;
     let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
     Some((text("status"), text("reason"), text("message")))
 }
@@ -292,6 +297,77 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
         },
     )
     .await;
+
+    // A destination that is down gets a Healthy condition that says so, with the exporter's
+    // error, and a healthy one once it recovers. Nothing is sent to the managed vendor.
+    let off = serde_json::json!({"spec": {"disabled": true}});
+    destinations
+        .patch("honeycomb", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    let backend = odigos_tests::traffic::Backend::new(odigos_tests::traffic::Mode::Down);
+    let down: Destination = serde_json::from_value(serde_json::json!({
+        "apiVersion": "odigos.io/v1alpha1", "kind": "Destination",
+        "metadata": {"name": "backend"},
+        "spec": {"type": "otlp", "signals": ["TRACES"],
+                 "data": {"OTLP_GRPC_ENDPOINT": format!("http://127.0.0.1:{}", backend.port)}},
+    }))
+    .unwrap();
+    destinations
+        .create(&PostParams::default(), &down)
+        .await
+        .unwrap();
+    let plane_for_port = plane.clone();
+    let gateway_grpc = move || -> Option<std::net::SocketAddr> {
+        let agents = plane_for_port.fleet().agents();
+        let status = &agents.first()?.components.get("receivers.otlp")?.status;
+        let listening = status.strip_prefix("listening grpc ")?;
+        listening.split(',').next()?.parse().ok()
+    };
+    let mut grpc = None;
+    eventually("the gateway says where it listens", &api, || {
+        grpc = gateway_grpc();
+        async move { grpc.map(drop).ok_or_else(|| "not yet".to_string()) }
+    })
+    .await;
+    let load = odigos_tests::traffic::Load::new();
+    let sending = load.start(grpc.unwrap(), 1, 200);
+    let health = |wanted: &'static str, reason: &'static str, needle: String| {
+        let destinations = destinations.clone();
+        move || {
+            let (destinations, needle) = (destinations.clone(), needle.clone());
+            async move {
+                let backend = serde_json::to_value(
+                    destinations
+                        .get("backend")
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+                .unwrap();
+                match condition(&backend, "Healthy") {
+                    Some((s, r, m)) if s == wanted && r == reason && m.contains(&needle) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        }
+    };
+    let address = format!("127.0.0.1:{}", backend.port);
+    eventually(
+        "the Destination that is down is Degraded, with its error",
+        &api,
+        health("False", "Degraded", address),
+    )
+    .await;
+    backend.set(odigos_tests::traffic::Mode::Up);
+    eventually(
+        "the Destination is Healthy once it recovers",
+        &api,
+        health("True", "Delivering", String::new()),
+    )
+    .await;
+    load.stop();
+    let _ = sending.await;
+    assert!(backend.sink.received() > 0);
 
     // Fixing the Action clears its problem; deleting the Source removes its config.
     let fixed = serde_json::json!({"spec": {"deleteAttribute": null}});

@@ -108,6 +108,8 @@ impl ComponentConfig for OtlpExporterConfig {
 }
 
 struct GrpcSender {
+    /// The configured endpoint, which errors name.
+    endpoint: String,
     channel: Channel,
     compression: Option<CompressionEncoding>,
     headers: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
@@ -122,7 +124,7 @@ impl Sender for GrpcSender {
             client = client.send_compressed(encoding);
         }
         client.ready().await.map_err(|e| SendError::Retryable {
-            message: format!("connect: {}", describe(&e)),
+            message: format!("connect to {}: {}", self.endpoint, describe(&e)),
             after: None,
         })?;
         let mut request = tonic::Request::new(body);
@@ -132,14 +134,14 @@ impl Sender for GrpcSender {
         let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
         match client.unary(request, path, RawCodec).await {
             Ok(_) => Ok(()),
-            Err(status) => Err(classify(&status)),
+            Err(status) => Err(classify(&status, &self.endpoint)),
         }
     }
 }
 
 /// Retryable codes follow the OTLP specification.
-fn classify(status: &tonic::Status) -> SendError {
-    let mut message = format!("{:?}: {}", status.code(), status.message());
+fn classify(status: &tonic::Status, endpoint: &str) -> SendError {
+    let mut message = format!("{endpoint}: {:?}: {}", status.code(), status.message());
     // The status of a failed connection may leave out why it failed; the deepest cause says.
     let mut cause = std::error::Error::source(status);
     while let Some(deeper) = cause.and_then(|c| c.source()) {
@@ -192,6 +194,7 @@ pub(super) fn build(
         Compression::None => None,
     };
     let sender = GrpcSender {
+        endpoint: config.endpoint.clone(),
         channel,
         compression,
         headers,

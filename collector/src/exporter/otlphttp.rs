@@ -154,7 +154,8 @@ impl Sender for HttpSender {
                 ("application/json", Bytes::from(decoded.to_json()))
             }
         };
-        let mut request = http::Request::post(self.urls[signal as usize].clone())
+        let url = &self.urls[signal as usize];
+        let mut request = http::Request::post(url.clone())
             .header(header::CONTENT_TYPE, content_type)
             .header(
                 header::USER_AGENT,
@@ -181,11 +182,11 @@ impl Sender for HttpSender {
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| SendError::Retryable {
-                message: format!("timed out after {:?}", self.timeout),
+                message: format!("{url}: timed out after {:?}", self.timeout),
                 after: None,
             })?
             .map_err(|e| SendError::Retryable {
-                message: format!("request failed: {}", describe(&e)),
+                message: format!("{url}: request failed: {}", describe(&e)),
                 after: None,
             })?;
         let status = response.status();
@@ -205,7 +206,7 @@ impl Sender for HttpSender {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        let message = format!("HTTP {status}: {text}");
+        let message = format!("{url}: HTTP {status}: {text}");
         match status {
             StatusCode::TOO_MANY_REQUESTS
             | StatusCode::BAD_GATEWAY

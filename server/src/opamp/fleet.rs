@@ -97,16 +97,27 @@ pub struct AgentView {
     pub capabilities: u64,
     pub healthy: Option<bool>,
     pub last_error: Option<String>,
-    /// Component health, flattened to `path` → (healthy, last error).
-    pub components: BTreeMap<String, (bool, String)>,
-    /// What components say of themselves, by `path`: a receiver where it listens.
-    pub statuses: BTreeMap<String, String>,
+    /// Component health, flattened to `path` (`exporters.otlp/backend`).
+    pub components: BTreeMap<String, ComponentView>,
     /// Effective config files by name, as text.
     pub effective_config: BTreeMap<String, String>,
     pub config: ConfigStatus,
     /// `websocket` or `http`, while the agent is live.
     pub connected: Option<&'static str>,
-    pub last_seen: Option<Duration>,
+    /// When it last sent a message, as an RFC 3339 UTC timestamp.
+    pub last_seen: Option<String>,
+}
+
+/// How one component of an agent works, as it reports.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ComponentView {
+    pub healthy: bool,
+    /// What it says of itself: a receiver where it listens, an exporter its queue.
+    pub status: String,
+    /// The latest error, kept after recovery for context.
+    pub last_error: String,
+    /// Since when it has been as it is (RFC 3339).
+    pub since: Option<String>,
 }
 
 /// The server's view of the fleet.
@@ -284,8 +295,12 @@ impl Fleet {
         if message.agent_description.is_some() {
             agent.description = message.agent_description;
         }
-        if message.health.is_some() {
-            agent.health = message.health;
+        if let Some(health) = message.health {
+            // A component that turns healthy or failing changes statuses.
+            if agent.health.as_ref().map(healthy_flags) != Some(healthy_flags(&health)) {
+                self.reports.send_modify(|n| *n += 1);
+            }
+            agent.health = Some(health);
         }
         if message.effective_config.is_some() {
             agent.effective_config = message.effective_config;
@@ -474,28 +489,26 @@ fn view(
                     attributes(&d.non_identifying_attributes),
                 )
             });
-    let (mut components, mut statuses) = (BTreeMap::new(), BTreeMap::new());
-    fn flatten(
-        prefix: &str,
-        health: &ComponentHealth,
-        out: &mut BTreeMap<String, (bool, String)>,
-        statuses: &mut BTreeMap<String, String>,
-    ) {
+    let mut components = BTreeMap::new();
+    fn flatten(prefix: &str, health: &ComponentHealth, out: &mut BTreeMap<String, ComponentView>) {
         for (name, child) in &health.component_health_map {
             let path = if prefix.is_empty() {
                 name.clone()
             } else {
                 format!("{prefix}/{name}")
             };
-            out.insert(path.clone(), (child.healthy, child.last_error.clone()));
-            if !child.status.is_empty() {
-                statuses.insert(path.clone(), child.status.clone());
-            }
-            flatten(&path, child, out, statuses);
+            let view = ComponentView {
+                healthy: child.healthy,
+                status: child.status.clone(),
+                last_error: child.last_error.clone(),
+                since: timestamp(child.status_time_unix_nano),
+            };
+            out.insert(path.clone(), view);
+            flatten(&path, child, out);
         }
     }
     if let Some(health) = &agent.health {
-        flatten("", health, &mut components, &mut statuses);
+        flatten("", health, &mut components);
     }
     let effective_config = agent
         .effective_config
@@ -528,11 +541,15 @@ fn view(
             }
         }
     };
-    let last_seen = agent.last_seen.map(|t| t.elapsed());
+    let ago = agent.last_seen.map(|t| t.elapsed());
     let live = match agent.transport {
         "websocket" => agent.connection.is_some(),
-        _ => last_seen.is_some_and(|ago| ago <= timeout),
+        _ => ago.is_some_and(|ago| ago <= timeout),
     };
+    let last_seen = ago
+        .and_then(|ago| std::time::SystemTime::now().checked_sub(ago))
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|since_epoch| timestamp(since_epoch.as_nanos() as u64));
     AgentView {
         uid: hex(uid),
         identifying,
@@ -545,10 +562,29 @@ fn view(
             .map(|h| h.last_error.clone())
             .filter(|e| !e.is_empty()),
         components,
-        statuses,
         effective_config,
         config,
         connected: live.then_some(agent.transport),
         last_seen,
     }
+}
+
+/// Unix nanoseconds as RFC 3339 (UTC, whole seconds); `None` for 0, which OpAMP uses for unset.
+fn timestamp(unix_nanos: u64) -> Option<String> {
+    let seconds = i64::try_from(unix_nanos / 1_000_000_000).ok()?;
+    (seconds > 0)
+        .then(|| k8s_openapi::jiff::Timestamp::from_second(seconds).ok())
+        .flatten()
+        .map(|t| t.to_string())
+}
+
+/// Whether an agent and each of its components is healthy.
+fn healthy_flags(health: &ComponentHealth) -> (bool, Vec<(&str, bool)>) {
+    let mut components: Vec<(&str, bool)> = health
+        .component_health_map
+        .iter()
+        .map(|(name, c)| (name.as_str(), c.healthy))
+        .collect();
+    components.sort_unstable();
+    (health.healthy, components)
 }

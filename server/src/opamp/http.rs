@@ -23,7 +23,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub(crate) struct Endpoint {
     fleet: Arc<Fleet>,
-    token: Option<String>,
     permits: Arc<Semaphore>,
 }
 
@@ -31,16 +30,12 @@ impl Endpoint {
     pub(crate) fn new(fleet: Arc<Fleet>, options: &Options) -> Endpoint {
         Endpoint {
             fleet,
-            token: options.token.clone(),
             permits: Arc::new(Semaphore::new(options.max_concurrent_requests.max(1))),
         }
     }
 }
 
 pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
-    if !super::authorized(endpoint.token.as_deref(), request.headers()) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-    }
     let upgrade = request
         .headers()
         .get(header::UPGRADE)

@@ -39,7 +39,7 @@ pub struct KubeStore {
     home: String,
     published: watch::Sender<Arc<Snapshot>>,
     /// The last good version of every resource, by key.
-    good: Mutex<BTreeMap<ObjectKey, Object>>,
+    good: Mutex<BTreeMap<ObjectKey, Accepted>>,
     /// The last condition written per resource and what was applied, to write only changes.
     written: Mutex<BTreeMap<String, String>>,
     /// One write-back at a time.
@@ -184,11 +184,25 @@ impl KubeStore {
             .retain(|id, _| ids.contains(id) || id.starts_with("InstrumentationConfig/"));
         let mut desired = Desired::default();
         let mut problems = Vec::new();
+        let mut accepted = BTreeMap::new();
         for object in objects {
             let key = object.key();
             let errors = validate(&object, catalog);
             if errors.is_empty() {
-                good.insert(key, object.clone());
+                let version = version(&object);
+                let at = match good.get(&key) {
+                    Some(last) if last.version == version => last.at.clone(),
+                    _ => super::now(),
+                };
+                accepted.insert(key.to_string(), at.clone());
+                good.insert(
+                    key,
+                    Accepted {
+                        object: object.clone(),
+                        version,
+                        at,
+                    },
+                );
                 desired.insert(object);
                 continue;
             }
@@ -202,7 +216,8 @@ impl KubeStore {
                 });
             }
             if let Some(last) = good.get(&key) {
-                desired.insert(last.clone());
+                accepted.insert(key.to_string(), last.at.clone());
+                desired.insert(last.object.clone());
             }
         }
         drop(good);
@@ -214,6 +229,7 @@ impl KubeStore {
             *snapshot = Arc::new(Snapshot {
                 desired,
                 problems,
+                accepted,
                 generation: snapshot.generation + 1,
             })
         });
@@ -226,24 +242,28 @@ impl KubeStore {
             return Ok(());
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        for ((kind, namespace, name), (ok, reason, message)) in state.conditions() {
-            let condition = Condition {
-                type_: "Ready".into(),
-                status: if ok { "True" } else { "False" }.into(),
-                reason,
-                message,
-                last_transition_time: now.clone(),
-                observed_generation: None,
-            };
-            let seen = format!(
-                "{}|{}|{}",
-                condition.status, condition.reason, condition.message
-            );
+        for ((kind, namespace, name), list) in state.conditions() {
+            let conditions: Vec<Condition> = list
+                .into_iter()
+                .map(|c| Condition {
+                    type_: c.kind.into(),
+                    status: c.status.into(),
+                    reason: c.reason,
+                    message: c.message,
+                    last_transition_time: now.clone(),
+                    observed_generation: None,
+                })
+                .collect();
+            let seen: Vec<String> = conditions
+                .iter()
+                .map(|c| format!("{}|{}|{}|{}", c.type_, c.status, c.reason, c.message))
+                .collect();
+            let seen = seen.join("\n");
             let id = format!("{kind}/{namespace}/{name}");
             if self.written.lock().unwrap().get(&id) == Some(&seen) {
                 continue;
             }
-            let patch = Patch::Merge(serde_json::json!({"status": {"conditions": [condition]}}));
+            let patch = Patch::Merge(serde_json::json!({"status": {"conditions": conditions}}));
             let params = PatchParams::default();
             let result = match kind {
                 "Source" => {
@@ -391,6 +411,10 @@ impl Store for KubeStore {
         self.published.subscribe()
     }
 
+    fn kubernetes(&self) -> bool {
+        true
+    }
+
     fn report(self: Arc<Self>, state: State) {
         tokio::spawn(async move {
             let _one = self.writing.lock().await;
@@ -399,4 +423,20 @@ impl Store for KubeStore {
             }
         });
     }
+}
+
+/// The last good version of a resource, and when it was accepted.
+struct Accepted {
+    object: Object,
+    version: Option<String>,
+    at: String,
+}
+
+/// What tells one version of a resource from another: its generation, which only its spec
+/// changes, or for a Secret its resource version.
+fn version(object: &Object) -> Option<String> {
+    let meta = object.meta();
+    meta.generation
+        .map(|g| g.to_string())
+        .or_else(|| meta.resource_version.clone())
 }

@@ -1,8 +1,10 @@
 //! The local store: a directory of YAML files (`odigos.d/`), each holding one or more resources
 //! as `kubectl` would take them, watched for changes.
 //!
-//! A file that does not parse or validate is reported with its line and field, and the last
-//! good version of that file stays in force; other files are not disturbed.
+//! Each document stands alone: one that does not parse or validate is reported with its line
+//! and field, and the last good version of that resource stays in force, while the other
+//! documents of the file apply. The versions in force are kept in a file of the state
+//! directory, so they stay in force across restarts too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,17 +13,31 @@ use std::time::Duration;
 
 use notify::Watcher;
 use odigos_proto::yaml;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{Desired, Problem, Snapshot, Store};
 use crate::catalog::Catalog;
 use crate::resource::{Object, validate};
 
+/// The version in force of one resource.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Accepted {
+    /// `Kind namespace/name`.
+    key: String,
+    /// Its document, as written.
+    text: String,
+    /// When this version was accepted (RFC 3339).
+    at: String,
+    #[serde(skip)]
+    object: Option<Object>,
+}
+
 /// What the store holds of one file.
 #[derive(Default)]
 struct FileState {
-    /// The resources of the file's last good version.
-    good: Vec<Object>,
+    /// What is in force of it: the last good version of each resource it defines.
+    good: Vec<Accepted>,
     /// Problems with its current version; empty when it is good.
     problems: Vec<Problem>,
 }
@@ -29,23 +45,44 @@ struct FileState {
 pub struct LocalStore {
     dir: PathBuf,
     catalog: &'static Catalog,
+    /// Where the versions in force are kept across restarts.
+    kept: Option<PathBuf>,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
     published: watch::Sender<Arc<Snapshot>>,
 }
 
 impl LocalStore {
-    /// Reads every `*.yaml` / `*.yml` file of `dir` (which must exist).
-    pub fn open(dir: &Path, catalog: &'static Catalog) -> std::io::Result<Arc<LocalStore>> {
+    /// Reads every `*.yaml` / `*.yml` file of `dir` (which must exist). With `kept`, the
+    /// versions in force are written to that file, and read back from it first, so a file
+    /// broken while the control plane was down still has its last good version in force.
+    pub fn open(
+        dir: &Path,
+        catalog: &'static Catalog,
+        kept: Option<&Path>,
+    ) -> std::io::Result<Arc<LocalStore>> {
         if !dir.is_dir() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("{} is not a directory", dir.display()),
             ));
         }
+        let mut files = BTreeMap::new();
+        if let Some(kept) = kept {
+            for (name, good) in read_kept(kept, catalog) {
+                files.insert(
+                    dir.join(name),
+                    FileState {
+                        good,
+                        problems: Vec::new(),
+                    },
+                );
+            }
+        }
         let store = Arc::new(LocalStore {
             dir: dir.to_path_buf(),
             catalog,
-            files: Mutex::default(),
+            kept: kept.map(Path::to_path_buf),
+            files: Mutex::new(files),
             published: watch::channel(Arc::new(Snapshot::default())).0,
         });
         store.reload();
@@ -75,7 +112,7 @@ impl LocalStore {
         Ok(watcher)
     }
 
-    /// Re-reads the directory and publishes a snapshot if anything changed.
+    /// Re-reads the directory and publishes a snapshot.
     pub fn reload(&self) {
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries
@@ -93,33 +130,41 @@ impl LocalStore {
         files.retain(|path, _| paths.contains(path));
         for path in &paths {
             let shown = path.display().to_string();
-            let read = std::fs::read_to_string(path).map_err(|e| Problem {
-                source: shown.clone(),
-                line: None,
-                resource: None,
-                field: None,
-                message: format!("cannot read: {e}"),
-            });
-            let parsed = read.map(|text| parse_file(&text, &shown, self.catalog));
             let state = files.entry(path.clone()).or_default();
-            match parsed {
-                Ok(Ok(objects)) => {
-                    state.good = objects;
-                    state.problems.clear();
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let documents = parse_documents(&text, &shown, self.catalog);
+                    let (good, problems) = merge(&state.good, documents);
+                    state.good = good;
+                    state.problems = problems;
                 }
-                Ok(Err(problems)) => state.problems = problems,
-                Err(problem) => state.problems = vec![problem],
+                // Unreadable for now: what was in force of it stays.
+                Err(e) => {
+                    state.problems = vec![Problem {
+                        source: shown,
+                        line: None,
+                        resource: None,
+                        field: None,
+                        message: format!("cannot read: {e}"),
+                    }]
+                }
             }
         }
         let mut desired = Desired::default();
+        let mut accepted = BTreeMap::new();
         let mut problems = problems_of(&files);
         for (path, state) in files.iter() {
-            for object in &state.good {
-                if !desired.insert(object.clone()) {
+            for good in &state.good {
+                let Some(object) = good.object.clone() else {
+                    continue;
+                };
+                if desired.insert(object) {
+                    accepted.insert(good.key.clone(), good.at.clone());
+                } else {
                     problems.push(Problem {
                         source: path.display().to_string(),
                         line: None,
-                        resource: Some(object.key().to_string()),
+                        resource: Some(good.key.clone()),
                         field: Some("metadata.name".into()),
                         message: "defined in an earlier file too; this one is ignored".into(),
                     });
@@ -130,11 +175,17 @@ impl LocalStore {
         for problem in now.iter().filter(|p| !before.contains(p)) {
             tracing::warn!("resource refused, its last good version stays: {problem}");
         }
+        if let Some(kept) = &self.kept
+            && let Err(e) = write_kept(kept, &self.dir, &files)
+        {
+            tracing::warn!(file = %kept.display(), error = %e, "cannot keep the versions in force for the next start");
+        }
         drop(files);
         self.published.send_modify(|snapshot| {
             *snapshot = Arc::new(Snapshot {
                 desired,
                 problems,
+                accepted,
                 generation: snapshot.generation + 1,
             })
         });
@@ -151,7 +202,109 @@ fn problems_of(files: &BTreeMap<PathBuf, FileState>) -> Vec<Problem> {
     files.values().flat_map(|f| f.problems.clone()).collect()
 }
 
+/// What is in force of a file after it changed, and its problems: every good document
+/// applies; a bad one keeps its resource's last good version. When a document is too broken
+/// to tell which resource it is, every resource of the last good versions that the file no
+/// longer defines stays too.
+fn merge(previous: &[Accepted], documents: Vec<Document>) -> (Vec<Accepted>, Vec<Problem>) {
+    let mut good: Vec<Accepted> = Vec::new();
+    let mut problems = Vec::new();
+    let mut anonymous = false;
+    let last = |key: &str| previous.iter().find(|a| a.key == key);
+    for document in documents {
+        match document.outcome {
+            Ok(object) => {
+                let key = object.key().to_string();
+                let at = match last(&key) {
+                    Some(last) if last.text == document.text => last.at.clone(),
+                    _ => super::now(),
+                };
+                good.push(Accepted {
+                    key,
+                    text: document.text,
+                    at,
+                    object: Some(object),
+                });
+            }
+            Err(mut refused) => {
+                problems.append(&mut refused);
+                match document.key.as_deref().and_then(last) {
+                    Some(last) => good.push(last.clone()),
+                    None => anonymous |= document.key.is_none(),
+                }
+            }
+        }
+    }
+    if anonymous {
+        for kept in previous {
+            if !good.iter().any(|g| g.key == kept.key) {
+                good.push(kept.clone());
+            }
+        }
+    }
+    (good, problems)
+}
+
+/// The kept versions in force, by file name; versions that no longer validate are dropped.
+fn read_kept(path: &Path, catalog: &Catalog) -> BTreeMap<String, Vec<Accepted>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the versions in force of the last run");
+            return BTreeMap::new();
+        }
+    };
+    let mut kept: BTreeMap<String, Vec<Accepted>> = match serde_json::from_str(&text) {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "ignoring the versions in force of the last run");
+            return BTreeMap::new();
+        }
+    };
+    for (name, good) in &mut kept {
+        good.retain_mut(|accepted| {
+            let parsed = parse_documents(&accepted.text, name, catalog).pop();
+            accepted.object = parsed.and_then(|d| d.outcome.ok());
+            accepted.object.is_some()
+        });
+    }
+    kept
+}
+
+/// Writes the versions in force, by file name, when they changed.
+fn write_kept(
+    path: &Path,
+    dir: &Path,
+    files: &BTreeMap<PathBuf, FileState>,
+) -> std::io::Result<()> {
+    let kept: BTreeMap<String, &Vec<Accepted>> = files
+        .iter()
+        .filter(|(_, state)| !state.good.is_empty())
+        .filter_map(|(file, state)| {
+            let name = file.strip_prefix(dir).ok()?.to_str()?;
+            Some((name.to_string(), &state.good))
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&kept).map_err(std::io::Error::other)?;
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, &text)?;
+    std::fs::rename(&partial, path)
+}
+
+/// One document of a file: which resource it is, as far as it tells, and the resource or
+/// every problem with it.
+struct Document {
+    key: Option<String>,
+    text: String,
+    outcome: Result<Object, Vec<Problem>>,
+}
+
 /// The resources of one file, or every problem with it.
+#[cfg(test)]
 pub(crate) fn parse_file(
     text: &str,
     file: &str,
@@ -159,6 +312,22 @@ pub(crate) fn parse_file(
 ) -> Result<Vec<Object>, Vec<Problem>> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
+    for document in parse_documents(text, file, catalog) {
+        match document.outcome {
+            Ok(object) => objects.push(object),
+            Err(mut refused) => problems.append(&mut refused),
+        }
+    }
+    if problems.is_empty() {
+        Ok(objects)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Every document of a file, each validated on its own.
+fn parse_documents(text: &str, file: &str, catalog: &Catalog) -> Vec<Document> {
+    let mut out = Vec::new();
     for (offset, document) in documents(text) {
         let problem = |line: Option<usize>,
                        resource: Option<String>,
@@ -174,7 +343,11 @@ pub(crate) fn parse_file(
             Ok(value) if value.is_null() => continue,
             Ok(value) => value,
             Err((line, message)) => {
-                problems.push(problem(line, None, None, message));
+                out.push(Document {
+                    key: None,
+                    text: document.to_string(),
+                    outcome: Err(vec![problem(line, None, None, message)]),
+                });
                 continue;
             }
         };
@@ -183,33 +356,33 @@ pub(crate) fn parse_file(
             let path: Vec<String> = field.split('.').map(str::to_string).collect();
             yaml::locate(document, &path)
         };
-        match Object::from_value(value) {
+        let outcome = match Object::from_value(value) {
             Ok(object) => {
                 let errors = validate(&object, catalog);
                 if errors.is_empty() {
-                    objects.push(object);
-                }
-                for (field, message) in errors {
-                    problems.push(problem(
-                        locate(&field),
-                        resource.clone(),
-                        Some(field),
-                        message,
-                    ));
+                    Ok(object)
+                } else {
+                    Err(errors
+                        .into_iter()
+                        .map(|(field, message)| {
+                            problem(locate(&field), resource.clone(), Some(field), message)
+                        })
+                        .collect())
                 }
             }
             Err((field, message)) => {
                 let field = (!field.is_empty()).then_some(field);
                 let line = field.as_deref().and_then(locate).or(Some(1));
-                problems.push(problem(line, resource, field, message));
+                Err(vec![problem(line, resource.clone(), field, message)])
             }
-        }
+        };
+        out.push(Document {
+            key: resource,
+            text: document.to_string(),
+            outcome,
+        });
     }
-    if problems.is_empty() {
-        Ok(objects)
-    } else {
-        Err(problems)
-    }
+    out
 }
 
 /// `Kind namespace/name` as far as the document tells it.

@@ -100,7 +100,7 @@ fn a_bad_edit_keeps_the_last_good_version_and_disturbs_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.yaml"), DESTINATION).unwrap();
     std::fs::write(dir.path().join("b.yaml"), ACTION).unwrap();
-    let store = LocalStore::open(dir.path(), Catalog::builtin()).unwrap();
+    let store = LocalStore::open(dir.path(), Catalog::builtin(), None).unwrap();
     let first = store.subscribe().borrow().clone();
     assert_eq!(first.desired.destinations.len(), 1);
     assert_eq!(first.desired.actions.len(), 1);
@@ -150,4 +150,115 @@ fn a_bad_edit_keeps_the_last_good_version_and_disturbs_nothing_else() {
             .contains("defined in an earlier file too")
     );
     assert_eq!(third.generation, 3);
+}
+
+fn action(name: &str, to: &str) -> String {
+    ACTION
+        .replace("name: rename", &format!("name: {name}"))
+        .replace("enduser.id", to)
+}
+
+fn renamed_to(snapshot: &Snapshot, name: &str) -> Option<String> {
+    let action = snapshot
+        .desired
+        .actions
+        .get(&("default".into(), name.into()))?;
+    let renames = &action.spec.rename_attribute.as_ref()?.renames;
+    Some(renames["user.id"].clone())
+}
+
+#[test]
+fn each_document_of_a_file_stands_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("actions.yaml");
+    let invalid = action("b", "x").replace("renameAttribute:", "renameAttributes:");
+    let unparsable = "kind: Action\nmetadata: {name: [d\n";
+    let text = [
+        action("a", "one"),
+        invalid.clone(),
+        action("c", "one"),
+        unparsable.to_string(),
+        action("e", "one"),
+    ]
+    .join("---\n");
+    std::fs::write(&file, &text).unwrap();
+    let store = LocalStore::open(dir.path(), Catalog::builtin(), None).unwrap();
+    let first = store.subscribe().borrow().clone();
+    let names: Vec<&str> = first
+        .desired
+        .actions
+        .keys()
+        .map(|(_, n)| n.as_str())
+        .collect();
+    assert_eq!(names, ["a", "c", "e"], "{:?}", first.problems);
+    assert_eq!(first.problems.len(), 2, "{:?}", first.problems);
+    assert!(first.accepted.contains_key("Action default/c"));
+
+    // An edit to a good document applies though others in the file stay bad.
+    std::fs::write(&file, text.replacen("one", "two", 2)).unwrap();
+    store.reload();
+    let second = store.subscribe().borrow().clone();
+    assert_eq!(renamed_to(&second, "a").as_deref(), Some("two"));
+    assert_eq!(renamed_to(&second, "c").as_deref(), Some("two"));
+    assert_eq!(renamed_to(&second, "e").as_deref(), Some("one"));
+
+    // A good version that turns bad stays in force; one removed from the file goes.
+    let text = [
+        action("a", "two").replace("renameAttribute:", "renameAttributez:"),
+        action("c", "two"),
+    ]
+    .join("---\n");
+    std::fs::write(&file, text).unwrap();
+    store.reload();
+    let third = store.subscribe().borrow().clone();
+    assert_eq!(renamed_to(&third, "a").as_deref(), Some("two"));
+    assert_eq!(renamed_to(&third, "e"), None);
+    assert_eq!(third.problems.len(), 1, "{:?}", third.problems);
+}
+
+#[test]
+fn the_versions_in_force_outlive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let kept = state.path().join("accepted.json");
+    let file = dir.path().join("a.yaml");
+    std::fs::write(&file, format!("{DESTINATION}---\n{}", action("r", "one"))).unwrap();
+    let store = LocalStore::open(dir.path(), Catalog::builtin(), Some(&kept)).unwrap();
+    let at = store.subscribe().borrow().accepted["Action default/r"].clone();
+    drop(store);
+
+    // Broken while nothing ran: the kept versions are in force at the next start.
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\n{}",
+            DESTINATION.replace("TRACES", "SPANS"),
+            action("r", "two").replace("renames:", "renamez:")
+        ),
+    )
+    .unwrap();
+    let store = LocalStore::open(dir.path(), Catalog::builtin(), Some(&kept)).unwrap();
+    let snapshot = store.subscribe().borrow().clone();
+    assert_eq!(snapshot.problems.len(), 2, "{:?}", snapshot.problems);
+    assert_eq!(snapshot.desired.destinations.len(), 1);
+    assert_eq!(renamed_to(&snapshot, "r").as_deref(), Some("one"));
+    assert_eq!(
+        snapshot.accepted["Action default/r"], at,
+        "accepted when first written"
+    );
+
+    // Fixed: the new version is in force, and kept in its turn.
+    std::fs::write(&file, action("r", "three")).unwrap();
+    store.reload();
+    drop(store);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), DESTINATION).unwrap();
+    let store = LocalStore::open(dir.path(), Catalog::builtin(), Some(&kept)).unwrap();
+    let snapshot = store.subscribe().borrow().clone();
+    assert_eq!(
+        renamed_to(&snapshot, "r"),
+        None,
+        "a deleted file takes its resources away"
+    );
+    assert_eq!(snapshot.desired.destinations.len(), 1);
 }
