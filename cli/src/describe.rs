@@ -145,6 +145,7 @@ fn health(value: &Value) -> Option<String> {
         .map(|t| format!(" since {t}"))
         .unwrap_or_default();
     Some(match h["status"].as_str() {
+        Some("True") if h["reason"] == "Idle" => "nothing sent to it yet".to_string(),
         Some("True") => format!("delivering{since}"),
         Some("False") => format!("DEGRADED{since}: {}", text(&h["message"])),
         _ => format!("unknown ({})", text(&h["message"])),

@@ -109,20 +109,24 @@ impl Apply for Managed {
                         health.failures, health.detail
                     ),
                 };
-                // The time of the last change, so an unchanged health is not sent again.
-                let since = health.since.unwrap_or(self.started);
+                // The time of the last change (none for an exporter that has not sent yet).
+                let since = health.since.map_or(0, unix_nanos);
                 let component = ComponentHealth {
                     healthy: health.healthy,
                     status,
                     last_error: health.last_error.unwrap_or_default(),
                     start_time_unix_nano: unix_nanos(self.started),
-                    status_time_unix_nano: unix_nanos(since),
+                    status_time_unix_nano: since,
                     ..Default::default()
                 };
                 (name, component)
             })
             .collect();
-        let changed = components.values().map(|c| c.status_time_unix_nano).max();
+        let changed = components
+            .values()
+            .map(|c| c.status_time_unix_nano)
+            .filter(|t| *t > 0)
+            .max();
         let failing: Vec<&String> = components
             .iter()
             .filter(|(_, c)| !c.healthy)

@@ -440,18 +440,22 @@ fn delivery(gateways: &[&AgentView], exporter: &str) -> Condition {
         );
         return Condition::health("False", "Degraded", &message, first.since.clone());
     }
-    match reports.iter().map(|c| c.since.clone()).max() {
-        None => Condition::health(
+    if reports.is_empty() {
+        return Condition::health(
             "Unknown",
             "NoReports",
             "no gateway has reported on its exporter yet",
             None,
-        ),
+        );
+    }
+    // An exporter tells since when it works once it has sent something.
+    match reports.iter().filter_map(|c| c.since.clone()).max() {
+        None => Condition::health("True", "Idle", "nothing has been sent to it yet", None),
         Some(since) => Condition::health(
             "True",
             "Delivering",
             &format!("{} gateways deliver to it", reports.len()),
-            since,
+            Some(since),
         ),
     }
 }

@@ -33,19 +33,28 @@ pub async fn run(
     applier: Arc<dyn Apply>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut agent = Agent::new(options, applier)?;
+    let (leaving, left) = tokio::sync::watch::channel(false);
+    let mut agent = Agent::new(options, applier, left)?;
     agent.restore().await;
     tokio::pin!(shutdown);
     let mut backoff = Backoff::default();
     let mut http_only = agent.options.endpoint.starts_with("http");
     loop {
         let started = Instant::now();
+        let mut session = Box::pin(agent.session(http_only));
         let outcome = tokio::select! {
-            outcome = agent.session(http_only) => outcome,
+            outcome = &mut session => Some(outcome),
             _ = &mut shutdown => {
-                agent.leave(http_only).await;
-                return Ok(());
+                // A WebSocket session says goodbye over its connection and closes it.
+                leaving.send_replace(true);
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut session).await;
+                None
             }
+        };
+        drop(session);
+        let Some(outcome) = outcome else {
+            agent.leave(http_only).await;
+            return Ok(());
         };
         match outcome {
             Ended::Refused(reason) if !http_only => {
@@ -98,10 +107,16 @@ struct Agent {
     reported_health: Option<ComponentHealth>,
     /// When health was last sent.
     health_reported: Instant,
+    /// Turns true when the agent stops.
+    leaving: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Agent {
-    fn new(options: Options, applier: Arc<dyn Apply>) -> std::io::Result<Agent> {
+    fn new(
+        options: Options,
+        applier: Arc<dyn Apply>,
+        leaving: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<Agent> {
         let state = State::load(&options.state_dir)?;
         tracing::info!(uid = %hex(&state.uid), "opamp: agent identity");
         Ok(Agent {
@@ -112,6 +127,7 @@ impl Agent {
             status: None,
             reported_health: None,
             health_reported: Instant::now(),
+            leaving,
         })
     }
 
@@ -339,8 +355,16 @@ impl Agent {
         heartbeat.tick().await;
         let mut health_check = tokio::time::interval(HEALTH_CHECK);
         health_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leaving = self.leaving.clone();
         loop {
             let outgoing = tokio::select! {
+                _ = leaving.changed() => {
+                    let mut goodbye = self.message();
+                    goodbye.agent_disconnect = Some(AgentDisconnect {});
+                    let _ = socket.send(Frame::Binary(ws_frame(&goodbye).into())).await;
+                    let _ = socket.close(None).await;
+                    return Ended::Lost("leaving".into());
+                }
                 frame = socket.next() => match frame {
                     Some(Ok(Frame::Binary(frame))) => {
                         let message = match ws_payload(&frame).map_err(String::from).and_then(|p| {
@@ -476,7 +500,8 @@ impl Agent {
         ServerToAgent::decode(body).map_err(|e| Ended::Lost(format!("unreadable answer: {e}")))
     }
 
-    /// Tells the server this agent is leaving.
+    /// Tells the server this agent is leaving, over HTTP (a WebSocket session has said so
+    /// itself).
     async fn leave(&mut self, http_only: bool) {
         let mut goodbye = self.message();
         goodbye.agent_disconnect = Some(AgentDisconnect {});
