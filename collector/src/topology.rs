@@ -496,7 +496,7 @@ impl Topology {
             let previous = self.extensions.remove(&id);
             let changed = previous
                 .as_ref()
-                .map(|p| &p.config != &config.extensions[&id]);
+                .map(|p| p.config != config.extensions[&id]);
             match changed {
                 None => applied.built.push(format!("extensions.{id}")),
                 Some(true) => applied.updated.push(format!("extensions.{id}")),

@@ -103,13 +103,14 @@ async fn start_with(config: OtlpConfig) -> Harness {
         .unwrap();
     let (running, retired) = Box::new(prepared).commit(None);
     assert!(retired.is_empty());
-    // `grpc 127.0.0.1:PORT`, `http 127.0.0.1:PORT`
+    // `grpc 127.0.0.1:PORT`, `http 127.0.0.1:PORT`; empty for a protocol turned off.
     let url = |protocol: &str| {
-        let endpoint = running
+        running
             .endpoints()
             .into_iter()
-            .find(|e| e.starts_with(protocol));
-        format!("http://{}", endpoint.unwrap().split_once(' ').unwrap().1)
+            .find(|e| e.starts_with(protocol))
+            .map(|e| format!("http://{}", e.split_once(' ').unwrap().1))
+            .unwrap_or_default()
     };
     Harness {
         grpc: url("grpc"),
