@@ -410,8 +410,7 @@ fn ours_config(case: Case, ports: &Ports, queue: &Path) -> String {
     };
     let file_queue = |when_full: &str| {
         format!(
-            "    sending_queue:\n      storage: file\n      directory: {}\n      max_size_mib: 256\n{when_full}",
-            queue.display()
+            "    sending_queue:\n      storage: file_storage\n      max_size_mib: 256\n{when_full}"
         )
     };
     let (processors, connectors, exporters, pipelines) = match case {
@@ -452,6 +451,11 @@ fn ours_config(case: Case, ports: &Ports, queue: &Path) -> String {
             )
         }
     };
+    // Queues on disk live in the file_storage extension's directory.
+    let storage = format!(
+        "extensions:\n  file_storage:\n    directory: {}\n    create_directory: true\n",
+        queue.display()
+    );
     format!(
         "receivers:
   otlp:
@@ -459,7 +463,8 @@ fn ours_config(case: Case, ports: &Ports, queue: &Path) -> String {
       grpc:
         endpoint: 127.0.0.1:{grpc}
 {processors}{connectors}exporters:
-{exporters}service:
+{exporters}{storage}service:
+  extensions: [file_storage]
   telemetry:
     metrics:
       address: 127.0.0.1:{metrics}

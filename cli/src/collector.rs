@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use odigos_collector::config::LogEncoding;
 use odigos_collector::{Config, Topology};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -12,8 +13,9 @@ use tokio::signal::unix::{SignalKind, signal};
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     /// The config file: OpenTelemetry Collector YAML (receivers, processors, exporters,
-    /// service.pipelines). `${env:VAR}` and `${env:VAR:-default}` are replaced from the
-    /// environment.
+    /// extensions, service.pipelines). `${env:VAR}` and `${env:VAR:-default}` are replaced from
+    /// the environment; an unset variable without a default stands for the empty string, with
+    /// a warning.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -95,12 +97,16 @@ pub fn main(args: Args) -> ExitCode {
     match args.action {
         Some(Action::Validate { file }) => match Config::from_file(&file) {
             Ok(config) => {
+                for warning in &config.warnings {
+                    eprintln!("warning: {}: {warning}", file.display());
+                }
                 println!(
-                    "{}: valid ({} receivers, {} processors, {} exporters, {} pipelines)",
+                    "{}: valid ({} receivers, {} processors, {} exporters, {} extensions, {} pipelines)",
                     file.display(),
                     config.receivers.len(),
                     config.processors.len(),
                     config.exporters.len(),
+                    config.extensions.len(),
                     config.pipelines.len()
                 );
                 ExitCode::SUCCESS
@@ -111,7 +117,7 @@ pub fn main(args: Args) -> ExitCode {
             }
         },
         None if args.opamp_endpoint.is_some() => {
-            crate::init_logs("info");
+            init_logs("info", LogEncoding::Console);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -144,7 +150,11 @@ pub fn main(args: Args) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            crate::init_logs(&config.telemetry.logs.level);
+            init_logs(&config.telemetry.logs.level, config.telemetry.logs.encoding);
+            // Read before logging started: said now.
+            for warning in &config.warnings {
+                tracing::warn!(config = %file.display(), "{warning}");
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -154,6 +164,32 @@ pub fn main(args: Args) -> ExitCode {
             code
         }
     }
+}
+
+/// Logs go to stderr, as text or, with `service.telemetry.logs.encoding: json`, as one JSON
+/// object per line; the encoding follows each applied config. `RUST_LOG` overrides `level`.
+fn init_logs(level: &str, encoding: LogEncoding) {
+    use odigos_collector::telemetry::{json_logs, set_json_logs};
+    use tracing_subscriber::filter::dynamic_filter_fn;
+    use tracing_subscriber::prelude::*;
+    set_json_logs(encoding == LogEncoding::Json);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let console = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_filter(dynamic_filter_fn(|_, _| !json_logs()));
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_writer(std::io::stderr)
+        .with_filter(dynamic_filter_fn(|_, _| json_logs()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(console)
+        .with(json)
+        .init();
 }
 
 async fn run(config: Config, file: PathBuf, grace: Duration) -> ExitCode {
@@ -172,6 +208,7 @@ async fn run(config: Config, file: PathBuf, grace: Duration) -> ExitCode {
         config = %file.display(),
         pipelines = %pipelines.join(","),
         metrics = ?topology.metrics_address().map(|a| format!("http://{a}/metrics")),
+        extensions = ?topology.extension_endpoints(),
         "collector started; edit the config file or send SIGHUP to reload it"
     );
     let mut reloads = reload_triggers(&file);
@@ -198,6 +235,7 @@ async fn run(config: Config, file: PathBuf, grace: Duration) -> ExitCode {
 /// running one stays.
 async fn reload(topology: &mut Topology, file: &Path, trigger: &str) {
     let config = match Config::from_file(file) {
+        // Its warnings are logged as it is read.
         Ok(config) => config,
         Err(errors) => {
             tracing::error!(

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::connector::ConnectorConfig;
 use crate::exporter::ExporterConfig;
+use crate::extension::ExtensionConfig;
 use crate::processor::ProcessorConfig;
 use crate::receiver::ReceiverConfig;
 use crate::yaml::{self, Value};
@@ -32,8 +33,13 @@ pub struct Config {
     pub processors: BTreeMap<ComponentId, ProcessorConfig>,
     pub exporters: BTreeMap<ComponentId, ExporterConfig>,
     pub connectors: BTreeMap<ComponentId, ConnectorConfig>,
+    /// The extensions listed in `service.extensions`: the ones that run. Declared ones that
+    /// are not listed are checked, and do not run.
+    pub extensions: BTreeMap<ComponentId, ExtensionConfig>,
     pub pipelines: BTreeMap<PipelineId, Pipeline>,
     pub telemetry: TelemetryConfig,
+    /// What was accepted but deserves a word, e.g. an unset environment variable.
+    pub warnings: Vec<String>,
 }
 
 /// `type` or `type/name`.
@@ -84,20 +90,27 @@ pub struct Pipeline {
 }
 
 /// `service.telemetry`: the collector's own metrics and logs.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub metrics: MetricsTelemetry,
     pub logs: LogsTelemetry,
+    /// Attributes that describe this collector, served with its metrics as the labels of
+    /// `target_info`. A null value leaves the attribute out.
+    pub resource: BTreeMap<String, Option<Value>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsTelemetry {
-    /// Where Prometheus scrapes `/metrics`.
+    /// Where Prometheus scrapes `/metrics` (the form before otelcol 0.111; `readers` is the
+    /// current one).
     pub address: String,
-    /// `none` turns the endpoint off; anything else keeps it on.
+    /// `none` turns the endpoint off; `basic`, `normal` and `detailed` keep it on.
     pub level: String,
+    /// Metric readers: one `pull` reader with a Prometheus exporter, whose `host` and `port`
+    /// say where `/metrics` is served.
+    pub readers: Vec<MetricReader>,
 }
 
 impl Default for MetricsTelemetry {
@@ -105,8 +118,98 @@ impl Default for MetricsTelemetry {
         MetricsTelemetry {
             address: "127.0.0.1:8888".into(),
             level: "normal".into(),
+            readers: Vec::new(),
         }
     }
+}
+
+impl MetricsTelemetry {
+    /// Where `/metrics` is served: the pull reader's address when there is one.
+    pub fn endpoint(&self) -> String {
+        match self.readers.first().and_then(|r| r.pull.as_ref()) {
+            Some(pull) => {
+                let prometheus = &pull.exporter.prometheus;
+                let host = prometheus.host.as_deref().unwrap_or("localhost");
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.to_string()
+                };
+                format!("{host}:{}", prometheus.port.unwrap_or(8888))
+            }
+            None => self.address.clone(),
+        }
+    }
+
+    fn validate(&self, explicit_address: bool) -> Vec<(Vec<String>, String)> {
+        let mut problems = Vec::new();
+        if !["none", "basic", "normal", "detailed"].contains(&self.level.as_str()) {
+            problems.push((
+                vec!["level".into()],
+                format!(
+                    "unknown level {:?} (use none, basic, normal or detailed)",
+                    self.level
+                ),
+            ));
+        }
+        for (i, reader) in self.readers.iter().enumerate() {
+            let at = vec!["readers".to_string(), i.to_string()];
+            if reader.periodic.is_some() {
+                problems.push((
+                    [at.clone(), vec!["periodic".into()]].concat(),
+                    "periodic readers are not supported: the collector's metrics are served \
+                     for scraping only (use a pull reader with a prometheus exporter)"
+                        .into(),
+                ));
+            } else if reader.pull.is_none() {
+                problems.push((at.clone(), "a reader needs pull".into()));
+            }
+            if i > 0 {
+                problems.push((
+                    at,
+                    "only one reader is supported: the metrics are served at one address".into(),
+                ));
+            }
+        }
+        if explicit_address && !self.readers.is_empty() {
+            problems.push((
+                vec!["address".into()],
+                "give either address or readers, not both".into(),
+            ));
+        }
+        problems
+    }
+}
+
+/// One entry of `service.telemetry.metrics.readers`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricReader {
+    pub pull: Option<PullReader>,
+    /// Refused: pushing the collector's own metrics is not supported.
+    pub periodic: Option<serde_yaml::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullReader {
+    pub exporter: PullExporter,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullExporter {
+    pub prometheus: PrometheusEndpoint,
+}
+
+/// Where the Prometheus text is served.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusEndpoint {
+    /// Default `localhost`.
+    pub host: Option<String>,
+    /// Default 8888.
+    pub port: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -114,13 +217,42 @@ impl Default for MetricsTelemetry {
 pub struct LogsTelemetry {
     /// `error`, `warn`, `info` or `debug`.
     pub level: String,
+    /// `console` (text) or `json` (one JSON object per line).
+    pub encoding: LogEncoding,
 }
 
 impl Default for LogsTelemetry {
     fn default() -> Self {
         LogsTelemetry {
             level: "info".into(),
+            encoding: LogEncoding::Console,
         }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    #[default]
+    Console,
+    Json,
+}
+
+impl TelemetryConfig {
+    /// The `resource` attributes with a value, as text.
+    pub fn resource_attributes(&self) -> Vec<(String, String)> {
+        self.resource
+            .iter()
+            .filter_map(|(key, value)| {
+                let text = match value.as_ref()? {
+                    Value::String(s) => s.clone(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return None,
+                };
+                Some((key.clone(), text))
+            })
+            .collect()
     }
 }
 
@@ -214,12 +346,127 @@ pub(crate) enum ParseError {
 }
 
 pub(crate) fn parse_component<T: ComponentConfig>(value: Value) -> Result<T, ParseError> {
-    let config: T = yaml::from_value(value).map_err(|e| ParseError::Fields(vec![e]))?;
-    let problems = config.validate();
+    let (config, mut problems) = from_value_all::<T>(value);
+    // What could be read is checked too, so that one run says everything.
+    if let Some(config) = &config {
+        problems.extend(config.validate());
+    }
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ParseError::Fields(problems)),
+    }
+}
+
+/// [`from_value_all`] as a `Result`: the value when it has no problem.
+fn from_value_strict<T: DeserializeOwned>(value: Value) -> Result<T, Vec<(Vec<String>, String)>> {
+    match from_value_all(value) {
+        (Some(parsed), problems) if problems.is_empty() => Ok(parsed),
+        (_, problems) => Err(problems),
+    }
+}
+
+/// Deserializes `value`, reporting every problem rather than the first: a field that is
+/// unknown or does not parse is noted, taken out, and the rest parsed again. Returns what
+/// could be read without the problem fields, if anything, and the problems.
+pub(crate) fn from_value_all<T: DeserializeOwned>(
+    mut value: Value,
+) -> (Option<T>, Vec<(Vec<String>, String)>) {
+    let mut problems: Vec<(Vec<String>, String)> = Vec::new();
+    // What was taken out, as written (before earlier removals shifted list indices).
+    let mut removed: Vec<Vec<String>> = Vec::new();
+    // Each list item taken out: (the list's path now, the item's index now).
+    let mut shifts: Vec<(Vec<String>, usize)> = Vec::new();
+    let original = |path: &[String], shifts: &[(Vec<String>, usize)]| {
+        let mut path = path.to_vec();
+        for (list, index) in shifts.iter().rev() {
+            if path.len() > list.len()
+                && path.starts_with(list)
+                && let Ok(i) = path[list.len()].parse::<usize>()
+                && i >= *index
+            {
+                path[list.len()] = (i + 1).to_string();
+            }
+        }
+        path
+    };
+    for _ in 0..100 {
+        let (path, message) = match yaml::from_value::<T>(value.clone()) {
+            Ok(parsed) => return (Some(parsed), problems),
+            Err(problem) => problem,
+        };
+        // A field missing only because an earlier problem took it out: take out its parent.
+        let taken_out = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .is_some_and(|field| {
+                let mut full = original(&path, &shifts);
+                full.push(field.to_string());
+                removed.contains(&full)
+            });
+        if !taken_out {
+            problems.push((original(&path, &shifts), message));
+        }
+        if path.is_empty() {
+            break;
+        }
+        removed.push(original(&path, &shifts));
+        match remove(&mut value, &path) {
+            Some(Removed::Item) => {
+                let (index, list) = path.split_last().expect("not empty");
+                shifts.push((list.to_vec(), index.parse().unwrap_or(0)));
+            }
+            Some(Removed::Key) => {}
+            None => break,
+        }
+    }
     if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ParseError::Fields(problems))
+        problems.push((Vec::new(), "cannot be parsed".into()));
+    }
+    (None, problems)
+}
+
+enum Removed {
+    Key,
+    Item,
+}
+
+/// Takes the key or list item at `path` out of `value`.
+fn remove(value: &mut Value, path: &[String]) -> Option<Removed> {
+    let (last, parents) = path.split_last()?;
+    let mut at = value;
+    for segment in parents {
+        at = match at {
+            Value::Mapping(map) => map
+                .iter_mut()
+                .find(|(k, _)| key_text(k).as_deref() == Some(segment))
+                .map(|(_, v)| v)?,
+            Value::Sequence(items) => items.get_mut(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    match at {
+        Value::Mapping(map) => {
+            let key = map
+                .keys()
+                .find(|k| key_text(k).as_deref() == Some(last))?
+                .clone();
+            map.remove(&key).map(|_| Removed::Key)
+        }
+        Value::Sequence(items) => {
+            let index = last.parse::<usize>().ok().filter(|i| *i < items.len())?;
+            items.remove(index);
+            Some(Removed::Item)
+        }
+        _ => None,
+    }
+}
+
+fn key_text(key: &Value) -> Option<String> {
+    match key {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -240,6 +487,8 @@ impl Config {
 
     /// Parses and validates YAML text; `file` names it in errors. `${env:VAR}` references are
     /// resolved from the process environment, `${file:PATH}` ones from the file's contents.
+    /// As in otelcol, a variable that is not set and has no default stands for the empty
+    /// string, with a warning.
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         Config::from_yaml_with_env(text, file, &|name| std::env::var(name).ok())
     }
@@ -267,16 +516,45 @@ impl Config {
                 return Err(ConfigErrors(errors.list));
             }
         };
-        for (path, message) in yaml::substitute_env(&mut document, env) {
+        let unset = std::cell::RefCell::new(Vec::<String>::new());
+        let lookup = |name: &str| {
+            env(name).or_else(|| {
+                let mut unset = unset.borrow_mut();
+                if !unset.iter().any(|n| n == name) {
+                    unset.push(name.to_string());
+                }
+                Some(String::new())
+            })
+        };
+        for (path, message) in yaml::substitute_env(&mut document, &lookup) {
             errors.at(path.clone(), message);
             errors.unresolved.push(path);
         }
-        let raw: RawConfig = match yaml::from_value(document) {
-            Ok(raw) => raw,
-            Err((path, message)) => {
-                errors.at(path, message);
-                return Err(ConfigErrors(errors.list));
-            }
+        let warnings: Vec<String> = unset
+            .into_inner()
+            .into_iter()
+            .map(|name| {
+                let warning = format!(
+                    "environment variable {name} is not set: it stands for the empty string \
+                     (write ${{env:{name}:-default}} to give a default)"
+                );
+                tracing::warn!(file, "{warning}");
+                warning
+            })
+            .collect();
+        let explicit_address = document
+            .get("service")
+            .and_then(|s| s.get("telemetry"))
+            .and_then(|t| t.get("metrics"))
+            .and_then(|m| m.get("address"))
+            .is_some();
+        // Unknown top-level or `service` keys are reported, and the rest is read on.
+        let (raw, problems) = from_value_all::<RawConfig>(document);
+        for (path, message) in problems {
+            errors.at(path, message);
+        }
+        let Some(raw) = raw else {
+            return Err(ConfigErrors(errors.list));
         };
 
         let receivers = parse_section(
@@ -291,21 +569,18 @@ impl Config {
             raw.processors,
             ProcessorConfig::parse,
         );
-        let exporters = parse_section(
+        let mut exporters = parse_section(
             &mut errors,
             "exporters",
             raw.exporters,
             ExporterConfig::parse,
         );
-        for id in raw.extensions.keys() {
-            errors.at(
-                vec!["extensions".into(), id.clone()],
-                format!(
-                    "unknown extension type {:?} (no extensions are supported yet)",
-                    ComponentId::new(id.as_str()).kind()
-                ),
-            );
-        }
+        let declared_extensions = parse_section(
+            &mut errors,
+            "extensions",
+            raw.extensions,
+            ExtensionConfig::parse,
+        );
         let connectors = parse_section(
             &mut errors,
             "connectors",
@@ -322,18 +597,53 @@ impl Config {
                 );
             }
         }
+        let mut extensions = BTreeMap::new();
         for (i, id) in raw.service.extensions.iter().enumerate() {
-            errors.at(
-                vec!["service".into(), "extensions".into(), i.to_string()],
-                format!("extension {id:?} is not defined"),
-            );
-        }
-        let telemetry = match yaml::from_value::<TelemetryConfig>(raw.service.telemetry) {
-            Ok(telemetry) => telemetry,
-            Err((path, message)) => {
-                errors.at(prefixed(&["service", "telemetry"], path), message);
-                TelemetryConfig::default()
+            let at = vec!["service".into(), "extensions".into(), i.to_string()];
+            let cid = ComponentId::new(id.as_str());
+            if raw.service.extensions[..i].contains(id) {
+                errors.at(at, format!("{id} is listed twice"));
+            } else if let Some(config) = declared_extensions.parsed.get(&cid) {
+                extensions.insert(cid, config.clone());
+            } else if !declared_extensions.declared.contains(id) {
+                errors.at(
+                    at,
+                    format!("extension {id} is not defined in the top-level extensions section"),
+                );
             }
+            // Declared but refused (an unsupported type, a bad field): said at its declaration.
+        }
+        resolve_storage(
+            &mut errors,
+            &mut exporters.parsed,
+            &declared_extensions,
+            &extensions,
+        );
+        let (telemetry, mut problems) = from_value_all::<TelemetryConfig>(raw.service.telemetry);
+        for (path, message) in problems.drain(..) {
+            errors.at(prefixed(&["service", "telemetry"], path), message);
+        }
+        let telemetry = match telemetry {
+            Some(telemetry) => {
+                let mut problems = telemetry.metrics.validate(explicit_address);
+                for (key, value) in &telemetry.resource {
+                    if matches!(value, Some(Value::Mapping(_) | Value::Sequence(_))) {
+                        problems.push((
+                            vec!["resource".into(), key.clone()],
+                            "must be a string, number or boolean".into(),
+                        ));
+                    }
+                }
+                for (path, message) in problems {
+                    let path = match path.first().map(String::as_str) {
+                        Some("resource") => path,
+                        _ => prefixed(&["metrics"], path),
+                    };
+                    errors.at(prefixed(&["service", "telemetry"], path), message);
+                }
+                telemetry
+            }
+            None => TelemetryConfig::default(),
         };
 
         let mut pipelines = BTreeMap::new();
@@ -347,10 +657,12 @@ impl Config {
                 );
                 continue;
             };
-            let pipeline: Pipeline = match yaml::from_value(value) {
+            let pipeline: Pipeline = match from_value_strict(value) {
                 Ok(pipeline) => pipeline,
-                Err((path, message)) => {
-                    errors.at(prefixed(&["service", "pipelines", &id], path), message);
+                Err(problems) => {
+                    for (path, message) in problems {
+                        errors.at(prefixed(&["service", "pipelines", &id], path), message);
+                    }
                     continue;
                 }
             };
@@ -391,9 +703,54 @@ impl Config {
             processors: processors.parsed,
             exporters: exporters.parsed,
             connectors: connectors.parsed,
+            extensions,
             pipelines,
             telemetry,
+            warnings,
         })
+    }
+}
+
+/// Points each exporter's `sending_queue.storage` at its `file_storage` extension, which must
+/// be declared and listed in `service.extensions`.
+fn resolve_storage(
+    errors: &mut Errors<'_>,
+    exporters: &mut BTreeMap<ComponentId, ExporterConfig>,
+    declared: &Section<ExtensionConfig>,
+    enabled: &BTreeMap<ComponentId, ExtensionConfig>,
+) {
+    for (id, exporter) in exporters.iter_mut() {
+        let Some(queue) = exporter.queue_mut() else {
+            continue;
+        };
+        let Some(storage) = queue.storage.clone() else {
+            continue;
+        };
+        let at = vec![
+            "exporters".to_string(),
+            id.to_string(),
+            "sending_queue".into(),
+            "storage".into(),
+        ];
+        match enabled.get(&storage) {
+            Some(ExtensionConfig::FileStorage(file_storage)) => queue.use_storage(file_storage),
+            Some(_) => errors.at(
+                at,
+                format!("extension {storage} is not a storage extension (use file_storage)"),
+            ),
+            None if declared.declared.iter().any(|d| d == storage.as_str()) => errors.at(
+                at,
+                format!(
+                    "storage extension {storage} is not enabled: list it in service.extensions"
+                ),
+            ),
+            None => errors.at(
+                at,
+                format!(
+                    "storage extension {storage} is not defined in the top-level extensions section"
+                ),
+            ),
+        }
     }
 }
 
@@ -443,15 +800,23 @@ fn parse_section<C>(
             Ok(config) => {
                 parsed.insert(cid, config);
             }
-            Err(ParseError::UnknownType { known }) => errors.at(
-                vec![section.into(), id.clone()],
-                format!(
-                    "unknown {} type {:?} (known: {})",
-                    section.trim_end_matches('s'),
-                    cid.kind(),
-                    known.join(", ")
-                ),
-            ),
+            Err(ParseError::UnknownType { known }) => {
+                let kind = section.trim_end_matches('s');
+                let message = if section == "extensions" {
+                    format!(
+                        "unsupported extension type {:?} (supported: {})",
+                        cid.kind(),
+                        known.join(", ")
+                    )
+                } else {
+                    format!(
+                        "unknown {kind} type {:?} (known: {})",
+                        cid.kind(),
+                        known.join(", ")
+                    )
+                };
+                errors.at(vec![section.into(), id.clone()], message)
+            }
             Err(ParseError::Fields(problems)) => {
                 for (path, message) in problems {
                     errors.at(prefixed(&[section, &id], path), message);

@@ -51,6 +51,15 @@ impl ExporterConfig {
         &Signal::ALL
     }
 
+    /// Its sending queue's settings, for an exporter that has them.
+    pub(crate) fn queue_mut(&mut self) -> Option<&mut queue::QueueConfig> {
+        match self {
+            ExporterConfig::Otlp(config) => Some(&mut config.sending_queue),
+            ExporterConfig::OtlpHttp(config) => Some(&mut config.sending_queue),
+            _ => None,
+        }
+    }
+
     /// Builds the exporter; one instance serves every pipeline that lists it.
     pub fn build(&self, id: &ComponentId, context: &Context) -> Result<Next, String> {
         Ok(match self {

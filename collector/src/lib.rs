@@ -12,6 +12,7 @@ pub mod config;
 pub mod connector;
 pub mod consumer;
 pub mod exporter;
+pub mod extension;
 pub mod processor;
 pub mod receiver;
 pub mod telemetry;

@@ -151,6 +151,31 @@ pub struct Server {
     pub local: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    /// A copy of the listening socket, for a successor with other settings to take over.
+    pub(crate) socket: Option<Socket>,
+}
+
+/// A listening socket that can be handed to a new server on the same endpoint.
+pub(crate) enum Socket {
+    Tcp(std::net::TcpListener),
+    /// With the flag that says it was handed over: the socket file is then not removed when
+    /// the old server stops.
+    Unix(
+        std::os::unix::net::UnixListener,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
+}
+
+impl Socket {
+    /// Another handle on the same socket.
+    pub(crate) fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(listener) => Socket::Tcp(listener.try_clone()?),
+            Socket::Unix(listener, handed_over) => {
+                Socket::Unix(listener.try_clone()?, handed_over.clone())
+            }
+        })
+    }
 }
 
 impl Server {
@@ -183,7 +208,14 @@ impl Server {
             local,
             stop,
             task,
+            socket: None,
         }
+    }
+
+    /// Keeps a copy of the listening socket, so that a successor can take it over.
+    pub(crate) fn with_socket(mut self, socket: Socket) -> Server {
+        self.socket = Some(socket);
+        self
     }
 
     /// Stops accepting connections, lets requests in progress finish, and returns when done.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -50,10 +50,24 @@ struct Series {
     value: Value,
 }
 
+/// Whether log lines are written as JSON (`service.telemetry.logs.encoding: json`): the
+/// process's log output reads it for every line, so a new config switches it in place.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+pub fn set_json_logs(json: bool) {
+    JSON_LOGS.store(json, Ordering::Relaxed);
+}
+
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
+
 /// All metrics of one collector process.
 #[derive(Clone, Default)]
 pub struct Registry {
     series: Arc<Mutex<Vec<Series>>>,
+    /// `service.telemetry.resource`: served as the labels of `target_info`.
+    resource: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Registry {
@@ -106,11 +120,29 @@ impl Registry {
         })
     }
 
-    /// The Prometheus text exposition of every series.
+    /// Sets the attributes that describe this collector.
+    pub fn set_resource(&self, attributes: Vec<(String, String)>) {
+        *self.resource.lock().unwrap() = attributes;
+    }
+
+    /// The Prometheus text exposition of every series, after `target_info` with the resource
+    /// attributes when there are some.
     pub fn render(&self) -> String {
         let mut series: Vec<_> = self.series.lock().unwrap().iter().map(snapshot).collect();
         series.sort();
         let mut out = String::new();
+        let resource = self.resource.lock().unwrap().clone();
+        if !resource.is_empty() {
+            let labels: Vec<String> = resource
+                .iter()
+                .map(|(k, v)| format!("{}=\"{}\"", label_name(k), escape_label(v)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info{{{}}} 1",
+                labels.join(",")
+            );
+        }
         let mut last = "";
         for (name, help, kind, labels, value) in &series {
             if name != last {
@@ -170,6 +202,26 @@ fn new_series(
         labels,
         value,
     }
+}
+
+/// A Prometheus label name for an attribute key: `service.name` → `service_name`.
+fn label_name(key: &str) -> String {
+    let mut name: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) || name.is_empty() {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// A label value as the text format writes it.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn snapshot(s: &Series) -> (String, &'static str, &'static str, String, i64) {
@@ -292,6 +344,18 @@ mod tests {
         );
         assert!(
             text.contains("otelcol_exporter_queue_size{exporter=\"otlp\"} 3\n"),
+            "{text}"
+        );
+        assert!(!text.contains("target_info"), "{text}");
+        registry.set_resource(vec![
+            ("service.name".into(), "gateway".into()),
+            ("k8s.pod.uid".into(), "a\"b".into()),
+        ]);
+        let text = registry.render();
+        assert!(
+            text.starts_with(
+                "# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info{service_name=\"gateway\",k8s_pod_uid=\"a\\\"b\"} 1\n"
+            ),
             "{text}"
         );
     }

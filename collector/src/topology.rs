@@ -20,6 +20,7 @@ use crate::config::{ComponentId, Config, PipelineId};
 use crate::connector::Connector;
 use crate::consumer::{Next, fanout};
 use crate::exporter::queue::Queues;
+use crate::extension::{self, Status};
 use crate::processor::{Built, Updater};
 use crate::receiver::{self, Routes};
 use crate::telemetry::{ComponentHealth, HealthBoard, Registry};
@@ -36,6 +37,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The sending queues, so that a rebuilt exporter takes over its predecessor's.
     pub queues: Queues,
+    /// Whether the pipelines run and with what config, for extensions.
+    pub status: Arc<Status>,
 }
 
 impl Context {
@@ -46,6 +49,7 @@ impl Context {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             queues: Queues::default(),
+            status: Arc::default(),
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct Topology {
     connectors: BTreeMap<ComponentId, Arc<Connector>>,
     pipelines: BTreeMap<PipelineId, Chain>,
     receivers: BTreeMap<ComponentId, Box<dyn receiver::Running>>,
+    extensions: BTreeMap<ComponentId, extension::Running>,
     metrics: Option<MetricsServer>,
 }
 
@@ -145,6 +150,7 @@ impl Topology {
             connectors: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             receivers: BTreeMap::new(),
+            extensions: BTreeMap::new(),
             metrics: None,
         };
         topology.apply(config.clone()).await?;
@@ -177,6 +183,9 @@ impl Topology {
         }
         for id in config.connectors.keys() {
             health.insert(format!("connectors.{id}"), ComponentHealth::running());
+        }
+        for id in self.extensions.keys() {
+            health.insert(format!("extensions.{id}"), ComponentHealth::running());
         }
         let registry = &self.context.registry;
         for id in config.exporters.keys() {
@@ -215,6 +224,19 @@ impl Topology {
         self.metrics.as_ref().map(|m| m.local)
     }
 
+    /// Where each running extension serves, e.g. `health_check` → `127.0.0.1:13133`.
+    pub fn extension_endpoints(&self) -> BTreeMap<String, String> {
+        self.extensions
+            .iter()
+            .filter_map(|(id, running)| Some((id.to_string(), running.local()?.to_string())))
+            .collect()
+    }
+
+    /// Whether the pipelines run, as `health_check` answers.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.context.status
+    }
+
     /// Where each receiver listens, e.g. `otlp` → `grpc 127.0.0.1:4317`.
     pub fn endpoints(&self) -> BTreeMap<String, Vec<String>> {
         self.receivers
@@ -230,10 +252,26 @@ impl Topology {
         let mut applied = Applied::default();
         let old = self.config.as_ref();
 
+        // Prepare: extensions, first, so that storage directories exist before queues open in
+        // them. One whose endpoint is unchanged keeps its socket.
+        let mut errors = Vec::new();
+        let mut extensions = Vec::new();
+        for (id, config) in &config.extensions {
+            match extension::prepare(id, config, self.extensions.get(id), &self.context).await {
+                Ok(prepared) => extensions.push((id.clone(), prepared)),
+                Err(e) => errors.push(format!("extensions.{id}: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            for (_, prepared) in extensions {
+                prepared.abort().await;
+            }
+            return Err(ApplyError(errors));
+        }
+
         // Prepare: exporters. An unchanged exporter keeps its instance, queue and connections;
         // a changed one takes over its predecessor's queue.
         let mut exporters = BTreeMap::new();
-        let mut errors = Vec::new();
         for (id, exporter) in &config.exporters {
             if old.and_then(|c| c.exporters.get(id)) == Some(exporter) {
                 exporters.insert(id.clone(), self.exporters[id].clone());
@@ -248,6 +286,9 @@ impl Topology {
             }
         }
         if !errors.is_empty() {
+            for (_, prepared) in extensions {
+                prepared.abort().await;
+            }
             return Err(ApplyError(errors));
         }
 
@@ -353,12 +394,12 @@ impl Topology {
 
         // Prepare: the metrics endpoint, when its address changes.
         let metrics_wanted = config.telemetry.metrics.level != "none";
-        let address = &config.telemetry.metrics.address;
+        let address = &config.telemetry.metrics.endpoint();
         let mut new_metrics = None;
         if metrics_wanted && self.metrics.as_ref().is_none_or(|m| &m.address != address) {
             match start_metrics(address, &self.context.registry).await {
                 Ok(server) => new_metrics = Some(server),
-                Err(e) => errors.push(format!("service.telemetry.metrics.address: {e}")),
+                Err(e) => errors.push(format!("service.telemetry.metrics: {e}")),
             }
         }
 
@@ -368,6 +409,9 @@ impl Topology {
             }
             if let Some(server) = new_metrics {
                 server.server.stop().await;
+            }
+            for (_, prepared) in extensions {
+                prepared.abort().await;
             }
             return Err(ApplyError(errors));
         }
@@ -464,6 +508,39 @@ impl Topology {
             self.context.tasks.spawn(previous.server.stop());
         }
 
+        // Extensions switch last: a new one sees the config it serves.
+        let mut running_extensions = BTreeMap::new();
+        for (id, prepared) in extensions {
+            let previous = self.extensions.remove(&id);
+            let changed = previous
+                .as_ref()
+                .map(|p| p.config != config.extensions[&id]);
+            match changed {
+                None => applied.built.push(format!("extensions.{id}")),
+                Some(true) => applied.updated.push(format!("extensions.{id}")),
+                Some(false) => {}
+            }
+            let (running, retired) = prepared.commit(previous);
+            if let Some(server) = retired {
+                self.context.tasks.spawn(server.stop());
+            }
+            running_extensions.insert(id, running);
+        }
+        for (id, running) in std::mem::take(&mut self.extensions) {
+            applied.retired.push(format!("extensions.{id}"));
+            self.context.tasks.spawn(running.stop());
+        }
+        self.extensions = running_extensions;
+        extension::publish_endpoints(&self.context, &self.extensions);
+
+        self.context
+            .registry
+            .set_resource(config.telemetry.resource_attributes());
+        crate::telemetry::set_json_logs(
+            config.telemetry.logs.encoding == crate::config::LogEncoding::Json,
+        );
+        self.context.status.set_config(&config);
+        self.context.status.set_ready(true);
         self.config = Some(config);
         applied.took = started.elapsed();
         Ok(applied)
@@ -474,6 +551,8 @@ impl Topology {
     /// is over, deliveries stop where they are: a file queue keeps what is undelivered for the
     /// next start; what is left in a memory queue is dropped and counted.
     pub async fn shutdown(self, grace: Duration) {
+        // From now on `health_check` answers 503, until it stops last.
+        self.context.status.set_ready(false);
         let deadline = tokio::time::Instant::now() + grace;
         let receivers = self.receivers.into_values().map(|running| running.stop());
         if tokio::time::timeout_at(deadline, futures_util::future::join_all(receivers))
@@ -504,6 +583,9 @@ impl Topology {
         let _ = tokio::time::timeout(STOPPING, self.context.tasks.wait()).await;
         if let Some(metrics) = self.metrics {
             metrics.server.stop().await;
+        }
+        for running in self.extensions.into_values() {
+            running.stop().await;
         }
     }
 }

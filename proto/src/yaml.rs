@@ -226,6 +226,8 @@ pub fn locate(text: &str, path: &[String]) -> Option<usize> {
         }
         let mut hit = None;
         let mut items = 0;
+        // The indentation of the parent's direct children: deeper lines belong to them.
+        let mut children = None;
         for (i, (number, line)) in lines.iter().enumerate().skip(at) {
             let (depth, content) = (indent(line), line.trim_start());
             // A list may sit at its key's own indentation; anything else must be deeper.
@@ -233,6 +235,9 @@ pub fn locate(text: &str, path: &[String]) -> Option<usize> {
                 parent.is_none_or(|p| depth > p || (depth == p && content.starts_with("- ")));
             if !inside {
                 break;
+            }
+            if *children.get_or_insert(depth) < depth && !content.starts_with("- ") {
+                continue;
             }
             if let Ok(index) = segment.parse::<usize>() {
                 if content.starts_with("- ") || content == "-" {
@@ -465,6 +470,8 @@ mod tests {
             ),
             Some(12)
         );
+        let nested = "service:\n  pipelines:\n    traces:\n      extra: 1\n  extra: 2\n";
+        assert_eq!(locate(nested, &path(&["service", "extra"])), Some(5));
         let list = "a:\n- x: 1\n- x: 2\n  y: 3\nb: 1\n";
         assert_eq!(locate(list, &path(&["a", "1", "y"])), Some(4));
         assert_eq!(locate(list, &path(&["b"])), Some(5));

@@ -499,6 +499,17 @@ impl Gateway {
         if !connectors.is_empty() {
             config["connectors"] = Value::Object(connectors);
         }
+        // Destination queues on disk live in a `file_storage` extension's directory.
+        if let Some(dir) = &layout.queue_dir
+            && self
+                .exporters
+                .values()
+                .any(|e| e.get("sending_queue").is_some())
+        {
+            config["extensions"] =
+                json!({QUEUE_STORAGE: {"directory": dir, "create_directory": true}});
+            config["service"]["extensions"] = json!([QUEUE_STORAGE]);
+        }
         yaml(&config)
     }
 
@@ -524,13 +535,15 @@ fn grpc_listen(address: &str) -> Value {
     }
 }
 
+/// The `file_storage` extension that keeps the destinations' queues.
+const QUEUE_STORAGE: &str = "file_storage/queues";
+
 /// Each destination's queue: on disk under the state directory when there is one, bounded,
 /// and making room by dropping its oldest data.
 fn destination_queue(layout: &Layout) -> Value {
     match &layout.queue_dir {
-        Some(dir) => json!({
-            "storage": "file",
-            "directory": dir,
+        Some(_) => json!({
+            "storage": QUEUE_STORAGE,
             "max_size_mib": layout.queue_mib,
             "when_full": "drop_oldest",
         }),

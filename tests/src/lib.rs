@@ -143,6 +143,13 @@ impl Collector {
         listening_port(&self.logs(), marker)
     }
 
+    /// The port the extension `id` (`health_check`, `zpages`, ...) listens on, from the log.
+    pub fn extension_port(&mut self, id: &str) -> u16 {
+        let marker = format!("{id} extension listening local=");
+        self.wait_for_log(&marker);
+        listening_port(&self.logs(), &marker)
+    }
+
     /// Rewrites the config file (atomically, as editors do) and waits until the log has
     /// `expected` lines containing `marker`.
     pub fn rewrite(&self, config: &str, marker: &str, expected: usize) {
@@ -222,6 +229,25 @@ fn listening_port(log: &str, marker: &str) -> u16 {
 /// `GET http://127.0.0.1:{port}{path}`, returning the body.
 pub fn http_get(port: u16, path: &str) -> String {
     http_get_as(port, path, None)
+}
+
+/// `GET http://127.0.0.1:{port}{path}`, returning the status code and the body's bytes.
+pub fn http_get_status(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response[(end + 4).min(response.len())..].to_vec())
 }
 
 /// [`http_get`] with `Authorization: Bearer <token>` when a token is given.

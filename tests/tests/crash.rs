@@ -22,9 +22,12 @@ exporters:
     endpoint: http://127.0.0.1:{sink}
     compression: none
     timeout: 1s
-    sending_queue: {{storage: file, directory: {dir}, max_size_mib: 512}}
+    sending_queue: {{storage: file_storage, max_size_mib: 512}}
     retry_on_failure: {{initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 0s}}
+extensions:
+  file_storage: {{directory: {dir}}}
 service:
+  extensions: [file_storage]
   telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}

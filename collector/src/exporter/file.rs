@@ -4,7 +4,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +26,10 @@ pub struct FileConfig {
     #[serde(default = "json")]
     pub format: String,
     pub rotation: Option<RotationConfig>,
+    /// How often what was written is flushed to the file. 0 (the default here; otelcol's is
+    /// 1s) flushes every batch as it is written.
+    #[serde(default, with = "crate::yaml::duration")]
+    pub flush_interval: Duration,
 }
 
 fn json() -> String {
@@ -111,6 +116,8 @@ impl Output {
 struct FileExporter {
     output: Arc<Mutex<Output>>,
     rotation: Option<RotationConfig>,
+    /// Flush after each batch; otherwise a task flushes every `flush_interval`.
+    flush_each: bool,
 }
 
 #[async_trait]
@@ -120,6 +127,7 @@ impl Sender for FileExporter {
         let mut line = decoded.to_json();
         line.push('\n');
         let (output, rotation) = (self.output.clone(), self.rotation.clone());
+        let flush_each = self.flush_each;
         // Off the async threads: a slow disk must not hold up the runtime.
         let written = tokio::task::spawn_blocking(move || {
             let mut output = output.lock().unwrap();
@@ -131,7 +139,9 @@ impl Sender for FileExporter {
                     output.rotate(rotation.max_backups)?;
                 }
                 output.writer.write_all(line.as_bytes())?;
-                output.writer.flush()?;
+                if flush_each {
+                    output.writer.flush()?;
+                }
                 output.size += line.len() as u64;
                 Ok(())
             };
@@ -156,9 +166,39 @@ pub(super) fn build(
 ) -> Result<Next, String> {
     let output = Output::open(&config.path)
         .map_err(|e| format!("cannot open {}: {e}", config.path.display()))?;
+    let output = Arc::new(Mutex::new(output));
+    let flush_each = config.flush_interval.is_zero();
+    if !flush_each {
+        // Not a tracked task: it ends by itself once the exporter is gone.
+        tokio::spawn(flush_every(config.flush_interval, Arc::downgrade(&output)));
+    }
     let exporter = FileExporter {
-        output: Arc::new(Mutex::new(output)),
+        output,
         rotation: config.rotation.clone(),
+        flush_each,
     };
     queue::build_local(id, Box::new(exporter), context)
+}
+
+/// Flushes `output` every `interval` until it is gone (its last writer flushes on drop).
+async fn flush_every(interval: Duration, output: Weak<Mutex<Output>>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(output) = output.upgrade() else {
+            return;
+        };
+        let flushed = tokio::task::spawn_blocking(move || {
+            let mut output = output.lock().unwrap();
+            output
+                .writer
+                .flush()
+                .map_err(|e| format!("cannot write {}: {e}", output.path.display()))
+        })
+        .await;
+        if let Ok(Err(message)) = flushed {
+            tracing::warn!(error = %message, "file exporter could not flush");
+        }
+    }
 }

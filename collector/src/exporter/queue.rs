@@ -1,15 +1,15 @@
 //! The sending queue and retry policy in front of every exporter.
 //!
 //! An exporter accepts data once its queue holds it (in memory, or synced to disk for a
-//! `file` queue): that is when its senders are answered, never when a destination answers.
+//! queue kept by a `file_storage` extension): that is when its senders are answered, never when a destination answers.
 //! Workers deliver from the queue with retries, so a destination that is down or slow fills
 //! only its own queue. A full queue refuses new data (`when_full: backpressure`, the senders
 //! retry) or drops its oldest data to make room (`drop_oldest`, counted).
 //!
 //! The queue outlives exporter instances: an exporter rebuilt with a new config takes over
 //! its predecessor's queue, workers and backlog. When an exporter is removed from the config,
-//! or the collector stops, a `file` queue stops at once, finishing only the attempts in
-//! progress: what is undelivered stays on disk for the next start. A `memory` queue keeps
+//! or the collector stops, a file queue stops at once, finishing only the attempts in
+//! progress: what is undelivered stays on disk for the next start. A memory queue keeps
 //! delivering what it holds for a while (up to the shutdown grace period), then drops the
 //! rest, counted.
 
@@ -49,25 +49,23 @@ pub struct QueueConfig {
     /// What `queue_size` counts: `requests` (batches), `items` (spans, points, records) or
     /// `bytes`.
     pub sizer: Sizer,
-    /// `memory`: lost if the process dies. `file`: written to disk under `directory` and
-    /// synced before it is acknowledged; delivered after a crash or restart.
-    pub storage: Storage,
-    /// Where a `file` queue keeps its data; each exporter uses a folder named after its id.
+    /// The id of a `file_storage` extension (`file_storage` or `file_storage/name`, listed in
+    /// `service.extensions`): the queue is written under that extension's directory, in a
+    /// folder named after this exporter, and synced before it is acknowledged; it is delivered
+    /// after a crash or restart. Without it the queue is in memory, lost if the process dies.
+    pub storage: Option<ComponentId>,
+    /// The storage extension's directory, once resolved.
+    #[serde(skip)]
     pub directory: Option<PathBuf>,
-    /// Disk space a `file` queue may use, in MiB.
+    /// How long opening the queue waits for another process to let go of its folder.
+    #[serde(skip)]
+    pub lock_timeout: Duration,
+    /// Disk space a file queue may use, in MiB.
     pub max_size_mib: u64,
     /// When the queue is full: `backpressure` refuses new data (senders retry later) or
     /// `drop_oldest` drops the oldest data to make room (counted in
     /// `otelcol_exporter_queue_dropped_*`).
     pub when_full: Overflow,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Storage {
-    #[default]
-    Memory,
-    File,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
@@ -113,8 +111,9 @@ impl Default for QueueConfig {
             num_consumers: 10,
             queue_size: 1000,
             sizer: Sizer::Requests,
-            storage: Storage::Memory,
+            storage: None,
             directory: None,
+            lock_timeout: Duration::ZERO,
             max_size_mib: 1024,
             when_full: Overflow::Backpressure,
         }
@@ -128,31 +127,32 @@ impl QueueConfig {
         if self.num_consumers == 0 {
             problems.push((at("num_consumers"), "must be greater than 0".into()));
         }
-        match self.storage {
-            Storage::File => {
-                if self.directory.is_none() {
-                    problems.push((at("directory"), "a file queue needs a directory".into()));
-                }
-                if !self.enabled {
-                    problems.push((at("enabled"), "a file queue cannot be disabled".into()));
-                }
-                if self.max_size_mib == 0 {
-                    problems.push((at("max_size_mib"), "must be greater than 0".into()));
-                }
+        if self.storage.is_some() {
+            if !self.enabled {
+                problems.push((at("enabled"), "a file queue cannot be disabled".into()));
             }
-            Storage::Memory => {
-                if self.queue_size == 0 {
-                    problems.push((at("queue_size"), "must be greater than 0".into()));
-                }
+            if self.max_size_mib == 0 {
+                problems.push((at("max_size_mib"), "must be greater than 0".into()));
             }
+        } else if self.queue_size == 0 {
+            problems.push((at("queue_size"), "must be greater than 0".into()));
         }
         problems
     }
 
-    /// The folder of a `file` queue for exporter `id`.
+    /// Keeps the queue under `storage`'s directory.
+    pub(crate) fn use_storage(
+        &mut self,
+        storage: &crate::extension::file_storage::FileStorageConfig,
+    ) {
+        self.directory = Some(storage.directory.clone());
+        self.lock_timeout = storage.timeout;
+    }
+
+    /// The folder of a file queue for exporter `id`.
     fn folder(&self, id: &ComponentId) -> Option<PathBuf> {
-        match (self.storage, &self.directory) {
-            (Storage::File, Some(directory)) => Some(directory.join(id.as_str().replace('/', "_"))),
+        match (&self.storage, &self.directory) {
+            (Some(_), Some(directory)) => Some(directory.join(id.as_str().replace('/', "_"))),
             _ => None,
         }
     }
@@ -470,7 +470,7 @@ impl Queue {
     fn adopt(&self, config: &QueueConfig, folder: &Option<PathBuf>, delivery: Delivery) -> bool {
         let mut life = self.life.lock().unwrap();
         let same_storage = match &self.backlog {
-            Backlog::Memory(_) => config.storage == Storage::Memory,
+            Backlog::Memory(_) => folder.is_none(),
             Backlog::Disk(disk) => folder.as_deref() == Some(disk.dir()),
         };
         if life.stopped || !same_storage {
@@ -719,11 +719,32 @@ pub fn build(
                     disk
                 }
                 None => {
-                    let fs = Arc::new(RealFs::default());
-                    let disk = DiskQueue::open(fs, folder, config.max_size_mib << 20, metrics)
-                        .map_err(|e| {
-                            format!("cannot open the queue in {}: {e}", folder.display())
-                        })?;
+                    let deadline = std::time::Instant::now() + config.lock_timeout;
+                    let disk = loop {
+                        let fs = Arc::new(RealFs::default());
+                        match DiskQueue::open(
+                            fs,
+                            folder,
+                            config.max_size_mib << 20,
+                            metrics.clone(),
+                        ) {
+                            Ok(disk) => break disk,
+                            // Another process holds the folder: wait for it up to the
+                            // storage's timeout.
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    && std::time::Instant::now() < deadline =>
+                            {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            Err(e) => {
+                                return Err(format!(
+                                    "cannot open the queue in {}: {e}",
+                                    folder.display()
+                                ));
+                            }
+                        }
+                    };
                     Arc::new(disk)
                 }
             };

@@ -35,7 +35,9 @@ pub struct ResourceConfig {
 pub struct ActionConfig {
     /// The attribute acted on.
     pub key: Option<String>,
-    /// For `delete` and `hash`: act on every key matching this regular expression.
+    /// For `delete` and `hash`: act on every key matching this regular expression. For
+    /// `extract`: the regular expression applied to the value of `key`, whose named groups
+    /// become attributes (`^/api/(?P<version>v\d+)/`).
     pub pattern: Option<String>,
     pub action: ActionKind,
     /// The value set by `insert`, `update` and `upsert`.
@@ -60,6 +62,9 @@ pub enum ActionKind {
     Hash,
     /// Move the value from `key` to `new_key`.
     Rename,
+    /// Match `pattern` against the value of `key` and set one attribute per named group,
+    /// replacing what was there.
+    Extract,
 }
 
 impl ComponentConfig for AttributesConfig {
@@ -98,6 +103,10 @@ enum Action {
     Rename {
         from: String,
         to: String,
+    },
+    Extract {
+        key: String,
+        pattern: Regex,
     },
 }
 
@@ -175,6 +184,24 @@ impl Action {
                     Action::Hash(selector()?)
                 }
             }
+            ActionKind::Extract => {
+                unused("value", config.value.is_some())?;
+                unused("from_attribute", config.from_attribute.is_some())?;
+                unused("new_key", config.new_key.is_some())?;
+                let pattern = config.pattern.as_deref().ok_or("extract needs a pattern")?;
+                let pattern =
+                    Regex::new(pattern).map_err(|e| format!("invalid pattern {pattern:?}: {e}"))?;
+                if pattern.capture_names().flatten().next().is_none() {
+                    return Err(format!(
+                        "pattern {:?} has no named group ((?P<name>...)) to extract",
+                        pattern.as_str()
+                    ));
+                }
+                Action::Extract {
+                    key: key()?,
+                    pattern,
+                }
+            }
             ActionKind::Rename => {
                 unused("value", config.value.is_some())?;
                 unused("pattern", config.pattern.is_some())?;
@@ -218,6 +245,32 @@ impl Action {
                     let digest = Sha256::digest(text.as_bytes());
                     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
                     kv.value = Some(string_value(hex));
+                }
+            }
+            Action::Extract { key, pattern } => {
+                let Some(any_value::Value::StringValue(text)) = position(attributes, key)
+                    .and_then(|i| attributes[i].value.as_ref())
+                    .and_then(|v| v.value.as_ref())
+                else {
+                    return;
+                };
+                let Some(found) = pattern.captures(text) else {
+                    return;
+                };
+                let extracted: Vec<(String, String)> = pattern
+                    .capture_names()
+                    .flatten()
+                    .filter_map(|name| Some((name.to_string(), found.name(name)?.as_str().into())))
+                    .collect();
+                for (name, value) in extracted {
+                    match position(attributes, &name) {
+                        Some(i) => attributes[i].value = Some(string_value(value)),
+                        None => attributes.push(KeyValue {
+                            key: name,
+                            value: Some(string_value(value)),
+                            ..Default::default()
+                        }),
+                    }
                 }
             }
             Action::Rename { from, to } => {
@@ -384,6 +437,44 @@ mod tests {
             attributes[5].value.as_ref().unwrap().value,
             Some(any_value::Value::IntValue(42))
         ));
+    }
+
+    #[test]
+    fn extract_sets_named_groups() {
+        let actions = actions(
+            "actions:
+  - {key: http.url, action: extract, pattern: '^https?://[^/]+/api/(?P<api.version>v\\d+)/(?P<api.resource>\\w+)'}
+",
+        );
+        let mut attributes = attrs(&[
+            ("http.url", "https://shop.example/api/v2/orders/17"),
+            ("api.version", "old"),
+        ]);
+        actions.apply(&mut attributes);
+        assert_eq!(
+            pairs(&attributes),
+            [
+                ("http.url", "https://shop.example/api/v2/orders/17"),
+                ("api.version", "v2"),
+                ("api.resource", "orders")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        // No match, or no such attribute: nothing changes.
+        let mut other = attrs(&[("http.url", "/health")]);
+        actions.apply(&mut other);
+        assert_eq!(other.len(), 1);
+        let config: AttributesConfig = crate::yaml::from_value(
+            crate::yaml::parse("actions:\n  - {key: a, action: extract, pattern: '(x)'}\n  - {key: a, action: extract}\n")
+                .unwrap(),
+        )
+        .unwrap();
+        let messages: Vec<String> = config.validate().into_iter().map(|(_, m)| m).collect();
+        assert!(messages[0].contains("has no named group"), "{messages:?}");
+        assert!(
+            messages[1].contains("extract needs a pattern"),
+            "{messages:?}"
+        );
     }
 
     #[test]

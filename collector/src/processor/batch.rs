@@ -31,6 +31,9 @@ pub struct BatchConfig {
     pub send_batch_max_size: usize,
     /// Batches being sent at once; more data waits, and then its senders wait.
     pub max_in_flight: usize,
+    /// Refused unless empty: batching per value of client metadata keys needs each request's
+    /// metadata carried with its data, which this collector does not do.
+    pub metadata_keys: Vec<String>,
 }
 
 impl Default for BatchConfig {
@@ -40,6 +43,7 @@ impl Default for BatchConfig {
             timeout: Duration::from_millis(200),
             send_batch_max_size: 0,
             max_in_flight: 4,
+            metadata_keys: Vec::new(),
         }
     }
 }
@@ -54,6 +58,16 @@ impl ComponentConfig for BatchConfig {
                     "must be 0 or at least send_batch_size ({}), got {}",
                     self.send_batch_size, self.send_batch_max_size
                 ),
+            ));
+        }
+        if !self.metadata_keys.is_empty() {
+            problems.push((
+                vec!["metadata_keys".into()],
+                "metadata_keys is not supported: batching per client metadata needs each \
+                 request's metadata (include_metadata) carried with its data through the \
+                 pipeline and the sending queues, whose records on disk hold only the telemetry; \
+                 remove it"
+                    .into(),
             ));
         }
         if self.send_batch_size == 0 && self.timeout.is_zero() {

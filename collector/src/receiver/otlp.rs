@@ -5,6 +5,7 @@ mod http;
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -46,6 +47,13 @@ pub struct GrpcConfig {
     pub transport: Transport,
     /// Largest request accepted, in MiB.
     pub max_recv_msg_size_mib: usize,
+    /// Most concurrent streams (requests) per HTTP/2 connection; 0 leaves it unbounded.
+    pub max_concurrent_streams: u32,
+    /// Server-side keepalive.
+    pub keepalive: Option<KeepaliveConfig>,
+    /// Keep each request's metadata (headers) with its data. Refused when `true`: no
+    /// component of this collector reads client metadata yet.
+    pub include_metadata: bool,
 }
 
 impl Default for GrpcConfig {
@@ -54,8 +62,76 @@ impl Default for GrpcConfig {
             endpoint: "localhost:4317".into(),
             transport: Transport::Tcp,
             max_recv_msg_size_mib: 4,
+            max_concurrent_streams: 0,
+            keepalive: None,
+            include_metadata: false,
         }
     }
+}
+
+/// `keepalive` of the gRPC server, as otelcol's.
+#[derive(Clone, Debug, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    pub server_parameters: Option<ServerParameters>,
+    /// Refused unless empty: this server does not police how often clients ping.
+    pub enforcement_policy: Option<EnforcementPolicy>,
+}
+
+/// How the server keeps connections alive and recycles them.
+#[derive(Clone, Debug, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerParameters {
+    /// Refused: closing idle connections is not supported by this gRPC server.
+    #[serde(with = "option_duration")]
+    pub max_connection_idle: Option<Duration>,
+    /// Connections older than this are asked to go away (then given `max_connection_age_grace`
+    /// to finish their requests).
+    #[serde(with = "option_duration")]
+    pub max_connection_age: Option<Duration>,
+    #[serde(with = "option_duration")]
+    pub max_connection_age_grace: Option<Duration>,
+    /// After this long without activity the server pings the client.
+    #[serde(with = "option_duration")]
+    pub time: Option<Duration>,
+    /// How long the server waits for the ping's answer before closing the connection.
+    #[serde(with = "option_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// The client keepalive policy of otelcol's gRPC server.
+#[derive(Clone, Debug, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementPolicy {
+    #[serde(with = "option_duration")]
+    pub min_time: Option<Duration>,
+    pub permit_without_stream: Option<bool>,
+}
+
+/// Durations that may be left out.
+mod option_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "crate::yaml::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+/// `cors` of the HTTP receiver: which web pages may send telemetry from a browser.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed, e.g. `https://*.example.com`; `*` allows any. Empty turns CORS off.
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed beyond the simple ones (`Accept`, `Content-Type`, ...); `*`
+    /// allows any.
+    pub allowed_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer, in seconds (0: not said).
+    pub max_age: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -68,6 +144,11 @@ pub struct HttpConfig {
     pub logs_url_path: String,
     /// Largest request body accepted, in bytes, after decompression.
     pub max_request_body_size: usize,
+    /// Cross-origin requests from browsers.
+    pub cors: Option<CorsConfig>,
+    /// Keep each request's metadata (headers) with its data. Refused when `true`: no
+    /// component of this collector reads client metadata yet.
+    pub include_metadata: bool,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +159,8 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             max_request_body_size: 20 << 20,
+            cors: None,
+            include_metadata: false,
         }
     }
 }
@@ -112,7 +195,70 @@ impl ComponentConfig for OtlpConfig {
         if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
             problems.push((vec!["protocols".into()], "enable grpc, http or both".into()));
         }
+        let metadata = "include_metadata: true is not supported: no component of this collector \
+                        reads client metadata (such as batch metadata_keys or a headers_setter \
+                        extension); remove it";
+        if let Some(grpc) = &self.protocols.grpc {
+            let at = |path: &[&str]| {
+                ["protocols", "grpc"]
+                    .iter()
+                    .chain(path)
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+            };
+            if grpc.include_metadata {
+                problems.push((at(&["include_metadata"]), metadata.into()));
+            }
+            if let Some(keepalive) = &grpc.keepalive {
+                if keepalive
+                    .server_parameters
+                    .as_ref()
+                    .is_some_and(|p| p.max_connection_idle.is_some())
+                {
+                    problems.push((
+                        at(&["keepalive", "server_parameters", "max_connection_idle"]),
+                        "max_connection_idle is not supported: this gRPC server cannot close \
+                         idle connections (max_connection_age recycles connections); remove it"
+                            .into(),
+                    ));
+                }
+                if keepalive
+                    .enforcement_policy
+                    .as_ref()
+                    .is_some_and(|p| p != &EnforcementPolicy::default())
+                {
+                    problems.push((
+                        at(&["keepalive", "enforcement_policy"]),
+                        "enforcement_policy is not supported: this gRPC server does not police how \
+                         often clients ping (it closes no connection for pinging); remove it"
+                            .into(),
+                    ));
+                }
+            }
+        }
         if let Some(http) = &self.protocols.http {
+            if http.include_metadata {
+                problems.push((
+                    vec!["protocols".into(), "http".into(), "include_metadata".into()],
+                    metadata.into(),
+                ));
+            }
+            if let Some(cors) = &http.cors {
+                for (i, origin) in cors.allowed_origins.iter().enumerate() {
+                    if origin.matches('*').count() > 1 {
+                        problems.push((
+                            vec![
+                                "protocols".into(),
+                                "http".into(),
+                                "cors".into(),
+                                "allowed_origins".into(),
+                                i.to_string(),
+                            ],
+                            format!("{origin:?} may hold at most one *"),
+                        ));
+                    }
+                }
+            }
             for (field, path) in [
                 ("traces_url_path", &http.traces_url_path),
                 ("metrics_url_path", &http.metrics_url_path),
@@ -210,20 +356,35 @@ pub(super) async fn prepare(
             config.protocols.http.as_ref().map(|h| h.endpoint.clone()),
         ),
     ];
+    // A gRPC server's own settings (streams, keepalive) are fixed when it starts: when they
+    // change, a new server takes over the same socket.
+    let grpc_settings = |c: &OtlpConfig| {
+        c.protocols
+            .grpc
+            .as_ref()
+            .map(|g| (g.max_concurrent_streams, g.keepalive.clone()))
+    };
     let mut errors = Vec::new();
     for (protocol, endpoint) in wanted {
         let Some(endpoint) = endpoint else { continue };
-        let kept = previous.is_some_and(|p| {
+        let same_endpoint = previous.and_then(|p| {
             p.servers
                 .iter()
-                .any(|s| s.protocol == protocol && s.endpoint == endpoint)
+                .find(|s| s.protocol == protocol && s.endpoint == endpoint)
         });
-        if kept {
+        let same_settings = protocol != "grpc"
+            || previous.is_some_and(|p| grpc_settings(&p.settings.load()) == grpc_settings(config));
+        if same_endpoint.is_some() && same_settings {
             continue;
         }
+        let socket = same_endpoint
+            .and_then(|s| s.socket.as_ref())
+            .and_then(|s| s.try_clone().ok());
         let ingest = Ingest::new(id, protocol, prepared.output.clone(), context);
-        let started = match protocol {
-            "grpc" => grpc::start(&endpoint, ingest, prepared.settings.clone()).await,
+        let started = match (protocol, &config.protocols.grpc) {
+            ("grpc", Some(grpc)) => {
+                grpc::start(&endpoint, grpc, socket, ingest, prepared.settings.clone()).await
+            }
             _ => http::start(&endpoint, ingest, prepared.settings.clone()).await,
         };
         match started {

@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -20,8 +21,8 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use super::{Ingest, IngestError, OtlpConfig};
-use crate::receiver::{Server, listen};
+use super::{GrpcConfig, Ingest, IngestError, OtlpConfig};
+use crate::receiver::{Server, Socket, listen};
 
 /// Binds a Unix socket at `path`, replacing a socket left there by a process that is gone.
 fn listen_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
@@ -40,8 +41,12 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Starts serving on `endpoint` with `config`'s server settings, on `socket` when a server
+/// with other settings hands its socket over, else on a new one.
 pub(super) async fn start(
     endpoint: &str,
+    config: &GrpcConfig,
+    socket: Option<Socket>,
     ingest: Ingest,
     settings: Arc<ArcSwap<OtlpConfig>>,
 ) -> Result<Server, String> {
@@ -50,40 +55,82 @@ pub(super) async fn start(
         settings,
     };
     // Windows sized for the large batches an upstream collector sends.
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(2 << 20))
-        .initial_connection_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(8 << 20));
+    if config.max_concurrent_streams > 0 {
+        builder = builder.max_concurrent_streams(config.max_concurrent_streams);
+    }
+    if let Some(parameters) = config
+        .keepalive
+        .as_ref()
+        .and_then(|k| k.server_parameters.as_ref())
+    {
+        if let Some(age) = parameters.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        if let Some(grace) = parameters.max_connection_age_grace {
+            builder = builder.max_connection_age_grace(grace);
+        }
+        builder = builder
+            .http2_keepalive_interval(parameters.time)
+            .http2_keepalive_timeout(parameters.timeout);
+    }
+    let router = builder
         .add_service(Export::<Traces>::new(handler.clone()))
         .add_service(Export::<Metrics>::new(handler.clone()))
         .add_service(Export::<Logs>::new(handler));
     if let Some(path) = endpoint.strip_prefix("unix:") {
-        let listener = listen_unix(Path::new(path))?;
+        let (listener, handed_over) = match socket {
+            Some(Socket::Unix(listener, handed_over)) => {
+                handed_over.store(true, Ordering::Release);
+                (listener, Arc::new(AtomicBool::new(false)))
+            }
+            _ => (
+                listen_unix(Path::new(path))?
+                    .into_std()
+                    .map_err(|e| e.to_string())?,
+                Arc::new(AtomicBool::new(false)),
+            ),
+        };
+        let kept = Socket::Unix(
+            listener.try_clone().map_err(|e| e.to_string())?,
+            handed_over.clone(),
+        );
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| e.to_string())?;
         tracing::info!(local = %endpoint, "otlp grpc receiver listening");
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let path = path.to_owned();
-        return Ok(Server::spawn(
-            "grpc",
-            endpoint,
-            endpoint.into(),
-            |shutdown| async move {
-                let served = router
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await;
+        let server = Server::spawn("grpc", endpoint, endpoint.into(), |shutdown| async move {
+            let served = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            // A successor serving on this socket keeps its file.
+            if !handed_over.load(Ordering::Acquire) {
                 let _ = std::fs::remove_file(path);
-                served
-            },
-        ));
+            }
+            served
+        });
+        return Ok(server.with_socket(kept));
     }
-    let listener = listen(endpoint).await?;
+    let listener = match socket {
+        Some(Socket::Tcp(listener)) => listener,
+        _ => listen(endpoint)
+            .await?
+            .into_std()
+            .map_err(|e| e.to_string())?,
+    };
+    let kept = Socket::Tcp(listener.try_clone().map_err(|e| e.to_string())?);
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%local, "otlp grpc receiver listening");
-    Ok(Server::spawn(
-        "grpc",
-        endpoint,
-        local.to_string(),
-        |shutdown| router.serve_with_incoming_shutdown(incoming, shutdown),
-    ))
+    let server = Server::spawn("grpc", endpoint, local.to_string(), |shutdown| {
+        router.serve_with_incoming_shutdown(incoming, shutdown)
+    });
+    Ok(server.with_socket(kept))
 }
 
 #[derive(Clone)]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use odigos_proto::{Signal, rpc};
 use prost::Message;
 
-use super::{Ingest, IngestError, OtlpConfig};
+use super::{CorsConfig, Ingest, IngestError, OtlpConfig};
 use crate::receiver::{Server, listen};
 
 pub(super) async fn start(
@@ -62,7 +62,46 @@ enum Format {
 }
 
 impl Endpoint {
+    /// Answers a request, with CORS when the receiver allows cross-origin requests.
     async fn handle(&self, path: &str, method: Method, headers: HeaderMap, body: Body) -> Response {
+        let cors = {
+            let settings = self.settings.load();
+            settings
+                .protocols
+                .http
+                .as_ref()
+                .and_then(|h| h.cors.clone())
+                .filter(|c| !c.allowed_origins.is_empty())
+        };
+        let Some(cors) = cors else {
+            return self.handle_request(path, method, headers, body).await;
+        };
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return preflight(&cors, origin.as_deref(), &headers);
+        }
+        let mut response = self.handle_request(path, method, headers, body).await;
+        let answer = response.headers_mut();
+        answer.append(header::VARY, header::ORIGIN.as_str().parse().unwrap());
+        if let Some(allowed) = origin.as_deref().and_then(|o| allow_origin(&cors, o))
+            && let Ok(value) = allowed.parse()
+        {
+            answer.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        }
+        response
+    }
+
+    async fn handle_request(
+        &self,
+        path: &str,
+        method: Method,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Response {
         let (signal, max_size) = {
             let settings = self.settings.load();
             let Some(http) = &settings.protocols.http else {
@@ -164,6 +203,91 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// Headers a browser may always send, as otelcol allows them.
+const SIMPLE_HEADERS: &[&str] = &["origin", "accept", "content-type", "x-requested-with"];
+
+/// What `Access-Control-Allow-Origin` says to `origin`: `*` when any origin is allowed, the
+/// origin itself when it matches one of `allowed_origins`, nothing otherwise.
+fn allow_origin(cors: &CorsConfig, origin: &str) -> Option<String> {
+    let origin_lower = origin.to_ascii_lowercase();
+    let matches = |allowed: &String| {
+        let allowed = allowed.to_ascii_lowercase();
+        match allowed.split_once('*') {
+            None => allowed == origin_lower,
+            Some((prefix, suffix)) => {
+                origin_lower.len() >= prefix.len() + suffix.len()
+                    && origin_lower.starts_with(prefix)
+                    && origin_lower.ends_with(suffix)
+            }
+        }
+    };
+    if cors.allowed_origins.iter().any(|a| a == "*") {
+        Some("*".into())
+    } else if cors.allowed_origins.iter().any(matches) {
+        Some(origin.to_string())
+    } else {
+        None
+    }
+}
+
+/// Answers a CORS preflight: the allow headers when the origin, the method (`POST`) and every
+/// requested header are allowed; without them (so the browser refuses) otherwise.
+fn preflight(cors: &CorsConfig, origin: Option<&str>, headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let answer = response.headers_mut();
+    for vary in [
+        "Origin",
+        "Access-Control-Request-Method",
+        "Access-Control-Request-Headers",
+    ] {
+        answer.append(header::VARY, vary.parse().unwrap());
+    }
+    let Some(allowed) = origin.and_then(|o| allow_origin(cors, o)) else {
+        return response;
+    };
+    let method = headers
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !method.eq_ignore_ascii_case("POST") {
+        return response;
+    }
+    let requested: Vec<String> = headers
+        .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let any_header = cors.allowed_headers.iter().any(|h| h == "*");
+    let header_allowed = |h: &String| {
+        any_header
+            || SIMPLE_HEADERS.contains(&h.as_str())
+            || cors
+                .allowed_headers
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(h))
+    };
+    if !requested.iter().all(header_allowed) {
+        return response;
+    }
+    let mut set = |name: header::HeaderName, value: &str| {
+        if let Ok(value) = value.parse() {
+            answer.insert(name, value);
+        }
+    };
+    set(header::ACCESS_CONTROL_ALLOW_ORIGIN, &allowed);
+    set(header::ACCESS_CONTROL_ALLOW_METHODS, "POST");
+    if !requested.is_empty() {
+        set(header::ACCESS_CONTROL_ALLOW_HEADERS, &requested.join(", "));
+    }
+    if cors.max_age > 0 {
+        set(header::ACCESS_CONTROL_MAX_AGE, &cors.max_age.to_string());
+    }
+    response
 }
 
 fn decompress(encoding: &str, body: Bytes, max_size: usize) -> Result<Bytes, (StatusCode, String)> {

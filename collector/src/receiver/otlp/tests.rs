@@ -72,7 +72,7 @@ struct Harness {
 /// Starts an OTLP receiver on ports of its choosing, feeding traces and logs (not metrics)
 /// to a capture.
 async fn start_receiver(max_body: usize) -> Harness {
-    let config = OtlpConfig {
+    start_with(OtlpConfig {
         protocols: Protocols {
             grpc: Some(GrpcConfig {
                 endpoint: "127.0.0.1:0".into(),
@@ -85,7 +85,12 @@ async fn start_receiver(max_body: usize) -> Harness {
                 ..Default::default()
             }),
         },
-    };
+    })
+    .await
+}
+
+/// Starts an OTLP receiver on `config`, feeding traces and logs (not metrics) to a capture.
+async fn start_with(config: OtlpConfig) -> Harness {
     let capture = Arc::new(Capture::default());
     let routes = Routes([
         Some(capture.clone() as Next),
@@ -98,13 +103,14 @@ async fn start_receiver(max_body: usize) -> Harness {
         .unwrap();
     let (running, retired) = Box::new(prepared).commit(None);
     assert!(retired.is_empty());
-    // `grpc 127.0.0.1:PORT`, `http 127.0.0.1:PORT`
+    // `grpc 127.0.0.1:PORT`, `http 127.0.0.1:PORT`; empty for a protocol turned off.
     let url = |protocol: &str| {
-        let endpoint = running
+        running
             .endpoints()
             .into_iter()
-            .find(|e| e.starts_with(protocol));
-        format!("http://{}", endpoint.unwrap().split_once(' ').unwrap().1)
+            .find(|e| e.starts_with(protocol))
+            .map(|e| format!("http://{}", e.split_once(' ').unwrap().1))
+            .unwrap_or_default()
     };
     Harness {
         grpc: url("grpc"),
@@ -396,4 +402,170 @@ async fn fuzzed_bodies_get_errors_not_crashes() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(h.capture.items(), accepted);
     h.running.stop().await;
+}
+
+fn cors_config() -> OtlpConfig {
+    OtlpConfig {
+        protocols: Protocols {
+            grpc: None,
+            http: Some(HttpConfig {
+                endpoint: "127.0.0.1:0".into(),
+                cors: Some(CorsConfig {
+                    allowed_origins: vec![
+                        "https://*.example.com".into(),
+                        "http://localhost:3000".into(),
+                    ],
+                    allowed_headers: vec!["X-Tenant".into()],
+                    max_age: 600,
+                }),
+                ..Default::default()
+            }),
+        },
+    }
+}
+
+#[tokio::test]
+async fn http_answers_cors_preflights_and_requests() {
+    let h = start_with(cors_config()).await;
+    let url = format!("{}/v1/traces", h.http);
+    let header = |reply: &Reply, name: &str| {
+        reply
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let preflight = |origin: &'static str, headers: &'static str| {
+        let url = url.clone();
+        async move {
+            send(
+                "OPTIONS",
+                &url,
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                    ("access-control-request-headers", headers),
+                ],
+                Bytes::new(),
+            )
+            .await
+        }
+    };
+
+    let allowed = preflight("https://app.example.com", "content-type, x-tenant").await;
+    assert_eq!(allowed.status, 204);
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&allowed, "access-control-allow-methods").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        header(&allowed, "access-control-allow-headers").as_deref(),
+        Some("content-type, x-tenant")
+    );
+    assert_eq!(
+        header(&allowed, "access-control-max-age").as_deref(),
+        Some("600")
+    );
+
+    // Another origin, or a header not allowed: no permission, so the browser refuses.
+    for (origin, headers) in [
+        ("https://evil.test", "content-type"),
+        ("https://example.com", "content-type"),
+        ("http://localhost:3000", "x-secret"),
+    ] {
+        let refused = preflight(origin, headers).await;
+        assert_eq!(refused.status, 204);
+        assert_eq!(
+            header(&refused, "access-control-allow-origin"),
+            None,
+            "{origin}"
+        );
+    }
+
+    // The request itself carries the permission for an allowed origin only.
+    let body = request(1).encode_to_vec();
+    let reply = post(
+        &url,
+        &[PROTOBUF, ("origin", "http://localhost:3000")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        header(&reply, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(header(&reply, "vary").as_deref(), Some("origin"));
+    let reply = post(&url, &[PROTOBUF, ("origin", "https://evil.test")], body).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(header(&reply, "access-control-allow-origin"), None);
+    assert_eq!(h.capture.items(), 2);
+    h.running.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_server_settings_change_on_the_same_socket() {
+    let config = |streams: u32| OtlpConfig {
+        protocols: Protocols {
+            grpc: Some(GrpcConfig {
+                endpoint: "127.0.0.1:0".into(),
+                max_concurrent_streams: streams,
+                ..Default::default()
+            }),
+            http: None,
+        },
+    };
+    let h = start_with(config(0)).await;
+    let body = Bytes::from(request(1).encode_to_vec());
+    grpc_export(&h.grpc, Signal::Traces, body.clone())
+        .await
+        .unwrap();
+
+    let capture = h.capture.clone();
+    let routes = || {
+        Routes([
+            Some(capture.clone() as Next),
+            None,
+            Some(capture.clone() as Next),
+        ])
+    };
+    let context = Context::new();
+    let id = ComponentId::new("otlp");
+    let running = h.running.as_any().downcast_ref::<Running>().unwrap();
+    let prepared = prepare(&config(8), &id, Some(running), routes(), &context)
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared.started.len(),
+        1,
+        "a new server for the new settings"
+    );
+    let (running, retired) = Box::new(prepared).commit(Some(h.running));
+    assert_eq!(retired.len(), 1);
+    for server in retired {
+        server.stop().await;
+    }
+    // Same address, new server: requests still get through.
+    assert_eq!(
+        running.endpoints(),
+        [format!("grpc {}", h.grpc.trim_start_matches("http://"))]
+    );
+    grpc_export(&h.grpc, Signal::Traces, body.clone())
+        .await
+        .unwrap();
+
+    // Unchanged settings: nothing new is started.
+    let same = running.as_any().downcast_ref::<Running>().unwrap();
+    let prepared = prepare(&config(8), &id, Some(same), routes(), &context)
+        .await
+        .unwrap();
+    assert!(prepared.started.is_empty());
+    let (running, retired) = Box::new(prepared).commit(Some(running));
+    assert!(retired.is_empty());
+    grpc_export(&h.grpc, Signal::Traces, body).await.unwrap();
+    assert_eq!(h.capture.items(), 3);
+    running.stop().await;
 }
