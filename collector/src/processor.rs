@@ -4,8 +4,12 @@ pub mod attributes;
 pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
+pub mod pii_masking;
 pub mod probabilistic_sampler;
+mod span_edit;
+pub mod span_renamer;
 pub mod tail_sampling;
+pub mod url_template;
 
 use std::sync::Arc;
 
@@ -28,6 +32,9 @@ pub enum ProcessorConfig {
     Filter(Box<filter::FilterConfig>),
     ProbabilisticSampler(probabilistic_sampler::SamplerConfig),
     TailSampling(tail_sampling::TailSamplingConfig),
+    PiiMasking(pii_masking::PiiMaskingConfig),
+    UrlTemplate(url_template::UrlTemplateConfig),
+    SpanRenamer(span_renamer::SpanRenamerConfig),
 }
 
 impl ProcessorConfig {
@@ -39,6 +46,9 @@ impl ProcessorConfig {
         "filter",
         "probabilistic_sampler",
         "tail_sampling",
+        "odigospiimasking",
+        "odigosurltemplate",
+        "odigosspanrenamer",
     ];
 
     pub(crate) fn parse(kind: &str, value: Value) -> Result<Self, ParseError> {
@@ -52,6 +62,9 @@ impl ProcessorConfig {
                 ProcessorConfig::ProbabilisticSampler(parse_component(value)?)
             }
             "tail_sampling" => ProcessorConfig::TailSampling(parse_component(value)?),
+            "odigospiimasking" => ProcessorConfig::PiiMasking(parse_component(value)?),
+            "odigosurltemplate" => ProcessorConfig::UrlTemplate(parse_component(value)?),
+            "odigosspanrenamer" => ProcessorConfig::SpanRenamer(parse_component(value)?),
             _ => return Err(ParseError::UnknownType { known: Self::KINDS }),
         })
     }
@@ -59,7 +72,10 @@ impl ProcessorConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             ProcessorConfig::ProbabilisticSampler(_) => &[Signal::Traces, Signal::Logs],
-            ProcessorConfig::TailSampling(_) => &[Signal::Traces],
+            ProcessorConfig::TailSampling(_)
+            | ProcessorConfig::PiiMasking(_)
+            | ProcessorConfig::UrlTemplate(_)
+            | ProcessorConfig::SpanRenamer(_) => &[Signal::Traces],
             _ => &Signal::ALL,
         }
     }
@@ -127,6 +143,42 @@ impl ProcessorConfig {
                     }
                 })
             }
+            ProcessorConfig::PiiMasking(config) => {
+                let compile = |c: &pii_masking::PiiMaskingConfig| {
+                    pii_masking::Masker::new(c).expect("validated")
+                };
+                let masker = live(compile(config));
+                let next = span_edit::build(masker.clone(), next);
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::PiiMasking(c) = config {
+                        masker.store(Arc::new(compile(c)));
+                    }
+                })
+            }
+            ProcessorConfig::UrlTemplate(config) => {
+                let compile = |c: &url_template::UrlTemplateConfig| {
+                    url_template::Templater::new(c).expect("validated")
+                };
+                let templater = live(compile(config));
+                let next = span_edit::build(templater.clone(), next);
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::UrlTemplate(c) = config {
+                        templater.store(Arc::new(compile(c)));
+                    }
+                })
+            }
+            ProcessorConfig::SpanRenamer(config) => {
+                let compile = |c: &span_renamer::SpanRenamerConfig| {
+                    span_renamer::Renamer::new(c).expect("validated")
+                };
+                let renamer = live(compile(config));
+                let next = span_edit::build(renamer.clone(), next);
+                Built::live(next, move |config| {
+                    if let ProcessorConfig::SpanRenamer(c) = config {
+                        renamer.store(Arc::new(compile(c)));
+                    }
+                })
+            }
         }
     }
 
@@ -142,6 +194,9 @@ impl ProcessorConfig {
                     | (Attributes(_), Attributes(_))
                     | (Filter(_), Filter(_))
                     | (ProbabilisticSampler(_), ProbabilisticSampler(_))
+                    | (PiiMasking(_), PiiMasking(_))
+                    | (UrlTemplate(_), UrlTemplate(_))
+                    | (SpanRenamer(_), SpanRenamer(_))
             ),
         }
     }

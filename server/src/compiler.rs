@@ -3,8 +3,11 @@
 //! - The node collector takes OTLP from applications and forwards the signals some
 //!   destination wants to the gateway; the rest it drops where they enter.
 //! - The gateway runs the shared work once per signal (`<signal>/in`: memory limit, the Actions
-//!   in a fixed order: addClusterInfo, renameAttribute, deleteAttribute, each kind by namespace
-//!   and name; the noisy-operation filter and tail sampling from Sampling; a batch), then fans
+//!   in a fixed order: addClusterInfo, renameAttribute, deleteAttribute, urlTemplatization
+//!   (all of them joined in one processor), piiMasking, spanRenamer, each kind by namespace
+//!   and name; templatization sees the ids that masking would hide, masking then covers the
+//!   path attributes, and the span renamer sees the templated names; k8sAttributes runs in a
+//!   cluster's node collectors and compiles into nothing here; the noisy-operation filter and tail sampling from Sampling; a batch), then fans
 //!   out through a `routing` connector to one pipeline per destination and signal, each ending
 //!   in the destination's exporter with a queue of its own: on disk, bounded, dropping its
 //!   oldest data when full, so one destination that is down never holds up the others. The
@@ -27,7 +30,7 @@ use crate::catalog::Catalog;
 use crate::resource::{
     ActionSpec, AgentConfig, CollectorsGroup, CollectorsGroupSpec, ContainerAgentConfig,
     InstrumentationConfig, InstrumentationConfigSpec, ResourcesSettings, SamplingSpec, Signal,
-    Source, SourcesScope, WorkloadKind, secret_values,
+    Source, SourcesScope, SourcesScopes, WorkloadKind, secret_values,
 };
 use crate::store::{Desired, Problem};
 
@@ -288,6 +291,100 @@ impl Gateway {
                 .collect();
             self.add_attribute_and_resource(namespace, name, actions, &spec.signals);
         }
+        self.add_url_templatization(&enabled, desired);
+        for ((namespace, name), spec) in &enabled {
+            let Some(pii) = &spec.pii_masking else {
+                continue;
+            };
+            let Some((services, languages)) = scope_filter(pii.scopes.as_ref(), desired) else {
+                continue;
+            };
+            let config = json!({
+                "services": services,
+                "languages": languages,
+                "pii_categories": pii.pii_categories,
+                "custom_format_maskings": pii.custom_format_maskings.iter().map(|m| json!({
+                    "lookup_key": m.lookup_key, "data_format": m.data_format,
+                })).collect::<Vec<_>>(),
+                "custom_regex_maskings": pii.custom_regex_maskings.iter().map(|m| json!({
+                    "regex": m.regex,
+                })).collect::<Vec<_>>(),
+            });
+            let id = format!("odigospiimasking/{}", id(namespace, name));
+            self.add_processor(id, config, &[Signal::Traces]);
+        }
+        for ((namespace, name), spec) in &enabled {
+            let Some(renamer) = &spec.span_renamer else {
+                continue;
+            };
+            let config = json!({
+                "languages": [sdk_language(&renamer.programming_language)],
+                "scope_rules": [{
+                    "scope_name": renamer.scope_name,
+                    "regex_replacements": renamer.regex_replacements.iter().map(|r| json!({
+                        "regex_pattern": r.regex_pattern, "template_text": r.template_text,
+                    })).collect::<Vec<_>>(),
+                }],
+            });
+            let id = format!("odigosspanrenamer/{}", id(namespace, name));
+            self.add_processor(id, config, &[Signal::Traces]);
+        }
+        // k8sAttributes needs pod metadata, which comes with Kubernetes: nothing to run here.
+    }
+
+    /// Every urlTemplatization Action joins into one processor, as Odigos joins them per
+    /// workload: rules without scopes apply to every service (sorted, without duplicates), the
+    /// others in groups; the default heuristics run unless a matching group disables them.
+    fn add_url_templatization(
+        &mut self,
+        enabled: &[(&(String, String), &ActionSpec)],
+        desired: &Desired,
+    ) {
+        let actions: Vec<_> = enabled
+            .iter()
+            .filter_map(|(_, spec)| spec.url_templatization.as_ref())
+            .collect();
+        if actions.is_empty() {
+            return;
+        }
+        let mut common = BTreeSet::new();
+        let mut groups = Vec::new();
+        for url in actions {
+            for rule in &url.rules {
+                match rule.scopes.as_ref().filter(|s| !s.is_empty()) {
+                    None => common.extend(rule.templates.iter().cloned()),
+                    Some(scopes) => {
+                        if let Some((services, languages)) = scope_filter(Some(scopes), desired) {
+                            let mut templates = rule.templates.clone();
+                            templates.sort();
+                            templates.dedup();
+                            groups.push(json!({
+                                "services": services, "languages": languages,
+                                "templatization_rules": templates,
+                            }));
+                        }
+                    }
+                }
+            }
+            for default in &url.default {
+                let Some((services, languages)) = scope_filter(default.scopes.as_ref(), desired)
+                else {
+                    continue;
+                };
+                let mut settings = json!({"disabled": default.disabled});
+                if let Some(policy) = &default.skip_policy {
+                    settings["skip_policy"] = json!({
+                        "skip_for_non_success_codes": policy.skip_for_non_success_codes,
+                        "skip_http_status_codes": policy.skip_http_status_codes,
+                    });
+                }
+                groups.push(json!({
+                    "services": services, "languages": languages, "default": settings,
+                }));
+            }
+        }
+        let config = json!({"templatization_rules": common, "groups": groups});
+        self.add_processor("odigosurltemplate".into(), config, &[Signal::Traces]);
     }
 
     /// An attribute change applies to item attributes and resource attributes alike.
@@ -652,6 +749,69 @@ fn scope_services(scopes: &[SourcesScope], desired: &Desired) -> Vec<String> {
         });
     }
     services.into_iter().collect()
+}
+
+/// The services and languages (as `telemetry.sdk.language`) an Action's scopes select: empty
+/// lists for every source; `None` when they select no Source at all. Each list that is set
+/// must match, as in Odigos.
+fn scope_filter(
+    scopes: Option<&SourcesScopes>,
+    desired: &Desired,
+) -> Option<(Vec<String>, Vec<String>)> {
+    let Some(scopes) = scopes else {
+        return Some((Vec::new(), Vec::new()));
+    };
+    let sources: Vec<&Source> = desired
+        .sources
+        .values()
+        .filter(|s| !s.spec.disable_instrumentation)
+        .collect();
+    let mut services: Option<BTreeSet<String>> = None;
+    if !scopes.sources.is_empty() {
+        let named = scopes
+            .sources
+            .iter()
+            .map(|workload| {
+                let source = sources.iter().find(|s| {
+                    let w = &s.spec.workload;
+                    w.name == workload.name
+                        && w.kind == workload.kind
+                        && w.namespace == workload.namespace
+                });
+                source.map_or_else(|| workload.name.clone(), |s| service_of(s).0)
+            })
+            .collect();
+        services = Some(named);
+    }
+    if !scopes.namespaces.is_empty() {
+        let in_namespaces: BTreeSet<String> = sources
+            .iter()
+            .filter(|s| scopes.namespaces.contains(&s.spec.workload.namespace))
+            .map(|s| service_of(s).0)
+            .collect();
+        services = Some(match services {
+            Some(named) => named.intersection(&in_namespaces).cloned().collect(),
+            None => in_namespaces,
+        });
+    }
+    if services.as_ref().is_some_and(|s| s.is_empty()) {
+        return None;
+    }
+    let languages = scopes.languages.iter().map(|l| sdk_language(l)).collect();
+    Some((
+        services.unwrap_or_default().into_iter().collect(),
+        languages,
+    ))
+}
+
+/// The `telemetry.sdk.language` of an Odigos programming language.
+fn sdk_language(language: &str) -> String {
+    match language {
+        "javascript" => "nodejs",
+        "cplusplus" => "cpp",
+        other => other,
+    }
+    .to_string()
 }
 
 /// Every enabled Sampling resource, joined into one rule set (by namespace and name).

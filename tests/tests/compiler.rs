@@ -128,12 +128,25 @@ fn random_state(rng: &mut StdRng, catalog: &Catalog) -> Vec<String> {
     }
     for i in 0..rng.random_range(0..5) {
         let key = KEYS.choose(rng).unwrap();
-        let body = match rng.random_range(0..3) {
+        let kind = rng.random_range(0..7);
+        let body = match kind {
             0 => format!(
                 "  addClusterInfo:\n    clusterAttributes: [{{attributeName: {key}, attributeStringValue: v{i}}}]\n    overwriteExistingValues: {}\n",
                 rng.random_bool(0.5)
             ),
             1 => format!("  renameAttribute:\n    renames: {{{key}: renamed.{i}}}\n"),
+            3 => format!(
+                "  piiMasking:\n    scopes: {{namespaces: [ns{}]}}\n    piiCategories: [CREDIT_CARD, EMAIL, JWT, UUID]\n    customFormatMaskings: [{{lookupKey: {key}, dataFormat: json}}]\n    customRegexMaskings: [{{regex: 'k=([^&]+)'}}]\n",
+                i % 2
+            ),
+            4 => format!(
+                "  urlTemplatization:\n    rules: [{{templates: ['/users/{{id}}', '/v{i}/*']}}, {{scopes: {{languages: [javascript]}}, templates: ['/c/{{c}}']}}]\n    default: [{{scopes: {{sources: [{{name: app{i}, namespace: ns{}, kind: Deployment}}]}}, skipPolicy: {{skipHttpStatusCodes: [404]}}}}]\n",
+                i % 2
+            ),
+            5 => format!(
+                "  spanRenamer:\n    programmingLanguage: java\n    scopeName: scope{i}\n    regexReplacements: [{{regexPattern: '\\d+', templateText: '{{n}}'}}]\n"
+            ),
+            6 => "  k8sAttributes:\n    collectWorkloadUID: true\n    labelsAttributes: [{labelKey: app, attributeKey: app}]\n".into(),
             _ => format!(
                 "  deleteAttribute:\n    attributeNamesToDelete: {}\n",
                 list(&some(rng, &KEYS))
@@ -142,7 +155,12 @@ fn random_state(rng: &mut StdRng, catalog: &Catalog) -> Vec<String> {
         docs.push(format!(
             "apiVersion: odigos.io/v1alpha1\nkind: Action\nmetadata: {{name: a{i}}}\nspec:\n  disabled: {}\n  signals: {}\n{body}",
             rng.random_bool(0.2),
-            list(&some(rng, &SIGNALS))
+            // The span actions change traces only.
+            if (3..=5).contains(&kind) {
+                list(&["TRACES"])
+            } else {
+                list(&some(rng, &SIGNALS))
+            }
         ));
     }
     if rng.random_bool(0.5) {

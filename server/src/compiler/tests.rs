@@ -99,6 +99,11 @@ fn full() {
 }
 
 #[test]
+fn span_actions() {
+    golden("actions");
+}
+
+#[test]
 fn problems() {
     golden("problems");
 }

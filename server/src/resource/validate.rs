@@ -172,17 +172,96 @@ fn check_action(action: &Action, errors: &mut Vec<FieldError>) {
             "is empty".into(),
         ));
     }
+    if let Some(pii) = &spec.pii_masking {
+        check_pii_masking(pii, errors);
+    }
+    if let Some(url) = &spec.url_templatization {
+        for (g, group) in url.rules.iter().enumerate() {
+            for (i, template) in group.templates.iter().enumerate() {
+                if template.trim_matches('/').is_empty() {
+                    errors.push((
+                        format!("spec.urlTemplatization.rules.{g}.templates.{i}"),
+                        format!("{template:?} is not a path rule (e.g. /users/{{id}})"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(renamer) = &spec.span_renamer {
+        for (field, value) in [
+            ("programmingLanguage", &renamer.programming_language),
+            ("scopeName", &renamer.scope_name),
+        ] {
+            if value.is_empty() {
+                errors.push((
+                    format!("spec.spanRenamer.{field}"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        for (i, r) in renamer.regex_replacements.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&r.regex_pattern) {
+                errors.push((
+                    format!("spec.spanRenamer.regexReplacements.{i}.regexPattern"),
+                    format!("bad regex: {e}"),
+                ));
+            }
+        }
+    }
+    if let Some(k8s) = &spec.k8s_attributes {
+        for (i, a) in k8s.annotations_attributes.iter().enumerate() {
+            if let Some(from) = &a.from
+                && !["pod", "namespace", "node"].contains(&from.as_str())
+            {
+                errors.push((
+                    format!("spec.k8sAttributes.annotationsAttributes.{i}.from"),
+                    format!("{from:?} is not pod, namespace or node"),
+                ));
+            }
+        }
+    }
+    // These run on spans only, in Odigos as here.
     for (field, set) in [
         ("piiMasking", spec.pii_masking.is_some()),
-        ("k8sAttributes", spec.k8s_attributes.is_some()),
         ("urlTemplatization", spec.url_templatization.is_some()),
         ("spanRenamer", spec.span_renamer.is_some()),
     ] {
-        if set {
+        if set && spec.signals.iter().any(|s| *s != super::Signal::Traces) {
             errors.push((
-                format!("spec.{field}"),
-                "this action is not supported by the odigos-rs gateway yet".into(),
+                "spec.signals".into(),
+                format!("{field} changes traces only: set signals to [TRACES]"),
             ));
+        }
+    }
+}
+
+fn check_pii_masking(pii: &super::PiiMasking, errors: &mut Vec<FieldError>) {
+    if pii.pii_categories.is_empty()
+        && pii.custom_format_maskings.is_empty()
+        && pii.custom_regex_maskings.is_empty()
+    {
+        errors.push((
+            "spec.piiMasking".into(),
+            "name piiCategories, customFormatMaskings or customRegexMaskings".into(),
+        ));
+    }
+    for (i, masking) in pii.custom_format_maskings.iter().enumerate() {
+        if masking.lookup_key.is_empty() {
+            errors.push((
+                format!("spec.piiMasking.customFormatMaskings.{i}.lookupKey"),
+                "must not be empty".into(),
+            ));
+        }
+    }
+    for (i, masking) in pii.custom_regex_maskings.iter().enumerate() {
+        let field = format!("spec.piiMasking.customRegexMaskings.{i}.regex");
+        match regex::Regex::new(&masking.regex) {
+            Ok(re) if re.captures_len() < 2 => errors.push((
+                field,
+                "needs a capture group: the first group is what is masked".into(),
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push((field, format!("bad regex: {e}"))),
         }
     }
 }
