@@ -35,14 +35,15 @@ pub struct ActionSpec {
     pub delete_attribute: Option<DeleteAttribute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rename_attribute: Option<RenameAttribute>,
+    // Boxed, the larger blocks keep an Action small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pii_masking: Option<PiiMasking>,
+    pub pii_masking: Option<Box<PiiMasking>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub k8s_attributes: Option<K8sAttributes>,
+    pub k8s_attributes: Option<Box<K8sAttributes>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_templatization: Option<UrlTemplatization>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub span_renamer: Option<SpanRenamer>,
+    pub span_renamer: Option<Box<SpanRenamer>>,
 }
 
 impl ActionSpec {
