@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-pub use serde_yaml::Value;
+pub use serde_yaml::{Mapping, Value};
 
 /// Parses a YAML document; the error carries the 1-based line when known.
 pub fn parse(text: &str) -> Result<Value, (Option<usize>, String)> {
@@ -38,49 +38,123 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, (Vec<String>, 
     })
 }
 
-/// The YAML with secret values replaced by `[REDACTED]`: values under `headers`, and values
-/// whose key names a secret (`password`, `token`, `api_key`, `authorization`, ...). A value that
-/// is only a reference (`${file:/run/secrets/token}`, `${env:TOKEN}`) is kept: it names where
-/// the secret is, not the secret. Give it unsubstituted text.
+/// The YAML with secret values replaced by `[REDACTED]`, and everything else as it is, so a
+/// config can be read and debugged without showing a credential:
+///
+/// - a value whose key names a credential (`password`, `client_secret`, `token`, `api_key`,
+///   `authorization`, `key_pem`, ...; not `token_url` or `key_file`, which name where one is);
+/// - a header whose name is credential-like (`authorization`, `x-api-key`, `dd-api-key`,
+///   `x-honeycomb-team`, `x-sf-token`, `uptrace-dsn`, ...) or whose value is a credential
+///   (`Bearer ...`, `Basic ...`, `Api-Token ...`); other headers (`dd-protocol`,
+///   `x-scope-orgid`, `stream-name`) stay visible.
+///
+/// A value whose secret part is a reference (`${file:/run/secrets/token}`, `${env:TOKEN}`,
+/// `Bearer ${file:...}`) is kept: it names where the secret is, not the secret. A reference with
+/// a default (`${env:KEY:-...}`) is not, as the default may be the secret itself. Give it
+/// unsubstituted text.
 pub fn redact(text: &str) -> String {
-    fn secret(key: &str) -> bool {
-        let key = key.to_ascii_lowercase();
-        [
-            "password",
-            "passwd",
-            "secret",
-            "token",
-            "api_key",
-            "apikey",
-            "authorization",
-            "credential",
-            "private_key",
-        ]
-        .iter()
-        .any(|s| key.contains(s))
-    }
-    fn walk(value: &mut Value, hide: bool) {
+    fn walk(value: &mut Value, hide: bool, in_headers: bool) {
         match value {
             Value::Mapping(map) => {
                 for (key, item) in map.iter_mut() {
                     let name = key.as_str().unwrap_or("");
-                    walk(item, hide || name == "headers" || secret(name));
+                    let hide_item = hide
+                        || secret_key(name)
+                        || (in_headers && (secret_header(name) || credential_value(item)));
+                    walk(item, hide_item, !in_headers && name == "headers");
                 }
             }
-            Value::Sequence(items) => items.iter_mut().for_each(|item| walk(item, hide)),
+            Value::Sequence(items) => items.iter_mut().for_each(|item| walk(item, hide, false)),
             Value::Null => {}
-            Value::String(s) if hide && only_reference(s) => {}
+            Value::String(s) if hide && references_only(s) => {}
             other if hide => *other = Value::String("[REDACTED]".into()),
             _ => {}
         }
     }
     match serde_yaml::from_str::<Value>(text) {
         Ok(mut value) => {
-            walk(&mut value, false);
+            walk(&mut value, false, false);
             serde_yaml::to_string(&value).unwrap_or_default()
         }
         Err(_) => String::new(),
     }
+}
+
+/// Whether a config key names a credential: it ends in one of the credential words.
+fn secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase().replace('-', "_");
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "access_key",
+        "private_key",
+        "key_pem",
+        "authorization",
+        "credential",
+        "credentials",
+        "license_key",
+    ]
+    .iter()
+    .any(|s| key.ends_with(s))
+}
+
+/// Whether a header's name says its value is a credential.
+fn secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "password",
+        "cookie",
+        "credential",
+        "signature",
+        "session",
+        "dsn",
+        "x-honeycomb-team",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
+/// Whether a header value reads as a credential (`Bearer ...`, `Basic ...`, ...).
+fn credential_value(value: &Value) -> bool {
+    let Some(text) = value.as_str() else {
+        return false;
+    };
+    let scheme = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    text.contains(' ')
+        && [
+            "bearer",
+            "basic",
+            "api-token",
+            "apikey",
+            "token",
+            "digest",
+            "lumigotoken",
+        ]
+        .contains(&scheme.as_str())
+}
+
+/// Whether every part of `s` that could be a secret is a `${...}` reference (without a default):
+/// `${file:/x}`, or a scheme word before one, as in `Bearer ${file:/x}`.
+fn references_only(s: &str) -> bool {
+    let mut rest = s.trim();
+    if let Some((word, reference)) = rest.split_once(' ')
+        && !word.contains('$')
+    {
+        rest = reference.trim();
+    }
+    only_reference(rest)
 }
 
 /// Whether `s` is exactly one `${...}` reference. One with a default is not: the default is
@@ -427,16 +501,40 @@ mod tests {
 
     #[test]
     fn redaction_keeps_references_not_secrets() {
-        let text = "headers:\n  x-api-key: ${file:/run/secrets/key}\n  x-env: ${env:KEY}\n  x-default: ${env:KEY:-fallback}\n  x-bearer: Bearer ${file:/run/secrets/key}\n  x-plain: abc\n";
+        let text = "headers:\n  x-api-key: ${file:/run/secrets/key}\n  x-env: ${env:KEY}\n  x-token-default: ${env:KEY:-fallback}\n  authorization: Bearer ${file:/run/secrets/key}\n  x-token: abc\n  x-mixed: Bearer abc${file:/k}\n";
         let redacted = redact(text);
         assert!(
             redacted.contains("x-api-key: ${file:/run/secrets/key}"),
             "{redacted}"
         );
         assert!(redacted.contains("x-env: ${env:KEY}"), "{redacted}");
+        assert!(
+            redacted.contains("authorization: Bearer ${file:/run/secrets/key}"),
+            "{redacted}"
+        );
         assert!(!redacted.contains("fallback"), "{redacted}");
         assert!(!redacted.contains("abc"), "{redacted}");
         assert_eq!(redacted.matches("[REDACTED]").count(), 3, "{redacted}");
+    }
+
+    #[test]
+    fn redaction_shows_what_is_not_secret() {
+        let text = "exporters:\n  otlphttp/dd:\n    traces_endpoint: https://trace.agent.datadoghq.com/v1/traces\n    headers:\n      dd-api-key: k3y\n      dd-protocol: otlp\n      X-Scope-OrgID: tenant-a\n      x-honeycomb-team: h0ney\n      X-SF-Token: sf\n      x-custom: Basic dXNlcjpwYXNz\n    tls:\n      ca_pem: CERT\n      key_pem: PRIVATE\n      key_file: /etc/key.pem\nextensions:\n  oauth2client:\n    client_id: app\n    client_secret: s3cr3t\n    token_url: https://idp/token\n";
+        let redacted = redact(text);
+        for shown in [
+            "dd-protocol: otlp",
+            "X-Scope-OrgID: tenant-a",
+            "ca_pem: CERT",
+            "key_file: /etc/key.pem",
+            "client_id: app",
+            "token_url: https://idp/token",
+            "traces_endpoint: https://trace.agent.datadoghq.com/v1/traces",
+        ] {
+            assert!(redacted.contains(shown), "{shown} hidden in {redacted}");
+        }
+        for hidden in ["k3y", "h0ney", ": sf", "dXNlcjpwYXNz", "PRIVATE", "s3cr3t"] {
+            assert!(!redacted.contains(hidden), "{hidden} shown in {redacted}");
+        }
     }
 
     #[test]
@@ -479,13 +577,14 @@ mod tests {
 
     #[test]
     fn redacts_secrets() {
-        let text = "exporters:\n  otlp:\n    endpoint: http://x:4317\n    headers:\n      x-api: abc\n  o2:\n    api_key: k\n    auth_token: t\nprocessors:\n  attributes:\n    actions: [{key: user.id, action: delete}]\n";
+        let text = "exporters:\n  otlp:\n    endpoint: http://x:4317\n    headers:\n      x-api: abc\n      authorization: t0k\n  o2:\n    api_key: k\n    auth_token: t\nprocessors:\n  attributes:\n    actions: [{key: user.id, action: delete}]\n";
         let redacted = redact(text);
         assert!(
-            !redacted.contains("abc") && !redacted.contains(": k") && !redacted.contains(": t\n"),
+            !redacted.contains("t0k") && !redacted.contains(": k") && !redacted.contains(": t\n"),
             "{redacted}"
         );
         assert!(redacted.contains("endpoint: http://x:4317"), "{redacted}");
+        assert!(redacted.contains("x-api: abc"), "{redacted}");
         assert!(redacted.contains("key: user.id"), "{redacted}");
         assert_eq!(redacted.matches("[REDACTED]").count(), 3, "{redacted}");
     }

@@ -30,7 +30,7 @@ use crate::catalog::Catalog;
 use crate::resource::{
     ActionSpec, AgentConfig, CollectorsGroup, CollectorsGroupSpec, ContainerAgentConfig,
     InstrumentationConfig, InstrumentationConfigSpec, ResourcesSettings, SamplingSpec, Signal,
-    Source, SourcesScope, SourcesScopes, WorkloadKind, secret_values,
+    Source, SourceScopes, SourcesScopes, WorkloadKind, secret_values,
 };
 use crate::store::{Desired, Problem};
 
@@ -421,9 +421,10 @@ impl Gateway {
                     attributes.push(json!({"key": "http.request.method", "value": method}));
                 }
                 let mut rule = json!({"match_type": "strict", "attributes": attributes});
-                let services = scope_services(&op.source_scopes, desired);
-                if !services.is_empty() {
-                    rule["services"] = json!(services);
+                match scope_services(&op.source_scopes, desired) {
+                    None => {}
+                    Some(services) if services.is_empty() => return None,
+                    Some(services) => rule["services"] = json!(services),
                 }
                 Some(rule)
             })
@@ -714,7 +715,8 @@ fn selected_services(
             .into_iter()
             .map(|(name, regex)| {
                 if regex {
-                    format!("^(?:{name})$")
+                    // As in Odigos, a Source's regex matches anywhere in a name.
+                    format!("(?:{name})")
                 } else {
                     format!("^{}$", regex::escape(&name))
                 }
@@ -729,26 +731,57 @@ fn selected_services(
     }
 }
 
-/// The service names a scope list covers; empty means every service.
-fn scope_services(scopes: &[SourcesScope], desired: &Desired) -> Vec<String> {
-    let mut services = BTreeSet::new();
-    for scope in scopes {
-        let Some(workload) = &scope.workload_name else {
-            continue;
-        };
-        let source = desired.sources.values().find(|s| {
-            &s.spec.workload.name == workload
-                && scope
-                    .workload_namespace
-                    .as_ref()
-                    .is_none_or(|ns| *ns == s.spec.workload.namespace)
-        });
-        services.insert(match source {
-            Some(source) => service_of(source).0,
-            None => workload.clone(),
-        });
+/// The service names a rule's scopes cover: `None` for every service, else those of the
+/// Sources in scope, and of workloads named outright that no Source describes (their telemetry
+/// carries their name). An empty list: the rule is for no service.
+fn scope_services(scopes: &SourceScopes, desired: &Desired) -> Option<Vec<String>> {
+    if scopes.is_empty() {
+        return None;
     }
-    services.into_iter().collect()
+    let sources: Vec<&Source> = desired
+        .sources
+        .values()
+        .filter(|s| !s.spec.disable_instrumentation)
+        .collect();
+    let mut services: BTreeSet<String> = sources
+        .iter()
+        .filter(|s| scopes.matches(&s.spec.workload, &languages_of(s)))
+        .map(|s| service_of(s).0)
+        .collect();
+    let named: Vec<(&str, Option<&str>)> = match scopes {
+        SourceScopes::List(items) => items
+            .iter()
+            .filter(|i| i.workload_language.is_none())
+            .filter_map(|i| Some((i.workload_name.as_deref()?, i.workload_namespace.as_deref())))
+            .collect(),
+        SourceScopes::Scopes(s) if s.languages.is_empty() => s
+            .sources
+            .iter()
+            .filter(|w| s.namespaces.is_empty() || s.namespaces.contains(&w.namespace))
+            .map(|w| (w.name.as_str(), Some(w.namespace.as_str())))
+            .collect(),
+        SourceScopes::Scopes(_) => Vec::new(),
+    };
+    for (name, namespace) in named {
+        let described = sources.iter().any(|s| {
+            s.spec.workload.name == name
+                && namespace.is_none_or(|ns| ns.is_empty() || ns == s.spec.workload.namespace)
+        });
+        if !described {
+            services.insert(name.to_string());
+        }
+    }
+    Some(services.into_iter().collect())
+}
+
+/// The languages a Source's containers are known to run (from its container overrides).
+fn languages_of(source: &Source) -> Vec<String> {
+    source
+        .spec
+        .container_overrides
+        .iter()
+        .filter_map(|c| Some(c.runtime_info.as_ref()?.language.clone()))
+        .collect()
 }
 
 /// The services and languages (as `telemetry.sdk.language`) an Action's scopes select: empty
@@ -879,9 +912,10 @@ fn tail_policies(sampling: &SamplingSpec, desired: &Desired) -> Vec<Value> {
             parts.push(json!({"name": "route", "type": "string_attribute",
                               "string_attribute": {"key": "http.route", "values": [route]}}));
         }
-        let services = scope_services(&op.source_scopes, desired);
-        if !services.is_empty() {
-            parts.push(services_policy("scope", &services, false));
+        match scope_services(&op.source_scopes, desired) {
+            None => {}
+            Some(services) if services.is_empty() => continue,
+            Some(services) => parts.push(services_policy("scope", &services, false)),
         }
         let percentage = op.percentage_at_least.unwrap_or(100.0);
         if percentage < 100.0 {
@@ -895,13 +929,14 @@ fn tail_policies(sampling: &SamplingSpec, desired: &Desired) -> Vec<Value> {
     let mut reduced = Vec::new();
     let mut global = false;
     for (i, rule) in sampling.cost_reduction_rules.iter().enumerate() {
-        let services = scope_services(&rule.source_scopes, desired);
         let mut parts = Vec::new();
-        if services.is_empty() {
-            global = true;
-        } else {
-            parts.push(services_policy("scope", &services, false));
-            reduced.extend(services);
+        match scope_services(&rule.source_scopes, desired) {
+            None => global = true,
+            Some(services) if services.is_empty() => continue,
+            Some(services) => {
+                parts.push(services_policy("scope", &services, false));
+                reduced.extend(services);
+            }
         }
         parts.push(share("share", rule.percentage_at_most));
         policies.push(all_of(format!("cost-{i}"), parts));
@@ -945,14 +980,10 @@ fn instrumentation_config(
         ..AgentConfig::default()
     };
     let mut headers = BTreeSet::new();
+    let languages = languages_of(source);
     for ((rule_namespace, rule_name), rule) in &desired.rules {
         let spec = &rule.spec;
-        let applies = !spec.disabled
-            && spec
-                .workloads
-                .as_ref()
-                .is_none_or(|w| w.is_empty() || w.contains(workload));
-        if !applies {
+        if !spec.applies_to(workload, &languages) {
             continue;
         }
         agent.rules.push(id(rule_namespace, rule_name));
@@ -972,8 +1003,7 @@ fn instrumentation_config(
     }
     agent.header_keys = headers.into_iter().collect();
     for op in sampling.noisy_operations.iter().filter(|op| !op.disabled) {
-        let in_scope = op.source_scopes.is_empty()
-            || scope_services(&op.source_scopes, desired).contains(&service);
+        let in_scope = op.source_scopes.matches(workload, &languages);
         let route = op
             .operation
             .as_ref()

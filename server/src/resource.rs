@@ -21,12 +21,13 @@ use serde::{Deserialize, Serialize};
 pub use action::*;
 pub use generated::*;
 pub use rule::*;
-pub use validate::{FieldError, validate};
+pub use validate::{FieldError, not_honoured, validate};
 
 /// The API group and version of every kind here.
 pub const API_VERSION: &str = "odigos.io/v1alpha1";
 
-/// A telemetry signal.
+/// A telemetry signal. `PROFILES` is accepted where Odigos's destination types take it, but no
+/// profiles pipeline runs yet: a destination receives no profiles.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -35,17 +36,20 @@ pub enum Signal {
     Traces,
     Metrics,
     Logs,
+    Profiles,
 }
 
 impl Signal {
+    /// The signals the pipelines carry.
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
-    /// The name pipelines use: `traces`, `metrics`, `logs`.
+    /// The name pipelines use: `traces`, `metrics`, `logs` (`profiles`).
     pub fn pipeline(self) -> &'static str {
         match self {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
             Signal::Logs => "logs",
+            Signal::Profiles => "profiles",
         }
     }
 }
@@ -81,7 +85,25 @@ pub struct PodWorkload {
     pub kind: WorkloadKind,
 }
 
-/// A workload or language a rule is limited to. Empty fields match anything.
+/// Which sources a rule is for, as Odigos writes it today: each list that is given must match
+/// (a source in one of `sources`, and in one of `namespaces`, and in one of `languages`); an
+/// empty or absent list matches every source.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourcesScopes {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<PodWorkload>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Programming languages (`java`, `python`, `go`, `dotnet`, `javascript`, `php`, `ruby`,
+    /// ...). A source's language is known here only from its `containerOverrides[].runtimeInfo`;
+    /// a source without one matches no language.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
+}
+
+/// One source scope in the list form of Odigos's sampling documentation: every field given
+/// must match; empty fields match anything. A list of them matches a source when any one does.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourcesScope {
@@ -91,8 +113,96 @@ pub struct SourcesScope {
     pub workload_kind: Option<WorkloadKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_namespace: Option<String>,
+    /// Limits the scope to one container; a Source has one service name for all its
+    /// containers, so this narrows nothing here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// As in [`SourcesScopes::languages`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_language: Option<String>,
+}
+
+/// A sampling rule's `sourceScopes`, in either form Odigos has used: a list of
+/// [`SourcesScope`] items (its documentation's examples) or one [`SourcesScopes`] object (its
+/// current API).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SourceScopes {
+    List(Vec<SourcesScope>),
+    Scopes(SourcesScopes),
+}
+
+impl Default for SourceScopes {
+    fn default() -> Self {
+        SourceScopes::List(Vec::new())
+    }
+}
+
+impl SourceScopes {
+    /// Whether it matches every source.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            SourceScopes::List(items) => items.is_empty(),
+            SourceScopes::Scopes(s) => {
+                s.sources.is_empty() && s.namespaces.is_empty() && s.languages.is_empty()
+            }
+        }
+    }
+
+    /// Whether the source of `workload`, whose languages are `languages`, is in scope.
+    pub fn matches(&self, workload: &PodWorkload, languages: &[String]) -> bool {
+        let language = |wanted: &str| languages.iter().any(|l| l.eq_ignore_ascii_case(wanted));
+        match self {
+            SourceScopes::List(items) => {
+                items.is_empty()
+                    || items.iter().any(|scope| {
+                        scope
+                            .workload_name
+                            .as_ref()
+                            .is_none_or(|n| *n == workload.name)
+                            && scope.workload_kind.is_none_or(|k| k == workload.kind)
+                            && scope
+                                .workload_namespace
+                                .as_ref()
+                                .is_none_or(|n| *n == workload.namespace)
+                            && scope.workload_language.as_deref().is_none_or(language)
+                    })
+            }
+            SourceScopes::Scopes(s) => s.matches(workload, languages),
+        }
+    }
+}
+
+impl SourcesScopes {
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty() && self.namespaces.is_empty() && self.languages.is_empty()
+    }
+
+    /// Whether the source of `workload`, whose languages are `languages`, is in scope.
+    pub fn matches(&self, workload: &PodWorkload, languages: &[String]) -> bool {
+        (self.sources.is_empty() || self.sources.contains(workload))
+            && (self.namespaces.is_empty() || self.namespaces.contains(&workload.namespace))
+            && (self.languages.is_empty()
+                || self
+                    .languages
+                    .iter()
+                    .any(|l| languages.iter().any(|m| m.eq_ignore_ascii_case(l))))
+    }
+}
+
+/// Either form, in a CRD: structural schemas cannot say "a list or an object", so the API
+/// server keeps the value as given and the control plane checks it.
+impl JsonSchema for SourceScopes {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SourceScopes".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The sources a rule is for: a list of {workloadName, workloadKind, workloadNamespace, containerName, workloadLanguage} items (any may match), or an object {sources, namespaces, languages} (each list given must match). Empty or absent: every source.",
+            "x-kubernetes-preserve-unknown-fields": true
+        })
+    }
 }
 
 /// Conditions, the status of most kinds.
@@ -123,7 +233,8 @@ pub struct SourceSpec {
     /// The `service.name` its telemetry carries; the workload name when not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otel_service_name: Option<String>,
-    /// Treat `workload.name` as a regular expression over workload (or executable) names.
+    /// Treat `workload.name` as a regular expression over workload (or executable) names. As
+    /// in Odigos it matches anywhere in a name: write `^name$` to match whole names.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub match_workload_name_as_regex: bool,
     /// Per-container settings that override what runtime detection found.
@@ -131,22 +242,60 @@ pub struct SourceSpec {
     pub container_overrides: Vec<ContainerOverride>,
 }
 
+/// Settings for one container of the workload, over what runtime detection finds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerOverride {
     pub container_name: String,
+    /// The runtime to assume instead of detecting it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_info: Option<RuntimeInfo>,
+    /// The OpenTelemetry distribution to use for this container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otel_distro_name: Option<String>,
+    /// Whether the agent may run beside another agent found in the container. Accepted, but
+    /// without effect: nothing here detects other agents yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_concurrent_agents: Option<bool>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// A container's runtime, as Odigos's runtime detection reports it. `language` and
+/// `runtimeVersion` are used; the other fields are accepted, as Odigos writes them, without
+/// effect.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuntimeInfo {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container_name: String,
     pub language: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_vars: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_agents: Vec<OtherAgent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lib_c_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_execution_mode: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cri_error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from_container_runtime: Vec<EnvVar>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtherAgent {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 /// Where telemetry is sent: a destination type from the catalog and its fields.

@@ -13,6 +13,9 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
+/// A CA certificate, for fields that take PEM text.
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBiTCCAS+gAwIBAgIUKaUe0I0w0C8i2OP/fh9D+AQRxRcwCgYIKoZIzj0EAwIw\nGTEXMBUGA1UEAwwOb2RpZ29zIHRlc3QgY2EwIBcNMjYxMTI5MTgxMTQ1WhgPMjEy\nNjExMDUxODExNDVaMBkxFzAVBgNVBAMMDm9kaWdvcyB0ZXN0IGNhMFkwEwYHKoZI\nzj0CAQYIKoZIzj0DAQcDQgAEiPbzhNr6vzxRmq1ouBA59TGzl7gvpsTS6xH4hwPh\nRPwoiYr7n6q6ixwrWmzbDT/LNZVG2H1CXHbqX/2iyuDo/6NTMFEwHQYDVR0OBBYE\nFI0212suUTpAeC8LXxDlID+eTL7IMB8GA1UdIwQYMBaAFI0212suUTpAeC8LXxDl\nID+eTL7IMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAIj2h4Jk\nDeHjMPAKiqWFLN8r0rdvzkA/bV9UFirIl5d/AiAajKzSts1AWGqSnT53NDPK7cdW\nUvHoxz39GKnWpPb9jw==\n-----END CERTIFICATE-----\n";
+
 fn layout(secrets: &std::path::Path) -> Layout {
     Layout {
         node_grpc: "127.0.0.1:4317".into(),
@@ -95,8 +98,12 @@ fn random_state(rng: &mut StdRng, catalog: &Catalog) -> Vec<String> {
                 FieldKind::Url => "https://backend.example:4318".to_string(),
                 FieldKind::Select => field.values.choose(rng).cloned().unwrap_or_default(),
                 FieldKind::Number => "7".into(),
+                FieldKind::Boolean if field.unsupported.is_some() => "false".into(),
                 FieldKind::Boolean => "true".into(),
                 FieldKind::String => format!("value-{i}"),
+                FieldKind::Headers => format!(r#"[{{"key": "x-tenant", "value": "t{i}"}}]"#),
+                FieldKind::List => r#"["k8s.pod.name"]"#.into(),
+                FieldKind::Pem => CA_PEM.into(),
             };
             if field.secret {
                 secret.insert(field.name.clone(), value);
@@ -232,9 +239,14 @@ fn every_destination_type_compiles_to_a_config_the_collector_accepts() {
                 FieldKind::Url => "https://backend.example".to_string(),
                 FieldKind::Select => field.values[0].clone(),
                 FieldKind::Number => "3".into(),
-                FieldKind::Boolean => "false".into(),
+                FieldKind::Boolean if field.unsupported.is_some() => "false".into(),
+                FieldKind::Boolean => "true".into(),
                 FieldKind::String if field.secret => "s3cr3t-value".into(),
                 FieldKind::String => "some-value".into(),
+                FieldKind::Headers if field.secret => r#"{"x-key": "s3cr3t-value"}"#.into(),
+                FieldKind::Headers => r#"[{"key": "x-tenant", "value": "acme"}]"#.into(),
+                FieldKind::List => r#"["k8s.pod.name"]"#.into(),
+                FieldKind::Pem => CA_PEM.into(),
             };
             data.insert(field.name.clone(), value);
         }
@@ -258,7 +270,11 @@ fn every_destination_type_compiles_to_a_config_the_collector_accepts() {
             compiled.problems
         );
         accepted(&compiled, &docs);
-        let secret_fields = kind.fields.iter().filter(|f| f.secret).count();
+        let secret_fields = kind
+            .fields
+            .iter()
+            .filter(|f| f.secret && f.ignored.is_none())
+            .count();
         assert_eq!(
             compiled.secret_files.is_empty(),
             secret_fields == 0,

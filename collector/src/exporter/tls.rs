@@ -31,6 +31,9 @@ pub struct TlsConfig {
     /// PEM file of the CA certificates to trust. When set, only these are trusted; otherwise
     /// the public web roots are.
     pub ca_file: Option<PathBuf>,
+    /// The CA certificates to trust, as PEM text, instead of a file. When set, only these are
+    /// trusted; it may not be given together with `ca_file`.
+    pub ca_pem: Option<String>,
     /// Accept any server certificate. The connection is still encrypted, but whoever can
     /// intercept it can pose as the server.
     pub insecure_skip_verify: bool,
@@ -47,6 +50,13 @@ impl TlsConfig {
             && let Err(e) = load_roots(file)
         {
             problems.push((at("ca_file"), e));
+        }
+        if let Some(pem) = &self.ca_pem {
+            if self.ca_file.is_some() {
+                problems.push((at("ca_pem"), "give ca_file or ca_pem, not both".into()));
+            } else if let Err(e) = parse_roots("ca_pem", pem.as_bytes()) {
+                problems.push((at("ca_pem"), e));
+            }
         }
         if let Err(e) = self.server_name() {
             problems.push((at("server_name_override"), e));
@@ -65,9 +75,10 @@ impl TlsConfig {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
         } else {
-            let roots = match &self.ca_file {
-                Some(file) => load_roots(file)?,
-                None => RootCertStore {
+            let roots = match (&self.ca_file, &self.ca_pem) {
+                (Some(file), _) => load_roots(file)?,
+                (None, Some(pem)) => parse_roots("ca_pem", pem.as_bytes())?,
+                (None, None) => RootCertStore {
                     roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
                 },
             };
@@ -92,7 +103,12 @@ impl TlsConfig {
 fn load_roots(file: &Path) -> Result<RootCertStore, String> {
     let name = file.display();
     let pem = std::fs::read(file).map_err(|e| format!("{name}: cannot read: {e}"))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    parse_roots(&name.to_string(), &pem)
+}
+
+/// The CA certificates in `pem`; `name` says where it came from in messages.
+fn parse_roots(name: &str, pem: &[u8]) -> Result<RootCertStore, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{name}: not a PEM certificate file: {e}"))?;
     if certs.is_empty() {
@@ -518,6 +534,35 @@ mod tests {
     }
 
     #[test]
+    fn ca_pem_is_trusted_like_a_ca_file() {
+        let pki = testing::pki(&["localhost"]);
+        let pem = std::fs::read_to_string(&pki.ca_file).unwrap();
+        let config = TlsConfig {
+            ca_pem: Some(pem.clone()),
+            ..TlsConfig::default()
+        };
+        assert_eq!(config.validate(), []);
+        assert!(config.client_config(&[b"h2"]).is_ok());
+        let bad = TlsConfig {
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\nnope\n".into()),
+            ..TlsConfig::default()
+        };
+        assert_eq!(bad.validate()[0].0, ["tls", "ca_pem"]);
+        let both = TlsConfig {
+            ca_file: Some(pki.ca_file.clone()),
+            ca_pem: Some(pem),
+            ..TlsConfig::default()
+        };
+        assert_eq!(
+            both.validate(),
+            [(
+                vec!["tls".to_string(), "ca_pem".to_string()],
+                "give ca_file or ca_pem, not both".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn parses_tls_settings() {
         let text = "insecure: false\nca_file: /etc/ca.pem\ninsecure_skip_verify: true\nserver_name_override: otel.example\n";
         let config: TlsConfig = crate::yaml::from_value(crate::yaml::parse(text).unwrap()).unwrap();
@@ -526,6 +571,7 @@ mod tests {
             TlsConfig {
                 insecure: false,
                 ca_file: Some("/etc/ca.pem".into()),
+                ca_pem: None,
                 insecure_skip_verify: true,
                 server_name_override: Some("otel.example".into()),
             }

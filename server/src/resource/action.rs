@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Conditions, PodWorkload, Signal};
+use super::{Conditions, Signal, SourcesScopes};
 
 /// One change to telemetry, applied by the gateway: exactly one of the action blocks is set.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -154,26 +154,6 @@ pub enum DataFormat {
 pub struct CustomRegexMasking {
     /// A regular expression with a capture group: the first group's text is masked.
     pub regex: String,
-}
-
-/// Which sources an action applies to. Each list that is set must match (a source in one of
-/// `sources`, in one of `namespaces`, of one of `languages`); no list set means every source.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SourcesScopes {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sources: Vec<PodWorkload>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub namespaces: Vec<String>,
-    /// Programming languages: `java`, `python`, `go`, `dotnet`, `javascript`, ...
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub languages: Vec<String>,
-}
-
-impl SourcesScopes {
-    pub fn is_empty(&self) -> bool {
-        self.sources.is_empty() && self.namespaces.is_empty() && self.languages.is_empty()
-    }
 }
 
 /// Adds Kubernetes metadata (labels, annotations, uids) as resource attributes. Runs in the

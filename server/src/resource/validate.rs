@@ -3,7 +3,10 @@
 
 use crate::catalog::Catalog;
 
-use super::{Action, Destination, InstrumentationRule, Object, Sampling, Source, WorkloadKind};
+use super::{
+    Action, Destination, InstrumentationRule, Object, Operation, Sampling, Signal, Source,
+    SourceScopes, WorkloadKind,
+};
 
 /// A problem with one field: its path (`spec.data.FIELD`) and why.
 pub type FieldError = (String, String);
@@ -44,6 +47,25 @@ fn check_source(source: &Source, errors: &mut Vec<FieldError>) {
         && let Err(e) = regex::Regex::new(&workload.name)
     {
         errors.push(("spec.workload.name".into(), format!("bad regex: {e}")));
+    }
+    if workload.kind == WorkloadKind::Namespace {
+        // As Odigos: these describe one workload, not a namespace.
+        let spec = &source.spec;
+        for (field, set) in [
+            ("otelServiceName", spec.otel_service_name.is_some()),
+            ("containerOverrides", !spec.container_overrides.is_empty()),
+            (
+                "matchWorkloadNameAsRegex",
+                spec.match_workload_name_as_regex,
+            ),
+        ] {
+            if set {
+                errors.push((
+                    format!("spec.{field}"),
+                    "is not valid for a Namespace source".into(),
+                ));
+            }
+        }
     }
     if workload.namespace.is_empty()
         && !matches!(
@@ -96,8 +118,7 @@ fn check_destination(destination: &Destination, catalog: &Catalog, errors: &mut 
                     ),
                 ));
             }
-            // A secret's value never goes into a message.
-            Some(field) if field.secret => {}
+            // A secret's value never goes into a message: `check` does not show it.
             Some(field) => {
                 if let Err(e) = field.check(value) {
                     errors.push((format!("spec.data.{name}"), e));
@@ -277,7 +298,44 @@ fn check_rule(rule: &InstrumentationRule, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// A rule's `sourceScopes` in the list form must not be empty items, which would match
+/// everything by accident.
+fn check_scopes(path: String, scopes: &SourceScopes, errors: &mut Vec<FieldError>) {
+    if let SourceScopes::List(items) = scopes {
+        for (i, item) in items.iter().enumerate() {
+            if item == &Default::default() {
+                errors.push((
+                    format!("{path}.{i}"),
+                    "an empty scope matches every source; remove it or name a workload, namespace or language".into(),
+                ));
+            }
+        }
+    }
+}
+
 fn check_sampling(sampling: &Sampling, errors: &mut Vec<FieldError>) {
+    let spec = &sampling.spec;
+    for (list, scopes) in spec
+        .noisy_operations
+        .iter()
+        .map(|r| ("noisyOperations", &r.source_scopes))
+        .enumerate()
+        .chain(
+            spec.highly_relevant_operations
+                .iter()
+                .map(|r| ("highlyRelevantOperations", &r.source_scopes))
+                .enumerate(),
+        )
+        .chain(
+            spec.cost_reduction_rules
+                .iter()
+                .map(|r| ("costReductionRules", &r.source_scopes))
+                .enumerate(),
+        )
+        .map(|(i, (list, scopes))| (format!("spec.{list}.{i}.sourceScopes"), scopes))
+    {
+        check_scopes(list, scopes, errors);
+    }
     let mut percentage = |path: String, value: Option<f64>| {
         if let Some(p) = value
             && !(0.0..=100.0).contains(&p)
@@ -285,7 +343,6 @@ fn check_sampling(sampling: &Sampling, errors: &mut Vec<FieldError>) {
             errors.push((path, format!("{p} is not a percentage between 0 and 100")));
         }
     };
-    let spec = &sampling.spec;
     for (i, rule) in spec.noisy_operations.iter().enumerate() {
         percentage(
             format!("spec.noisyOperations.{i}.percentageAtMost"),
@@ -304,4 +361,161 @@ fn check_sampling(sampling: &Sampling, errors: &mut Vec<FieldError>) {
             Some(rule.percentage_at_most),
         );
     }
+}
+
+/// The fields `object` sets that are accepted, as Odigos defines them, but have no effect
+/// here yet, each with its path and why: what the status shows so that nothing reads as in
+/// force that is not.
+pub fn not_honoured(object: &Object, catalog: &Catalog) -> Vec<FieldError> {
+    fn push(found: &mut Vec<FieldError>, path: String, why: &str) {
+        found.push((path, why.to_string()));
+    }
+    let mut found = Vec::new();
+    match object {
+        Object::Source(source) => {
+            for (i, c) in source.spec.container_overrides.iter().enumerate() {
+                if c.allow_concurrent_agents.is_some() {
+                    push(
+                        &mut found,
+                        format!("spec.containerOverrides.{i}.allowConcurrentAgents"),
+                        "nothing detects other agents in a container yet",
+                    );
+                }
+            }
+        }
+        Object::Destination(destination) => {
+            let spec = &destination.spec;
+            if spec.signals.contains(&Signal::Profiles) {
+                push(
+                    &mut found,
+                    "spec.signals".into(),
+                    "PROFILES: no profiles pipeline runs yet; this destination receives no profiles",
+                );
+            }
+            if let Some(kind) = catalog.get(&spec.destination_type) {
+                for (name, why) in kind.ignored(&spec.data) {
+                    push(&mut found, format!("spec.data.{name}"), why);
+                }
+            }
+        }
+        Object::InstrumentationRule(rule) => {
+            let spec = &rule.spec;
+            let agentless = "no agent here acts on it yet";
+            for (field, set, why) in [
+                (
+                    "instrumentationLibraries",
+                    spec.instrumentation_libraries.is_some(),
+                    "agent settings apply per workload, to every library",
+                ),
+                ("otelDistros", spec.otel_distros.is_some(), agentless),
+                ("codeAttributes", spec.code_attributes.is_some(), agentless),
+                (
+                    "customInstrumentations",
+                    spec.custom_instrumentations.is_some(),
+                    agentless,
+                ),
+                ("ebpfLogCapture", spec.ebpf_log_capture.is_some(), agentless),
+                ("networkMetrics", spec.network_metrics.is_some(), agentless),
+                ("traceVerbosity", spec.trace_verbosity.is_some(), agentless),
+                (
+                    "agentDiagnostics",
+                    spec.agent_diagnostics.is_some(),
+                    agentless,
+                ),
+                (
+                    "payloadCollection.messaging",
+                    spec.payload_collection
+                        .as_ref()
+                        .is_some_and(|p| p.messaging.is_some()),
+                    agentless,
+                ),
+                (
+                    "payloadCollection.dbQuery.sanitizationPolicy",
+                    spec.payload_collection
+                        .as_ref()
+                        .and_then(|p| p.db_query.as_ref())
+                        .is_some_and(|d| d.sanitization_policy.is_some()),
+                    agentless,
+                ),
+            ] {
+                if set {
+                    push(&mut found, format!("spec.{field}"), why);
+                }
+            }
+        }
+        Object::Sampling(sampling) => {
+            let spec = &sampling.spec;
+            let operation = |found: &mut Vec<FieldError>,
+                             path: String,
+                             op: &Option<Operation>,
+                             noisy: bool| {
+                let mut note = |path: String, why: &str| found.push((path, why.to_string()));
+                let Some(op) = op else { return };
+                let server = op.http_server.as_ref();
+                let others = op.http_client.is_some()
+                    || op.grpc_server.is_some()
+                    || op.grpc_client.is_some()
+                    || op.kafka_consumer.is_some()
+                    || op.kafka_producer.is_some();
+                if others {
+                    note(
+                        format!("{path}.operation"),
+                        "only httpServer routes are matched yet; this rule matches nothing",
+                    );
+                }
+                if let Some(server) = server {
+                    if server.route.is_none() {
+                        note(
+                            format!("{path}.operation.httpServer"),
+                            "only an exact route is matched yet (not routePrefix); this rule matches nothing",
+                        );
+                    } else if server.route_prefix.is_some() || !server.query_params.is_empty() {
+                        note(
+                            format!("{path}.operation.httpServer"),
+                            "routePrefix and queryParams are not matched yet; the route alone decides",
+                        );
+                    }
+                    if !noisy && server.method.is_some() {
+                        note(
+                            format!("{path}.operation.httpServer.method"),
+                            "the method is not matched in tail sampling yet; the route alone decides",
+                        );
+                    }
+                }
+            };
+            for (i, r) in spec.noisy_operations.iter().enumerate() {
+                operation(
+                    &mut found,
+                    format!("spec.noisyOperations.{i}"),
+                    &r.operation,
+                    true,
+                );
+                if r.percentage_at_most.is_some_and(|p| p > 0.0) {
+                    found.push((
+                        format!("spec.noisyOperations.{i}.percentageAtMost"),
+                        "only dropping all (0) is applied yet; a share above 0 keeps everything"
+                            .into(),
+                    ));
+                }
+            }
+            for (i, r) in spec.highly_relevant_operations.iter().enumerate() {
+                operation(
+                    &mut found,
+                    format!("spec.highlyRelevantOperations.{i}"),
+                    &r.operation,
+                    false,
+                );
+            }
+            for (i, r) in spec.cost_reduction_rules.iter().enumerate() {
+                if r.operation.is_some() {
+                    found.push((
+                        format!("spec.costReductionRules.{i}.operation"),
+                        "cost reduction applies to all of a source's traces; the operation is not matched yet".into(),
+                    ));
+                }
+            }
+        }
+        Object::Action(_) | Object::Secret(_) => {}
+    }
+    found
 }
