@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::compiler::{Compiled, DestinationPlan, Layout, compile};
 use crate::opamp::{AgentView, ComponentView, ConfigStatus, Fleet, Selector};
-use crate::resource::{CollectorsGroup, InstrumentationConfig, WorkloadKind};
+use crate::resource::{CollectorsGroup, InstrumentationConfig, Object, WorkloadKind, not_honoured};
 use crate::store::{Problem, Snapshot, Store};
 
 /// The agent attribute that tells a collector's role.
@@ -212,10 +212,12 @@ impl ControlPlane {
             .collect();
         // A resource whose current version is refused says so, whatever its last good does.
         let refused = refusals(&problems, &applied.snapshot.accepted);
-        let standing = |kind: &str, (ns, name): &(String, String), condition: Condition| {
-            let key = format!("{kind} {ns}/{name}");
-            refused.get(&key).cloned().unwrap_or(condition)
-        };
+        // Otherwise it says which of its fields have no effect here, if any.
+        let standing =
+            |object: Object, condition: Condition| match refused.get(&object.key().to_string()) {
+                Some(refused) => refused.clone(),
+                None => condition.noting(&not_honoured(&object, self.catalog)),
+            };
         let destinations = desired
             .destinations
             .iter()
@@ -238,7 +240,7 @@ impl ControlPlane {
                     }
                     None => (Condition::new(false, "Unknown", "not compiled"), None),
                 };
-                let condition = standing("Destination", key, condition);
+                let condition = standing(Object::Destination(destination.clone()), condition);
                 let view = DestinationView {
                     name: format!("{}/{}", key.0, key.1),
                     destination_type: destination.spec.destination_type.clone(),
@@ -269,7 +271,7 @@ impl ControlPlane {
             } else {
                 gateway.condition()
             };
-            let condition = standing("Action", key, condition);
+            let condition = standing(Object::Action(action.clone()), condition);
             resources.push(ResourceView::new("Action", key, condition));
         }
         for (key, sampling) in &desired.samplings {
@@ -278,7 +280,7 @@ impl ControlPlane {
             } else {
                 gateway.condition()
             };
-            let condition = standing("Sampling", key, condition);
+            let condition = standing(Object::Sampling(sampling.clone()), condition);
             resources.push(ResourceView::new("Sampling", key, condition));
         }
         for (key, rule) in &desired.rules {
@@ -306,7 +308,7 @@ impl ControlPlane {
                 let rollouts: Vec<Rollout> = configs.iter().map(|c| workload(c)).collect();
                 agents_condition(&rollouts, "instrumentation agents of its workloads")
             };
-            let condition = standing("InstrumentationRule", key, condition);
+            let condition = standing(Object::InstrumentationRule(rule.clone()), condition);
             resources.push(ResourceView::new("InstrumentationRule", key, condition));
         }
         let sources = desired
@@ -337,7 +339,7 @@ impl ControlPlane {
                         "it selects workloads as they are found; no agent has reported one yet",
                     )
                 };
-                let condition = standing("Source", key, condition);
+                let condition = standing(Object::Source(source.clone()), condition);
                 SourceView {
                     name: format!("{}/{}", key.0, key.1),
                     workload: format!("{kind:?} {}", spec.workload.name),
@@ -603,6 +605,18 @@ impl Condition {
             message: message.into(),
             since: None,
         }
+    }
+
+    /// The condition with the fields that have no effect here added to its message.
+    fn noting(mut self, unheeded: &[crate::resource::FieldError]) -> Condition {
+        if !unheeded.is_empty() {
+            let list: Vec<String> = unheeded
+                .iter()
+                .map(|(field, why)| format!("{field}: {why}"))
+                .collect();
+            self.message = format!("{}; not in effect here: {}", self.message, list.join("; "));
+        }
+        self
     }
 
     fn health(

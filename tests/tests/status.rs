@@ -214,12 +214,22 @@ spec:
 
 #[test]
 fn what_is_not_in_force_or_cannot_work_here_is_not_shown_ready() {
+    let profiles = otlp("profiles", 4999).replace("[TRACES]", "[TRACES, PROFILES]");
     let up = Up::start(&[
         ("checkout.yaml", CHECKOUT.to_string()),
         ("rule.yaml", UNUSED_RULE.to_string()),
         ("k8s.yaml", K8S_ATTRIBUTES.to_string()),
+        ("profiles.yaml", profiles),
     ]);
     let state = up.wait_applied(1);
+    // Accepted as Odigos writes it, and applied, but a field it sets has no effect here.
+    let ready = &state["destinations"]["default/profiles"]["condition"];
+    assert_eq!(ready["status"], "True", "{state:#}");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("not in effect here: spec.signals: PROFILES"),
+        "{message}"
+    );
     let source = &state["sources"][0]["condition"];
     assert_eq!(source["status"], "False", "{state:#}");
     assert_eq!(source["reason"], "NoKubernetes");
