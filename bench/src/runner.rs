@@ -452,10 +452,15 @@ fn ours_config(case: Case, ports: &Ports, queue: &Path) -> String {
         }
     };
     // Queues on disk live in the file_storage extension's directory.
-    let storage = format!(
-        "extensions:\n  file_storage:\n    directory: {}\n    create_directory: true\n",
-        queue.display()
-    );
+    let (storage, enabled) = if exporters.contains("storage: file_storage") {
+        let declared = format!(
+            "extensions:\n  file_storage:\n    directory: {}\n    create_directory: true\n",
+            queue.display()
+        );
+        (declared, "  extensions: [file_storage]\n")
+    } else {
+        (String::new(), "")
+    };
     format!(
         "receivers:
   otlp:
@@ -464,8 +469,7 @@ fn ours_config(case: Case, ports: &Ports, queue: &Path) -> String {
         endpoint: 127.0.0.1:{grpc}
 {processors}{connectors}exporters:
 {exporters}{storage}service:
-  extensions: [file_storage]
-  telemetry:
+{enabled}  telemetry:
     metrics:
       address: 127.0.0.1:{metrics}
   pipelines:

@@ -316,7 +316,7 @@ fn validate_lists_every_error() {
     protocols:
       grpc:
         endpoint: 127.0.0.1:4317
-        keepalive: {}
+        keepalives: {}
 processors:
   batch:
     timeout: soon
@@ -340,7 +340,7 @@ service:
     let stderr = String::from_utf8(output.stderr).unwrap();
     let file = path.display().to_string();
     for want in [
-        format!("{file}:6: receivers.otlp.protocols.grpc.keepalive: unknown field `keepalive`"),
+        format!("{file}:6: receivers.otlp.protocols.grpc.keepalives: unknown field `keepalives`"),
         format!("{file}:9: processors.batch.timeout: invalid duration \"soon\""),
         format!("{file}:11: exporters.zipkin: unknown exporter type \"zipkin\""),
         format!("{file}:17: service.pipelines.traces.exporters.1: otlp is not defined"),
