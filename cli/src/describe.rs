@@ -350,17 +350,29 @@ fn destination(state: &Value, agents: &Value, name: &str) -> Result<String, Stri
     );
     let plan = &d["plan"];
     if plan["status"] == "active" {
-        let exporter = text(&plan["exporter"]);
+        let exporters: Vec<String> = plan["exporters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
         out.push_str(&format!(
-            "  exporter {exporter}\n  pipelines {}\n",
+            "  exporter {}\n  pipelines {}\n",
+            exporters.join(", "),
             list(&plan["pipelines"])
         ));
-        let component = format!("exporters.{exporter}");
         for a in agents.as_array().into_iter().flatten() {
-            if let Some(c) = a["components"].get(&component) {
+            for exporter in &exporters {
+                let Some(c) = a["components"].get(format!("exporters.{exporter}")) else {
+                    continue;
+                };
                 let error = c["last_error"].as_str().filter(|e| !e.is_empty());
+                let which = match exporters.len() {
+                    1 => String::new(),
+                    _ => format!(" {exporter}"),
+                };
                 out.push_str(&format!(
-                    "  gateway {}: {}{}\n",
+                    "  gateway {}{which}: {}{}\n",
                     short(&a["uid"]),
                     text(&c["status"]),
                     error
@@ -377,10 +389,13 @@ fn destination(state: &Value, agents: &Value, name: &str) -> Result<String, Stri
             match get(address, "/metrics", None) {
                 Ok((200, metrics)) => {
                     // The exporter's counts that are not zero.
-                    let needle = format!("exporter=\"{exporter}\"");
+                    let needles: Vec<String> = exporters
+                        .iter()
+                        .map(|e| format!("exporter=\"{e}\""))
+                        .collect();
                     let lines: Vec<&str> = metrics
                         .lines()
-                        .filter(|l| !l.starts_with('#') && l.contains(&needle))
+                        .filter(|l| !l.starts_with('#') && needles.iter().any(|n| l.contains(n)))
                         .filter(|l| !l.ends_with(" 0"))
                         .collect();
                     if lines.is_empty() {

@@ -119,6 +119,10 @@ pub struct ExporterTemplate {
     pub kind: String,
     #[serde(default)]
     pub config: Value,
+    /// Settings for one signal, merged over `config` (a header that names the signal, a token
+    /// of its own). A type with any becomes one exporter per signal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<Signal, Value>,
 }
 
 /// A boolean as Go's `strconv.ParseBool` reads it, which is how Odigos reads its fields.
@@ -245,8 +249,41 @@ impl DestinationType {
         values: &BTreeMap<String, String>,
         seal: &mut dyn FnMut(String) -> String,
     ) -> Value {
+        self.render_for(None, values, seal)
+    }
+
+    /// The exporter config for `signal`: `config` with that signal's settings merged over it.
+    pub fn render_for(
+        &self,
+        signal: Option<Signal>,
+        values: &BTreeMap<String, String>,
+        seal: &mut dyn FnMut(String) -> String,
+    ) -> Value {
         let secret = |name: &str| self.field(name).is_some_and(|f| f.secret);
-        render(&self.exporter.config, values, &secret, seal).unwrap_or(Value::Null)
+        let mut config =
+            render(&self.exporter.config, values, &secret, seal).unwrap_or(Value::Null);
+        let overlay = signal.and_then(|s| self.exporter.signals.get(&s));
+        if let Some(overlay) = overlay.and_then(|o| render(o, values, &secret, seal)) {
+            merge(&mut config, overlay);
+        }
+        config
+    }
+}
+
+/// Merges `overlay` into `base`: maps key by key, anything else replaced.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Mapping(base), Value::Mapping(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
     }
 }
 

@@ -63,9 +63,9 @@ pub struct Layout {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum DestinationPlan {
-    /// Sent to by these gateway pipelines through this exporter.
+    /// Sent to by these gateway pipelines through these exporters (one, or one per signal).
     Active {
-        exporter: String,
+        exporters: Vec<String>,
         pipelines: Vec<String>,
     },
     Disabled,
@@ -513,7 +513,6 @@ impl Gateway {
             None => None,
         };
         let suffix = id(namespace, name);
-        let exporter = format!("{}/{suffix}", kind.exporter.kind);
         let mut seal = |text: String| {
             let digest = hex(&Sha256::digest(text.as_bytes())[..4]);
             let path = layout.secrets_dir.join(format!("{suffix}.{digest}"));
@@ -521,19 +520,27 @@ impl Gateway {
             compiled.secret_files.insert(path, text);
             reference
         };
-        let mut config =
-            serde_json::to_value(kind.render(&values, &mut seal)).unwrap_or(Value::Null);
-        if ["otlp", "otlphttp"].contains(&kind.exporter.kind.as_str()) {
-            config["sending_queue"] = destination_queue(layout);
-            // Kept until delivered: a full queue makes room by dropping its oldest data.
-            config["retry_on_failure"] =
-                json!({"initial_interval": "1s", "max_interval": "10s", "max_elapsed_time": "0s"});
-        }
-        self.exporters.insert(exporter.clone(), config);
+        // One exporter, or one per signal where the type sets something per signal.
+        let per_signal = !kind.exporter.signals.is_empty();
         let condition =
             selector.map(|(match_type, services)| service_condition(match_type, &services));
-        let mut pipelines = Vec::new();
+        let (mut exporters, mut pipelines) = (Vec::new(), Vec::new());
         for signal in Signal::ALL.into_iter().filter(|s| spec.signals.contains(s)) {
+            let exporter = match per_signal {
+                true => format!("{}/{suffix}.{}", kind.exporter.kind, signal.pipeline()),
+                false => format!("{}/{suffix}", kind.exporter.kind),
+            };
+            if !exporters.contains(&exporter) {
+                let rendered = kind.render_for(Some(signal), &values, &mut seal);
+                let mut config = serde_json::to_value(rendered).unwrap_or(Value::Null);
+                if ["otlp", "otlphttp"].contains(&kind.exporter.kind.as_str()) {
+                    config["sending_queue"] = destination_queue(layout);
+                    // Kept until delivered: a full queue makes room by dropping its oldest data.
+                    config["retry_on_failure"] = json!({"initial_interval": "1s", "max_interval": "10s", "max_elapsed_time": "0s"});
+                }
+                self.exporters.insert(exporter.clone(), config);
+                exporters.push(exporter.clone());
+            }
             let pipeline = format!("{}/{suffix}", signal.pipeline());
             self.pipelines.insert(
                 pipeline.clone(),
@@ -543,7 +550,7 @@ impl Gateway {
         }
         self.routes.push((condition, pipelines.clone()));
         DestinationPlan::Active {
-            exporter,
+            exporters,
             pipelines,
         }
     }

@@ -224,8 +224,8 @@ impl ControlPlane {
             .map(|(key, destination)| {
                 let plan = applied.compiled.destinations.get(key).cloned();
                 let (condition, health) = match &plan {
-                    Some(DestinationPlan::Active { exporter, .. }) => {
-                        (gateway.condition(), Some(delivery(&gateways, exporter)))
+                    Some(DestinationPlan::Active { exporters, .. }) => {
+                        (gateway.condition(), Some(delivery(&gateways, exporters)))
                     }
                     Some(DestinationPlan::Disabled) => (
                         Condition::new(false, "Disabled", "spec.disabled is set"),
@@ -425,17 +425,20 @@ fn refusals(
 }
 
 /// Whether data reaches a destination, from what the gateways report of its exporter.
-fn delivery(gateways: &[&AgentView], exporter: &str) -> Condition {
-    let component = format!("exporters.{exporter}");
+fn delivery(gateways: &[&AgentView], exporters: &[String]) -> Condition {
     let reports: Vec<&ComponentView> = gateways
         .iter()
-        .filter_map(|a| a.components.get(&component))
+        .flat_map(|a| {
+            exporters
+                .iter()
+                .filter_map(|e| a.components.get(&format!("exporters.{e}")))
+        })
         .collect();
     let failing: Vec<&&ComponentView> = reports.iter().filter(|c| !c.healthy).collect();
     // The longest-standing failure is the one to tell.
     if let Some(first) = failing.iter().min_by_key(|c| c.since.clone()) {
         let message = format!(
-            "{} of {} gateways cannot deliver: {}",
+            "{} of {} gateway exporters cannot deliver: {}",
             failing.len(),
             reports.len(),
             first.last_error
@@ -456,7 +459,7 @@ fn delivery(gateways: &[&AgentView], exporter: &str) -> Condition {
         Some(since) => Condition::health(
             "True",
             "Delivering",
-            &format!("{} gateways deliver to it", reports.len()),
+            &format!("{} gateway exporters deliver to it", reports.len()),
             Some(since),
         ),
     }

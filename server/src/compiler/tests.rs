@@ -104,6 +104,11 @@ fn span_actions() {
 }
 
 #[test]
+fn one_exporter_per_signal_where_a_type_sets_something_per_signal() {
+    golden("per_signal");
+}
+
+#[test]
 fn problems() {
     golden("problems");
 }
