@@ -316,8 +316,15 @@ fn agent_line(a: &Value) -> String {
         .or(a["identifying"]["service.name"].as_str())
         .unwrap_or("?");
     let config = &a["config"];
+    // Config on one axis, data on the other: which components fail, if any.
+    let health = match (a["healthy"].as_bool(), a["last_error"].as_str()) {
+        (Some(false), Some(failing)) => format!("DEGRADED: {failing} failing"),
+        (Some(false), None) => "DEGRADED".to_string(),
+        (Some(true), _) => "healthy".to_string(),
+        (None, _) => "health unknown".to_string(),
+    };
     format!(
-        "{} {role:<8} {:<10} config {} {}{}",
+        "{} {role:<8} {:<10} config {} {}{}  {health}",
         text(&a["uid"]),
         a["connected"].as_str().unwrap_or("gone"),
         text(&config["status"]),

@@ -100,6 +100,12 @@ async fn a_destination_that_is_down_shows_degraded_with_its_error_until_it_recov
             .any(|l| l.contains("default/backend") && l.contains("DEGRADED")),
         "{overview}"
     );
+    // The gateway, as a collector, is degraded too, and says which component fails.
+    assert!(
+        overview.lines().any(|l| l.contains(" gateway ")
+            && l.contains("DEGRADED: exporters.otlp/default.backend failing")),
+        "{overview}"
+    );
 
     backend.set(Mode::Up);
     let recovered = tokio::task::block_in_place(|| {
