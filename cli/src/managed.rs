@@ -91,7 +91,7 @@ impl Apply for Managed {
             };
         };
         let endpoints = topology.endpoints();
-        let components: std::collections::HashMap<String, ComponentHealth> = topology
+        let mut components: std::collections::HashMap<String, ComponentHealth> = topology
             .health()
             .into_iter()
             .map(|(name, health)| {
@@ -122,6 +122,16 @@ impl Apply for Managed {
                 (name, component)
             })
             .collect();
+        // Where its own metrics are served: the port it got for `:0` too.
+        if let Some(address) = topology.metrics_address() {
+            let metrics = ComponentHealth {
+                healthy: true,
+                status: format!("listening {address}"),
+                start_time_unix_nano: unix_nanos(self.started),
+                ..Default::default()
+            };
+            components.insert(METRICS.to_string(), metrics);
+        }
         let changed = components
             .values()
             .map(|c| c.status_time_unix_nano)
@@ -150,6 +160,9 @@ impl Apply for Managed {
         }
     }
 }
+
+/// The component whose status says where the collector's own metrics are served.
+const METRICS: &str = "service.telemetry.metrics";
 
 fn unix_nanos(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)

@@ -373,11 +373,30 @@ impl ControlPlane {
             resources,
             collectors_groups: groups,
             metrics: BTreeMap::from([
-                ("gateway".to_string(), self.layout.gateway_metrics.clone()),
-                ("node".to_string(), self.layout.node_metrics.clone()),
+                (
+                    "gateway".to_string(),
+                    metrics_of(&gateways, &self.layout.gateway_metrics),
+                ),
+                (
+                    "node".to_string(),
+                    metrics_of(&with(ROLE, "node"), &self.layout.node_metrics),
+                ),
             ]),
         }
     }
+}
+
+/// Where a role's self-metrics are served: as configured, or for a `:0` port where a
+/// collector of the role says it got.
+fn metrics_of(agents: &[&AgentView], configured: &Option<String>) -> Option<String> {
+    let configured = configured.as_ref()?;
+    if !configured.ends_with(":0") {
+        return Some(configured.clone());
+    }
+    agents.iter().find_map(|a| {
+        let status = &a.components.get("service.telemetry.metrics")?.status;
+        status.strip_prefix("listening ").map(str::to_string)
+    })
 }
 
 /// The kinds users write, whose status the control plane tells.

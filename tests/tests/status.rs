@@ -93,6 +93,12 @@ async fn a_destination_that_is_down_shows_degraded_with_its_error_until_it_recov
         described.contains("queue "),
         "the gateway's queue is shown:\n{described}"
     );
+    // Its self-metrics are found though the gateway serves them on a port of its choosing.
+    assert!(
+        described.contains("the gateway's counts for it:")
+            && described.contains("otelcol_exporter_queue_size{exporter=\"otlp/default.backend\"}"),
+        "{described}"
+    );
     let overview = tokio::task::block_in_place(|| up.describe(&[]));
     assert!(
         overview
