@@ -197,7 +197,8 @@ impl ControlPlane {
         };
         let gateways = with(ROLE, "gateway");
         let gateway = Rollout::of(&gateways, &applied.hashes["gateway"]);
-        let node = Rollout::of(&with(ROLE, "node"), &applied.hashes["node"]);
+        let nodes = with(ROLE, "node");
+        let node = Rollout::of(&nodes, &applied.hashes["node"]);
         let workload = |config: &InstrumentationConfig| {
             let name = workload_name(config);
             Rollout::of(&with(WORKLOAD, &name), &applied.hashes[&name])
@@ -379,7 +380,7 @@ impl ControlPlane {
                 ),
                 (
                     "node".to_string(),
-                    metrics_of(&with(ROLE, "node"), &self.layout.node_metrics),
+                    metrics_of(&nodes, &self.layout.node_metrics),
                 ),
             ]),
         }

@@ -351,3 +351,21 @@ pub fn items<'a>(
     }
     out
 }
+
+/// Where compiled configs listen and keep files in tests that compile desired states: loopback
+/// addresses, with secrets and queues under `secrets`.
+pub fn layout(secrets: &Path) -> odigos_server::compiler::Layout {
+    odigos_server::compiler::Layout {
+        node_grpc: "127.0.0.1:4317".into(),
+        node_http: "127.0.0.1:4318".into(),
+        gateway_listen: "127.0.0.1:4319".into(),
+        gateway_endpoint: "http://127.0.0.1:4319".into(),
+        node_metrics: None,
+        gateway_metrics: Some("127.0.0.1:8889".into()),
+        secrets_dir: secrets.to_path_buf(),
+        queue_dir: Some(secrets.join("queues")),
+        queue_mib: 64,
+        gateway_memory_mib: 512,
+        node_memory_mib: 256,
+    }
+}

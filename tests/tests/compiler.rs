@@ -6,31 +6,16 @@ use std::collections::BTreeMap;
 
 use odigos_collector::Config;
 use odigos_server::catalog::{Catalog, FieldKind};
-use odigos_server::compiler::{Compiled, Layout, compile};
+use odigos_server::compiler::{Compiled, compile};
 use odigos_server::resource::{Object, validate};
 use odigos_server::store::Desired;
+use odigos_tests::layout;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 /// A CA certificate, for fields that take PEM text.
 const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBiTCCAS+gAwIBAgIUKaUe0I0w0C8i2OP/fh9D+AQRxRcwCgYIKoZIzj0EAwIw\nGTEXMBUGA1UEAwwOb2RpZ29zIHRlc3QgY2EwIBcNMjYxMTI5MTgxMTQ1WhgPMjEy\nNjExMDUxODExNDVaMBkxFzAVBgNVBAMMDm9kaWdvcyB0ZXN0IGNhMFkwEwYHKoZI\nzj0CAQYIKoZIzj0DAQcDQgAEiPbzhNr6vzxRmq1ouBA59TGzl7gvpsTS6xH4hwPh\nRPwoiYr7n6q6ixwrWmzbDT/LNZVG2H1CXHbqX/2iyuDo/6NTMFEwHQYDVR0OBBYE\nFI0212suUTpAeC8LXxDlID+eTL7IMB8GA1UdIwQYMBaAFI0212suUTpAeC8LXxDl\nID+eTL7IMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAIj2h4Jk\nDeHjMPAKiqWFLN8r0rdvzkA/bV9UFirIl5d/AiAajKzSts1AWGqSnT53NDPK7cdW\nUvHoxz39GKnWpPb9jw==\n-----END CERTIFICATE-----\n";
-
-fn layout(secrets: &std::path::Path) -> Layout {
-    Layout {
-        node_grpc: "127.0.0.1:4317".into(),
-        node_http: "127.0.0.1:4318".into(),
-        gateway_listen: "127.0.0.1:4319".into(),
-        gateway_endpoint: "http://127.0.0.1:4319".into(),
-        node_metrics: None,
-        gateway_metrics: Some("127.0.0.1:8889".into()),
-        secrets_dir: secrets.to_path_buf(),
-        queue_dir: Some(secrets.join("queues")),
-        queue_mib: 64,
-        gateway_memory_mib: 512,
-        node_memory_mib: 256,
-    }
-}
 
 const SIGNALS: [&str; 3] = ["TRACES", "METRICS", "LOGS"];
 const KEYS: [&str; 6] = [

@@ -9,28 +9,13 @@ use std::path::{Path, PathBuf};
 
 use odigos_collector::Config;
 use odigos_server::catalog::Catalog;
-use odigos_server::compiler::{DestinationPlan, Layout, compile};
+use odigos_server::compiler::{DestinationPlan, compile};
 use odigos_server::resource::{Object, not_honoured, validate};
 use odigos_server::store::Desired;
+use odigos_tests::layout;
 
 fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/odigos")
-}
-
-fn layout(secrets: &Path) -> Layout {
-    Layout {
-        node_grpc: "127.0.0.1:4317".into(),
-        node_http: "127.0.0.1:4318".into(),
-        gateway_listen: "127.0.0.1:4319".into(),
-        gateway_endpoint: "http://127.0.0.1:4319".into(),
-        node_metrics: None,
-        gateway_metrics: None,
-        secrets_dir: secrets.to_path_buf(),
-        queue_dir: None,
-        queue_mib: 64,
-        gateway_memory_mib: 512,
-        node_memory_mib: 256,
-    }
 }
 
 /// The resources of a sample file, as `kubectl apply -f` reads it: documents between `---`
