@@ -162,11 +162,23 @@ impl Agent {
         message
     }
 
-    /// Everything the server may want to know.
-    async fn full_state(&mut self) -> AgentToServer {
-        let health = self.applier.health().await;
+    /// `health`, noted as the health last sent.
+    fn reported(&mut self, health: ComponentHealth) -> ComponentHealth {
         self.reported_health = Some(health.clone());
         self.health_reported = Instant::now();
+        health
+    }
+
+    /// The message that says this agent is leaving.
+    fn goodbye(&mut self) -> AgentToServer {
+        let mut goodbye = self.message();
+        goodbye.agent_disconnect = Some(AgentDisconnect {});
+        goodbye
+    }
+
+    /// Everything the server may want to know.
+    async fn full_state(&mut self) -> AgentToServer {
+        let health = self.reported(self.applier.health().await);
         let effective = self.effective_config().await;
         let mut message = self.message();
         message.agent_description = Some(self.options.description(&hex(&self.state.uid)));
@@ -187,10 +199,8 @@ impl Agent {
         if !news && !refresh {
             return None;
         }
-        self.reported_health = Some(health.clone());
-        self.health_reported = Instant::now();
         let mut message = self.message();
-        message.health = Some(health);
+        message.health = Some(self.reported(health));
         Some(message)
     }
 
@@ -199,9 +209,7 @@ impl Agent {
         let health = self.applier.health().await;
         let mut message = self.message();
         if self.reported_health.as_ref() != Some(&health) {
-            self.reported_health = Some(health.clone());
-            self.health_reported = Instant::now();
-            message.health = Some(health);
+            message.health = Some(self.reported(health));
         }
         message
     }
@@ -301,10 +309,7 @@ impl Agent {
             }
         };
         message.remote_config_status = self.status.clone();
-        let health = self.applier.health().await;
-        self.reported_health = Some(health.clone());
-        self.health_reported = Instant::now();
-        message.health = Some(health);
+        message.health = Some(self.reported(self.applier.health().await));
         message
     }
 
@@ -359,8 +364,7 @@ impl Agent {
         loop {
             let outgoing = tokio::select! {
                 _ = leaving.changed() => {
-                    let mut goodbye = self.message();
-                    goodbye.agent_disconnect = Some(AgentDisconnect {});
+                    let goodbye = self.goodbye();
                     let _ = socket.send(Frame::Binary(ws_frame(&goodbye).into())).await;
                     let _ = socket.close(None).await;
                     return Ended::Lost("leaving".into());
@@ -503,9 +507,8 @@ impl Agent {
     /// Tells the server this agent is leaving, over HTTP (a WebSocket session has said so
     /// itself).
     async fn leave(&mut self, http_only: bool) {
-        let mut goodbye = self.message();
-        goodbye.agent_disconnect = Some(AgentDisconnect {});
         if http_only {
+            let goodbye = self.goodbye();
             let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
