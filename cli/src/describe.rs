@@ -339,15 +339,20 @@ fn agent_line(a: &Value) -> String {
 fn destination(state: &Value, agents: &Value, name: &str) -> Result<String, String> {
     let d = find(&state["destinations"], name, "destination")?;
     let full = text(&d["name"]);
-    // The first line says whether data gets there, and if not, why.
-    let verdict = match (d["condition"]["status"].as_str(), health(d)) {
-        (Some("True"), Some(health)) => health,
-        (Some("True"), None) => "ready".to_string(),
-        _ => format!(
+    // The first line says whether data gets there, and if not, why. A destination whose last
+    // edit is refused still runs its version accepted earlier.
+    let verdict = if d["plan"]["status"] == "active" {
+        let health = health(d).unwrap_or_else(|| "in use".to_string());
+        match d["condition"]["status"].as_str() {
+            Some("True") => health,
+            _ => format!("{health}; its last edit is refused (see config)"),
+        }
+    } else {
+        format!(
             "NOT IN USE ({}: {})",
             text(&d["condition"]["reason"]),
             text(&d["condition"]["message"])
-        ),
+        )
     };
     let mut out = format!(
         "destination {full}: {verdict}\n  type     {}\n  signals  {}\n  config   {}\n",

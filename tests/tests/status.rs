@@ -186,6 +186,12 @@ fn the_last_good_version_of_each_document_stays_in_force_across_a_restart() {
         ready(&state, "Action", "default/three"),
         r#""True" "Applied""#
     );
+    let first = up.describe(&["destination", "backend"]);
+    let first = first.lines().next().unwrap();
+    assert!(
+        first.contains("its last edit is refused") && !first.contains("NOT IN USE"),
+        "the version in force is in use: {first}"
+    );
     let described = up.describe(&[]);
     let at = accepted.as_str().unwrap();
     assert!(
