@@ -13,6 +13,20 @@ cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "system packages: clang (builds odiglet's eBPF programs), curl"
+missing=()
+command -v clang >/dev/null || missing+=(clang)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "missing: ${missing[*]} (install with: sudo apt-get install ${missing[*]})"
+    fi
+fi
+clang --version | head -1 || true
+
 venv="${ODIGOS_VENV:-$PWD/.venv}"
 step "python: OpenTelemetry SDK in $venv"
 if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry._opamp' 2>/dev/null; then

@@ -3,6 +3,7 @@
 mod collector;
 mod describe;
 mod managed;
+mod odiglet;
 mod server;
 mod up;
 
@@ -31,6 +32,9 @@ enum Command {
     Crdgen,
     /// Run the collector on an OpenTelemetry Collector YAML config, or validate one.
     Collector(collector::Args),
+    /// Run the node agent: trace the processes that Sources name with eBPF, with no code
+    /// change, and send their spans to the node collector. Needs root.
+    Odiglet(odiglet::Args),
     /// Run the control plane: the OpAMP server that manages collectors, and its API.
     Server(server::Args),
     /// Print the version.
@@ -47,6 +51,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Collector(args) => collector::main(args),
+        Command::Odiglet(args) => odiglet::main(args),
         Command::Server(args) => server::main(args),
         Command::Version => {
             println!("odigos {}", env!("CARGO_PKG_VERSION"));

@@ -1,7 +1,7 @@
 //! `odigos up`: everything on this machine. The control plane watches `./odigos.d/`, the
-//! OpAMP server listens on 127.0.0.1:4320, and a gateway and a node collector run as child
-//! processes under their supervisors. Editing a file in `odigos.d/` changes the running
-//! collectors in place.
+//! OpAMP server listens on 127.0.0.1:4320, and a gateway, a node collector and (as root)
+//! odiglet run as child processes under their supervisors. Editing a file in `odigos.d/`
+//! changes the running agents in place.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -161,7 +161,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for role in ["gateway", "node"] {
         let spawn = {
             let (endpoint, token, dir) = (endpoint.clone(), token.clone(), state_dir.join(role));
-            move || spawn_collector(role, &endpoint, &token, &dir)
+            let grace = format!("{}s", COLLECTOR_GRACE.as_secs());
+            let command =
+                ["collector", "--role", role, "--shutdown-grace", &grace].map(String::from);
+            move || spawn_agent(&command, &endpoint, &token, &dir)
         };
         let first = spawn().with_context(|| format!("cannot start the {role} collector"))?;
         keepers.push(Keeper::start(role, first, spawn));
@@ -199,6 +202,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "  token          {token}  (kept in {})",
         state_dir.join("token").display()
     );
+    // odiglet sends to the node collector, so it starts once that one listens.
+    match odigos_ebpf::tracer::available() {
+        Ok(()) => {
+            let export = format!("http://{}", listening("grpc", &args.otlp_grpc));
+            let command = ["odiglet", "--export-endpoint", &export].map(String::from);
+            let (endpoint, token, dir) =
+                (endpoint.clone(), token.clone(), state_dir.join("odiglet"));
+            let spawn = move || spawn_agent(&command, &endpoint, &token, &dir);
+            let first = spawn().context("cannot start odiglet")?;
+            keepers.push(Keeper::start("odiglet", first, spawn));
+            println!("  ebpf tracing   on: Sources of kind Process are traced with no code change");
+        }
+        Err(e) => println!(
+            "  ebpf tracing   off: {e} (applications with an OpenTelemetry SDK still send OTLP)"
+        ),
+    }
     println!("  ui             not part of this build yet");
     println!("  see why data flows or not: odigos describe");
     println!("Ctrl-C stops everything.");
@@ -208,7 +227,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("stopping the collectors");
+    tracing::info!("stopping the agents");
     for keeper in keepers.into_iter().rev() {
         keeper.stop().await;
     }
@@ -224,7 +243,7 @@ async fn stop_requested(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|&stop| stop).await;
 }
 
-/// Keeps one collector process running: restarts it, with backoff, when it exits on its own.
+/// Keeps one agent process (a collector, odiglet) running: restarts it, with backoff, when it exits on its own.
 struct Keeper {
     role: &'static str,
     stop: tokio::sync::watch::Sender<bool>,
@@ -251,9 +270,9 @@ impl Keeper {
                         drop(stdin);
                         let margin = Duration::from_secs(5);
                         match tokio::time::timeout(COLLECTOR_GRACE + margin, child.wait()).await {
-                            Ok(_) => tracing::info!(role, "collector stopped"),
+                            Ok(_) => tracing::info!(role, "agent stopped"),
                             Err(_) => {
-                                tracing::warn!(role, "collector did not stop in time; killing it");
+                                tracing::warn!(role, "agent did not stop in time; killing it");
                                 let _ = child.kill().await;
                             }
                         }
@@ -264,7 +283,7 @@ impl Keeper {
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_secs(1);
                 }
-                tracing::error!(role, %status, retry_in = ?backoff, "collector exited; restarting it");
+                tracing::error!(role, %status, retry_in = ?backoff, "agent exited; restarting it");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop_requested(&mut stopping) => return,
@@ -273,7 +292,7 @@ impl Keeper {
                 match spawn() {
                     Ok(next) => child = next,
                     Err(e) => {
-                        tracing::error!(role, error = %e, "cannot restart the collector; stopping");
+                        tracing::error!(role, error = %e, "cannot restart the agent; stopping");
                         return;
                     }
                 }
@@ -282,11 +301,11 @@ impl Keeper {
         Keeper { role, stop, task }
     }
 
-    /// Stops the collector (cleanly, within its grace period) and waits until it is gone.
+    /// Stops the agent (cleanly, within its grace period) and waits until it is gone.
     async fn stop(self) {
         let _ = self.stop.send(true);
         if self.task.await.is_err() {
-            tracing::warn!(role = self.role, "the collector's keeper failed");
+            tracing::warn!(role = self.role, "the agent's keeper failed");
         }
     }
 }
@@ -323,23 +342,16 @@ fn stored_token(state_dir: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-fn spawn_collector(
-    role: &str,
+/// Runs `odigos COMMAND...` managed by the OpAMP server at `endpoint`.
+fn spawn_agent(
+    command: &[String],
     endpoint: &str,
     token: &str,
     state_dir: &Path,
 ) -> std::io::Result<Child> {
     Command::new(std::env::current_exe()?)
-        .args([
-            "collector",
-            "--role",
-            role,
-            "--opamp-endpoint",
-            endpoint,
-            "--stop-on-stdin-close",
-        ])
-        .arg("--shutdown-grace")
-        .arg(format!("{}s", COLLECTOR_GRACE.as_secs()))
+        .args(command)
+        .args(["--opamp-endpoint", endpoint, "--stop-on-stdin-close"])
         .arg("--state-dir")
         .arg(state_dir)
         .env("ODIGOS_TOKEN", token)

@@ -72,6 +72,26 @@ impl ExporterConfig {
     }
 }
 
+/// Builds exporter `id` of type `kind` from its YAML `settings`, outside any pipeline: how
+/// odiglet sends what it records to its node collector.
+pub fn standalone(kind: &str, id: &str, settings: &str, context: &Context) -> Result<Next, String> {
+    let value = odigos_proto::yaml::parse(settings).map_err(|(_, e)| e)?;
+    let config = ExporterConfig::parse(kind, value).map_err(|e| match e {
+        ParseError::UnknownType { known } => {
+            format!(
+                "unknown exporter type {kind:?}; known: {}",
+                known.join(", ")
+            )
+        }
+        ParseError::Fields(problems) => problems
+            .iter()
+            .map(|(path, problem)| format!("{}: {problem}", path.join(".")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })?;
+    config.build(&ComponentId::new(id), context)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NopConfig {}

@@ -1,4 +1,8 @@
 //! odiglet instrumentation: process discovery, eBPF programs and span assembly.
 
+pub mod agent;
+pub mod http;
+pub mod otlp;
 pub mod process;
 pub mod runtime;
+pub mod tracer;

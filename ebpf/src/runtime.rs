@@ -20,6 +20,22 @@ pub enum Language {
     Native,
 }
 
+impl Language {
+    /// The name Odigos gives it (`runtimeDetailsByContainer[].language`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Go => "go",
+            Language::Java => "java",
+            Language::Python => "python",
+            Language::NodeJs => "javascript",
+            Language::DotNet => "dotnet",
+            Language::Ruby => "ruby",
+            Language::Php => "php",
+            Language::Native => "native",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Runtime {
     pub language: Language,

@@ -1,5 +1,6 @@
 //! Protocol types shared by every part of odigos-rs.
 //!
+//! - [`odiglet`]: what the control plane tells odiglet to trace.
 //! - [`opamp`]: the OpAMP messages, compiled from `proto/opamp.proto` at build time.
 //! - [`otlp`]: the OTLP messages (re-exported from `opentelemetry-proto`) and [`Signal`].
 //! - [`wire`]: a validating scanner over encoded OTLP export requests that counts items without
@@ -9,6 +10,7 @@
 //! - [`yaml`]: YAML parsing with error locations, env substitution and secret redaction.
 
 pub mod codec;
+pub mod odiglet;
 pub mod opamp;
 pub mod rpc;
 pub mod wire;

@@ -15,6 +15,7 @@
 //!   service.
 //! - Each Source gets an InstrumentationConfig: the agent settings its InstrumentationRules
 //!   and noisy operations give it.
+//! - odiglet gets the Sources of kind `Process` with their agent settings: what it traces.
 //!
 //! The same desired state gives byte-equal output. Secrets never appear in it: they are
 //! written to files (named after their digest, so a new value is a new config) and referenced
@@ -23,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use odigos_proto::odiglet::{OdigletConfig, ProcessSelector, TracedSource};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -89,6 +91,8 @@ pub struct Compiled {
     /// Secret files to write (path → value) before the configs are pushed.
     pub secret_files: BTreeMap<PathBuf, String>,
     pub destinations: BTreeMap<(String, String), DestinationPlan>,
+    /// What odiglet traces on every node.
+    pub odiglet: OdigletConfig,
     /// Problems that span resources (a missing Secret, ...); the resource is left out.
     pub problems: Vec<Problem>,
     /// The signals some destination takes: what the node collectors forward.
@@ -106,6 +110,7 @@ pub fn compile(desired: &Desired, catalog: &Catalog, layout: &Layout) -> Compile
         destinations: BTreeMap::new(),
         problems: Vec::new(),
         signals: Vec::new(),
+        odiglet: OdigletConfig::default(),
     };
     let sampling = joined_sampling(desired);
     let mut gateway = Gateway::new(layout);
@@ -142,6 +147,7 @@ pub fn compile(desired: &Desired, catalog: &Catalog, layout: &Layout) -> Compile
             compiled.workloads.insert(key.clone(), config);
         }
     }
+    compiled.odiglet = odiglet_config(desired, &sampling);
     compiled
 }
 
@@ -981,6 +987,32 @@ fn instrumentation_config(
     };
     let name = format!("{:?}-{}", workload.kind, workload.name).to_lowercase();
     let (service, _) = service_of(source);
+    let containers = spec
+        .container_overrides
+        .iter()
+        .map(|c| ContainerAgentConfig {
+            container_name: c.container_name.clone(),
+            agent_enabled: true,
+            agent_enabled_reason: None,
+            otel_distro_name: c.otel_distro_name.clone(),
+        })
+        .collect();
+    let mut config = InstrumentationConfig::new(
+        &name,
+        InstrumentationConfigSpec {
+            service_name: service,
+            agent_injection_enabled: true,
+            containers,
+            agent_config: Some(agent_config(source, desired, sampling)),
+        },
+    );
+    config.metadata.namespace = Some(namespace);
+    Some(config)
+}
+
+/// The agent settings a Source's InstrumentationRules and noisy operations give it.
+fn agent_config(source: &Source, desired: &Desired, sampling: &SamplingSpec) -> AgentConfig {
+    let workload = &source.spec.workload;
     let mut agent = AgentConfig {
         traces_enabled: true,
         head_sampling_fraction: 1.0,
@@ -1020,27 +1052,41 @@ fn instrumentation_config(
             agent.dropped_routes.push(route);
         }
     }
-    let containers = spec
-        .container_overrides
-        .iter()
-        .map(|c| ContainerAgentConfig {
-            container_name: c.container_name.clone(),
-            agent_enabled: true,
-            agent_enabled_reason: None,
-            otel_distro_name: c.otel_distro_name.clone(),
-        })
-        .collect();
-    let mut config = InstrumentationConfig::new(
-        &name,
-        InstrumentationConfigSpec {
-            service_name: service,
-            agent_injection_enabled: true,
-            containers,
-            agent_config: Some(agent),
-        },
-    );
-    config.metadata.namespace = Some(namespace);
-    Some(config)
+    agent
+}
+
+/// What odiglet traces: the Sources of kind `Process`, those naming an executable before
+/// those with a regex, so that a disabled Source keeps its processes out of a regex's reach.
+fn odiglet_config(desired: &Desired, sampling: &SamplingSpec) -> OdigletConfig {
+    let mut by_name = Vec::new();
+    let mut by_regex = Vec::new();
+    for ((namespace, name), source) in &desired.sources {
+        let spec = &source.spec;
+        if spec.workload.kind != WorkloadKind::Process {
+            continue;
+        }
+        let agent = agent_config(source, desired, sampling);
+        let traced = TracedSource {
+            source: format!("{namespace}/{name}"),
+            service_name: spec.otel_service_name.clone().unwrap_or_default(),
+            select: if spec.match_workload_name_as_regex {
+                ProcessSelector::Regex(spec.workload.name.clone())
+            } else {
+                ProcessSelector::Executable(spec.workload.name.clone())
+            },
+            traces_enabled: agent.traces_enabled && !spec.disable_instrumentation,
+            head_sampling_fraction: agent.head_sampling_fraction,
+            header_keys: agent.header_keys,
+            dropped_routes: agent.dropped_routes,
+        };
+        if spec.match_workload_name_as_regex {
+            by_regex.push(traced);
+        } else {
+            by_name.push(traced);
+        }
+    }
+    by_name.extend(by_regex);
+    OdigletConfig { sources: by_name }
 }
 
 /// The two collector groups, sized by the `size_s` preset.

@@ -135,6 +135,17 @@ impl ControlPlane {
             "node".into(),
             self.fleet.set_config(role("node"), yaml(&compiled.node)),
         );
+        let odiglet = serde_json::to_vec_pretty(&compiled.odiglet).unwrap_or_default();
+        hashes.insert(
+            "odiglet".into(),
+            self.fleet.set_config(
+                role("odiglet"),
+                BTreeMap::from([(
+                    odigos_proto::odiglet::FILE.to_string(),
+                    (odiglet, "application/json".to_string()),
+                )]),
+            ),
+        );
         let previous = self.applied.load();
         for config in compiled.workloads.values() {
             let workload = workload_name(config);

@@ -183,7 +183,12 @@ impl Up {
             pids.extend(
                 children
                     .split_whitespace()
-                    .map(|p| p.parse::<u32>().unwrap()),
+                    .map(|p| p.parse::<u32>().unwrap())
+                    .filter(|pid| {
+                        let cmdline =
+                            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                        cmdline.split(|b| *b == 0).nth(1) == Some(b"collector")
+                    }),
             );
         }
         pids.sort();

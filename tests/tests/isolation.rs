@@ -221,7 +221,7 @@ fn a_collector_that_dies_is_restarted() {
         up.logs()
     );
     assert!(
-        up.logs().contains("collector exited; restarting it"),
+        up.logs().contains("agent exited; restarting it"),
         "{}",
         up.logs()
     );

@@ -1,0 +1,295 @@
+//! `odigos odiglet`: the node agent. It traces the processes its Sources name with eBPF and
+//! sends their spans as OTLP to the node collector, managed over OpAMP like every agent: a
+//! config that fails is reported FAILED with its field and the previous one keeps running.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use odigos_collector::topology::Context;
+use odigos_collector::{Batch, Decoded};
+use odigos_ebpf::agent::Odiglet;
+use odigos_proto::odiglet::{FILE, OdigletConfig};
+use odigos_proto::opamp::ComponentHealth;
+use odigos_supervisor::{Apply, Files, Options};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Mutex, mpsc};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The OpAMP server to report to and take configs from (`ws://host:4320/v1/opamp`, or
+    /// `http://...` to poll).
+    #[arg(long, value_name = "URL")]
+    opamp_endpoint: String,
+
+    /// Bearer token for the OpAMP server.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ODIGOS_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
+    /// For a `wss://` OpAMP endpoint: the CA certificates (PEM) to trust instead of the
+    /// public roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+
+    /// Where the OpAMP identity and the last applied config are kept
+    /// [default: ~/.local/state/odigos/odiglet].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// The node collector's OTLP/gRPC endpoint, where spans go.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4317")]
+    export_endpoint: String,
+
+    /// The proc filesystem to find processes in (the host's, in a container).
+    #[arg(long, value_name = "DIR", default_value = "/proc")]
+    proc: PathBuf,
+
+    /// Shut down when standard input closes: how `odigos up` stops what it started.
+    #[arg(long, hide = true)]
+    stop_on_stdin_close: bool,
+}
+
+/// Export requests waiting for the exporter; beyond this, spans are dropped and counted.
+const BACKLOG: usize = 64;
+
+struct Managed {
+    odiglet: Odiglet,
+    context: Context,
+    /// Spans the exporter refused (its queue full).
+    refused: Arc<AtomicU64>,
+    effective: Mutex<Option<String>>,
+    started: SystemTime,
+}
+
+#[async_trait]
+impl Apply for Managed {
+    async fn apply(&self, files: &Files) -> Result<(), String> {
+        let (name, (body, _)) = files
+            .get_key_value(FILE)
+            .or_else(|| files.iter().next())
+            .ok_or(format!("the remote config has no file; expected {FILE}"))?;
+        let deserializer = &mut serde_json::Deserializer::from_slice(body);
+        let config: OdigletConfig =
+            serde_path_to_error::deserialize(deserializer).map_err(|e| {
+                let path = e.path().to_string();
+                format!("{name}: {path}: {}", e.into_inner())
+            })?;
+        let sources = config.sources.len();
+        self.odiglet
+            .apply(config)
+            .map_err(|e| format!("{name}: {e}"))?;
+        tracing::info!(sources, "config applied");
+        *self.effective.lock().await = Some(String::from_utf8_lossy(body).into_owned());
+        Ok(())
+    }
+
+    async fn effective_config(&self) -> Files {
+        match &*self.effective.lock().await {
+            Some(text) => [(
+                FILE.to_string(),
+                (text.clone().into_bytes(), "application/json".to_string()),
+            )]
+            .into(),
+            None => Files::new(),
+        }
+    }
+
+    async fn health(&self) -> ComponentHealth {
+        let started = unix_nanos(self.started);
+        let component = |healthy: bool, status: String, last_error: String| ComponentHealth {
+            healthy,
+            status,
+            last_error,
+            start_time_unix_nano: started,
+            ..Default::default()
+        };
+        let report = self.odiglet.report();
+        let mut components = std::collections::HashMap::new();
+        components.insert(
+            "ebpf".to_string(),
+            match &report.ebpf {
+                Ok(programs) => {
+                    let ids: Vec<String> = programs.iter().map(|(_, id)| id.to_string()).collect();
+                    let status = format!("{} programs attached, ids {}", ids.len(), ids.join(","));
+                    component(true, status, String::new())
+                }
+                Err(e) => component(false, "eBPF tracing is off".into(), e.clone()),
+            },
+        );
+        let exporter = self.context.health.get("exporters.otlp");
+        let exporter_healthy = exporter.as_ref().is_none_or(|h| h.healthy);
+        components.insert(
+            "exporters.otlp".to_string(),
+            component(
+                exporter_healthy,
+                if exporter_healthy { "ok" } else { "failing" }.into(),
+                exporter.and_then(|h| h.last_error).unwrap_or_default(),
+            ),
+        );
+        let dropped = report.spans_dropped + self.refused.load(Ordering::Relaxed);
+        components.insert(
+            "spans".to_string(),
+            component(
+                true,
+                format!(
+                    "{} sent, {dropped} dropped (export backlog full), {} left out by sampling or dropped routes",
+                    report.spans_sent.saturating_sub(self.refused.load(Ordering::Relaxed)),
+                    report.spans_sampled_out
+                ),
+                String::new(),
+            ),
+        );
+        for (pid, process) in &report.processes {
+            let runtime = process
+                .runtime
+                .as_ref()
+                .map_or("unknown runtime".into(), |r| {
+                    format!(
+                        "{} {}",
+                        r.language.name(),
+                        r.version.as_deref().unwrap_or("")
+                    )
+                    .trim_end()
+                    .to_string()
+                });
+            let state = if process.traced {
+                "traced"
+            } else {
+                "not traced: traces are off"
+            };
+            components.insert(
+                format!("processes.{pid}"),
+                component(
+                    process.traced,
+                    format!(
+                        "{} ({runtime}): service {}, Source {}, {state}",
+                        process.executable, process.service_name, process.source
+                    ),
+                    String::new(),
+                ),
+            );
+        }
+        let healthy = report.ebpf.is_ok() && exporter_healthy;
+        ComponentHealth {
+            healthy,
+            status: if healthy { "running" } else { "degraded" }.into(),
+            last_error: match &report.ebpf {
+                Err(e) => format!("eBPF tracing is off: {e}"),
+                Ok(_) if !exporter_healthy => "exporters.otlp failing".into(),
+                Ok(_) => String::new(),
+            },
+            start_time_unix_nano: started,
+            status_time_unix_nano: started,
+            component_health_map: components,
+        }
+    }
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+pub fn main(args: Args) -> ExitCode {
+    crate::init_logs("info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+async fn run(args: Args) -> ExitCode {
+    let context = Context::new();
+    let settings = format!(
+        "endpoint: {}\ntls: {{insecure: true}}\nsending_queue: {{queue_size: 256}}\n",
+        args.export_endpoint
+    );
+    let exporter = match odigos_collector::exporter::standalone("otlp", "otlp", &settings, &context)
+    {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("error: --export-endpoint {}: {e}", args.export_endpoint);
+            return ExitCode::from(2);
+        }
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let (spans, mut requests) = mpsc::channel(BACKLOG);
+    let refused = Arc::new(AtomicU64::new(0));
+    let counted = refused.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            let batch = Batch::from_decoded(Decoded::Traces(request));
+            let items = batch.items() as u64;
+            if let Err(e) = exporter.consume(batch).await {
+                counted.fetch_add(items, Ordering::Relaxed);
+                tracing::warn!("{items} spans dropped: {e}");
+            }
+        }
+    });
+    let managed = Arc::new(Managed {
+        odiglet: Odiglet::start(args.proc, host.clone(), spans),
+        context,
+        refused,
+        effective: Mutex::new(None),
+        started: SystemTime::now(),
+    });
+    let state_dir = args.state_dir.unwrap_or_else(|| {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/state/odigos/odiglet")
+    });
+    let options = Options {
+        endpoint: args.opamp_endpoint,
+        token: args.token,
+        state_dir,
+        identifying: vec![
+            ("service.name".into(), "io.odigos.odiglet".into()),
+            ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
+        ],
+        non_identifying: vec![
+            ("odigos.role".into(), "odiglet".into()),
+            ("host.name".into(), host),
+        ],
+        heartbeat: Duration::from_secs(30),
+        ca_file: args.ca_file,
+    };
+    tracing::info!(endpoint = %options.endpoint, export = %args.export_endpoint, "odiglet managed over opamp");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let stdin_closed = async {
+        if args.stop_on_stdin_close {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+        } else {
+            std::future::pending::<()>().await
+        }
+    };
+    let stop = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = stdin_closed => {}
+        }
+    };
+    if let Err(e) = odigos_supervisor::run(options, managed, stop).await {
+        eprintln!("error: the opamp supervisor could not start: {e}");
+        return ExitCode::from(1);
+    }
+    tracing::info!("odiglet stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,335 @@
+/* Syscall tracing for odiglet: for the processes user space names in `traced`, every TCP
+ * connection accepted or opened, the bytes that cross it (the first `capture` bytes of each
+ * call) and its close; for every process, exec and exit. Everything goes to one ring buffer,
+ * where user space assembles spans. A process that is not traced costs one map lookup. */
+#include "bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* A power of two: reads are bounded with a mask the verifier understands. */
+#define MAX_CAPTURE 1024
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define EINPROGRESS 115
+
+enum kind { EV_EXEC = 1, EV_EXIT, EV_ACCEPT, EV_CONNECT, EV_RECV, EV_SEND, EV_CLOSE };
+enum buffer { PLAIN, IOVEC, MSGHDR };
+
+/* Every event starts with this head; user space reads it at fixed offsets. */
+struct head {
+    u8 kind;
+    u8 pad[3];
+    u32 tgid;
+    u32 tid;
+    s32 fd;
+    u64 start; /* syscall entry, ns since boot */
+    u64 end;   /* syscall exit */
+    s64 ret;
+};
+
+struct conn_event {
+    struct head h;
+    u16 family;
+    u16 local_port;
+    u16 remote_port;
+    u16 pad;
+    u8 local_addr[16];
+    u8 remote_addr[16];
+};
+
+struct data_event {
+    struct head h;
+    u32 captured;
+    u32 pad;
+    u8 data[MAX_CAPTURE];
+};
+
+/* A syscall between its entry and its exit. */
+struct call {
+    u64 start;
+    u64 buf;
+    s64 fd;
+};
+
+/* Traced processes: tgid -> bytes to capture per call. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 8192);
+    __type(key, u32);
+    __type(value, u32);
+} traced SEC(".maps");
+
+/* Open TCP connections of traced processes: tgid << 32 | fd -> EV_ACCEPT or EV_CONNECT. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, u64);
+    __type(value, u8);
+} conns SEC(".maps");
+
+/* Calls in flight: pid_tgid -> call. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, u64);
+    __type(value, struct call);
+} calls SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+static __always_inline u32 *capture_of(u64 id)
+{
+    u32 tgid = id >> 32;
+    return bpf_map_lookup_elem(&traced, &tgid);
+}
+
+static __always_inline u64 conn_key(u64 id, s64 fd)
+{
+    return (id & 0xffffffff00000000ULL) | (u32)fd;
+}
+
+static __always_inline void fill_head(struct head *h, u8 kind, u64 id, s64 fd, u64 start, s64 ret)
+{
+    h->kind = kind;
+    h->pad[0] = h->pad[1] = h->pad[2] = 0;
+    h->tgid = id >> 32;
+    h->tid = (u32)id;
+    h->fd = fd;
+    h->start = start;
+    h->end = bpf_ktime_get_ns();
+    h->ret = ret;
+}
+
+static __always_inline void remember(u64 id, s64 fd, u64 buf)
+{
+    struct call c = {.start = bpf_ktime_get_ns(), .buf = buf, .fd = fd};
+    bpf_map_update_elem(&calls, &id, &c, BPF_ANY);
+}
+
+/* Takes the call that `id` entered, if it was remembered. */
+static __always_inline int recall(u64 id, struct call *out)
+{
+    struct call *c = bpf_map_lookup_elem(&calls, &id);
+    if (!c)
+        return 0;
+    *out = *c;
+    bpf_map_delete_elem(&calls, &id);
+    return 1;
+}
+
+/* The socket behind the current task's descriptor `fd`: task->files->fdt->fd[fd]->private_data. */
+static __always_inline struct sock *sock_of(s64 fd)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct files_struct *files = 0;
+    struct fdtable *fdt = 0;
+    struct file **fds = 0;
+    struct file *file = 0;
+    struct socket *socket = 0;
+    struct sock *sk = 0;
+    unsigned int max_fds = 0;
+    bpf_probe_read_kernel(&files, sizeof files, &task->files);
+    if (!files)
+        return 0;
+    bpf_probe_read_kernel(&fdt, sizeof fdt, &files->fdt);
+    if (!fdt)
+        return 0;
+    bpf_probe_read_kernel(&max_fds, sizeof max_fds, &fdt->max_fds);
+    if (fd < 0 || fd >= max_fds)
+        return 0;
+    bpf_probe_read_kernel(&fds, sizeof fds, &fdt->fd);
+    bpf_probe_read_kernel(&file, sizeof file, &fds[fd]);
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&socket, sizeof socket, &file->private_data);
+    if (!socket)
+        return 0;
+    bpf_probe_read_kernel(&sk, sizeof sk, &socket->sk);
+    return sk;
+}
+
+static __always_inline int enter_conn(struct sys_enter *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!capture_of(id))
+        return 0;
+    remember(id, ctx->args[0], 0);
+    return 0;
+}
+
+/* accept/accept4 return the new descriptor; connect works on its first argument, and a
+ * non-blocking one returns EINPROGRESS with the local port already bound. */
+static __always_inline int exit_conn(struct sys_exit *ctx, u8 kind)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct call call;
+    if (!capture_of(id) || !recall(id, &call))
+        return 0;
+    s64 fd = call.fd;
+    if (kind == EV_ACCEPT) {
+        if (ctx->ret < 0)
+            return 0;
+        fd = ctx->ret;
+    } else if (ctx->ret < 0 && ctx->ret != -EINPROGRESS) {
+        return 0;
+    }
+    struct sock *sk = sock_of(fd);
+    if (!sk)
+        return 0;
+    u16 family = 0, protocol = 0;
+    bpf_probe_read_kernel(&family, sizeof family, &sk->__sk_common.skc_family);
+    bpf_probe_read_kernel(&protocol, sizeof protocol, &sk->sk_protocol);
+    if ((family != AF_INET && family != AF_INET6) || protocol != IPPROTO_TCP)
+        return 0;
+
+    u64 key = conn_key(id, fd);
+    u8 role = kind;
+    bpf_map_update_elem(&conns, &key, &role, BPF_ANY);
+
+    struct conn_event *e = bpf_ringbuf_reserve(&events, sizeof *e, 0);
+    if (!e)
+        return 0;
+    fill_head(&e->h, kind, id, fd, call.start, ctx->ret);
+    e->family = family;
+    e->pad = 0;
+    u16 remote_port = 0;
+    bpf_probe_read_kernel(&e->local_port, sizeof e->local_port, &sk->__sk_common.skc_num);
+    bpf_probe_read_kernel(&remote_port, sizeof remote_port, &sk->__sk_common.skc_dport);
+    e->remote_port = __builtin_bswap16(remote_port);
+    __builtin_memset(e->local_addr, 0, 32);
+    if (family == AF_INET) {
+        bpf_probe_read_kernel(e->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+        bpf_probe_read_kernel(e->remote_addr, 4, &sk->__sk_common.skc_daddr);
+    } else {
+        bpf_probe_read_kernel(e->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+        bpf_probe_read_kernel(e->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
+    }
+    bpf_ringbuf_submit(e, 0);
+    return 0;
+}
+
+/* Data calls are remembered only on connections `conns` knows: files and pipes cost nothing. */
+static __always_inline int enter_data(struct sys_enter *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!capture_of(id))
+        return 0;
+    u64 key = conn_key(id, ctx->args[0]);
+    if (!bpf_map_lookup_elem(&conns, &key))
+        return 0;
+    remember(id, ctx->args[0], ctx->args[1]);
+    return 0;
+}
+
+static __always_inline int exit_data(struct sys_exit *ctx, u8 kind, enum buffer buffer)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 *capture = capture_of(id);
+    struct call call;
+    if (!capture || !recall(id, &call) || ctx->ret <= 0)
+        return 0;
+    u64 available = ctx->ret;
+    void *buf = (void *)call.buf;
+    if (buffer != PLAIN) {
+        struct iovec iov = {0};
+        struct iovec *first = (struct iovec *)call.buf;
+        if (buffer == MSGHDR) {
+            struct user_msghdr msg = {0};
+            bpf_probe_read_user(&msg, sizeof msg, buf);
+            first = msg.msg_iov;
+        }
+        bpf_probe_read_user(&iov, sizeof iov, first);
+        buf = iov.iov_base;
+        if (iov.iov_len < available)
+            available = iov.iov_len;
+    }
+    struct data_event *e = bpf_ringbuf_reserve(&events, sizeof *e, 0);
+    if (!e)
+        return 0;
+    fill_head(&e->h, kind, id, call.fd, call.start, ctx->ret);
+    u32 n = *capture;
+    if (available < n)
+        n = available;
+    if (n >= MAX_CAPTURE)
+        n = MAX_CAPTURE - 1;
+    /* In assembly, so that clang cannot pass the unmasked copy to the helper. */
+    asm volatile("%[n] &= %[mask]" : [n] "+r"(n) : [mask] "i"(MAX_CAPTURE - 1));
+    e->captured = n;
+    e->pad = 0;
+    if (bpf_probe_read_user(e->data, n, buf) != 0)
+        e->captured = 0;
+    bpf_ringbuf_submit(e, 0);
+    return 0;
+}
+
+#define CONN(name, kind)                                                                       \
+    SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
+    int enter_##name(struct sys_enter *ctx) { return enter_conn(ctx); }                        \
+    SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
+    int exit_##name(struct sys_exit *ctx) { return exit_conn(ctx, kind); }
+
+#define DATA(name, kind, buffer)                                                               \
+    SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
+    int enter_##name(struct sys_enter *ctx) { return enter_data(ctx); }                        \
+    SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
+    int exit_##name(struct sys_exit *ctx) { return exit_data(ctx, kind, buffer); }
+
+CONN(accept, EV_ACCEPT)
+CONN(accept4, EV_ACCEPT)
+CONN(connect, EV_CONNECT)
+DATA(read, EV_RECV, PLAIN)
+DATA(recvfrom, EV_RECV, PLAIN)
+DATA(readv, EV_RECV, IOVEC)
+DATA(recvmsg, EV_RECV, MSGHDR)
+DATA(write, EV_SEND, PLAIN)
+DATA(sendto, EV_SEND, PLAIN)
+DATA(writev, EV_SEND, IOVEC)
+DATA(sendmsg, EV_SEND, MSGHDR)
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct sys_enter *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!capture_of(id))
+        return 0;
+    u64 key = conn_key(id, ctx->args[0]);
+    if (!bpf_map_lookup_elem(&conns, &key))
+        return 0;
+    bpf_map_delete_elem(&conns, &key);
+    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    if (!h)
+        return 0;
+    fill_head(h, EV_CLOSE, id, ctx->args[0], bpf_ktime_get_ns(), 0);
+    bpf_ringbuf_submit(h, 0);
+    return 0;
+}
+
+static __always_inline int process_event(u8 kind)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    if (!h)
+        return 0;
+    fill_head(h, kind, id, -1, bpf_ktime_get_ns(), 0);
+    bpf_ringbuf_submit(h, 0);
+    return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int process_exec(void *ctx) { return process_event(EV_EXEC); }
+
+/* Only a whole process's end matters: its leader's exit. Its capture setting goes with it. */
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(void *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if ((u32)id != tgid)
+        return 0;
+    bpf_map_delete_elem(&traced, &tgid);
+    return process_event(EV_EXIT);
+}

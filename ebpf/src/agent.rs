@@ -1,0 +1,425 @@
+//! odiglet's work on one node: find the processes the config's Sources name, trace them with
+//! eBPF, assemble their HTTP spans and hand them on as OTLP.
+//!
+//! A new config is matched against the processes known and turned into updates of the
+//! `traced` map; no program is reloaded. Processes are found by an initial `/proc` scan, then
+//! by the exec and exit events of the programs (or by polling `/proc` when eBPF is off).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use odigos_proto::odiglet::{OdigletConfig, ProcessSelector, TracedSource};
+use odigos_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use odigos_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
+use odigos_proto::otlp::resource::v1::Resource;
+use odigos_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
+use regex::Regex;
+use tokio::sync::{mpsc, watch};
+
+use crate::http::{Assembler, HttpSpan};
+use crate::otlp::{Clock, int, sampled, span, string};
+use crate::process::{Process, ProcessKey, scan};
+use crate::runtime::{Runtime, detect};
+use crate::tracer::{Event, MAX_CAPTURE, Role, Tracer};
+
+/// How often `/proc` is scanned when eBPF is off, and spans are flushed at the latest.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A config checked and ready: its Sources with their selectors compiled.
+struct Plan {
+    sources: Vec<(TracedSource, Matcher)>,
+}
+
+enum Matcher {
+    Executable(String),
+    Regex(Regex),
+}
+
+impl Plan {
+    fn new(config: OdigletConfig) -> Result<Plan, String> {
+        let mut sources = Vec::new();
+        for (i, source) in config.sources.into_iter().enumerate() {
+            let matcher = match &source.select {
+                ProcessSelector::Executable(name) => Matcher::Executable(name.clone()),
+                ProcessSelector::Regex(pattern) => {
+                    Matcher::Regex(Regex::new(pattern).map_err(|e| {
+                        format!("sources[{i}].select.regex ({}): {e}", source.source)
+                    })?)
+                }
+            };
+            if !(0.0..=1.0).contains(&source.head_sampling_fraction) {
+                return Err(format!(
+                    "sources[{i}].headSamplingFraction ({}): {} is not between 0 and 1",
+                    source.source, source.head_sampling_fraction
+                ));
+            }
+            sources.push((source, matcher));
+        }
+        Ok(Plan { sources })
+    }
+
+    /// The first Source that takes `process`.
+    fn source_of(&self, process: &Process) -> Option<usize> {
+        self.sources.iter().position(|(_, matcher)| match matcher {
+            Matcher::Executable(name) => process.exe_name() == name,
+            Matcher::Regex(regex) => {
+                regex.is_match(process.exe_name()) || regex.is_match(&process.cmdline.join(" "))
+            }
+        })
+    }
+}
+
+/// What odiglet does now, for its health and status.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The attached programs by name and id, or why eBPF is off.
+    pub ebpf: Result<Vec<(String, u32)>, String>,
+    /// Processes a Source takes, by pid.
+    pub processes: BTreeMap<u32, Matched>,
+    pub spans_sent: u64,
+    /// Spans lost because the exporter's queue was full.
+    pub spans_dropped: u64,
+    /// Spans left out by head sampling or a dropped route.
+    pub spans_sampled_out: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matched {
+    pub key: ProcessKey,
+    pub source: String,
+    pub service_name: String,
+    pub executable: String,
+    pub runtime: Option<Runtime>,
+    /// Whether its syscalls are traced now (false when its Source turned traces off or eBPF
+    /// is off).
+    pub traced: bool,
+}
+
+/// The running agent.
+pub struct Odiglet {
+    plan: watch::Sender<Arc<Plan>>,
+    report: Arc<Mutex<Report>>,
+}
+
+impl Odiglet {
+    /// Starts tracing under `proc` (normally `/proc`), sending spans to `out`; the tracing
+    /// starts empty until a config is applied.
+    pub fn start(
+        proc: PathBuf,
+        host: String,
+        out: mpsc::Sender<ExportTraceServiceRequest>,
+    ) -> Odiglet {
+        let (plan, plans) = watch::channel(Arc::new(Plan {
+            sources: Vec::new(),
+        }));
+        let report = Arc::new(Mutex::new(Report {
+            ebpf: Err("starting".into()),
+            processes: BTreeMap::new(),
+            spans_sent: 0,
+            spans_dropped: 0,
+            spans_sampled_out: 0,
+        }));
+        let worker = Worker {
+            proc,
+            host,
+            out,
+            report: report.clone(),
+            tracer: None,
+            plan: plans.borrow().clone(),
+            known: HashMap::new(),
+            assembler: Assembler::new(),
+            clock: Clock::now(),
+        };
+        tokio::spawn(worker.run(plans));
+        Odiglet { plan, report }
+    }
+
+    /// Checks `config` and puts it in force; on error the previous one stays.
+    pub fn apply(&self, config: OdigletConfig) -> Result<(), String> {
+        let plan = Plan::new(config)?;
+        self.plan.send_replace(Arc::new(plan));
+        Ok(())
+    }
+
+    pub fn report(&self) -> Report {
+        self.report.lock().expect("report lock").clone()
+    }
+}
+
+struct Worker {
+    proc: PathBuf,
+    host: String,
+    out: mpsc::Sender<ExportTraceServiceRequest>,
+    report: Arc<Mutex<Report>>,
+    tracer: Option<Tracer>,
+    plan: Arc<Plan>,
+    /// Every process a Source takes, with the Source's index in the plan.
+    known: HashMap<u32, (Matched, usize)>,
+    assembler: Assembler,
+    clock: Clock,
+}
+
+impl Worker {
+    async fn run(mut self, mut plans: watch::Receiver<Arc<Plan>>) {
+        let mut events = match Tracer::load() {
+            Ok((tracer, events)) => {
+                let ids = tracer.program_ids();
+                tracing::info!(programs = ids.len(), "eBPF programs attached");
+                self.report().ebpf = Ok(ids);
+                self.tracer = Some(tracer);
+                Some(events)
+            }
+            Err(e) => {
+                tracing::warn!("eBPF tracing is off: {e}");
+                self.report().ebpf = Err(e.to_string());
+                None
+            }
+        };
+        self.rescan();
+        let mut tick = tokio::time::interval(TICK);
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                read = async { events.as_mut().expect("guarded").next(&mut batch).await }, if events.is_some() => {
+                    if let Err(e) = read {
+                        tracing::error!("reading eBPF events: {e}");
+                        events = None;
+                    }
+                    for event in batch.drain(..) {
+                        self.event(&event);
+                    }
+                    self.flush();
+                }
+                changed = plans.changed() => {
+                    if changed.is_err() {
+                        return; // The agent was dropped.
+                    }
+                    self.plan = plans.borrow_and_update().clone();
+                    self.rescan();
+                }
+                _ = tick.tick() => {
+                    if self.tracer.is_none() {
+                        self.rescan();
+                    }
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.report.lock().expect("report lock")
+    }
+
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Exec { pid } => self.discover(*pid),
+            Event::Exit { pid } => {
+                if self.known.contains_key(pid)
+                    && let Some(tracer) = &mut self.tracer
+                {
+                    tracer.forget(*pid);
+                }
+                self.forget(*pid);
+                self.assembler.push(event);
+            }
+            _ => self.assembler.push(event),
+        }
+    }
+
+    /// Matches every process anew against the plan.
+    fn rescan(&mut self) {
+        let processes = scan(&self.proc).unwrap_or_default();
+        let alive: std::collections::HashSet<u32> = processes.iter().map(|p| p.key.pid).collect();
+        let gone: Vec<u32> = self
+            .known
+            .keys()
+            .filter(|pid| !alive.contains(pid))
+            .copied()
+            .collect();
+        for pid in gone {
+            self.forget(pid);
+        }
+        for process in processes {
+            self.consider(process);
+        }
+        self.publish();
+    }
+
+    fn discover(&mut self, pid: u32) {
+        // An exec replaces what the pid ran: match it anew.
+        self.forget(pid);
+        if self.plan.sources.is_empty() {
+            return;
+        }
+        if let Ok(process) = Process::read(&self.proc, pid) {
+            self.consider(process);
+        }
+        self.publish();
+    }
+
+    fn consider(&mut self, process: Process) {
+        let pid = process.key.pid;
+        if pid == std::process::id() {
+            return;
+        }
+        let Some(index) = self.plan.source_of(&process) else {
+            self.forget(pid);
+            return;
+        };
+        let source = &self.plan.sources[index].0;
+        let trace = source.traces_enabled && self.tracer.is_some();
+        let runtime = match self.known.get(&pid) {
+            Some((known, _)) if known.key == process.key => known.runtime.clone(),
+            _ => detect(&self.proc, pid).ok(),
+        };
+        let matched = Matched {
+            key: process.key,
+            source: source.source.clone(),
+            service_name: if source.service_name.is_empty() {
+                process.exe_name().to_string()
+            } else {
+                source.service_name.clone()
+            },
+            executable: process.exe_name().to_string(),
+            runtime,
+            traced: trace,
+        };
+        if let Some(tracer) = &mut self.tracer {
+            if trace {
+                if let Err(e) = tracer.trace(pid, MAX_CAPTURE) {
+                    tracing::warn!(pid, "cannot trace: {e}");
+                }
+            } else {
+                tracer.untrace(pid);
+            }
+        }
+        if self.known.get(&pid).map(|(m, _)| m) != Some(&matched) {
+            tracing::info!(
+                pid,
+                executable = %matched.executable,
+                source = %matched.source,
+                service = %matched.service_name,
+                traced = matched.traced,
+                "process matched"
+            );
+        }
+        self.known.insert(pid, (matched, index));
+    }
+
+    fn forget(&mut self, pid: u32) {
+        if self.known.remove(&pid).is_some()
+            && let Some(tracer) = &mut self.tracer
+        {
+            tracer.untrace(pid);
+        }
+    }
+
+    fn publish(&self) {
+        let processes = self
+            .known
+            .iter()
+            .map(|(pid, (m, _))| (*pid, m.clone()))
+            .collect();
+        self.report().processes = processes;
+    }
+
+    /// Sends the spans finished so far, one resource per process.
+    fn flush(&mut self) {
+        let spans = self.assembler.take();
+        if spans.is_empty() {
+            return;
+        }
+        let mut by_pid: BTreeMap<u32, Vec<HttpSpan>> = BTreeMap::new();
+        for span in spans {
+            by_pid.entry(span.pid).or_default().push(span);
+        }
+        let mut resource_spans = Vec::new();
+        let mut skipped = 0;
+        for (pid, spans) in by_pid {
+            // Spans of a process that exited meanwhile still carry its last known Source.
+            let Some((matched, index)) = self.known.get(&pid) else {
+                skipped += spans.len() as u64;
+                continue;
+            };
+            let source = &self.plan.sources.get(*index).map(|(s, _)| s);
+            let Some(source) = source else {
+                skipped += spans.len() as u64;
+                continue;
+            };
+            let kept: Vec<_> = spans
+                .iter()
+                .filter(|s| sampled(&s.trace_id, source.head_sampling_fraction))
+                .filter(|s| {
+                    s.kind != Role::Server
+                        || !source
+                            .dropped_routes
+                            .iter()
+                            .any(|route| s.target.split('?').next() == Some(route.as_str()))
+                })
+                .map(|s| span(s, &self.clock, &source.header_keys))
+                .collect();
+            skipped += (spans.len() - kept.len()) as u64;
+            if kept.is_empty() {
+                continue;
+            }
+            resource_spans.push(ResourceSpans {
+                resource: Some(Resource {
+                    attributes: self.resource(pid, matched),
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "odigos-rs/ebpf/http".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans: kept,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        let count: u64 = resource_spans
+            .iter()
+            .map(|r| {
+                r.scope_spans
+                    .iter()
+                    .map(|s| s.spans.len() as u64)
+                    .sum::<u64>()
+            })
+            .sum();
+        let sent = !resource_spans.is_empty()
+            && self
+                .out
+                .try_send(ExportTraceServiceRequest { resource_spans })
+                .is_ok();
+        let mut report = self.report();
+        report.spans_sampled_out += skipped;
+        if sent {
+            report.spans_sent += count;
+        } else {
+            report.spans_dropped += count;
+        }
+    }
+
+    fn resource(&self, pid: u32, matched: &Matched) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            string("service.name", &matched.service_name),
+            string("host.name", &self.host),
+            int("process.pid", pid.into()),
+            string("process.executable.name", &matched.executable),
+            string("telemetry.distro.name", "odigos-rs"),
+            string("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
+        ];
+        if let Some(runtime) = &matched.runtime {
+            attributes.push(string("process.runtime.name", runtime.language.name()));
+            if let Some(version) = &runtime.version {
+                attributes.push(string("process.runtime.version", version));
+            }
+        }
+        attributes
+    }
+}

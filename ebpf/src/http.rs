@@ -1,0 +1,522 @@
+//! HTTP/1.x exchanges, assembled from the bytes that cross traced connections.
+//!
+//! A server connection turns each request it receives and the response it sends into a SERVER
+//! span; a client connection each request it sends and the response it receives into a CLIENT
+//! span. Keep-alive and pipelined requests follow each other on one connection; a response
+//! ends once its `Content-Length` bytes (or its last chunk) went by, or else when the next
+//! response starts or the connection closes. Only the first bytes of each call are seen, so
+//! heads longer than that yield what they show and the span is marked partial.
+//!
+//! Trace context needs no code change: an incoming `traceparent` makes a server span its
+//! child; without one, a server span whose connection was opened by a traced client on this
+//! node joins that client's trace (matched by the connection's addresses); and a client call
+//! made by a thread that is serving a request is a child of that request's span.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use crate::tracer::{Direction, Event, Role};
+
+/// Connections followed at once; beyond this the oldest idle one is dropped.
+const MAX_CONNECTIONS: usize = 65_536;
+/// Requests waiting for their response on one connection (pipelining).
+const MAX_PENDING: usize = 64;
+
+pub type TraceId = [u8; 16];
+pub type SpanId = [u8; 8];
+
+/// One request and its response, as a span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSpan {
+    pub pid: u32,
+    pub kind: Role,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    /// Nanoseconds since boot.
+    pub start: u64,
+    pub end: u64,
+    pub method: String,
+    /// The request target as sent: path and query.
+    pub target: String,
+    /// `1.0` or `1.1`.
+    pub version: String,
+    pub status: Option<u16>,
+    /// Request headers seen, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// What was seen is not the whole exchange: the connection closed or the process ended
+    /// before the response did, or the head was longer than the capture.
+    pub partial: bool,
+}
+
+/// Follows every traced connection and yields finished spans.
+#[derive(Default)]
+pub struct Assembler {
+    connections: HashMap<(u32, i32), Connection>,
+    /// Client connections by (local, remote) address, for servers on this node to join.
+    clients: HashMap<(SocketAddr, SocketAddr), (u32, i32)>,
+    /// The request each thread is serving: (pid, tid) -> (trace, span).
+    serving: HashMap<(u32, u32), (TraceId, SpanId)>,
+    finished: Vec<HttpSpan>,
+    clock: u64,
+}
+
+struct Connection {
+    role: Role,
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// Requests in order; those before `answered` have had their response start.
+    exchanges: VecDeque<Exchange>,
+    last_seen: u64,
+}
+
+struct Exchange {
+    span: HttpSpan,
+    tid: u32,
+    /// Whether the response head was seen, and how many of its bytes are still to come.
+    answered: bool,
+    remaining: Option<u64>,
+    chunked: bool,
+}
+
+impl Assembler {
+    pub fn new() -> Assembler {
+        Assembler::default()
+    }
+
+    /// Takes one event.
+    pub fn push(&mut self, event: &Event) {
+        match event {
+            Event::Open {
+                pid,
+                fd,
+                role,
+                at,
+                local,
+                remote,
+                ..
+            } => self.open(*pid, *fd, *role, *at, *local, *remote),
+            Event::Data {
+                pid,
+                tid,
+                fd,
+                direction,
+                start,
+                end,
+                len,
+                bytes,
+            } => self.data(*pid, *tid, *fd, *direction, *start, *end, *len, bytes),
+            Event::Close { pid, fd, at } => self.close(*pid, *fd, *at),
+            Event::Exit { pid } => self.exit(*pid),
+            Event::Exec { .. } => {}
+        }
+    }
+
+    /// The spans finished since the last call.
+    pub fn take(&mut self) -> Vec<HttpSpan> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Connections followed now (bounded by `MAX_CONNECTIONS`).
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    fn open(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        role: Role,
+        at: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) {
+        // A descriptor reused without a close seen ends the old connection first.
+        self.close(pid, fd, at);
+        if self.connections.len() >= MAX_CONNECTIONS {
+            self.evict_oldest();
+        }
+        if role == Role::Client {
+            self.clients.insert((local, remote), (pid, fd));
+        }
+        self.connections.insert(
+            (pid, fd),
+            Connection {
+                role,
+                local,
+                remote,
+                exchanges: VecDeque::new(),
+                last_seen: at,
+            },
+        );
+        self.clock = self.clock.max(at);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn data(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        fd: i32,
+        direction: Direction,
+        start: u64,
+        end: u64,
+        len: u64,
+        bytes: &[u8],
+    ) {
+        self.clock = self.clock.max(end);
+        let Some(connection) = self.connections.get(&(pid, fd)) else {
+            return;
+        };
+        let role = connection.role;
+        let requesting = matches!(
+            (role, direction),
+            (Role::Server, Direction::Received) | (Role::Client, Direction::Sent)
+        );
+        if requesting {
+            // A server sees a request once its bytes arrive; a client sends from the moment
+            // it calls.
+            let at = if role == Role::Server { end } else { start };
+            self.requests(pid, tid, fd, at, bytes);
+        } else {
+            self.responses(pid, fd, end, len, bytes);
+        }
+        if let Some(connection) = self.connections.get_mut(&(pid, fd)) {
+            connection.last_seen = end;
+        }
+    }
+
+    /// Every request head at the start of `bytes`, and those pipelined after it.
+    fn requests(&mut self, pid: u32, tid: u32, fd: i32, at: u64, bytes: &[u8]) {
+        let mut rest = bytes;
+        while let Some(head) = RequestHead::parse(rest) {
+            self.request(pid, tid, fd, at, &head);
+            match head
+                .body
+                .and_then(|body| rest.get(head.len + body as usize..))
+            {
+                Some(next) if !next.is_empty() => rest = next,
+                _ => break,
+            }
+        }
+    }
+
+    fn request(&mut self, pid: u32, tid: u32, fd: i32, at: u64, head: &RequestHead) {
+        let Some(connection) = self.connections.get(&(pid, fd)) else {
+            return;
+        };
+        let (role, local, remote) = (connection.role, connection.local, connection.remote);
+        let traceparent = head
+            .headers
+            .iter()
+            .find(|(name, _)| name == "traceparent")
+            .and_then(|(_, value)| parse_traceparent(value));
+        let context = traceparent.or_else(|| match role {
+            Role::Server => self.client_of(remote, local),
+            Role::Client => self.serving.get(&(pid, tid)).copied(),
+        });
+        let span_id: SpanId = rand::random();
+        let trace_id = context.map_or_else(rand::random, |(trace, _)| trace);
+        if role == Role::Server {
+            self.serving.insert((pid, tid), (trace_id, span_id));
+        }
+        let span = HttpSpan {
+            pid,
+            kind: role,
+            trace_id,
+            span_id,
+            parent: context.map(|(_, span)| span),
+            start: at,
+            end: at,
+            method: head.method.clone(),
+            target: head.target.clone(),
+            version: head.version.clone(),
+            status: None,
+            headers: head.headers.clone(),
+            local,
+            remote,
+            partial: !head.complete,
+        };
+        let connection = self
+            .connections
+            .get_mut(&(pid, fd))
+            .expect("looked up above");
+        let dropped = (connection.exchanges.len() >= MAX_PENDING)
+            .then(|| connection.exchanges.pop_front())
+            .flatten();
+        connection.exchanges.push_back(Exchange {
+            span,
+            tid,
+            answered: false,
+            remaining: None,
+            chunked: false,
+        });
+        if let Some(dropped) = dropped {
+            self.finish(dropped, at, true);
+        }
+    }
+
+    /// The span of the request a traced client on this node is sending on the connection
+    /// `(client, server)`.
+    fn client_of(&self, client: SocketAddr, server: SocketAddr) -> Option<(TraceId, SpanId)> {
+        let key = self.clients.get(&(client, server))?;
+        let connection = self.connections.get(key)?;
+        let exchange = connection.exchanges.iter().find(|e| !e.answered)?;
+        Some((exchange.span.trace_id, exchange.span.span_id))
+    }
+
+    fn responses(&mut self, pid: u32, fd: i32, end: u64, len: u64, bytes: &[u8]) {
+        let head = ResponseHead::parse(bytes);
+        if head
+            .as_ref()
+            .is_some_and(|h| h.status < 200 && h.status != 101)
+        {
+            return; // 100 Continue and friends: the real response follows.
+        }
+        let Some(connection) = self.connections.get_mut(&(pid, fd)) else {
+            return;
+        };
+        let mut done = Vec::new();
+        if let Some(head) = head {
+            // A response still open ends where this one starts.
+            while connection.exchanges.front().is_some_and(|e| e.answered) {
+                done.extend(connection.exchanges.pop_front());
+            }
+            // None left: a response to a request sent before tracing began.
+            if let Some(exchange) = connection.exchanges.front_mut() {
+                let bodyless =
+                    exchange.span.method == "HEAD" || matches!(head.status, 101 | 204 | 304);
+                exchange.answered = true;
+                exchange.span.status = Some(head.status);
+                exchange.span.end = end;
+                exchange.chunked = head.chunked && !bodyless;
+                exchange.remaining = if bodyless {
+                    Some(0)
+                } else {
+                    head.body
+                        .map(|body| (head.len as u64 + body).saturating_sub(len))
+                };
+            }
+        } else if let Some(exchange) = connection.exchanges.front_mut().filter(|e| e.answered) {
+            exchange.span.end = end;
+            if let Some(remaining) = &mut exchange.remaining {
+                *remaining = remaining.saturating_sub(len);
+            }
+        }
+        let complete = connection.exchanges.front().is_some_and(|e| {
+            let last_chunk =
+                e.chunked && bytes.len() as u64 == len && bytes.ends_with(b"0\r\n\r\n");
+            e.answered && (e.remaining == Some(0) || last_chunk)
+        });
+        if complete {
+            done.extend(connection.exchanges.pop_front());
+        }
+        for exchange in done {
+            let end = exchange.span.end;
+            self.finish(exchange, end, false);
+        }
+    }
+
+    fn close(&mut self, pid: u32, fd: i32, at: u64) {
+        let Some(connection) = self.connections.remove(&(pid, fd)) else {
+            return;
+        };
+        if connection.role == Role::Client {
+            self.clients.remove(&(connection.local, connection.remote));
+        }
+        for exchange in connection.exchanges {
+            // A response without a length ends with its connection; anything else is cut.
+            let whole = exchange.answered && exchange.remaining.is_none() && !exchange.chunked;
+            let end = if exchange.answered {
+                exchange.span.end
+            } else {
+                at
+            };
+            self.finish(exchange, end, !whole);
+        }
+    }
+
+    fn exit(&mut self, pid: u32) {
+        let fds: Vec<i32> = self
+            .connections
+            .keys()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, fd)| *fd)
+            .collect();
+        for fd in fds {
+            self.close(pid, fd, self.clock);
+        }
+        self.serving.retain(|(p, _), _| *p != pid);
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((&(pid, fd), _)) = self.connections.iter().min_by_key(|(_, c)| c.last_seen) {
+            self.close(pid, fd, self.clock);
+        }
+    }
+
+    fn finish(&mut self, exchange: Exchange, end: u64, cut: bool) {
+        let mut span = exchange.span;
+        span.end = end.max(span.start);
+        span.partial |= cut;
+        if span.kind == Role::Server
+            && self.serving.get(&(span.pid, exchange.tid)).map(|(_, s)| *s) == Some(span.span_id)
+        {
+            self.serving.remove(&(span.pid, exchange.tid));
+        }
+        self.finished.push(span);
+    }
+}
+
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+
+/// What a request head says, from the bytes seen.
+#[derive(Debug, PartialEq)]
+struct RequestHead {
+    method: String,
+    target: String,
+    version: String,
+    headers: Vec<(String, String)>,
+    /// Bytes of the head, up to and with the blank line (or all seen, if it was cut).
+    len: usize,
+    /// Body bytes that follow, when `Content-Length` says (0 when nothing says).
+    body: Option<u64>,
+    /// Whether the blank line ending the head was seen.
+    complete: bool,
+}
+
+impl RequestHead {
+    fn parse(bytes: &[u8]) -> Option<RequestHead> {
+        let (line, _) = first_line(bytes)?;
+        let mut parts = line.splitn(3, ' ');
+        let method = parts.next()?;
+        let target = parts.next()?;
+        let version = parts.next()?.strip_prefix("HTTP/")?;
+        if !METHODS.contains(&method) || !matches!(version, "1.0" | "1.1") {
+            return None;
+        }
+        let fields = Fields::parse(bytes);
+        Some(RequestHead {
+            method: method.into(),
+            target: target.into(),
+            version: version.into(),
+            body: if fields.chunked {
+                None
+            } else {
+                Some(fields.content_length.unwrap_or(0))
+            },
+            headers: fields.headers,
+            len: fields.len,
+            complete: fields.complete,
+        })
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct ResponseHead {
+    status: u16,
+    len: usize,
+    body: Option<u64>,
+    chunked: bool,
+}
+
+impl ResponseHead {
+    fn parse(bytes: &[u8]) -> Option<ResponseHead> {
+        let (line, _) = first_line(bytes)?;
+        let rest = line.strip_prefix("HTTP/1.")?;
+        let status = rest.get(2..5)?.parse().ok()?;
+        let fields = Fields::parse(bytes);
+        Some(ResponseHead {
+            status,
+            len: fields.len,
+            body: fields.content_length,
+            chunked: fields.chunked,
+        })
+    }
+}
+
+/// The header fields of a head.
+struct Fields {
+    headers: Vec<(String, String)>,
+    content_length: Option<u64>,
+    chunked: bool,
+    len: usize,
+    complete: bool,
+}
+
+impl Fields {
+    fn parse(bytes: &[u8]) -> Fields {
+        let mut fields = Fields {
+            headers: Vec::new(),
+            content_length: None,
+            chunked: false,
+            len: bytes.len(),
+            complete: false,
+        };
+        let Some((_, mut at)) = first_line(bytes) else {
+            return fields;
+        };
+        while let Some(end) = find_crlf(&bytes[at..]) {
+            let line = &bytes[at..at + end];
+            at += end + 2;
+            if line.is_empty() {
+                fields.len = at;
+                fields.complete = true;
+                break;
+            }
+            let text = String::from_utf8_lossy(line);
+            let Some((name, value)) = text.split_once(':') else {
+                continue;
+            };
+            let name = name.trim().to_ascii_lowercase();
+            let value = value.trim().to_string();
+            match name.as_str() {
+                "content-length" => fields.content_length = value.parse().ok(),
+                "transfer-encoding" => fields.chunked = value.eq_ignore_ascii_case("chunked"),
+                _ => {}
+            }
+            fields.headers.push((name, value));
+        }
+        fields
+    }
+}
+
+/// The first line (without its CRLF) and where the next starts; only if it is text.
+fn first_line(bytes: &[u8]) -> Option<(&str, usize)> {
+    let end = find_crlf(bytes)?;
+    let line = std::str::from_utf8(&bytes[..end]).ok()?;
+    Some((line, end + 2))
+}
+
+fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|w| w == b"\r\n")
+}
+
+/// `00-<trace id>-<parent id>-<flags>` (W3C Trace Context).
+fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId)> {
+    let mut parts = value.split('-');
+    if parts.next()? != "00" {
+        return None;
+    }
+    let trace = hex::<16>(parts.next()?)?;
+    let span = hex::<8>(parts.next()?)?;
+    (trace != [0; 16] && span != [0; 8]).then_some((trace, span))
+}
+
+fn hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;
