@@ -140,7 +140,7 @@ impl Apply for Managed {
             component(
                 true,
                 format!(
-                    "{} sent, {dropped} dropped (export backlog full), {} left out by sampling or dropped routes",
+                    "{} sent, {dropped} dropped (export backlog full), {} left out (sampling, dropped routes, processes no longer traced)",
                     report.spans_sent.saturating_sub(self.refused.load(Ordering::Relaxed)),
                     report.spans_sampled_out
                 ),

@@ -81,7 +81,8 @@ pub struct Report {
     pub spans_sent: u64,
     /// Spans lost because the exporter's queue was full.
     pub spans_dropped: u64,
-    /// Spans left out by head sampling or a dropped route.
+    /// Spans left out by head sampling, a dropped route, or because no Source takes their
+    /// process any more.
     pub spans_sampled_out: u64,
 }
 
@@ -217,13 +218,15 @@ impl Worker {
         match event {
             Event::Exec { pid } => self.discover(*pid),
             Event::Exit { pid } => {
-                if self.known.contains_key(pid)
-                    && let Some(tracer) = &mut self.tracer
-                {
-                    tracer.forget(*pid);
-                }
-                self.forget(*pid);
                 self.assembler.push(event);
+                if self.known.contains_key(pid) {
+                    // Its last spans (cut ones included) go out with its resource.
+                    self.flush();
+                    if let Some(tracer) = &mut self.tracer {
+                        tracer.forget(*pid);
+                    }
+                    self.forget(*pid);
+                }
             }
             _ => self.assembler.push(event),
         }
@@ -339,13 +342,12 @@ impl Worker {
         let mut resource_spans = Vec::new();
         let mut skipped = 0;
         for (pid, spans) in by_pid {
-            // Spans of a process that exited meanwhile still carry its last known Source.
+            // A process no Source takes any more: its last spans are left out.
             let Some((matched, index)) = self.known.get(&pid) else {
                 skipped += spans.len() as u64;
                 continue;
             };
-            let source = &self.plan.sources.get(*index).map(|(s, _)| s);
-            let Some(source) = source else {
+            let Some((source, _)) = self.plan.sources.get(*index) else {
                 skipped += spans.len() as u64;
                 continue;
             };

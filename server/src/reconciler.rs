@@ -210,6 +210,8 @@ impl ControlPlane {
         let gateway = Rollout::of(&gateways, &applied.hashes["gateway"]);
         let nodes = with(ROLE, "node");
         let node = Rollout::of(&nodes, &applied.hashes["node"]);
+        let odiglets = with(ROLE, "odiglet");
+        let odiglet = Rollout::of(&odiglets, &applied.hashes["odiglet"]);
         let workload = |config: &InstrumentationConfig| {
             let name = workload_name(config);
             Rollout::of(&with(WORKLOAD, &name), &applied.hashes[&name])
@@ -342,6 +344,8 @@ impl ControlPlane {
                             "a {kind:?} is a Kubernetes workload and this control plane runs without Kubernetes: on this machine only workload.kind Process is instrumented (an SDK agent that names this workload over OpAMP still gets its settings)"
                         ),
                     )
+                } else if kind == WorkloadKind::Process {
+                    traced_condition(&odiglets, &odiglet, &format!("{}/{}", key.0, key.1))
                 } else if let Some(rollout) = rollout {
                     agents_condition(&[rollout], "instrumentation agents")
                 } else {
@@ -519,6 +523,41 @@ fn agents_condition(rollouts: &[Rollout], who: &str) -> Condition {
                 "Applying"
             },
             &format!("applied by {applied} of {agents} {who}"),
+        )
+    }
+}
+
+/// How a Source of kind Process stands: whether odiglet applied it and traces its processes,
+/// which odiglet reports as components `processes.PID` with status `... Source NAME, traced`.
+fn traced_condition(odiglets: &[&AgentView], rollout: &Rollout, source: &str) -> Condition {
+    if rollout.agents == 0 {
+        return Condition::new(
+            false,
+            "NoAgents",
+            "no odiglet is connected to trace it (odigos up starts one when it runs as root)",
+        );
+    }
+    if rollout.applied < rollout.agents || !rollout.failed.is_empty() {
+        return agents_condition(std::slice::from_ref(rollout), "odiglets");
+    }
+    let marker = format!("Source {source}, traced");
+    let pids: Vec<&str> = odiglets
+        .iter()
+        .flat_map(|agent| &agent.components)
+        .filter(|(_, c)| c.healthy && c.status.contains(&marker))
+        .filter_map(|(name, _)| name.strip_prefix("processes."))
+        .collect();
+    if pids.is_empty() {
+        Condition::new(
+            false,
+            "Waiting",
+            "no running process matches it yet; odiglet traces one as soon as it starts",
+        )
+    } else {
+        Condition::new(
+            true,
+            "Instrumented",
+            &format!("odiglet traces process {}", pids.join(", ")),
         )
     }
 }

@@ -130,6 +130,15 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
         "{status}"
     );
     let (_, programs) = odiglet_component(&up, "ebpf").unwrap();
+    let instrumented = wait_for(Duration::from_secs(10), || {
+        let condition = &up.state()["sources"][0]["condition"];
+        condition["reason"] == "Instrumented"
+            && condition["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&app.id().to_string())
+    });
+    assert!(instrumented, "{:#}", up.state()["sources"]);
 
     let times = curl(port, &["/hello?x=1", "/hello?x=2", "/hello?x=3", "/fail"]);
     assert_eq!(times.len(), 4);
