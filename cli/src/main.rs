@@ -23,7 +23,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run everything on this machine: the control plane (desired state in ./odigos.d/), the
-    /// OpAMP server, and a gateway and a node collector that take OTLP on 127.0.0.1:4317/4318.
+    /// OpAMP server, a gateway and a node collector that take OTLP on 127.0.0.1:4317/4318,
+    /// and, as root, odiglet, which traces the programs Sources name with eBPF.
     Up(up::Args),
     /// Show why data does or does not flow: desired vs applied configs, status, errors,
     /// throughput.
