@@ -6,6 +6,7 @@
 #
 # ODIGOS_VENV chooses where the Python virtualenv with the OpenTelemetry SDK lives (default .venv);
 # ODIGOS_NODE_DIR where the Node.js OpenTelemetry SDK is installed (default tests/node);
+# ODIGOS_GO_DIR where the Go test server is built (default target/go);
 # ODIGOS_K8S_APISERVER where the Kubernetes API server for the Kubernetes tests is built
 # (default ~/.cache/odigos-rs/k8s-apiserver).
 set -euo pipefail
@@ -26,6 +27,20 @@ if ((${#missing[@]})); then
     fi
 fi
 clang --version | head -1 || true
+
+step "go: the Go test server"
+go=/usr/lib/go-1.23/bin/go
+if [ ! -x "$go" ] && [ "$(id -u)" = 0 ]; then
+    tests/go/install-go.sh
+fi
+go_dir="${ODIGOS_GO_DIR:-$PWD/target/go}"
+if [ -x "$go" ]; then
+    (cd tests/go/app && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false "$go" build -o "$go_dir/go-app" .)
+    export ODIGOS_TEST_GO_APP="$go_dir/go-app"
+    "$go" version
+else
+    echo "no Go 1.23 at $go (as root, tests/go/install-go.sh installs it): the Go server's tests fail under CI=true"
+fi
 
 venv="${ODIGOS_VENV:-$PWD/.venv}"
 step "python: OpenTelemetry SDK in $venv"

@@ -12,8 +12,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define EINPROGRESS 115
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
 
-enum kind { EV_EXEC = 1, EV_EXIT, EV_ACCEPT, EV_CONNECT, EV_RECV, EV_SEND, EV_CLOSE };
+enum kind { EV_EXEC = 1, EV_EXIT, EV_ACCEPT, EV_CONNECT, EV_RECV, EV_SEND, EV_CLOSE, EV_DUP };
 enum buffer { PLAIN, IOVEC, MSGHDR };
 
 /* Every event starts with this head; user space reads it at fixed offsets. */
@@ -161,20 +163,24 @@ static __always_inline int enter_conn(struct sys_enter *ctx)
     return 0;
 }
 
-/* accept/accept4 return the new descriptor; connect works on its first argument, and a
- * non-blocking one returns EINPROGRESS with the local port already bound. */
+/* accept/accept4 return the new descriptor, so an accept entered before the process was
+ * traced (a server waiting for its first client) still counts; connect works on its first
+ * argument, and a non-blocking one returns EINPROGRESS with the local port already bound. */
 static __always_inline int exit_conn(struct sys_exit *ctx, u8 kind)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct call call;
-    if (!capture_of(id) || !recall(id, &call))
+    struct call call = {0};
+    if (!capture_of(id))
         return 0;
+    int remembered = recall(id, &call);
     s64 fd = call.fd;
     if (kind == EV_ACCEPT) {
         if (ctx->ret < 0)
             return 0;
         fd = ctx->ret;
-    } else if (ctx->ret < 0 && ctx->ret != -EINPROGRESS) {
+        if (!remembered)
+            call.start = bpf_ktime_get_ns();
+    } else if (!remembered || (ctx->ret < 0 && ctx->ret != -EINPROGRESS)) {
         return 0;
     }
     struct sock *sk = sock_of(fd);
@@ -289,6 +295,54 @@ DATA(write, EV_SEND, PLAIN)
 DATA(sendto, EV_SEND, PLAIN)
 DATA(writev, EV_SEND, IOVEC)
 DATA(sendmsg, EV_SEND, MSGHDR)
+
+/* A duplicate of a connection's descriptor (dup2, dup3, fcntl F_DUPFD) is the same
+ * connection: Rust's try_clone and many servers read on one and write on the other. Plain
+ * dup is left out: this kernel refuses to attach to its tracepoint (EPERM). */
+static __always_inline int enter_duplicate(struct sys_enter *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!capture_of(id))
+        return 0;
+    u64 key = conn_key(id, ctx->args[0]);
+    if (!bpf_map_lookup_elem(&conns, &key))
+        return 0;
+    remember(id, ctx->args[0], ctx->args[1]);
+    return 0;
+}
+
+static __always_inline int exit_duplicate(struct sys_exit *ctx, int fcntl)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct call call;
+    if (!capture_of(id) || !recall(id, &call) || ctx->ret < 0)
+        return 0;
+    if (fcntl && call.buf != F_DUPFD && call.buf != F_DUPFD_CLOEXEC)
+        return 0;
+    u64 key = conn_key(id, call.fd);
+    u8 *role = bpf_map_lookup_elem(&conns, &key);
+    if (!role)
+        return 0;
+    u8 copy = *role;
+    u64 dup_key = conn_key(id, ctx->ret);
+    bpf_map_update_elem(&conns, &dup_key, &copy, BPF_ANY);
+    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    if (!h)
+        return 0;
+    fill_head(h, EV_DUP, id, call.fd, call.start, ctx->ret);
+    bpf_ringbuf_submit(h, 0);
+    return 0;
+}
+
+#define DUP(name, fcntl)                                                                       \
+    SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
+    int enter_##name(struct sys_enter *ctx) { return enter_duplicate(ctx); }                         \
+    SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
+    int exit_##name(struct sys_exit *ctx) { return exit_duplicate(ctx, fcntl); }
+
+DUP(dup2, 0)
+DUP(dup3, 0)
+DUP(fcntl, 1)
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct sys_enter *ctx)

@@ -10,7 +10,8 @@
 //! Trace context needs no code change: an incoming `traceparent` makes a server span its
 //! child; without one, a server span whose connection was opened by a traced client on this
 //! node joins that client's trace (matched by the connection's addresses); and a client call
-//! made by a thread that is serving a request is a child of that request's span.
+//! made by a thread that is serving a request is a child of that request's span, as is one
+//! made by any thread of a process that serves just one request then.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ pub struct HttpSpan {
 #[derive(Default)]
 pub struct Assembler {
     connections: HashMap<(u32, i32), Connection>,
+    /// Duplicated descriptors: (pid, fd) -> the descriptor its connection is kept under.
+    aliases: HashMap<(u32, i32), (u32, i32)>,
     /// Client connections by (local, remote) address, for servers on this node to join.
     clients: HashMap<(SocketAddr, SocketAddr), (u32, i32)>,
     /// The request each thread is serving: (pid, tid) -> (trace, span).
@@ -70,7 +73,20 @@ struct Connection {
     /// Requests in order; those before `answered` have had their response start.
     exchanges: VecDeque<Exchange>,
     last_seen: u64,
+    /// The first bytes of a head that came in a call of their own (Go's HTTP server reads
+    /// one byte ahead between requests), with when they came: joined to the next call's.
+    carry: Option<Carry>,
 }
+
+struct Carry {
+    direction: Direction,
+    bytes: Vec<u8>,
+    start: u64,
+    end: u64,
+}
+
+/// The longest head start kept to be joined with what follows.
+const MAX_CARRY: usize = 8;
 
 struct Exchange {
     span: HttpSpan,
@@ -109,6 +125,7 @@ impl Assembler {
                 bytes,
             } => self.data(*pid, *tid, *fd, *direction, *start, *end, *len, bytes),
             Event::Close { pid, fd, at } => self.close(*pid, *fd, *at),
+            Event::Dup { pid, fd, new_fd } => self.dup(*pid, *fd, *new_fd),
             Event::Exit { pid } => self.exit(*pid),
             Event::Exec { .. } => {}
         }
@@ -149,9 +166,24 @@ impl Assembler {
                 remote,
                 exchanges: VecDeque::new(),
                 last_seen: at,
+                carry: None,
             },
         );
         self.clock = self.clock.max(at);
+    }
+
+    /// The key a descriptor's connection is kept under.
+    fn key(&self, pid: u32, fd: i32) -> (u32, i32) {
+        self.aliases.get(&(pid, fd)).copied().unwrap_or((pid, fd))
+    }
+
+    fn dup(&mut self, pid: u32, fd: i32, new_fd: i32) {
+        // dup2 onto an open descriptor closes it first.
+        self.close(pid, new_fd, self.clock);
+        let key = self.key(pid, fd);
+        if self.connections.contains_key(&key) {
+            self.aliases.insert((pid, new_fd), key);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -167,10 +199,39 @@ impl Assembler {
         bytes: &[u8],
     ) {
         self.clock = self.clock.max(end);
-        let Some(connection) = self.connections.get(&(pid, fd)) else {
+        let (pid, fd) = self.key(pid, fd);
+        let Some(connection) = self.connections.get_mut(&(pid, fd)) else {
             return;
         };
+        connection.last_seen = end;
         let role = connection.role;
+        let (mut start, mut len, mut joined) = (start, len, None);
+        // A head that starts in this call on its own leaves a fragment before it behind.
+        let carried = connection.carry.take().filter(|c| {
+            c.direction == direction
+                && RequestHead::parse(bytes).is_none()
+                && ResponseHead::parse(bytes).is_none()
+        });
+        if let Some(carry) = carried {
+            start = carry.start;
+            len += carry.bytes.len() as u64;
+            let mut bytes_now = carry.bytes;
+            bytes_now.extend_from_slice(bytes);
+            joined = Some((bytes_now, carry.end));
+        }
+        let (bytes, first_end) = match &joined {
+            Some((bytes, first_end)) => (bytes.as_slice(), *first_end),
+            None => (bytes, end),
+        };
+        if bytes.len() < MAX_CARRY && bytes.len() as u64 == len && starts_a_head(bytes) {
+            connection.carry = Some(Carry {
+                direction,
+                bytes: bytes.to_vec(),
+                start,
+                end: first_end,
+            });
+            return;
+        }
         let requesting = matches!(
             (role, direction),
             (Role::Server, Direction::Received) | (Role::Client, Direction::Sent)
@@ -178,13 +239,14 @@ impl Assembler {
         if requesting {
             // A server sees a request once its bytes arrive; a client sends from the moment
             // it calls.
-            let at = if role == Role::Server { end } else { start };
+            let at = if role == Role::Server {
+                first_end
+            } else {
+                start
+            };
             self.requests(pid, tid, fd, at, bytes);
         } else {
             self.responses(pid, fd, end, len, bytes);
-        }
-        if let Some(connection) = self.connections.get_mut(&(pid, fd)) {
-            connection.last_seen = end;
         }
     }
 
@@ -215,7 +277,7 @@ impl Assembler {
             .and_then(|(_, value)| parse_traceparent(value));
         let context = traceparent.or_else(|| match role {
             Role::Server => self.client_of(remote, local),
-            Role::Client => self.serving.get(&(pid, tid)).copied(),
+            Role::Client => self.served_by(pid, tid),
         });
         let span_id: SpanId = rand::random();
         let trace_id = context.map_or_else(rand::random, |(trace, _)| trace);
@@ -255,6 +317,23 @@ impl Assembler {
         });
         if let Some(dropped) = dropped {
             self.finish(dropped, at, true);
+        }
+    }
+
+    /// The request a client call is made for: the one its thread serves, or else the only one
+    /// its process serves (runtimes that move a request between threads, as Go does).
+    fn served_by(&self, pid: u32, tid: u32) -> Option<(TraceId, SpanId)> {
+        if let Some(context) = self.serving.get(&(pid, tid)) {
+            return Some(*context);
+        }
+        let mut of_process = self
+            .serving
+            .iter()
+            .filter(|((p, _), _)| *p == pid)
+            .map(|(_, context)| *context);
+        match (of_process.next(), of_process.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
         }
     }
 
@@ -320,9 +399,30 @@ impl Assembler {
     }
 
     fn close(&mut self, pid: u32, fd: i32, at: u64) {
+        if self.aliases.remove(&(pid, fd)).is_some() {
+            return; // The connection lives on through the descriptor it duplicated.
+        }
         let Some(connection) = self.connections.remove(&(pid, fd)) else {
             return;
         };
+        // A duplicate still open takes the connection over.
+        let heir = self
+            .aliases
+            .iter()
+            .find(|(_, key)| **key == (pid, fd))
+            .map(|(alias, _)| *alias);
+        if let Some(heir) = heir {
+            self.aliases.remove(&heir);
+            for key in self.aliases.values_mut().filter(|k| **k == (pid, fd)) {
+                *key = heir;
+            }
+            if connection.role == Role::Client {
+                self.clients
+                    .insert((connection.local, connection.remote), heir);
+            }
+            self.connections.insert(heir, connection);
+            return;
+        }
         if connection.role == Role::Client {
             self.clients.remove(&(connection.local, connection.remote));
         }
@@ -349,6 +449,7 @@ impl Assembler {
             self.close(pid, fd, self.clock);
         }
         self.serving.retain(|(p, _), _| *p != pid);
+        self.aliases.retain(|(p, _), _| *p != pid);
     }
 
     fn evict_oldest(&mut self) {
@@ -373,6 +474,15 @@ impl Assembler {
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
+
+/// Whether `bytes` may be the start of a request or response head.
+fn starts_a_head(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && (b"HTTP/1.".starts_with(bytes)
+            || METHODS
+                .iter()
+                .any(|m| m.as_bytes().starts_with(bytes) || bytes.starts_with(m.as_bytes())))
+}
 
 /// What a request head says, from the bytes seen.
 #[derive(Debug, PartialEq)]

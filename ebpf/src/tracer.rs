@@ -100,6 +100,12 @@ pub enum Event {
         fd: i32,
         at: u64,
     },
+    /// `new_fd` is a duplicate of connection `fd`.
+    Dup {
+        pid: u32,
+        fd: i32,
+        new_fd: i32,
+    },
 }
 
 impl Tracer {
@@ -231,13 +237,14 @@ impl Events {
     /// Waits for events, then appends every one ready to `out`.
     pub async fn next(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
         let mut guard = self.ring.readable_mut().await?;
+        // Cleared before draining: an event written meanwhile wakes the next call.
+        guard.clear_ready();
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
             if let Some(event) = parse(&item) {
                 out.push(event);
             }
         }
-        guard.clear_ready();
         Ok(())
     }
 }
@@ -304,6 +311,7 @@ const EV_CONNECT: u8 = 4;
 const EV_RECV: u8 = 5;
 const EV_SEND: u8 = 6;
 const EV_CLOSE: u8 = 7;
+const EV_DUP: u8 = 8;
 const HEAD: usize = 40;
 
 fn parse(bytes: &[u8]) -> Option<Event> {
@@ -319,6 +327,11 @@ fn parse(bytes: &[u8]) -> Option<Event> {
         EV_EXEC => Event::Exec { pid },
         EV_EXIT => Event::Exit { pid },
         EV_CLOSE => Event::Close { pid, fd, at: end },
+        EV_DUP => Event::Dup {
+            pid,
+            fd,
+            new_fd: ret as i32,
+        },
         EV_ACCEPT | EV_CONNECT => {
             let family = u16_at(HEAD)?;
             let address = |at: usize, port: u16| -> Option<SocketAddr> {

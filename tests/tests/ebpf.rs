@@ -1,7 +1,8 @@
-//! odiglet under `odigos up`: an unmodified Python HTTP server, named by a Source of kind
-//! Process, is traced with eBPF; its spans reach a Destination with the method, path, status
-//! and kind of each request; disabling the Source stops them without reloading a program.
-//! Needs root: under `CI=true` a machine without eBPF fails the test.
+//! odiglet under `odigos up`: unmodified HTTP servers in Python, Node.js, Go and Rust, named by
+//! Sources of kind Process, are traced with eBPF; their spans reach a Destination with the
+//! method, path, status and kind of each request; a request through three services is one
+//! trace; disabling a Source stops its spans without reloading a program.
+//! Needs root: under `CI=true` a machine without eBPF (or without the Go server) fails.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -23,19 +24,55 @@ fn ebpf_available() -> bool {
 }
 
 fn source(disabled: bool) -> String {
+    process_source("shop", "http_app\\.py 0 shop", true, "shop", disabled)
+}
+
+/// A Source of kind Process named `name` that selects `workload` (a regex or an executable).
+fn process_source(
+    name: &str,
+    workload: &str,
+    regex: bool,
+    service: &str,
+    disabled: bool,
+) -> String {
     format!(
-        "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {{name: shop}}\nspec:\n  workload: {{kind: Process, name: 'http_app\\.py'}}\n  matchWorkloadNameAsRegex: true\n  otelServiceName: shop\n  disableInstrumentation: {disabled}\n"
+        "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {{name: {name}}}\nspec:\n  workload: {{kind: Process, name: '{workload}'}}\n  matchWorkloadNameAsRegex: {regex}\n  otelServiceName: {service}\n  disableInstrumentation: {disabled}\n"
     )
 }
 
-/// Starts the app on a port of its choosing.
-fn start_app() -> (Child, u16) {
-    let mut app = Command::new(python())
+/// Starts the Python app on a port of its choosing. Sources are matched against every process
+/// on the machine, so `marker`, on its command line, keeps tests that run at once apart.
+fn start_app(marker: &str) -> (App, u16) {
+    start(python_app(marker))
+}
+
+fn python_app(marker: &str) -> Command {
+    let mut command = Command::new(python());
+    command
         .arg(workspace().join("tests/python/http_app.py"))
-        .arg("0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .args(["0", marker]);
+    command
+}
+
+/// A test server, killed when dropped, also when the test fails.
+struct App(Child);
+
+impl App {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command`, told to listen on port 0, and reads the port it got from its first line.
+fn start(mut command: Command) -> (App, u16) {
+    let mut app = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(app.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -46,7 +83,7 @@ fn start_app() -> (Child, u16) {
         .unwrap()
         .parse()
         .unwrap();
-    (app, port)
+    (App(app), port)
 }
 
 /// The status of odiglet's component `name`, as the fleet API shows it.
@@ -80,10 +117,21 @@ fn curl(port: u16, paths: &[&str]) -> Vec<f64> {
 }
 
 fn shop_spans(file: &std::path::Path) -> Vec<Value> {
+    spans_of(file, "shop")
+}
+
+/// The spans of `service` in the file destination's output, each with its resource.
+fn spans_of(file: &std::path::Path, service: &str) -> Vec<Value> {
+    all_spans(file)
+        .into_iter()
+        .filter(|span| attribute(&span["resource"], "service.name").as_deref() == Some(service))
+        .collect()
+}
+
+fn all_spans(file: &std::path::Path) -> Vec<Value> {
     let requests = json_lines(file);
     items(&requests, "resourceSpans", "scopeSpans", "spans")
         .into_iter()
-        .filter(|(resource, _, _)| attribute(resource, "service.name").as_deref() == Some("shop"))
         .map(|(resource, _, span)| {
             let mut span = span.clone();
             span["resource"] = resource.clone();
@@ -105,14 +153,13 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
     }
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("spans.jsonl");
-    let destination = format!(
-        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: archive}}\nspec:\n  type: file\n  signals: [TRACES]\n  data: {{FILE_PATH: {}}}\n",
-        file.display()
-    );
-    let up = Up::start(&[("archive.yaml", destination), ("shop.yaml", source(false))]);
+    let up = Up::start(&[
+        ("archive.yaml", file_destination(&file)),
+        ("shop.yaml", source(false)),
+    ]);
     assert!(up.output().contains("ebpf tracing   on"), "{}", up.output());
     up.wait_applied(1);
-    let (mut app, port) = start_app();
+    let (app, port) = start_app("shop");
     let component = format!("processes.{}", app.id());
     let traced = wait_for(Duration::from_secs(20), || {
         odiglet_component(&up, &component)
@@ -143,7 +190,8 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
     let times = curl(port, &["/hello?x=1", "/hello?x=2", "/hello?x=3", "/fail"]);
     assert_eq!(times.len(), 4);
     let arrived = wait_for(Duration::from_secs(20), || shop_spans(&file).len() >= 4);
-    let spans = shop_spans(&file);
+    let mut spans = shop_spans(&file);
+    spans.sort_by_key(|s| nanos(s, "startTimeUnixNano"));
     assert!(
         arrived,
         "{} spans of shop arrived:\n{spans:#?}\n{}",
@@ -231,6 +279,189 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
     curl(port, &["/hello?again=1"]);
     let again = wait_for(Duration::from_secs(20), || shop_spans(&file).len() == 5);
     assert!(again, "{:#?}", shop_spans(&file));
-    app.kill().unwrap();
-    app.wait().unwrap();
+}
+
+/// Every character but letters and digits as `%XX`: a URL inside a query.
+fn encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn file_destination(file: &std::path::Path) -> String {
+    format!(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: archive}}\nspec:\n  type: file\n  signals: [TRACES]\n  data: {{FILE_PATH: {}}}\n",
+        file.display()
+    )
+}
+
+#[test]
+fn servers_in_four_languages_are_traced_and_a_request_through_three_services_is_one_trace() {
+    if !ebpf_available() {
+        return;
+    }
+    let go_app = match std::env::var_os("ODIGOS_TEST_GO_APP") {
+        Some(path) => std::path::PathBuf::from(path),
+        None if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped outside CI: ODIGOS_TEST_GO_APP is not set (test.sh builds it)");
+            return;
+        }
+        None => panic!("ODIGOS_TEST_GO_APP is not set: test.sh builds the Go server"),
+    };
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("spans.jsonl");
+    let up = Up::start(&[
+        ("archive.yaml", file_destination(&file)),
+        (
+            "python.yaml",
+            process_source(
+                "python",
+                "http_app\\.py 0 languages",
+                true,
+                "in-python",
+                false,
+            ),
+        ),
+        (
+            "node.yaml",
+            process_source("node", "http_app\\.js", true, "in-node", false),
+        ),
+        (
+            "go.yaml",
+            process_source("go", "go-app", false, "in-go", false),
+        ),
+        (
+            "rust.yaml",
+            process_source("rust", "http_app", false, "in-rust", false),
+        ),
+    ]);
+    up.wait_applied(1);
+    let mut node = Command::new("node");
+    node.args([
+        workspace().join("tests/node/http_app.js").to_str().unwrap(),
+        "0",
+    ]);
+    let mut go = Command::new(&go_app);
+    go.arg("0");
+    let mut rust = Command::new(env!("CARGO_BIN_EXE_http_app"));
+    rust.arg("0");
+    let mut apps: Vec<(&str, App, u16)> = Vec::new();
+    for (service, command) in [
+        ("in-python", python_app("languages")),
+        ("in-node", node),
+        ("in-go", go),
+        ("in-rust", rust),
+        // The end of the chain below.
+        ("in-python", python_app("languages")),
+    ] {
+        let (child, port) = start(command);
+        apps.push((service, child, port));
+    }
+    for (service, child, _) in &apps {
+        let component = format!("processes.{}", child.id());
+        let traced = wait_for(Duration::from_secs(20), || {
+            odiglet_component(&up, &component).is_some_and(|(healthy, _)| healthy)
+        });
+        let status = odiglet_component(&up, &component);
+        assert!(
+            traced,
+            "{service} ({component}) is not traced: {status:?}\n{}",
+            up.logs()
+        );
+    }
+
+    // Each server: a request that succeeds and one that fails, as SERVER spans.
+    for (service, _, port) in &apps[..4] {
+        let times = curl(*port, &["/hello?n=1", "/fail"]);
+        let arrived = wait_for(Duration::from_secs(20), || {
+            spans_of(&file, service).len() >= 2
+        });
+        let mut spans = spans_of(&file, service);
+        // Batches may be delivered out of order: the spans in the order of the requests.
+        spans.sort_by_key(|s| nanos(s, "startTimeUnixNano"));
+        assert!(
+            arrived && spans.len() == 2,
+            "{service}: {spans:#?}\n{:?}\n{}",
+            odiglet_component(&up, "spans"),
+            up.logs()
+        );
+        for ((span, took), (path, code)) in spans
+            .iter()
+            .zip(&times)
+            .zip([("/hello", "200"), ("/fail", "500")])
+        {
+            assert_eq!(span["kind"], 2, "{service}: {span:#}");
+            assert_eq!(
+                attribute(span, "url.path").as_deref(),
+                Some(path),
+                "{service}: {span:#}"
+            );
+            assert_eq!(
+                attribute(span, "http.response.status_code").as_deref(),
+                Some(code),
+                "{service}: {span:#}"
+            );
+            let duration = nanos(span, "endTimeUnixNano") - nanos(span, "startTimeUnixNano");
+            assert!(
+                (duration as f64) < took * 1e9,
+                "{service}: {duration} ns, curl took {took} s"
+            );
+        }
+    }
+
+    // Python calls Go, which calls another Python: one trace, each hop the child of the last.
+    let (first, go, last) = (apps[0].2, apps[2].2, apps[4].2);
+    let inner = format!("http://127.0.0.1:{last}/hello");
+    let via_go = format!("http://127.0.0.1:{go}/chain?next={}", encoded(&inner));
+    curl(first, &[&format!("/chain?next={}", encoded(&via_go))]);
+    let trace = || -> Vec<Value> {
+        let all = all_spans(&file);
+        let Some(root) = all.iter().find(|s| {
+            attribute(s, "url.path").as_deref() == Some("/chain")
+                && s["kind"] == 2
+                && attribute(&s["resource"], "service.name").as_deref() == Some("in-python")
+        }) else {
+            return Vec::new();
+        };
+        all.iter()
+            .filter(|s| s["traceId"] == root["traceId"])
+            .cloned()
+            .collect()
+    };
+    let whole = wait_for(Duration::from_secs(20), || trace().len() >= 5);
+    let spans = trace();
+    assert!(whole && spans.len() == 5, "{spans:#?}\n{}", up.logs());
+    let find = |service: &str, kind: u64, pid: u32| -> &Value {
+        spans
+            .iter()
+            .find(|s| {
+                attribute(&s["resource"], "service.name").as_deref() == Some(service)
+                    && s["kind"] == kind
+                    && attribute(&s["resource"], "process.pid") == Some(pid.to_string())
+            })
+            .unwrap_or_else(|| panic!("no {service} span of kind {kind} from {pid}: {spans:#?}"))
+    };
+    let (first_pid, go_pid, last_pid) = (apps[0].1.id(), apps[2].1.id(), apps[4].1.id());
+    let hops = [
+        find("in-python", 2, first_pid),
+        find("in-python", 3, first_pid),
+        find("in-go", 2, go_pid),
+        find("in-go", 3, go_pid),
+        find("in-python", 2, last_pid),
+    ];
+    assert_eq!(
+        hops[0]["parentSpanId"], "",
+        "the first hop is the root: {:#}",
+        hops[0]
+    );
+    for pair in hops.windows(2) {
+        assert_eq!(
+            pair[1]["parentSpanId"], pair[0]["spanId"],
+            "{:#} should be the child of {:#}",
+            pair[1], pair[0]
+        );
+    }
 }

@@ -348,3 +348,105 @@ fn pending_requests_and_connections_are_bounded() {
     }
     assert_eq!(a.connections(), MAX_CONNECTIONS);
 }
+
+#[test]
+fn a_call_from_another_thread_nests_under_the_only_request_its_process_serves() {
+    let mut a = Assembler::new();
+    open(&mut a, 1, 3, Role::Server);
+    data(&mut a, 1, 11, 3, In, 10, b"GET /front HTTP/1.1\r\n\r\n");
+    open(&mut a, 1, 5, Role::Client);
+    data(&mut a, 1, 12, 5, Out, 20, b"GET /back HTTP/1.1\r\n\r\n");
+    data(
+        &mut a,
+        1,
+        12,
+        5,
+        In,
+        30,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    let call = a.take().pop().unwrap();
+    // A second request in flight makes the owner of another thread's call unknowable.
+    open(&mut a, 1, 4, Role::Server);
+    data(&mut a, 1, 13, 4, In, 40, b"GET /other HTTP/1.1\r\n\r\n");
+    data(&mut a, 1, 12, 5, Out, 50, b"GET /back HTTP/1.1\r\n\r\n");
+    data(
+        &mut a,
+        1,
+        12,
+        5,
+        In,
+        60,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    let unowned = a.take().pop().unwrap();
+    data(
+        &mut a,
+        1,
+        11,
+        3,
+        Out,
+        70,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    let front = a.take().pop().unwrap();
+    assert_eq!(call.parent, Some(front.span_id));
+    assert_eq!(unowned.parent, None);
+}
+
+#[test]
+fn a_duplicated_descriptor_is_the_same_connection() {
+    let mut a = Assembler::new();
+    open(&mut a, 1, 4, Role::Server);
+    a.push(&Event::Dup {
+        pid: 1,
+        fd: 4,
+        new_fd: 5,
+    });
+    // Read on the duplicate, answered on the original (Rust's try_clone).
+    data(&mut a, 1, 1, 5, In, 10, b"GET /a HTTP/1.1\r\n\r\n");
+    data(
+        &mut a,
+        1,
+        1,
+        4,
+        Out,
+        20,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(a.take()[0].target, "/a");
+    // The original closes first; the duplicate carries on.
+    a.push(&Event::Close {
+        pid: 1,
+        fd: 4,
+        at: 30,
+    });
+    data(&mut a, 1, 1, 5, In, 40, b"GET /b HTTP/1.1\r\n\r\n");
+    data(&mut a, 1, 1, 5, Out, 50, b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(a.take()[0].status, Some(204));
+    a.push(&Event::Close {
+        pid: 1,
+        fd: 5,
+        at: 60,
+    });
+    assert_eq!(a.connections(), 0);
+}
+
+#[test]
+fn a_head_whose_first_byte_came_alone_is_joined() {
+    let mut a = Assembler::new();
+    open(&mut a, 1, 3, Role::Server);
+    data(&mut a, 1, 1, 3, In, 10, b"G");
+    data(&mut a, 1, 1, 3, In, 20, b"ET /late HTTP/1.1\r\n\r\n");
+    data(
+        &mut a,
+        1,
+        1,
+        3,
+        Out,
+        30,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    let span = a.take().pop().unwrap();
+    assert_eq!((span.target.as_str(), span.start), ("/late", 11));
+}

@@ -1,0 +1,3 @@
+module odigos-rs/tests/go-app
+
+go 1.23
