@@ -118,7 +118,14 @@ impl Apply for Managed {
             match &report.ebpf {
                 Ok(programs) => {
                     let ids: Vec<String> = programs.iter().map(|(_, id)| id.to_string()).collect();
-                    let status = format!("{} programs attached, ids {}", ids.len(), ids.join(","));
+                    let status = format!(
+                        "{} programs attached, ids {}; maps: {} connections, {} calls in flight; {} connections assembled",
+                        ids.len(),
+                        ids.join(","),
+                        report.kernel_connections,
+                        report.calls_in_flight,
+                        report.connections
+                    );
                     component(true, status, String::new())
                 }
                 Err(e) => component(false, "eBPF tracing is off".into(), e.clone()),

@@ -24,8 +24,12 @@ use crate::process::{Process, ProcessKey, scan};
 use crate::runtime::{Runtime, detect};
 use crate::tracer::{Event, MAX_CAPTURE, Role, Tracer};
 
-/// How often `/proc` is scanned when eBPF is off, and spans are flushed at the latest.
-const TICK: Duration = Duration::from_secs(1);
+/// How long finished spans wait to be sent with others, at most.
+const FLUSH: Duration = Duration::from_millis(200);
+/// Spans sent at once without waiting for `FLUSH`.
+const BATCH: usize = 512;
+/// How often `/proc` is scanned when eBPF is off, and the state counted for health.
+const POLL: Duration = Duration::from_secs(1);
 
 /// A config checked and ready: its Sources with their selectors compiled.
 struct Plan {
@@ -84,6 +88,11 @@ pub struct Report {
     /// Spans left out by head sampling, a dropped route, or because no Source takes their
     /// process any more.
     pub spans_sampled_out: u64,
+    /// Entries of the programs' maps, and the connections span assembly follows: each goes
+    /// back to its base once connections close.
+    pub kernel_connections: usize,
+    pub calls_in_flight: usize,
+    pub connections: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +130,9 @@ impl Odiglet {
             spans_sent: 0,
             spans_dropped: 0,
             spans_sampled_out: 0,
+            kernel_connections: 0,
+            calls_in_flight: 0,
+            connections: 0,
         }));
         let worker = Worker {
             proc,
@@ -179,7 +191,8 @@ impl Worker {
             }
         };
         self.rescan();
-        let mut tick = tokio::time::interval(TICK);
+        let mut flush = tokio::time::interval(FLUSH);
+        let mut poll = tokio::time::interval(POLL);
         let mut batch = Vec::new();
         loop {
             tokio::select! {
@@ -191,7 +204,9 @@ impl Worker {
                     for event in batch.drain(..) {
                         self.event(&event);
                     }
-                    self.flush();
+                    if self.assembler.finished() >= BATCH {
+                        self.flush();
+                    }
                 }
                 changed = plans.changed() => {
                     if changed.is_err() {
@@ -200,11 +215,12 @@ impl Worker {
                     self.plan = plans.borrow_and_update().clone();
                     self.rescan();
                 }
-                _ = tick.tick() => {
+                _ = flush.tick() => self.flush(),
+                _ = poll.tick() => {
                     if self.tracer.is_none() {
                         self.rescan();
                     }
-                    self.flush();
+                    self.count_state();
                 }
             }
         }
@@ -318,6 +334,17 @@ impl Worker {
         {
             tracer.untrace(pid);
         }
+    }
+
+    fn count_state(&self) {
+        let (kernel_connections, calls_in_flight) = self
+            .tracer
+            .as_ref()
+            .map_or((0, 0), |t| (t.connections(), t.calls_in_flight()));
+        let mut report = self.report();
+        report.kernel_connections = kernel_connections;
+        report.calls_in_flight = calls_in_flight;
+        report.connections = self.assembler.connections();
     }
 
     fn publish(&self) {

@@ -136,6 +136,11 @@ impl Assembler {
         std::mem::take(&mut self.finished)
     }
 
+    /// Spans finished and not taken yet.
+    pub fn finished(&self) -> usize {
+        self.finished.len()
+    }
+
     /// Connections followed now (bounded by `MAX_CONNECTIONS`).
     pub fn connections(&self) -> usize {
         self.connections.len()

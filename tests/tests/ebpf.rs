@@ -102,6 +102,25 @@ fn odiglet_component(up: &Up, name: &str) -> Option<(bool, String)> {
     ))
 }
 
+/// The ids of odiglet's eBPF programs, from its `ebpf` status `N programs attached, ids A,B,...; maps: ...`.
+fn program_ids(up: &Up) -> String {
+    let (_, status) = odiglet_component(up, "ebpf").unwrap();
+    let ids = status.split("ids ").nth(1).unwrap_or_default();
+    ids.split(';').next().unwrap_or_default().to_string()
+}
+
+/// A number in odiglet's `ebpf` status: what precedes `what` (`connections`, `calls in flight`).
+fn ebpf_count(up: &Up, what: &str) -> usize {
+    let (_, status) = odiglet_component(up, "ebpf").unwrap();
+    let before = status.split(&format!(" {what}")).next().unwrap_or_default();
+    before
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(usize::MAX)
+}
+
 /// `curl` GETs of `paths`, over one kept-alive connection; each one's total time in seconds.
 fn curl(port: u16, paths: &[&str]) -> Vec<f64> {
     let mut command = Command::new("curl");
@@ -176,7 +195,7 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
         status.contains("python") && status.contains("service shop"),
         "{status}"
     );
-    let (_, programs) = odiglet_component(&up, "ebpf").unwrap();
+    let programs = program_ids(&up);
     let instrumented = wait_for(Duration::from_secs(10), || {
         let condition = &up.state()["sources"][0]["condition"];
         condition["reason"] == "Instrumented"
@@ -264,11 +283,7 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
         4,
         "spans after the Source was disabled"
     );
-    assert_eq!(
-        odiglet_component(&up, "ebpf").unwrap().1,
-        programs,
-        "programs were reloaded"
-    );
+    assert_eq!(program_ids(&up), programs, "programs were reloaded");
 
     // Enabled again: spans resume.
     up.write("shop.yaml", &source(false));
@@ -464,4 +479,154 @@ fn servers_in_four_languages_are_traced_and_a_request_through_three_services_is_
             pair[1], pair[0]
         );
     }
+}
+
+#[test]
+fn ten_thousand_short_connections_and_bad_input_leave_nothing_behind() {
+    use std::io::{Read, Write};
+    if !ebpf_available() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("spans.jsonl");
+    let up = Up::start(&[
+        ("archive.yaml", file_destination(&file)),
+        (
+            "churn.yaml",
+            process_source("churn", "http_app\\.py 0 churn", true, "churn", false),
+        ),
+    ]);
+    up.wait_applied(1);
+    let (app, port) = start_app("churn");
+    let component = format!("processes.{}", app.id());
+    let traced = wait_for(Duration::from_secs(20), || {
+        odiglet_component(&up, &component).is_some_and(|(healthy, _)| healthy)
+    });
+    assert!(traced, "{}", up.logs());
+    let base = (
+        ebpf_count(&up, "connections"),
+        ebpf_count(&up, "calls in flight"),
+    );
+    let odiglet = odiglet_pid(&up);
+    let rss_before = rss_kib(odiglet);
+
+    const REQUESTS: usize = 10_000;
+    let request = |stream: &mut std::net::TcpStream, bytes: &[u8]| {
+        stream.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        answer
+    };
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            std::thread::spawn(move || {
+                let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                for i in (worker..REQUESTS).step_by(4) {
+                    let mut stream = connect();
+                    let text = format!(
+                        "GET /hello?i={i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    );
+                    let answer = request(&mut stream, text.as_bytes());
+                    assert!(
+                        answer.starts_with(b"HTTP/1.1 200"),
+                        "{}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+            })
+        })
+        .collect();
+    // Bad input beside them: binary bytes, a request line longer than any capture, a request
+    // cut off by its client.
+    for _ in 0..50 {
+        let mut binary = connect();
+        let _ = binary.write_all(&[0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x0d, 0x0a, 0x0d, 0x0a]);
+        drop(binary);
+        let mut long = connect();
+        let path = "x".repeat(20_000);
+        let answer = request(
+            &mut long,
+            format!("GET /{path} HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(!answer.is_empty());
+        let mut cut = connect();
+        cut.write_all(b"GET /hel").unwrap();
+        drop(cut);
+    }
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let hello = |file: &std::path::Path| {
+        spans_of(file, "churn")
+            .iter()
+            .filter(|s| attribute(s, "url.path").as_deref() == Some("/hello"))
+            .count()
+    };
+    let arrived = wait_for(Duration::from_secs(60), || hello(&file) >= REQUESTS);
+    assert!(
+        arrived,
+        "{} of {REQUESTS} spans arrived; {:?}",
+        hello(&file),
+        odiglet_component(&up, "spans")
+    );
+    assert_eq!(hello(&file), REQUESTS, "each request is one span");
+    let long = spans_of(&file, "churn")
+        .into_iter()
+        .filter(|s| attribute(s, "url.path").is_some_and(|p| p.starts_with("/xxx")))
+        .collect::<Vec<_>>();
+    assert!(
+        long.iter()
+            .all(|s| attribute(s, "odigos.partial").as_deref() == Some("true")),
+        "{long:#?}"
+    );
+
+    // Every connection closed: the maps and the assembly are back to where they started.
+    let settled = wait_for(Duration::from_secs(10), || {
+        (
+            ebpf_count(&up, "connections"),
+            ebpf_count(&up, "calls in flight"),
+        ) == base
+            && ebpf_count(&up, "connections assembled") == 0
+    });
+    assert!(
+        settled,
+        "base {base:?}: {:?}",
+        odiglet_component(&up, "ebpf")
+    );
+    // The growth, not the size: a debug build's code alone is tens of MiB (the size of a
+    // release build is the benchmark's business).
+    let grown = rss_kib(odiglet) - rss_before;
+    eprintln!(
+        "odiglet: {rss_before} kB resident before, {grown} kB more after {REQUESTS} connections"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "odiglet grew by {grown} kB over {REQUESTS} connections"
+    );
+    drop(app);
+}
+
+/// A process's resident memory.
+fn rss_kib(pid: u32) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The pid of the odiglet `odigos up` started.
+fn odiglet_pid(up: &Up) -> u32 {
+    for task in std::fs::read_dir(format!("/proc/{}/task", up.child.id())).unwrap() {
+        let children = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
+        for pid in children.split_whitespace() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).nth(1) == Some(b"odiglet") {
+                return pid.parse().unwrap();
+            }
+        }
+    }
+    panic!("no odiglet runs under odigos up");
 }
