@@ -1,7 +1,8 @@
 /* Syscall tracing for odiglet: for the processes user space names in `traced`, every TCP
  * connection accepted or opened, the bytes that cross it (the first `capture` bytes of each
  * call) and its close; for every process, exec and exit. Everything goes to one ring buffer,
- * where user space assembles spans. A process that is not traced costs one map lookup. */
+ * where user space assembles spans. A process that is not traced costs one map lookup. The
+ * children a traced process forks are traced from their first instruction. */
 #include "bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -15,7 +16,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_DUPFD 0
 #define F_DUPFD_CLOEXEC 1030
 
-enum kind { EV_EXEC = 1, EV_EXIT, EV_ACCEPT, EV_CONNECT, EV_RECV, EV_SEND, EV_CLOSE, EV_DUP };
+enum kind { EV_EXEC = 1, EV_EXIT, EV_ACCEPT, EV_CONNECT, EV_RECV, EV_SEND, EV_CLOSE, EV_DUP, EV_FORK };
 enum buffer { PLAIN, IOVEC, MSGHDR };
 
 /* Every event starts with this head; user space reads it at fixed offsets. */
@@ -386,4 +387,31 @@ int process_exit(void *ctx)
         return 0;
     bpf_map_delete_elem(&traced, &tgid);
     return process_event(EV_EXIT);
+}
+
+/* A traced process's child is traced as well: a pre-fork server's workers (gunicorn, uWSGI)
+ * accept the connections. A new thread is not a new process: only a child that leads its own
+ * thread group counts. tp_btf, as the fork tracepoint's record names no thread group. */
+SEC("tp_btf/sched_process_fork")
+int process_fork(u64 *ctx)
+{
+    struct task_struct *parent = (struct task_struct *)ctx[0];
+    struct task_struct *child = (struct task_struct *)ctx[1];
+    u32 parent_tgid = 0, child_pid = 0, child_tgid = 0;
+    bpf_probe_read_kernel(&parent_tgid, sizeof parent_tgid, &parent->tgid);
+    u32 *capture = bpf_map_lookup_elem(&traced, &parent_tgid);
+    if (!capture)
+        return 0;
+    bpf_probe_read_kernel(&child_pid, sizeof child_pid, &child->pid);
+    bpf_probe_read_kernel(&child_tgid, sizeof child_tgid, &child->tgid);
+    if (child_pid != child_tgid)
+        return 0;
+    u32 value = *capture;
+    bpf_map_update_elem(&traced, &child_tgid, &value, BPF_ANY);
+    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    if (!h)
+        return 0;
+    fill_head(h, EV_FORK, (u64)child_tgid << 32 | child_tgid, parent_tgid, bpf_ktime_get_ns(), 0);
+    bpf_ringbuf_submit(h, 0);
+    return 0;
 }

@@ -161,6 +161,22 @@ impl Odiglet {
     }
 }
 
+/// The processes `pid` forked (its threads' children).
+fn children(proc: &std::path::Path, pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(proc.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 struct Worker {
     proc: PathBuf,
     host: String,
@@ -233,6 +249,7 @@ impl Worker {
     fn event(&mut self, event: &Event) {
         match event {
             Event::Exec { pid } => self.discover(*pid),
+            Event::Fork { pid, parent } => self.inherit(*pid, *parent),
             Event::Exit { pid } => {
                 self.assembler.push(event);
                 if self.known.contains_key(pid) {
@@ -276,6 +293,43 @@ impl Worker {
         if let Ok(process) = Process::read(&self.proc, pid) {
             self.consider(process);
         }
+        // Children it forked before it was traced (a pre-fork server is quick) run what it runs.
+        if self.known.contains_key(&pid) {
+            for child in children(&self.proc, pid) {
+                self.inherit(child, pid);
+            }
+        }
+        self.publish();
+    }
+
+    /// A child of a traced process runs what its parent ran, under the same Source, until it
+    /// execs something else; the programs already trace it.
+    fn inherit(&mut self, pid: u32, parent: u32) {
+        let Some((matched, index)) = self.known.get(&parent).cloned() else {
+            return;
+        };
+        let Ok(process) = Process::read(&self.proc, pid) else {
+            return; // Gone already.
+        };
+        if self
+            .known
+            .get(&pid)
+            .is_some_and(|(m, _)| m.key == process.key)
+        {
+            return; // Seen both forking and as a child.
+        }
+        if matched.traced
+            && let Some(tracer) = &mut self.tracer
+            && let Err(e) = tracer.trace(pid, MAX_CAPTURE)
+        {
+            tracing::warn!(pid, "cannot trace: {e}");
+        }
+        tracing::info!(pid, parent, source = %matched.source, "forked process traced");
+        let matched = Matched {
+            key: process.key,
+            ..matched
+        };
+        self.known.insert(pid, (matched, index));
         self.publish();
     }
 

@@ -127,7 +127,7 @@ impl Assembler {
             Event::Close { pid, fd, at } => self.close(*pid, *fd, *at),
             Event::Dup { pid, fd, new_fd } => self.dup(*pid, *fd, *new_fd),
             Event::Exit { pid } => self.exit(*pid),
-            Event::Exec { .. } => {}
+            Event::Exec { .. } | Event::Fork { .. } => {}
         }
     }
 

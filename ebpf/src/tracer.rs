@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use aya::maps::{HashMap, MapData, RingBuf};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::Program;
+use aya::{Btf, Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -100,6 +100,11 @@ pub enum Event {
         fd: i32,
         at: u64,
     },
+    /// Traced process `parent` forked `pid`, which is traced as well.
+    Fork {
+        pid: u32,
+        parent: u32,
+    },
     /// `new_fd` is a duplicate of connection `fd`.
     Dup {
         pid: u32,
@@ -117,23 +122,35 @@ impl Tracer {
             .map_err(|e| TracerError::Load(error_chain(&e)))?;
         mount_tracefs();
         let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_string()).collect();
+        let btf = Btf::from_sys_fs().map_err(|e| TracerError::Load(format!("kernel BTF: {e}")))?;
         for name in names {
             let (category, tracepoint) = tracepoint_of(&name);
-            let program: &mut TracePoint = ebpf
-                .program_mut(&name)
-                .expect("listed")
-                .try_into()
-                .map_err(|e| TracerError::Load(format!("{name}: {e}")))?;
-            let attach_error = |error: String| TracerError::Attach {
+            let attach_error = |error: &dyn std::error::Error| TracerError::Attach {
                 program: name.clone(),
                 category: category.into(),
                 name: tracepoint.clone(),
-                error,
+                error: error_chain(error),
             };
-            program.load().map_err(|e| attach_error(error_chain(&e)))?;
-            program
-                .attach(category, &tracepoint)
-                .map_err(|e| attach_error(error_chain(&e)))?;
+            match ebpf.program_mut(&name).expect("listed") {
+                Program::TracePoint(program) => {
+                    program.load().map_err(|e| attach_error(&e))?;
+                    program
+                        .attach(category, &tracepoint)
+                        .map_err(|e| attach_error(&e))?;
+                }
+                Program::BtfTracePoint(program) => {
+                    program
+                        .load(&tracepoint, &btf)
+                        .map_err(|e| attach_error(&e))?;
+                    program.attach().map_err(|e| attach_error(&e))?;
+                }
+                other => {
+                    let kind = format!("{:?}", other.prog_type());
+                    return Err(TracerError::Load(format!(
+                        "{name}: unexpected program type {kind}"
+                    )));
+                }
+            }
         }
         let map_error = |map: &'static str| {
             move |e: aya::maps::MapError| TracerError::Map {
@@ -267,7 +284,8 @@ fn programs() -> Result<&'static [u8], TracerError> {
     return Err(TracerError::NotBuilt(env!("ODIGOS_BPF_MISSING")));
 }
 
-/// `enter_read` → `syscalls`/`sys_enter_read`; `process_exec` → `sched`/`sched_process_exec`.
+/// `enter_read` → `syscalls`/`sys_enter_read`; `process_exec` → `sched`/`sched_process_exec`
+/// (for a `tp_btf` program, only the name counts).
 fn tracepoint_of(program: &str) -> (&'static str, String) {
     match program.split_once('_') {
         Some(("enter" | "exit", syscall)) => (
@@ -312,6 +330,7 @@ const EV_RECV: u8 = 5;
 const EV_SEND: u8 = 6;
 const EV_CLOSE: u8 = 7;
 const EV_DUP: u8 = 8;
+const EV_FORK: u8 = 9;
 const HEAD: usize = 40;
 
 fn parse(bytes: &[u8]) -> Option<Event> {
@@ -327,6 +346,10 @@ fn parse(bytes: &[u8]) -> Option<Event> {
         EV_EXEC => Event::Exec { pid },
         EV_EXIT => Event::Exit { pid },
         EV_CLOSE => Event::Close { pid, fd, at: end },
+        EV_FORK => Event::Fork {
+            pid,
+            parent: fd as u32,
+        },
         EV_DUP => Event::Dup {
             pid,
             fd,

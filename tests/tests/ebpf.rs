@@ -630,3 +630,205 @@ fn odiglet_pid(up: &Up) -> u32 {
     }
     panic!("no odiglet runs under odigos up");
 }
+
+#[test]
+fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change() {
+    if !ebpf_available() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("spans.jsonl");
+    let up = Up::start(&[
+        ("archive.yaml", file_destination(&file)),
+        (
+            "sampled.yaml",
+            process_source("sampled", "http_app\\.py 0 sampled", true, "sampled", false),
+        ),
+    ]);
+    up.wait_applied(1);
+    let (app, port) = start_app("sampled");
+    let component = format!("processes.{}", app.id());
+    let traced = wait_for(Duration::from_secs(20), || {
+        odiglet_component(&up, &component).is_some_and(|(healthy, _)| healthy)
+    });
+    assert!(traced, "{}", up.logs());
+
+    // The SDK's traceparent makes the server span the child of the client's span.
+    let output = Command::new(python())
+        .arg(workspace().join("tests/python/traced_client.py"))
+        .arg(format!("http://127.0.0.1:{}", up.grpc()))
+        .arg(format!("http://127.0.0.1:{port}/hello?from=sdk"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    let words: Vec<&str> = printed.split_whitespace().collect();
+    assert!(
+        words.len() == 6 && words[5] == "200",
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (trace_id, span_id) = (words[1].to_string(), words[3].to_string());
+    let joined = wait_for(Duration::from_secs(20), || {
+        spans_of(&file, "sampled")
+            .iter()
+            .any(|s| s["traceId"] == trace_id.as_str())
+    });
+    assert!(
+        joined,
+        "no server span in trace {trace_id}: {:#?}",
+        spans_of(&file, "sampled")
+    );
+    let server = spans_of(&file, "sampled")
+        .into_iter()
+        .find(|s| s["traceId"] == trace_id.as_str())
+        .unwrap();
+    assert_eq!(server["parentSpanId"], span_id.as_str(), "{server:#}");
+    assert_eq!(server["kind"], 2);
+    let client_arrived = wait_for(Duration::from_secs(20), || {
+        spans_of(&file, "sdk-client")
+            .iter()
+            .any(|s| s["spanId"] == span_id.as_str())
+    });
+    assert!(client_arrived, "the SDK's own span did not arrive");
+
+    // Under load, an InstrumentationRule turns head sampling down to 10%.
+    let load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let running = load.clone();
+    let phase = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let current = phase.clone();
+    let sent = std::sync::Arc::new(std::sync::Mutex::new([0usize; 2]));
+    let counted = sent.clone();
+    let client = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        while running.load(std::sync::atomic::Ordering::Relaxed) {
+            let phase = current.load(std::sync::atomic::Ordering::Relaxed);
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            // The phase in the path: the query is not recorded.
+            let request = format!("GET /p{phase} HTTP/1.1\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            if phase < 2 {
+                counted.lock().unwrap()[phase] += 1;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    up.write(
+        "rule.yaml",
+        "apiVersion: odigos.io/v1alpha1\nkind: InstrumentationRule\nmetadata: {name: tenth}\nspec:\n  headSamplingFallbackFraction: {fractionToKeep: 0.1}\n",
+    );
+    let applied = wait_for(Duration::from_secs(10), || {
+        odiglet_effective(&up).contains("0.1")
+    });
+    assert!(applied, "{}", odiglet_effective(&up));
+    // What was sent from now on is sampled; 2,000 requests give the share within a few %.
+    phase.store(1, std::sync::atomic::Ordering::Relaxed);
+    let enough = wait_for(Duration::from_secs(120), || sent.lock().unwrap()[1] >= 2000);
+    phase.store(2, std::sync::atomic::Ordering::Relaxed);
+    load.store(false, std::sync::atomic::Ordering::Relaxed);
+    client.join().unwrap();
+    assert!(enough, "the load stalled: {:?}", sent.lock().unwrap());
+    let requests = sent.lock().unwrap()[1];
+    let delivered = || {
+        spans_of(&file, "sampled")
+            .iter()
+            .filter(|s| attribute(s, "url.path").as_deref() == Some("/p1"))
+            .count()
+    };
+    // Spans stop arriving once the last of them is through.
+    let mut last = usize::MAX;
+    wait_for(Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = delivered();
+        std::mem::replace(&mut last, now) == now
+    });
+    let share = delivered() as f64 / requests as f64;
+    eprintln!(
+        "{} of {requests} requests delivered at a fraction of 0.1",
+        delivered()
+    );
+    assert!(
+        (0.075..=0.125).contains(&share),
+        "{share:.3} of {requests} requests were delivered after the fraction became 0.1"
+    );
+    drop(app);
+}
+
+/// odiglet's effective config, as it reports it.
+fn odiglet_effective(up: &Up) -> String {
+    let token = std::fs::read_to_string(up.path(".odigos/token")).unwrap();
+    let body = http_get_as(up.opamp(), "/api/v1/agents", Some(token.trim()));
+    let agents: Value = serde_json::from_str(&body).unwrap_or_default();
+    agents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["non_identifying"]["odigos.role"] == "odiglet")
+        .map(|a| a["effective_config"].to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_workers_of_a_prefork_server_are_traced() {
+    if !ebpf_available() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("spans.jsonl");
+    let up = Up::start(&[
+        ("archive.yaml", file_destination(&file)),
+        (
+            "prefork.yaml",
+            process_source("prefork", "prefork_app\\.py", true, "prefork", false),
+        ),
+    ]);
+    up.wait_applied(1);
+    let mut command = Command::new(python());
+    command
+        .arg(workspace().join("tests/python/prefork_app.py"))
+        .arg("0");
+    let (app, port) = start(command);
+    let workers_of = |up: &Up| -> usize {
+        let token = std::fs::read_to_string(up.path(".odigos/token")).unwrap();
+        let body = http_get_as(up.opamp(), "/api/v1/agents", Some(token.trim()));
+        body.matches("Source default/prefork, traced").count()
+    };
+    let traced = wait_for(Duration::from_secs(20), || workers_of(&up) == 3);
+    assert!(
+        traced,
+        "{} of the parent and its 2 workers traced\n{}",
+        workers_of(&up),
+        up.logs()
+    );
+    // Each worker answers with its pid; ask until both have served.
+    let mut workers = std::collections::BTreeSet::new();
+    let mut asked = 0;
+    while workers.len() < 2 && asked < 200 {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{port}/")])
+            .output()
+            .unwrap();
+        workers.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        asked += 1;
+    }
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let pids = |file: &std::path::Path| -> std::collections::BTreeSet<String> {
+        spans_of(file, "prefork")
+            .iter()
+            .filter_map(|s| attribute(&s["resource"], "process.pid"))
+            .collect()
+    };
+    let both = wait_for(Duration::from_secs(20), || pids(&file) == workers);
+    assert!(
+        both,
+        "spans came from {:?}; the workers are {workers:?}\n{}",
+        pids(&file),
+        up.logs()
+    );
+    assert!(
+        !pids(&file).contains(&app.id().to_string()),
+        "the parent serves nothing"
+    );
+    drop(app);
+}
