@@ -174,14 +174,14 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
 }
 
 /// `odigos up` in a temporary directory, on free ports; stopped when dropped.
-struct Up {
-    child: Child,
-    dir: tempfile::TempDir,
+pub(crate) struct Up {
+    pub(crate) child: Child,
+    pub(crate) dir: tempfile::TempDir,
     api: String,
 }
 
 impl Up {
-    fn start(odigos: &Path) -> anyhow::Result<Up> {
+    pub(crate) fn start(odigos: &Path) -> anyhow::Result<Up> {
         let dir = tempfile::tempdir()?;
         let address = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
         let api = address()?;
@@ -220,7 +220,7 @@ impl Up {
         }
     }
 
-    fn state(&self) -> anyhow::Result<serde_json::Value> {
+    pub(crate) fn state(&self) -> anyhow::Result<serde_json::Value> {
         let token = std::fs::read_to_string(self.dir.path().join(".odigos/token"))?;
         let mut stream = std::net::TcpStream::connect(&self.api)?;
         write!(

@@ -2,6 +2,7 @@
 //! measures our collector and rotel side by side under the same load.
 
 pub mod control;
+pub mod ebpf;
 pub mod fleet;
 pub mod load;
 pub mod request;

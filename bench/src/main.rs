@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use odigos_bench::control::{self, ControlArgs};
+use odigos_bench::ebpf::{self, EbpfArgs};
 use odigos_bench::fleet::{self, FleetArgs};
 use odigos_bench::load::{self, LoadOptions, LoadStats};
 use odigos_bench::request::Payloads;
@@ -36,6 +37,9 @@ enum Cmd {
     /// Measure the control plane: compile time of a large desired state, and the time from a
     /// file written in `odigos up`'s `odigos.d/` to every collector running the new config.
     Control(ControlArgs),
+    /// Measure eBPF tracing: an HTTP server's throughput and latency untraced, traced, and
+    /// while another process is traced; odiglet's CPU per request and memory. Needs root.
+    Ebpf(EbpfArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Swap(args) => swap::run(args).await,
         Cmd::Fleet(args) => fleet::run(args).await,
         Cmd::Control(args) => control::run(args).await,
+        Cmd::Ebpf(args) => ebpf::run(args),
     }
 }
 

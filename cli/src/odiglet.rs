@@ -147,9 +147,10 @@ impl Apply for Managed {
             component(
                 true,
                 format!(
-                    "{} sent, {dropped} dropped (export backlog full), {} left out (sampling, dropped routes, processes no longer traced)",
+                    "{} sent, {dropped} dropped (export backlog full), {} left out (sampling, dropped routes, processes no longer traced), {} kernel events lost (ring buffer full)",
                     report.spans_sent.saturating_sub(self.refused.load(Ordering::Relaxed)),
-                    report.spans_sampled_out
+                    report.spans_sampled_out,
+                    report.events_lost
                 ),
                 String::new(),
             ),

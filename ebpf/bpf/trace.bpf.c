@@ -84,6 +84,26 @@ struct {
     __uint(max_entries, 8 << 20);
 } events SEC(".maps");
 
+/* Events the ring buffer had no room for: counted, so that a loss shows in odiglet's health. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, u64);
+} lost SEC(".maps");
+
+static __always_inline void *reserve(u64 size)
+{
+    void *event = bpf_ringbuf_reserve(&events, size, 0);
+    if (!event) {
+        u32 zero = 0;
+        u64 *count = bpf_map_lookup_elem(&lost, &zero);
+        if (count)
+            *count += 1;
+    }
+    return event;
+}
+
 static __always_inline u32 *capture_of(u64 id)
 {
     u32 tgid = id >> 32;
@@ -197,7 +217,7 @@ static __always_inline int exit_conn(struct sys_exit *ctx, u8 kind)
     u8 role = kind;
     bpf_map_update_elem(&conns, &key, &role, BPF_ANY);
 
-    struct conn_event *e = bpf_ringbuf_reserve(&events, sizeof *e, 0);
+    struct conn_event *e = reserve(sizeof *e);
     if (!e)
         return 0;
     fill_head(&e->h, kind, id, fd, call.start, ctx->ret);
@@ -254,7 +274,7 @@ static __always_inline int exit_data(struct sys_exit *ctx, u8 kind, enum buffer 
         if (iov.iov_len < available)
             available = iov.iov_len;
     }
-    struct data_event *e = bpf_ringbuf_reserve(&events, sizeof *e, 0);
+    struct data_event *e = reserve(sizeof *e);
     if (!e)
         return 0;
     fill_head(&e->h, kind, id, call.fd, call.start, ctx->ret);
@@ -327,7 +347,7 @@ static __always_inline int exit_duplicate(struct sys_exit *ctx, int fcntl)
     u8 copy = *role;
     u64 dup_key = conn_key(id, ctx->ret);
     bpf_map_update_elem(&conns, &dup_key, &copy, BPF_ANY);
-    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
     fill_head(h, EV_DUP, id, call.fd, call.start, ctx->ret);
@@ -355,7 +375,7 @@ int enter_close(struct sys_enter *ctx)
     if (!bpf_map_lookup_elem(&conns, &key))
         return 0;
     bpf_map_delete_elem(&conns, &key);
-    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
     fill_head(h, EV_CLOSE, id, ctx->args[0], bpf_ktime_get_ns(), 0);
@@ -366,7 +386,7 @@ int enter_close(struct sys_enter *ctx)
 static __always_inline int process_event(u8 kind)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
     fill_head(h, kind, id, -1, bpf_ktime_get_ns(), 0);
@@ -408,7 +428,7 @@ int process_fork(u64 *ctx)
         return 0;
     u32 value = *capture;
     bpf_map_update_elem(&traced, &child_tgid, &value, BPF_ANY);
-    struct head *h = bpf_ringbuf_reserve(&events, sizeof *h, 0);
+    struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
     fill_head(h, EV_FORK, (u64)child_tgid << 32 | child_tgid, parent_tgid, bpf_ktime_get_ns(), 0);

@@ -93,6 +93,8 @@ pub struct Report {
     pub kernel_connections: usize,
     pub calls_in_flight: usize,
     pub connections: usize,
+    /// Events lost to a full ring buffer: the spans they would have made are missing.
+    pub events_lost: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,6 +135,7 @@ impl Odiglet {
             kernel_connections: 0,
             calls_in_flight: 0,
             connections: 0,
+            events_lost: 0,
         }));
         let worker = Worker {
             proc,
@@ -391,11 +394,12 @@ impl Worker {
     }
 
     fn count_state(&self) {
-        let (kernel_connections, calls_in_flight) = self
-            .tracer
-            .as_ref()
-            .map_or((0, 0), |t| (t.connections(), t.calls_in_flight()));
+        let (kernel_connections, calls_in_flight, lost) =
+            self.tracer.as_ref().map_or((0, 0, 0), |t| {
+                (t.connections(), t.calls_in_flight(), t.lost())
+            });
         let mut report = self.report();
+        report.events_lost = lost;
         report.kernel_connections = kernel_connections;
         report.calls_in_flight = calls_in_flight;
         report.connections = self.assembler.connections();

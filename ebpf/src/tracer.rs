@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::Program;
 use aya::{Btf, Ebpf, EbpfLoader};
 use tokio::io::Interest;
@@ -42,6 +42,7 @@ pub struct Tracer {
     traced: HashMap<MapData, u32, u32>,
     conns: HashMap<MapData, u64, u8>,
     calls: HashMap<MapData, u64, [u8; 24]>,
+    lost: PerCpuArray<MapData, u64>,
 }
 
 /// The events the programs send, in the order they happened (per CPU).
@@ -117,12 +118,14 @@ impl Tracer {
     /// Loads and attaches every program, tracing no process yet.
     pub fn load() -> Result<(Tracer, Events), TracerError> {
         available()?;
+        // Parsed once, for the relocations and the tp_btf program: it is large.
+        let btf = Btf::from_sys_fs().map_err(|e| TracerError::Load(format!("kernel BTF: {e}")))?;
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
             .load(programs()?)
             .map_err(|e| TracerError::Load(error_chain(&e)))?;
         mount_tracefs();
         let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_string()).collect();
-        let btf = Btf::from_sys_fs().map_err(|e| TracerError::Load(format!("kernel BTF: {e}")))?;
         for name in names {
             let (category, tracepoint) = tracepoint_of(&name);
             let attach_error = |error: &dyn std::error::Error| TracerError::Attach {
@@ -164,6 +167,8 @@ impl Tracer {
             .map_err(map_error("conns"))?;
         let calls = HashMap::try_from(ebpf.take_map("calls").expect("defined in trace.bpf.c"))
             .map_err(map_error("calls"))?;
+        let lost = PerCpuArray::try_from(ebpf.take_map("lost").expect("defined in trace.bpf.c"))
+            .map_err(map_error("lost"))?;
         let ring = RingBuf::try_from(ebpf.take_map("events").expect("defined in trace.bpf.c"))
             .map_err(map_error("events"))?;
         // SAFETY: the ring buffer owns its descriptor and moves into the AsyncFd, which
@@ -182,6 +187,7 @@ impl Tracer {
                 traced,
                 conns,
                 calls,
+                lost,
             },
             Events { ring },
         ))
@@ -242,6 +248,13 @@ impl Tracer {
     /// Connections the programs follow now (`conns`): back to its base once they close.
     pub fn connections(&self) -> usize {
         self.conns.keys().count()
+    }
+
+    /// Events the ring buffer had no room for, since the programs were loaded.
+    pub fn lost(&self) -> u64 {
+        self.lost
+            .get(&0, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 
     /// Syscalls entered and not yet returned (`calls`).

@@ -57,6 +57,7 @@ async fn sees_connections_and_bytes_of_traced_processes() {
         "closed connections stay in the map"
     );
     assert_eq!(tracer.calls_in_flight(), 0);
+    assert_eq!(tracer.lost(), 0, "events lost to a full ring buffer");
     let open = mine
         .iter()
         .find_map(|e| match e {

@@ -1,0 +1,274 @@
+//! What eBPF tracing costs: `wrk` against an HTTP server that odiglet does not trace, that it
+//! traces, and while it traces another process only; at full speed and at a fixed rate. For
+//! each case: throughput, p50 and p99 latency, odiglet's CPU per request and its resident set,
+//! and the ratios to the untraced server, printed as a markdown table.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::control::Up;
+use crate::runner::{clock_ticks, default_odigos, proc_cpu_ticks, proc_status_kib};
+
+#[derive(Debug, clap::Args)]
+pub struct EbpfArgs {
+    /// The HTTP server to measure: started with the argument `0`, it prints `listening PORT`
+    /// (the test servers do: `tests/go/app`, the `http_app` binary of `odigos-tests`).
+    #[arg(long)]
+    server: PathBuf,
+    /// The path requested.
+    #[arg(long, default_value = "/hello")]
+    path: String,
+    /// The `odigos` binary [default: next to this one]. Runs as root, for eBPF.
+    #[arg(long)]
+    odigos: Option<PathBuf>,
+    /// Seconds `wrk` runs per case.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// `wrk` connections.
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// The fixed rate of the rate-limited cases, requests per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+}
+
+/// How odiglet stands towards the measured server.
+#[derive(Clone, Copy, PartialEq)]
+enum Tracing {
+    Off,
+    /// Tracing another process only.
+    Elsewhere,
+    On,
+}
+
+struct Row {
+    tracing: Tracing,
+    rate: Option<u32>,
+    wrk: Wrk,
+    /// odiglet's CPU per request, µs.
+    cpu_us: f64,
+    rss_mib: f64,
+}
+
+#[derive(Clone, Copy)]
+struct Wrk {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+}
+
+pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
+    let odigos = args
+        .odigos
+        .clone()
+        .or_else(default_odigos)
+        .context("no odigos binary next to this one; give --odigos")?;
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .context("wrk is needed (apt-get install wrk)")?;
+    let up = Up::start(&odigos)?;
+    let desired = up.dir.path().join("odigos.d");
+    // No destination: the node collector drops the spans where they enter, so what is
+    // measured is odiglet and the traced server.
+    let _ = std::fs::remove_file(desired.join("debug.yaml"));
+    let (mut server, port) = start(&args.server)?;
+    let mut other = Command::new("sleep").arg("3600").spawn()?;
+    let executable = args
+        .server
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("--server names no file")?
+        .to_string();
+    let odiglet = odiglet_pid(up.child.id()).context("odigos up runs no odiglet (not root?)")?;
+    let url = format!("http://127.0.0.1:{port}{}", args.path);
+    let mut rows = Vec::new();
+    for rate in [None, Some(args.rate)] {
+        for tracing in [Tracing::Off, Tracing::Elsewhere, Tracing::On] {
+            let name = match tracing {
+                Tracing::Off => executable.as_str(),
+                Tracing::Elsewhere => "sleep",
+                Tracing::On => executable.as_str(),
+            };
+            let source = format!(
+                "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {{name: measured}}\nspec:\n  workload: {{kind: Process, name: {name}}}\n  disableInstrumentation: {}\n",
+                tracing == Tracing::Off
+            );
+            std::fs::write(desired.join("source.yaml"), source)?;
+            std::thread::sleep(Duration::from_secs(2));
+            // Warm-up, then the measured window.
+            wrk(&url, 2, args.connections, rate)?;
+            let ticks = proc_cpu_ticks(odiglet)?;
+            let measured = wrk(&url, args.duration, args.connections, rate)?;
+            let used = proc_cpu_ticks(odiglet)? - ticks;
+            let cpu_us = used as f64 * 1e6 / clock_ticks() as f64 / measured.requests.max(1) as f64;
+            let rss_mib = proc_status_kib(odiglet, "VmRSS")? as f64 / 1024.0;
+            rows.push(Row {
+                tracing,
+                rate,
+                wrk: measured,
+                cpu_us,
+                rss_mib,
+            });
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = other.kill();
+    let _ = other.wait();
+    println!("{}", table(&executable, &rows));
+    Ok(())
+}
+
+fn start(server: &PathBuf) -> anyhow::Result<(Child, u16)> {
+    let mut child = Command::new(server)
+        .arg("0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {}", server.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().context("stdout")?).read_line(&mut line)?;
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .with_context(|| {
+            format!(
+                "{} printed {line:?}, not `listening PORT`",
+                server.display()
+            )
+        })?;
+    Ok((child, port))
+}
+
+/// The odiglet among the children of `odigos up`.
+fn odiglet_pid(up: u32) -> Option<u32> {
+    for _ in 0..100 {
+        for task in std::fs::read_dir(format!("/proc/{up}/task"))
+            .ok()?
+            .flatten()
+        {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for pid in children.split_whitespace() {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if cmdline.split(|b| *b == 0).nth(1) == Some(b"odiglet".as_slice()) {
+                    return pid.parse().ok();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Runs `wrk` with 2 threads; at a fixed rate, each connection waits its share of a second
+/// between requests (wrk's `delay()`).
+fn wrk(url: &str, seconds: u64, connections: u32, rate: Option<u32>) -> anyhow::Result<Wrk> {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    let script;
+    if let Some(rate) = rate {
+        let delay_ms = connections as f64 * 1000.0 / rate as f64;
+        script = tempfile::NamedTempFile::new()?;
+        std::fs::write(
+            script.path(),
+            format!("function delay() return {delay_ms} end\n"),
+        )?;
+        command.arg("-s").arg(script.path());
+    }
+    let output = command.arg(url).output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Wrk> {
+    let value = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let ms = |v: &str| -> Option<f64> {
+        let (number, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = number.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    Some(Wrk {
+        requests_per_sec: value("Requests/sec:")?.parse().ok()?,
+        p50_ms: ms(value("50%")?)?,
+        p99_ms: ms(value("99%")?)?,
+        requests: text
+            .lines()
+            .find(|l| l.contains("requests in"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?,
+    })
+}
+
+fn table(server: &str, rows: &[Row]) -> String {
+    let mut out = format!(
+        "server: {server}\n\n| load | odiglet traces | req/s | p50 ms | p99 ms | req/s vs untraced | p99 vs untraced | odiglet CPU µs/req | odiglet RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for row in rows {
+        let base = rows
+            .iter()
+            .find(|r| r.rate == row.rate && r.tracing == Tracing::Off)
+            .map(|r| r.wrk)
+            .unwrap_or(row.wrk);
+        let load = row
+            .rate
+            .map_or("full speed".to_string(), |r| format!("{r} req/s"));
+        let tracing = match row.tracing {
+            Tracing::Off => "nothing",
+            Tracing::Elsewhere => "another process",
+            Tracing::On => "this server",
+        };
+        out.push_str(&format!(
+            "| {load} | {tracing} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.1} |\n",
+            row.wrk.requests_per_sec,
+            row.wrk.p50_ms,
+            row.wrk.p99_ms,
+            row.wrk.requests_per_sec / base.requests_per_sec,
+            row.wrk.p99_ms / base.p99_ms,
+            row.cpu_us,
+            row.rss_mib
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_wrk_output() {
+        let text = "Running 2s test @ http://127.0.0.1:1/\n  2 threads and 16 connections\n  Latency Distribution\n     50%  412.00us\n     75%    1.10ms\n     90%    2.00ms\n     99%    5.21ms\n  40000 requests in 2.00s, 5.00MB read\nRequests/sec:  19999.50\nTransfer/sec:      2.50MB\n";
+        let wrk = super::parse_wrk(text).unwrap();
+        assert_eq!(wrk.requests, 40000);
+        assert!((wrk.p50_ms - 0.412).abs() < 1e-9 && (wrk.p99_ms - 5.21).abs() < 1e-9);
+        assert!((wrk.requests_per_sec - 19999.5).abs() < 1e-9);
+    }
+}
