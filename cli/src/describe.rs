@@ -446,6 +446,21 @@ fn source(state: &Value, name: &str) -> Result<String, String> {
         text(&s["workload"]),
         condition(s)
     );
+    let processes = s["processes"].as_array().cloned().unwrap_or_default();
+    if !processes.is_empty() {
+        out.push_str(
+            "  processes (odiglet)
+",
+        );
+        for p in &processes {
+            out.push_str(&format!(
+                "    {}  {}
+",
+                text(&p["pid"]),
+                text(&p["status"])
+            ));
+        }
+    }
     match s.get("instrumentation_config").filter(|c| !c.is_null()) {
         Some(config) => {
             out.push_str(&format!(

@@ -15,7 +15,9 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::compiler::{Compiled, DestinationPlan, Layout, compile};
 use crate::opamp::{AgentView, ComponentView, ConfigStatus, Fleet, Selector};
-use crate::resource::{CollectorsGroup, InstrumentationConfig, Object, WorkloadKind, not_honoured};
+use crate::resource::{
+    CollectorsGroup, InstrumentationConfig, Object, RuntimeDetails, WorkloadKind, not_honoured,
+};
 use crate::store::{Problem, Snapshot, Store};
 
 /// The agent attribute that tells a collector's role.
@@ -330,7 +332,13 @@ impl ControlPlane {
             .iter()
             .map(|(key, source)| {
                 let spec = &source.spec;
-                let config = applied.compiled.workloads.get(key).cloned();
+                let processes = processes_of(&odiglets, &format!("{}/{}", key.0, key.1));
+                let mut config = applied.compiled.workloads.get(key).cloned();
+                if let Some(config) = config.as_mut().filter(|_| !processes.is_empty()) {
+                    let status = config.status.get_or_insert_with(Default::default);
+                    status.runtime_details_by_container =
+                        processes.iter().map(ProcessView::runtime).collect();
+                }
                 let kind = spec.workload.kind;
                 let rollout = config.as_ref().map(&workload);
                 let connected = rollout.as_ref().is_some_and(|r| r.agents > 0);
@@ -345,7 +353,7 @@ impl ControlPlane {
                         ),
                     )
                 } else if kind == WorkloadKind::Process {
-                    traced_condition(&odiglets, &odiglet, &format!("{}/{}", key.0, key.1))
+                    traced_condition(&odiglet, &processes)
                 } else if let Some(rollout) = rollout {
                     agents_condition(&[rollout], "instrumentation agents")
                 } else {
@@ -362,6 +370,7 @@ impl ControlPlane {
                     disabled: spec.disable_instrumentation,
                     condition,
                     instrumentation_config: config,
+                    processes,
                 }
             })
             .collect();
@@ -527,9 +536,48 @@ fn agents_condition(rollouts: &[Rollout], who: &str) -> Condition {
     }
 }
 
-/// How a Source of kind Process stands: whether odiglet applied it and traces its processes,
-/// which odiglet reports as components `processes.PID` with status `... Source NAME, traced`.
-fn traced_condition(odiglets: &[&AgentView], rollout: &Rollout, source: &str) -> Condition {
+/// A process odiglet matched for a Source, from its health component `processes.PID` whose
+/// status reads `EXECUTABLE (LANGUAGE VERSION): service NAME, Source NS/NAME, traced`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessView {
+    pub pid: String,
+    pub traced: bool,
+    pub status: String,
+}
+
+impl ProcessView {
+    /// The runtime the status names, as an InstrumentationConfig reports it; the executable
+    /// stands for the container a process has not.
+    fn runtime(&self) -> RuntimeDetails {
+        let (executable, rest) = self.status.split_once(" (").unwrap_or((&self.status, ""));
+        let runtime = rest.split_once("):").map_or("", |(runtime, _)| runtime);
+        let mut words = runtime.split_whitespace();
+        RuntimeDetails {
+            container_name: executable.to_string(),
+            language: words.next().filter(|l| *l != "unknown").map(str::to_string),
+            runtime_version: words.next().filter(|v| *v != "runtime").map(str::to_string),
+        }
+    }
+}
+
+fn processes_of(odiglets: &[&AgentView], source: &str) -> Vec<ProcessView> {
+    let marker = format!("Source {source}, ");
+    odiglets
+        .iter()
+        .flat_map(|agent| &agent.components)
+        .filter(|(_, c)| c.status.contains(&marker))
+        .filter_map(|(name, c)| {
+            Some(ProcessView {
+                pid: name.strip_prefix("processes.")?.to_string(),
+                traced: c.healthy,
+                status: c.status.clone(),
+            })
+        })
+        .collect()
+}
+
+/// How a Source of kind Process stands: whether odiglet applied it and traces its processes.
+fn traced_condition(rollout: &Rollout, processes: &[ProcessView]) -> Condition {
     if rollout.agents == 0 {
         return Condition::new(
             false,
@@ -540,12 +588,10 @@ fn traced_condition(odiglets: &[&AgentView], rollout: &Rollout, source: &str) ->
     if rollout.applied < rollout.agents || !rollout.failed.is_empty() {
         return agents_condition(std::slice::from_ref(rollout), "odiglets");
     }
-    let marker = format!("Source {source}, traced");
-    let pids: Vec<&str> = odiglets
+    let pids: Vec<&str> = processes
         .iter()
-        .flat_map(|agent| &agent.components)
-        .filter(|(_, c)| c.healthy && c.status.contains(&marker))
-        .filter_map(|(name, _)| name.strip_prefix("processes."))
+        .filter(|p| p.traced)
+        .map(|p| p.pid.as_str())
         .collect();
     if pids.is_empty() {
         Condition::new(
@@ -728,6 +774,9 @@ pub struct SourceView {
     pub disabled: bool,
     pub condition: Condition,
     pub instrumentation_config: Option<InstrumentationConfig>,
+    /// For a Source of kind Process: the processes odiglet matched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessView>,
 }
 
 #[derive(Clone, Debug, Serialize)]

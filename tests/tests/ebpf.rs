@@ -205,6 +205,11 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
                 .contains(&app.id().to_string())
     });
     assert!(instrumented, "{:#}", up.state()["sources"]);
+    let described = up.describe(&["source", "shop"]);
+    assert!(
+        described.contains(&format!("{}  python3", app.id())) && described.contains("(python 3"),
+        "{described}"
+    );
 
     let times = curl(port, &["/hello?x=1", "/hello?x=2", "/hello?x=3", "/fail"]);
     assert_eq!(times.len(), 4);
@@ -387,6 +392,34 @@ fn servers_in_four_languages_are_traced_and_a_request_through_three_services_is_
             up.logs()
         );
     }
+
+    // The runtime of each, in its Source's InstrumentationConfig (a Source that names an
+    // executable has one).
+    let sources = up.state()["sources"].clone();
+    for (source, language) in [("default/go", "go"), ("default/rust", "native")] {
+        let entry = sources
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == source)
+            .unwrap();
+        let details = &entry["instrumentation_config"]["status"]["runtimeDetailsByContainer"][0];
+        assert_eq!(details["language"], language, "{entry:#}");
+    }
+    let go = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "default/go")
+        .unwrap();
+    let version =
+        &go["instrumentation_config"]["status"]["runtimeDetailsByContainer"][0]["runtimeVersion"];
+    assert!(
+        version
+            .as_str()
+            .is_some_and(|v| v.starts_with("go1.23") || v.starts_with("1.23")),
+        "{go:#}"
+    );
 
     // Each server: a request that succeeds and one that fails, as SERVER spans.
     for (service, _, port) in &apps[..4] {
