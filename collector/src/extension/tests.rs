@@ -134,14 +134,18 @@ async fn pprof_serves_a_cpu_profile() {
     let text = config("  pprof:\n    endpoint: 127.0.0.1:0", "pprof");
     let topology = Topology::start(&load(&text).unwrap()).await.unwrap();
     let address = endpoint(&topology, "pprof");
-    // Some CPU work to be sampled meanwhile.
-    let busy = std::thread::spawn(|| {
-        let until = SystemTime::now() + Duration::from_millis(1200);
-        let mut x = 0u64;
-        while SystemTime::now() < until {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+    // CPU work to be sampled, until the profile is back (on a loaded machine the profile may
+    // start late).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut x = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            x
         }
-        x
     });
     let mut stream = TcpStream::connect(&address).await.unwrap();
     stream
@@ -150,6 +154,7 @@ async fn pprof_serves_a_cpu_profile() {
         .unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     busy.join().unwrap();
     let at = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&response[..at]).to_string();
