@@ -164,10 +164,45 @@ impl Apply for Managed {
 /// The component whose status says where the collector's own metrics are served.
 const METRICS: &str = "service.telemetry.metrics";
 
-fn unix_nanos(time: SystemTime) -> u64 {
+pub(crate) fn unix_nanos(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64
+}
+
+/// Where a managed agent keeps its OpAMP identity and last config when not told:
+/// `~/.local/state/odigos/NAME`.
+pub(crate) fn default_state_dir(name: &str) -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/odigos").join(name)
+}
+
+/// This machine's name, as agents describe where they run.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Resolves when a managed agent is asked to stop: Ctrl-C, SIGTERM, or, with
+/// `on_stdin_close`, its standard input closing (how `odigos up` stops what it started).
+pub(crate) async fn stop_requested(on_stdin_close: bool) {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let stdin_closed = async {
+        if on_stdin_close {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+        } else {
+            std::future::pending::<()>().await
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = stdin_closed => {}
+    }
 }
 
 pub async fn run(settings: Settings) -> ExitCode {
@@ -189,17 +224,10 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let state_dir = settings.state_dir.unwrap_or_else(|| {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        home.join(".local/state/odigos")
-            .join(format!("collector-{}", settings.role))
-    });
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let state_dir = settings
+        .state_dir
+        .unwrap_or_else(|| default_state_dir(&format!("collector-{}", settings.role)));
+    let host = host_name();
     let options = Options {
         endpoint: settings.endpoint,
         token: settings.token,
@@ -216,21 +244,7 @@ pub async fn run(settings: Settings) -> ExitCode {
         ca_file: settings.ca_file,
     };
     tracing::info!(endpoint = %options.endpoint, role = settings.role, "collector managed over opamp");
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let stdin_closed = async {
-        if settings.stop_on_stdin_close {
-            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
-        } else {
-            std::future::pending::<()>().await
-        }
-    };
-    let stop = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            _ = stdin_closed => {}
-        }
-    };
+    let stop = stop_requested(settings.stop_on_stdin_close);
     if let Err(e) = odigos_supervisor::run(options, managed.clone(), stop).await {
         eprintln!("error: the opamp supervisor could not start: {e}");
         return ExitCode::from(1);

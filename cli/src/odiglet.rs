@@ -15,7 +15,8 @@ use odigos_ebpf::agent::Odiglet;
 use odigos_proto::odiglet::{FILE, OdigletConfig};
 use odigos_proto::opamp::ComponentHealth;
 use odigos_supervisor::{Apply, Files, Options};
-use tokio::signal::unix::{SignalKind, signal};
+
+use crate::managed::{default_state_dir, host_name, stop_requested, unix_nanos};
 use tokio::sync::{Mutex, mpsc};
 
 #[derive(clap::Args)]
@@ -201,12 +202,6 @@ impl Apply for Managed {
     }
 }
 
-fn unix_nanos(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64
-}
-
 pub fn main(args: Args) -> ExitCode {
     crate::init_logs("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -233,10 +228,7 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let host = host_name();
     let (spans, mut requests) = mpsc::channel(BACKLOG);
     let refused = Arc::new(AtomicU64::new(0));
     let counted = refused.clone();
@@ -257,12 +249,9 @@ async fn run(args: Args) -> ExitCode {
         effective: Mutex::new(None),
         started: SystemTime::now(),
     });
-    let state_dir = args.state_dir.unwrap_or_else(|| {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        home.join(".local/state/odigos/odiglet")
-    });
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(|| default_state_dir("odiglet"));
     let options = Options {
         endpoint: args.opamp_endpoint,
         token: args.token,
@@ -279,21 +268,7 @@ async fn run(args: Args) -> ExitCode {
         ca_file: args.ca_file,
     };
     tracing::info!(endpoint = %options.endpoint, export = %args.export_endpoint, "odiglet managed over opamp");
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let stdin_closed = async {
-        if args.stop_on_stdin_close {
-            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
-        } else {
-            std::future::pending::<()>().await
-        }
-    };
-    let stop = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            _ = stdin_closed => {}
-        }
-    };
+    let stop = stop_requested(args.stop_on_stdin_close);
     if let Err(e) = odigos_supervisor::run(options, managed, stop).await {
         eprintln!("error: the opamp supervisor could not start: {e}");
         return ExitCode::from(1);
