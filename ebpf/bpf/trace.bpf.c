@@ -239,8 +239,9 @@ static __always_inline int exit_conn(struct sys_exit *ctx, u8 kind)
     return 0;
 }
 
-/* Data calls are remembered only on connections `conns` knows: files and pipes cost nothing. */
-static __always_inline int enter_data(struct sys_enter *ctx)
+/* Calls on a descriptor (data, dup) are remembered only for connections `conns` knows: files
+ * and pipes cost nothing. The second argument is the buffer, or dup's and fcntl's. */
+static __always_inline int enter_on_conn(struct sys_enter *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
     if (!capture_of(id))
@@ -301,7 +302,7 @@ static __always_inline int exit_data(struct sys_exit *ctx, u8 kind, enum buffer 
 
 #define DATA(name, kind, buffer)                                                               \
     SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
-    int enter_##name(struct sys_enter *ctx) { return enter_data(ctx); }                        \
+    int enter_##name(struct sys_enter *ctx) { return enter_on_conn(ctx); }                     \
     SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
     int exit_##name(struct sys_exit *ctx) { return exit_data(ctx, kind, buffer); }
 
@@ -320,18 +321,6 @@ DATA(sendmsg, EV_SEND, MSGHDR)
 /* A duplicate of a connection's descriptor (dup2, dup3, fcntl F_DUPFD) is the same
  * connection: Rust's try_clone and many servers read on one and write on the other. Plain
  * dup is left out: this kernel refuses to attach to its tracepoint (EPERM). */
-static __always_inline int enter_duplicate(struct sys_enter *ctx)
-{
-    u64 id = bpf_get_current_pid_tgid();
-    if (!capture_of(id))
-        return 0;
-    u64 key = conn_key(id, ctx->args[0]);
-    if (!bpf_map_lookup_elem(&conns, &key))
-        return 0;
-    remember(id, ctx->args[0], ctx->args[1]);
-    return 0;
-}
-
 static __always_inline int exit_duplicate(struct sys_exit *ctx, int fcntl)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -357,7 +346,7 @@ static __always_inline int exit_duplicate(struct sys_exit *ctx, int fcntl)
 
 #define DUP(name, fcntl)                                                                       \
     SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
-    int enter_##name(struct sys_enter *ctx) { return enter_duplicate(ctx); }                         \
+    int enter_##name(struct sys_enter *ctx) { return enter_on_conn(ctx); }                     \
     SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
     int exit_##name(struct sys_exit *ctx) { return exit_duplicate(ctx, fcntl); }
 

@@ -114,16 +114,7 @@ impl Assembler {
                 remote,
                 ..
             } => self.open(*pid, *fd, *role, *at, *local, *remote),
-            Event::Data {
-                pid,
-                tid,
-                fd,
-                direction,
-                start,
-                end,
-                len,
-                bytes,
-            } => self.data(*pid, *tid, *fd, *direction, *start, *end, *len, bytes),
+            Event::Data { .. } => self.data(event),
             Event::Close { pid, fd, at } => self.close(*pid, *fd, *at),
             Event::Dup { pid, fd, new_fd } => self.dup(*pid, *fd, *new_fd),
             Event::Exit { pid } => self.exit(*pid),
@@ -191,18 +182,20 @@ impl Assembler {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn data(
-        &mut self,
-        pid: u32,
-        tid: u32,
-        fd: i32,
-        direction: Direction,
-        start: u64,
-        end: u64,
-        len: u64,
-        bytes: &[u8],
-    ) {
+    fn data(&mut self, event: &Event) {
+        let &Event::Data {
+            pid,
+            tid,
+            fd,
+            direction,
+            start,
+            end,
+            len,
+            ref bytes,
+        } = event
+        else {
+            return;
+        };
         self.clock = self.clock.max(end);
         let (pid, fd) = self.key(pid, fd);
         let Some(connection) = self.connections.get_mut(&(pid, fd)) else {
@@ -226,7 +219,7 @@ impl Assembler {
         }
         let (bytes, first_end) = match &joined {
             Some((bytes, first_end)) => (bytes.as_slice(), *first_end),
-            None => (bytes, end),
+            None => (bytes.as_slice(), end),
         };
         if bytes.len() < MAX_CARRY && bytes.len() as u64 == len && starts_a_head(bytes) {
             connection.carry = Some(Carry {
