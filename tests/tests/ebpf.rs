@@ -86,6 +86,54 @@ fn start(mut command: Command) -> (App, u16) {
     (App(app), port)
 }
 
+/// `odigos up` with a file Destination and a Source `name` (service `name`) that selects the
+/// Python app started with marker `name`, once odiglet traces that app.
+struct TracedApp {
+    up: Up,
+    file: std::path::PathBuf,
+    app: App,
+    port: u16,
+    _out: tempfile::TempDir,
+}
+
+fn traced_python_app(name: &str) -> TracedApp {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("spans.jsonl");
+    let pattern = format!("http_app\\.py 0 {name}");
+    let up = Up::start(&[
+        ("archive.yaml", file_destination(&file)),
+        (
+            &format!("{name}.yaml"),
+            process_source(name, &pattern, true, name, false),
+        ),
+    ]);
+    up.wait_applied(1);
+    let (app, port) = start_app(name);
+    wait_traced(&up, app.id());
+    TracedApp {
+        up,
+        file,
+        app,
+        port,
+        _out: out,
+    }
+}
+
+/// Waits until odiglet reports process `pid` traced.
+fn wait_traced(up: &Up, pid: u32) {
+    let component = format!("processes.{pid}");
+    let traced = wait_for(Duration::from_secs(20), || {
+        odiglet_component(up, &component)
+            .is_some_and(|(healthy, status)| healthy && status.ends_with(", traced"))
+    });
+    assert!(
+        traced,
+        "odiglet does not trace {pid}: {:?}\n{}",
+        odiglet_component(up, &component),
+        up.logs()
+    );
+}
+
 /// The status of odiglet's component `name`, as the fleet API shows it.
 fn odiglet_component(up: &Up, name: &str) -> Option<(bool, String)> {
     let token = std::fs::read_to_string(up.path(".odigos/token")).unwrap();
@@ -170,26 +218,15 @@ fn an_unmodified_python_server_is_traced_and_a_disabled_source_stops_within_a_se
     if !ebpf_available() {
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("spans.jsonl");
-    let up = Up::start(&[
-        ("archive.yaml", file_destination(&file)),
-        ("shop.yaml", source(false)),
-    ]);
+    let TracedApp {
+        up,
+        file,
+        app,
+        port,
+        _out,
+    } = traced_python_app("shop");
     assert!(up.output().contains("ebpf tracing   on"), "{}", up.output());
-    up.wait_applied(1);
-    let (app, port) = start_app("shop");
     let component = format!("processes.{}", app.id());
-    let traced = wait_for(Duration::from_secs(20), || {
-        odiglet_component(&up, &component)
-            .is_some_and(|(healthy, status)| healthy && status.contains("traced"))
-    });
-    assert!(
-        traced,
-        "odiglet does not trace the app: {:?}\n{}",
-        odiglet_component(&up, &component),
-        up.logs()
-    );
     let (_, status) = odiglet_component(&up, &component).unwrap();
     assert!(
         status.contains("python") && status.contains("service shop"),
@@ -380,17 +417,8 @@ fn servers_in_four_languages_are_traced_and_a_request_through_three_services_is_
         let (child, port) = start(command);
         apps.push((service, child, port));
     }
-    for (service, child, _) in &apps {
-        let component = format!("processes.{}", child.id());
-        let traced = wait_for(Duration::from_secs(20), || {
-            odiglet_component(&up, &component).is_some_and(|(healthy, _)| healthy)
-        });
-        let status = odiglet_component(&up, &component);
-        assert!(
-            traced,
-            "{service} ({component}) is not traced: {status:?}\n{}",
-            up.logs()
-        );
+    for (_, child, _) in &apps {
+        wait_traced(&up, child.id());
     }
 
     // The runtime of each, in its Source's InstrumentationConfig (a Source that names an
@@ -520,22 +548,13 @@ fn ten_thousand_short_connections_and_bad_input_leave_nothing_behind() {
     if !ebpf_available() {
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("spans.jsonl");
-    let up = Up::start(&[
-        ("archive.yaml", file_destination(&file)),
-        (
-            "churn.yaml",
-            process_source("churn", "http_app\\.py 0 churn", true, "churn", false),
-        ),
-    ]);
-    up.wait_applied(1);
-    let (app, port) = start_app("churn");
-    let component = format!("processes.{}", app.id());
-    let traced = wait_for(Duration::from_secs(20), || {
-        odiglet_component(&up, &component).is_some_and(|(healthy, _)| healthy)
-    });
-    assert!(traced, "{}", up.logs());
+    let TracedApp {
+        up,
+        file,
+        app,
+        port,
+        _out,
+    } = traced_python_app("churn");
     let base = (
         ebpf_count(&up, "connections"),
         ebpf_count(&up, "calls in flight"),
@@ -669,22 +688,13 @@ fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change(
     if !ebpf_available() {
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("spans.jsonl");
-    let up = Up::start(&[
-        ("archive.yaml", file_destination(&file)),
-        (
-            "sampled.yaml",
-            process_source("sampled", "http_app\\.py 0 sampled", true, "sampled", false),
-        ),
-    ]);
-    up.wait_applied(1);
-    let (app, port) = start_app("sampled");
-    let component = format!("processes.{}", app.id());
-    let traced = wait_for(Duration::from_secs(20), || {
-        odiglet_component(&up, &component).is_some_and(|(healthy, _)| healthy)
-    });
-    assert!(traced, "{}", up.logs());
+    let TracedApp {
+        up,
+        file,
+        app,
+        port,
+        _out,
+    } = traced_python_app("sampled");
 
     // The SDK's traceparent makes the server span the child of the client's span.
     let output = Command::new(python())
