@@ -1,7 +1,10 @@
 //! What eBPF tracing costs: `wrk` against an HTTP server that odiglet does not trace, that it
 //! traces, and while it traces another process only; at full speed and at a fixed rate. For
-//! each case: throughput, p50 and p99 latency, odiglet's CPU per request and its resident set,
-//! and the ratios to the untraced server, printed as a markdown table.
+//! each case: throughput, p50 and p99 latency and their ratios to the untraced server, the
+//! time the eBPF programs ran per request (the syscall path), the server's and odiglet's CPU
+//! per request and odiglet's resident set, printed as a markdown table. The cases alternate
+//! over several rounds and each figure is the median, so a machine whose speed drifts moves
+//! every case alike.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -25,9 +28,12 @@ pub struct EbpfArgs {
     /// The `odigos` binary [default: next to this one]. Runs as root, for eBPF.
     #[arg(long)]
     odigos: Option<PathBuf>,
-    /// Seconds `wrk` runs per case.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds `wrk` runs per case and round.
+    #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Rounds over the cases.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// `wrk` connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
@@ -49,8 +55,12 @@ struct Row {
     tracing: Tracing,
     rate: Option<u32>,
     wrk: Wrk,
+    /// Time the eBPF programs ran per request, µs: what the syscall path pays.
+    ebpf_us: f64,
+    /// The server's CPU per request, µs.
+    server_us: f64,
     /// odiglet's CPU per request, µs.
-    cpu_us: f64,
+    odiglet_us: f64,
     rss_mib: f64,
 }
 
@@ -87,35 +97,27 @@ pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
         .to_string();
     let odiglet = odiglet_pid(up.child.id()).context("odigos up runs no odiglet (not root?)")?;
     let url = format!("http://127.0.0.1:{port}{}", args.path);
+    let cases = [Tracing::Off, Tracing::Elsewhere, Tracing::On];
     let mut rows = Vec::new();
     for rate in [None, Some(args.rate)] {
-        for tracing in [Tracing::Off, Tracing::Elsewhere, Tracing::On] {
-            let name = match tracing {
-                Tracing::Off => executable.as_str(),
-                Tracing::Elsewhere => "sleep",
-                Tracing::On => executable.as_str(),
-            };
-            let source = format!(
-                "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {{name: measured}}\nspec:\n  workload: {{kind: Process, name: {name}}}\n  disableInstrumentation: {}\n",
-                tracing == Tracing::Off
-            );
-            std::fs::write(desired.join("source.yaml"), source)?;
-            std::thread::sleep(Duration::from_secs(2));
-            // Warm-up, then the measured window.
-            wrk(&url, 2, args.connections, rate)?;
-            let ticks = proc_cpu_ticks(odiglet)?;
-            let measured = wrk(&url, args.duration, args.connections, rate)?;
-            let used = proc_cpu_ticks(odiglet)? - ticks;
-            let cpu_us = used as f64 * 1e6 / clock_ticks() as f64 / measured.requests.max(1) as f64;
-            let rss_mib = proc_status_kib(odiglet, "VmRSS")? as f64 / 1024.0;
-            rows.push(Row {
-                tracing,
-                rate,
-                wrk: measured,
-                cpu_us,
-                rss_mib,
-            });
+        let mut samples: Vec<Vec<Row>> = cases.iter().map(|_| Vec::new()).collect();
+        for _ in 0..args.rounds {
+            for (tracing, samples) in cases.iter().zip(&mut samples) {
+                let name = match tracing {
+                    Tracing::Elsewhere => "sleep",
+                    Tracing::Off | Tracing::On => executable.as_str(),
+                };
+                let source = format!(
+                    "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {{name: measured}}\nspec:\n  workload: {{kind: Process, name: {name}}}\n  disableInstrumentation: {}\n",
+                    *tracing == Tracing::Off
+                );
+                std::fs::write(desired.join("source.yaml"), source)?;
+                std::thread::sleep(Duration::from_secs(2));
+                wrk(&url, 1, args.connections, rate)?; // Warm-up.
+                samples.push(measure(&args, &url, rate, *tracing, odiglet, server.id())?);
+            }
         }
+        rows.extend(samples.into_iter().map(median));
     }
     let _ = server.kill();
     let _ = server.wait();
@@ -123,6 +125,94 @@ pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
     let _ = other.wait();
     println!("{}", table(&executable, &rows));
     Ok(())
+}
+
+/// One measured window of `tracing` at `rate`.
+fn measure(
+    args: &EbpfArgs,
+    url: &str,
+    rate: Option<u32>,
+    tracing: Tracing,
+    odiglet: u32,
+    server: u32,
+) -> anyhow::Result<Row> {
+    let stats = BpfStats::enable()?;
+    let (odiglet_ticks, server_ticks) = (proc_cpu_ticks(odiglet)?, proc_cpu_ticks(server)?);
+    let ebpf_ns = programs_run_ns(odiglet)?;
+    let measured = wrk(url, args.duration, args.connections, rate)?;
+    let ebpf_ns = programs_run_ns(odiglet)? - ebpf_ns;
+    let per_request =
+        |ticks: u64| ticks as f64 * 1e6 / clock_ticks() as f64 / measured.requests.max(1) as f64;
+    let row = Row {
+        tracing,
+        rate,
+        wrk: measured,
+        ebpf_us: ebpf_ns as f64 / 1e3 / measured.requests.max(1) as f64,
+        server_us: per_request(proc_cpu_ticks(server)? - server_ticks),
+        odiglet_us: per_request(proc_cpu_ticks(odiglet)? - odiglet_ticks),
+        rss_mib: proc_status_kib(odiglet, "VmRSS")? as f64 / 1024.0,
+    };
+    drop(stats);
+    Ok(row)
+}
+
+/// The median of each figure over the rounds of one case.
+fn median(mut rows: Vec<Row>) -> Row {
+    fn mid(rows: &mut [Row], key: impl Fn(&Row) -> f64) -> f64 {
+        rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        key(&rows[rows.len() / 2])
+    }
+    Row {
+        tracing: rows[0].tracing,
+        rate: rows[0].rate,
+        wrk: Wrk {
+            requests_per_sec: mid(&mut rows, |r| r.wrk.requests_per_sec),
+            p50_ms: mid(&mut rows, |r| r.wrk.p50_ms),
+            p99_ms: mid(&mut rows, |r| r.wrk.p99_ms),
+            requests: mid(&mut rows, |r| r.wrk.requests as f64) as u64,
+        },
+        ebpf_us: mid(&mut rows, |r| r.ebpf_us),
+        server_us: mid(&mut rows, |r| r.server_us),
+        odiglet_us: mid(&mut rows, |r| r.odiglet_us),
+        rss_mib: mid(&mut rows, |r| r.rss_mib),
+    }
+}
+
+/// The kernel's run-time accounting of eBPF programs, on while this lives (it costs a clock
+/// read per program run, so it is off otherwise).
+struct BpfStats {
+    was: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> anyhow::Result<BpfStats> {
+        let was =
+            std::fs::read_to_string(BPF_STATS).with_context(|| format!("read {BPF_STATS}"))?;
+        std::fs::write(BPF_STATS, "1").with_context(|| format!("write {BPF_STATS}"))?;
+        Ok(BpfStats { was })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, self.was.trim());
+    }
+}
+
+/// The time all programs loaded by `pid` have run, in ns (`run_time_ns` of their fdinfo).
+fn programs_run_ns(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))?.flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        total += info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_time_ns:"))
+            .and_then(|ns| ns.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
 }
 
 fn start(server: &PathBuf) -> anyhow::Result<(Child, u16)> {
@@ -231,7 +321,7 @@ fn parse_wrk(text: &str) -> Option<Wrk> {
 
 fn table(server: &str, rows: &[Row]) -> String {
     let mut out = format!(
-        "server: {server}\n\n| load | odiglet traces | req/s | p50 ms | p99 ms | req/s vs untraced | p99 vs untraced | odiglet CPU µs/req | odiglet RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n"
+        "server: {server}\n\n| load | odiglet traces | req/s | p50 ms | p99 ms | req/s vs untraced | p99 vs untraced | eBPF µs/req | server CPU µs/req | odiglet CPU µs/req | odiglet RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for row in rows {
         let base = rows
@@ -248,13 +338,15 @@ fn table(server: &str, rows: &[Row]) -> String {
             Tracing::On => "this server",
         };
         out.push_str(&format!(
-            "| {load} | {tracing} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.1} |\n",
+            "| {load} | {tracing} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
             row.wrk.requests_per_sec,
             row.wrk.p50_ms,
             row.wrk.p99_ms,
             row.wrk.requests_per_sec / base.requests_per_sec,
             row.wrk.p99_ms / base.p99_ms,
-            row.cpu_us,
+            row.ebpf_us,
+            row.server_us,
+            row.odiglet_us,
             row.rss_mib
         ));
     }

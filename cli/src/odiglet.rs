@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use odigos_collector::Batch;
 use odigos_collector::topology::Context;
-use odigos_collector::{Batch, Decoded};
 use odigos_ebpf::agent::Odiglet;
+use odigos_ebpf::otlp::EncodedTraces;
+use odigos_proto::Signal;
 use odigos_proto::odiglet::{FILE, OdigletConfig};
 use odigos_proto::opamp::ComponentHealth;
 use odigos_supervisor::{Apply, Files, Options};
@@ -60,6 +62,8 @@ pub struct Args {
 
 /// Export requests waiting for the exporter; beyond this, spans are dropped and counted.
 const BACKLOG: usize = 64;
+/// How often freed memory is given back to the OS.
+const TRIM: Duration = Duration::from_secs(5);
 
 struct Managed {
     odiglet: Odiglet,
@@ -120,11 +124,10 @@ impl Apply for Managed {
                 Ok(programs) => {
                     let ids: Vec<String> = programs.iter().map(|(_, id)| id.to_string()).collect();
                     let status = format!(
-                        "{} programs attached, ids {}; maps: {} connections, {} calls in flight; {} connections assembled",
+                        "{} programs attached, ids {}; maps: {} connections; {} connections assembled",
                         ids.len(),
                         ids.join(","),
                         report.kernel_connections,
-                        report.calls_in_flight,
                         report.connections
                     );
                     component(true, status, String::new())
@@ -216,8 +219,9 @@ pub fn main(args: Args) -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     let context = Context::new();
+    // The node collector runs on this node: compressing would cost more CPU than it saves.
     let settings = format!(
-        "endpoint: {}\ntls: {{insecure: true}}\nsending_queue: {{queue_size: 256}}\n",
+        "endpoint: {}\ntls: {{insecure: true}}\ncompression: none\nsending_queue: {{queue_size: 256}}\n",
         args.export_endpoint
     );
     let exporter = match odigos_collector::exporter::standalone("otlp", "otlp", &settings, &context)
@@ -229,17 +233,25 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let host = host_name();
-    let (spans, mut requests) = mpsc::channel(BACKLOG);
+    let (spans, mut requests) = mpsc::channel::<EncodedTraces>(BACKLOG);
     let refused = Arc::new(AtomicU64::new(0));
     let counted = refused.clone();
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
-            let batch = Batch::from_decoded(Decoded::Traces(request));
-            let items = batch.items() as u64;
+            let batch = Batch::trusted(Signal::Traces, request.bytes.into(), request.spans);
+            let items = request.spans as u64;
             if let Err(e) = exporter.consume(batch).await {
                 counted.fetch_add(items, Ordering::Relaxed);
                 tracing::warn!("{items} spans dropped: {e}");
             }
+        }
+    });
+    // Loading the eBPF programs parses the kernel's BTF, tens of MiB freed at once after.
+    tokio::spawn(async {
+        let mut trim = tokio::time::interval(TRIM);
+        loop {
+            trim.tick().await;
+            crate::release_freed_memory();
         }
     });
     let managed = Arc::new(Managed {

@@ -47,9 +47,10 @@ impl Batch {
         Ok(Batch::trusted(signal, bytes, items))
     }
 
-    /// Wraps bytes that passed [`wire::scan`] before (in this process or before it was
-    /// written to a queue on disk), with their item count.
-    pub(crate) fn trusted(signal: Signal, bytes: Bytes, items: usize) -> Batch {
+    /// Wraps bytes known to be valid, with their item count: bytes that passed
+    /// [`wire::scan`] before (in this process or before they were written to a queue on disk),
+    /// or that this process encoded itself.
+    pub fn trusted(signal: Signal, bytes: Bytes, items: usize) -> Batch {
         Batch {
             data: Data::Encoded {
                 signal,

@@ -36,6 +36,13 @@ static long (*bpf_probe_read_user)(void *dst, u32 size, const void *src) = (void
 static long (*bpf_probe_read_kernel)(void *dst, u32 size, const void *src) = (void *)113;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, u64 size, u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, u64 flags) = (void *)132;
+static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *)158;
+static struct pt_regs *(*bpf_task_pt_regs)(struct task_struct *task) = (void *)175;
+static long (*bpf_ringbuf_output)(void *ringbuf, void *data, u64 size, u64 flags) = (void *)130;
+
+/* Ring buffer flags: submit without waking the reader, or wake it now. */
+#define BPF_RB_NO_WAKEUP 1
+#define BPF_RB_FORCE_WAKEUP 2
 
 /* The path from the current task to a socket's addresses. */
 struct in6_addr {
@@ -78,6 +85,12 @@ struct task_struct {
     int pid;
     int tgid;
     struct files_struct *files;
+} __attribute__((preserve_access_index));
+
+/* The registers a syscall was entered with (x86-64): its arguments, still there at its exit. */
+struct pt_regs {
+    u64 di;
+    u64 si;
 } __attribute__((preserve_access_index));
 
 /* User-space layouts, fixed by the ABI. */

@@ -26,8 +26,7 @@ struct head {
     u32 tgid;
     u32 tid;
     s32 fd;
-    u64 start; /* syscall entry, ns since boot */
-    u64 end;   /* syscall exit */
+    u64 at; /* when the call returned (or the event happened), ns since boot */
     s64 ret;
 };
 
@@ -48,13 +47,6 @@ struct data_event {
     u8 data[MAX_CAPTURE];
 };
 
-/* A syscall between its entry and its exit. */
-struct call {
-    u64 start;
-    u64 buf;
-    s64 fd;
-};
-
 /* Traced processes: tgid -> bytes to capture per call. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -71,18 +63,31 @@ struct {
     __type(value, u8);
 } conns SEC(".maps");
 
-/* Calls in flight: pid_tgid -> call. */
-struct {
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 16384);
-    __type(key, u64);
-    __type(value, struct call);
-} calls SEC(".maps");
-
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 8 << 20);
+    __uint(max_entries, 4 << 20);
 } events SEC(".maps");
+
+/* The reader is woken once per this many data events of a CPU, and drains the ring on a
+ * short timer as well: a busy process costs one wake-up per hundreds of events, not one each.
+ * At most 512 KiB wait per CPU, well within the ring. */
+#define WAKE_EVERY 512
+
+/* Per CPU: the data event being built, copied to the ring at the size of what it captured
+ * (most calls carry far less than MAX_CAPTURE), and the data events sent since the reader
+ * was last woken. */
+struct cpu_state {
+    u32 unwoken;
+    u32 pad;
+    struct data_event event;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, struct cpu_state);
+} cpu_state SEC(".maps");
 
 /* Events the ring buffer had no room for: counted, so that a loss shows in odiglet's health. */
 struct {
@@ -92,17 +97,22 @@ struct {
     __type(value, u64);
 } lost SEC(".maps");
 
+static __always_inline void count_lost(void)
+{
+    u32 zero = 0;
+    u64 *count = bpf_map_lookup_elem(&lost, &zero);
+    if (count)
+        *count += 1;
+}
+
 static __always_inline void *reserve(u64 size)
 {
     void *event = bpf_ringbuf_reserve(&events, size, 0);
-    if (!event) {
-        u32 zero = 0;
-        u64 *count = bpf_map_lookup_elem(&lost, &zero);
-        if (count)
-            *count += 1;
-    }
+    if (!event)
+        count_lost();
     return event;
 }
+
 
 static __always_inline u32 *capture_of(u64 id)
 {
@@ -115,33 +125,15 @@ static __always_inline u64 conn_key(u64 id, s64 fd)
     return (id & 0xffffffff00000000ULL) | (u32)fd;
 }
 
-static __always_inline void fill_head(struct head *h, u8 kind, u64 id, s64 fd, u64 start, s64 ret)
+static __always_inline void fill_head(struct head *h, u8 kind, u64 id, s64 fd, s64 ret)
 {
     h->kind = kind;
     h->pad[0] = h->pad[1] = h->pad[2] = 0;
     h->tgid = id >> 32;
     h->tid = (u32)id;
     h->fd = fd;
-    h->start = start;
-    h->end = bpf_ktime_get_ns();
+    h->at = bpf_ktime_get_ns();
     h->ret = ret;
-}
-
-static __always_inline void remember(u64 id, s64 fd, u64 buf)
-{
-    struct call c = {.start = bpf_ktime_get_ns(), .buf = buf, .fd = fd};
-    bpf_map_update_elem(&calls, &id, &c, BPF_ANY);
-}
-
-/* Takes the call that `id` entered, if it was remembered. */
-static __always_inline int recall(u64 id, struct call *out)
-{
-    struct call *c = bpf_map_lookup_elem(&calls, &id);
-    if (!c)
-        return 0;
-    *out = *c;
-    bpf_map_delete_elem(&calls, &id);
-    return 1;
 }
 
 /* The socket behind the current task's descriptor `fd`: task->files->fdt->fd[fd]->private_data. */
@@ -175,13 +167,11 @@ static __always_inline struct sock *sock_of(s64 fd)
     return sk;
 }
 
-static __always_inline int enter_conn(struct sys_enter *ctx)
+/* The registers a syscall was entered with: its arguments are still there at its exit, so
+ * no program runs at entry. */
+static __always_inline struct pt_regs *entry_regs(void)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    if (!capture_of(id))
-        return 0;
-    remember(id, ctx->args[0], 0);
-    return 0;
+    return bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
 /* accept/accept4 return the new descriptor, so an accept entered before the process was
@@ -190,18 +180,14 @@ static __always_inline int enter_conn(struct sys_enter *ctx)
 static __always_inline int exit_conn(struct sys_exit *ctx, u8 kind)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct call call = {0};
     if (!capture_of(id))
         return 0;
-    int remembered = recall(id, &call);
-    s64 fd = call.fd;
-    if (kind == EV_ACCEPT) {
-        if (ctx->ret < 0)
+    s64 fd = ctx->ret;
+    if (kind == EV_CONNECT) {
+        if (ctx->ret < 0 && ctx->ret != -EINPROGRESS)
             return 0;
-        fd = ctx->ret;
-        if (!remembered)
-            call.start = bpf_ktime_get_ns();
-    } else if (!remembered || (ctx->ret < 0 && ctx->ret != -EINPROGRESS)) {
+        fd = (s32)entry_regs()->di;
+    } else if (ctx->ret < 0) {
         return 0;
     }
     struct sock *sk = sock_of(fd);
@@ -220,7 +206,7 @@ static __always_inline int exit_conn(struct sys_exit *ctx, u8 kind)
     struct conn_event *e = reserve(sizeof *e);
     if (!e)
         return 0;
-    fill_head(&e->h, kind, id, fd, call.start, ctx->ret);
+    fill_head(&e->h, kind, id, fd, ctx->ret);
     e->family = family;
     e->pad = 0;
     u16 remote_port = 0;
@@ -235,36 +221,27 @@ static __always_inline int exit_conn(struct sys_exit *ctx, u8 kind)
         bpf_probe_read_kernel(e->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
         bpf_probe_read_kernel(e->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
     }
-    bpf_ringbuf_submit(e, 0);
+    bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     return 0;
 }
 
-/* Calls on a descriptor (data, dup) are remembered only for connections `conns` knows: files
- * and pipes cost nothing. The second argument is the buffer, or dup's and fcntl's. */
-static __always_inline int enter_on_conn(struct sys_enter *ctx)
-{
-    u64 id = bpf_get_current_pid_tgid();
-    if (!capture_of(id))
-        return 0;
-    u64 key = conn_key(id, ctx->args[0]);
-    if (!bpf_map_lookup_elem(&conns, &key))
-        return 0;
-    remember(id, ctx->args[0], ctx->args[1]);
-    return 0;
-}
-
+/* A call on anything but a connection (a file, a pipe) costs two lookups. */
 static __always_inline int exit_data(struct sys_exit *ctx, u8 kind, enum buffer buffer)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 *capture = capture_of(id);
-    struct call call;
-    if (!capture || !recall(id, &call) || ctx->ret <= 0)
+    if (!capture || ctx->ret <= 0)
+        return 0;
+    struct pt_regs *regs = entry_regs();
+    s64 fd = (s32)regs->di;
+    u64 key = conn_key(id, fd);
+    if (!bpf_map_lookup_elem(&conns, &key))
         return 0;
     u64 available = ctx->ret;
-    void *buf = (void *)call.buf;
+    void *buf = (void *)regs->si;
     if (buffer != PLAIN) {
         struct iovec iov = {0};
-        struct iovec *first = (struct iovec *)call.buf;
+        struct iovec *first = (struct iovec *)buf;
         if (buffer == MSGHDR) {
             struct user_msghdr msg = {0};
             bpf_probe_read_user(&msg, sizeof msg, buf);
@@ -275,10 +252,12 @@ static __always_inline int exit_data(struct sys_exit *ctx, u8 kind, enum buffer 
         if (iov.iov_len < available)
             available = iov.iov_len;
     }
-    struct data_event *e = reserve(sizeof *e);
-    if (!e)
+    u32 zero = 0;
+    struct cpu_state *state = bpf_map_lookup_elem(&cpu_state, &zero);
+    if (!state)
         return 0;
-    fill_head(&e->h, kind, id, call.fd, call.start, ctx->ret);
+    struct data_event *e = &state->event;
+    fill_head(&e->h, kind, id, fd, ctx->ret);
     u32 n = *capture;
     if (available < n)
         n = available;
@@ -286,23 +265,25 @@ static __always_inline int exit_data(struct sys_exit *ctx, u8 kind, enum buffer 
         n = MAX_CAPTURE - 1;
     /* In assembly, so that clang cannot pass the unmasked copy to the helper. */
     asm volatile("%[n] &= %[mask]" : [n] "+r"(n) : [mask] "i"(MAX_CAPTURE - 1));
-    e->captured = n;
     e->pad = 0;
     if (bpf_probe_read_user(e->data, n, buf) != 0)
-        e->captured = 0;
-    bpf_ringbuf_submit(e, 0);
+        n = 0;
+    e->captured = n;
+    u64 wake = BPF_RB_NO_WAKEUP;
+    if (++state->unwoken >= WAKE_EVERY) {
+        state->unwoken = 0;
+        wake = BPF_RB_FORCE_WAKEUP;
+    }
+    if (bpf_ringbuf_output(&events, e, sizeof *e - MAX_CAPTURE + n, wake) != 0)
+        count_lost();
     return 0;
 }
 
 #define CONN(name, kind)                                                                       \
-    SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
-    int enter_##name(struct sys_enter *ctx) { return enter_conn(ctx); }                        \
     SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
     int exit_##name(struct sys_exit *ctx) { return exit_conn(ctx, kind); }
 
 #define DATA(name, kind, buffer)                                                               \
-    SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
-    int enter_##name(struct sys_enter *ctx) { return enter_on_conn(ctx); }                     \
     SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
     int exit_##name(struct sys_exit *ctx) { return exit_data(ctx, kind, buffer); }
 
@@ -324,12 +305,14 @@ DATA(sendmsg, EV_SEND, MSGHDR)
 static __always_inline int exit_duplicate(struct sys_exit *ctx, int fcntl)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct call call;
-    if (!capture_of(id) || !recall(id, &call) || ctx->ret < 0)
+    if (!capture_of(id) || ctx->ret < 0)
         return 0;
-    if (fcntl && call.buf != F_DUPFD && call.buf != F_DUPFD_CLOEXEC)
+    struct pt_regs *regs = entry_regs();
+    s64 fd = (s32)regs->di;
+    u64 command = regs->si;
+    if (fcntl && command != F_DUPFD && command != F_DUPFD_CLOEXEC)
         return 0;
-    u64 key = conn_key(id, call.fd);
+    u64 key = conn_key(id, fd);
     u8 *role = bpf_map_lookup_elem(&conns, &key);
     if (!role)
         return 0;
@@ -339,14 +322,12 @@ static __always_inline int exit_duplicate(struct sys_exit *ctx, int fcntl)
     struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
-    fill_head(h, EV_DUP, id, call.fd, call.start, ctx->ret);
-    bpf_ringbuf_submit(h, 0);
+    fill_head(h, EV_DUP, id, fd, ctx->ret);
+    bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
     return 0;
 }
 
 #define DUP(name, fcntl)                                                                       \
-    SEC("tracepoint/syscalls/sys_enter_" #name)                                                \
-    int enter_##name(struct sys_enter *ctx) { return enter_on_conn(ctx); }                     \
     SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
     int exit_##name(struct sys_exit *ctx) { return exit_duplicate(ctx, fcntl); }
 
@@ -367,8 +348,8 @@ int enter_close(struct sys_enter *ctx)
     struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
-    fill_head(h, EV_CLOSE, id, ctx->args[0], bpf_ktime_get_ns(), 0);
-    bpf_ringbuf_submit(h, 0);
+    fill_head(h, EV_CLOSE, id, ctx->args[0], 0);
+    bpf_ringbuf_submit(h, BPF_RB_NO_WAKEUP);
     return 0;
 }
 
@@ -378,7 +359,7 @@ static __always_inline int process_event(u8 kind)
     struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
-    fill_head(h, kind, id, -1, bpf_ktime_get_ns(), 0);
+    fill_head(h, kind, id, -1, 0);
     bpf_ringbuf_submit(h, 0);
     return 0;
 }
@@ -420,7 +401,7 @@ int process_fork(u64 *ctx)
     struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;
-    fill_head(h, EV_FORK, (u64)child_tgid << 32 | child_tgid, parent_tgid, bpf_ktime_get_ns(), 0);
+    fill_head(h, EV_FORK, (u64)child_tgid << 32 | child_tgid, parent_tgid, 0);
     bpf_ringbuf_submit(h, 0);
     return 0;
 }

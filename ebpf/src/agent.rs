@@ -11,20 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odigos_proto::odiglet::{OdigletConfig, ProcessSelector, TracedSource};
-use odigos_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use odigos_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
-use odigos_proto::otlp::resource::v1::Resource;
-use odigos_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
 use regex::Regex;
 use tokio::sync::{mpsc, watch};
 
 use crate::http::{Assembler, HttpSpan};
-use crate::otlp::{Clock, int, sampled, span, string};
+use crate::otlp::{Clock, EncodedTraces, TraceRequest, Value, sampled};
 use crate::process::{Process, ProcessKey, scan};
 use crate::runtime::{Runtime, detect};
 use crate::tracer::{Event, MAX_CAPTURE, Role, Tracer};
 
-/// How long finished spans wait to be sent with others, at most.
+/// How long events wait to be read, and finished spans to be sent with others, at most.
 const FLUSH: Duration = Duration::from_millis(200);
 /// Spans sent at once without waiting for `FLUSH`.
 const BATCH: usize = 512;
@@ -91,7 +87,6 @@ pub struct Report {
     /// Entries of the programs' maps, and the connections span assembly follows: each goes
     /// back to its base once connections close.
     pub kernel_connections: usize,
-    pub calls_in_flight: usize,
     pub connections: usize,
     /// Events lost to a full ring buffer: the spans they would have made are missing.
     pub events_lost: u64,
@@ -118,11 +113,7 @@ pub struct Odiglet {
 impl Odiglet {
     /// Starts tracing under `proc` (normally `/proc`), sending spans to `out`; the tracing
     /// starts empty until a config is applied.
-    pub fn start(
-        proc: PathBuf,
-        host: String,
-        out: mpsc::Sender<ExportTraceServiceRequest>,
-    ) -> Odiglet {
+    pub fn start(proc: PathBuf, host: String, out: mpsc::Sender<EncodedTraces>) -> Odiglet {
         let (plan, plans) = watch::channel(Arc::new(Plan {
             sources: Vec::new(),
         }));
@@ -133,7 +124,6 @@ impl Odiglet {
             spans_dropped: 0,
             spans_sampled_out: 0,
             kernel_connections: 0,
-            calls_in_flight: 0,
             connections: 0,
             events_lost: 0,
         }));
@@ -183,7 +173,7 @@ fn children(proc: &std::path::Path, pid: u32) -> Vec<u32> {
 struct Worker {
     proc: PathBuf,
     host: String,
-    out: mpsc::Sender<ExportTraceServiceRequest>,
+    out: mpsc::Sender<EncodedTraces>,
     report: Arc<Mutex<Report>>,
     tracer: Option<Tracer>,
     plan: Arc<Plan>,
@@ -212,19 +202,15 @@ impl Worker {
         self.rescan();
         let mut flush = tokio::time::interval(FLUSH);
         let mut poll = tokio::time::interval(POLL);
-        let mut batch = Vec::new();
         loop {
             tokio::select! {
-                read = async { events.as_mut().expect("guarded").next(&mut batch).await }, if events.is_some() => {
-                    if let Err(e) = read {
-                        tracing::error!("reading eBPF events: {e}");
-                        events = None;
-                    }
-                    for event in batch.drain(..) {
-                        self.event(&event);
-                    }
-                    if self.assembler.finished() >= BATCH {
-                        self.flush();
+                ready = async { events.as_mut().expect("guarded").ready().await }, if events.is_some() => {
+                    match ready {
+                        Ok(()) => events.as_mut().expect("guarded").drain(|event| self.event(event)),
+                        Err(e) => {
+                            tracing::error!("reading eBPF events: {e}");
+                            events = None;
+                        }
                     }
                 }
                 changed = plans.changed() => {
@@ -232,9 +218,17 @@ impl Worker {
                         return; // The agent was dropped.
                     }
                     self.plan = plans.borrow_and_update().clone();
+                    let header_keys = self.plan.sources.iter().flat_map(|(s, _)| s.header_keys.clone());
+                    self.assembler.keep_headers(header_keys.collect());
                     self.rescan();
                 }
-                _ = flush.tick() => self.flush(),
+                _ = flush.tick() => {
+                    // The programs wake the reader only once much waits: the rest is read here.
+                    if let Some(events) = &mut events {
+                        events.drain(|event| self.event(event));
+                    }
+                    self.flush();
+                }
                 _ = poll.tick() => {
                     if self.tracer.is_none() {
                         self.rescan();
@@ -264,7 +258,12 @@ impl Worker {
                     self.forget(*pid);
                 }
             }
-            _ => self.assembler.push(event),
+            _ => {
+                self.assembler.push(event);
+                if self.assembler.finished() >= BATCH {
+                    self.flush();
+                }
+            }
         }
     }
 
@@ -295,12 +294,6 @@ impl Worker {
         }
         if let Ok(process) = Process::read(&self.proc, pid) {
             self.consider(process);
-        }
-        // Children it forked before it was traced (a pre-fork server is quick) run what it runs.
-        if self.known.contains_key(&pid) {
-            for child in children(&self.proc, pid) {
-                self.inherit(child, pid);
-            }
         }
         self.publish();
     }
@@ -372,7 +365,8 @@ impl Worker {
                 tracer.untrace(pid);
             }
         }
-        if self.known.get(&pid).map(|(m, _)| m) != Some(&matched) {
+        let changed = self.known.get(&pid).map(|(m, _)| m) != Some(&matched);
+        if changed {
             tracing::info!(
                 pid,
                 executable = %matched.executable,
@@ -383,6 +377,13 @@ impl Worker {
             );
         }
         self.known.insert(pid, (matched, index));
+        // Children it forked before it was traced (a pre-fork server is quick) run what it
+        // runs; those it forks from now on, the programs trace as they fork.
+        if changed {
+            for child in children(&self.proc, pid) {
+                self.inherit(child, pid);
+            }
+        }
     }
 
     fn forget(&mut self, pid: u32) {
@@ -394,14 +395,13 @@ impl Worker {
     }
 
     fn count_state(&self) {
-        let (kernel_connections, calls_in_flight, lost) =
-            self.tracer.as_ref().map_or((0, 0, 0), |t| {
-                (t.connections(), t.calls_in_flight(), t.lost())
-            });
+        let (kernel_connections, lost) = self
+            .tracer
+            .as_ref()
+            .map_or((0, 0), |t| (t.connections(), t.lost()));
         let mut report = self.report();
         report.events_lost = lost;
         report.kernel_connections = kernel_connections;
-        report.calls_in_flight = calls_in_flight;
         report.connections = self.assembler.connections();
     }
 
@@ -424,19 +424,19 @@ impl Worker {
         for span in spans {
             by_pid.entry(span.pid).or_default().push(span);
         }
-        let mut resource_spans = Vec::new();
+        let mut request = TraceRequest::default();
         let mut skipped = 0;
         for (pid, spans) in by_pid {
             // A process no Source takes any more: its last spans are left out.
-            let Some((matched, index)) = self.known.get(&pid) else {
+            let Some((source, matched)) = self
+                .known
+                .get(&pid)
+                .and_then(|(matched, index)| Some((&self.plan.sources.get(*index)?.0, matched)))
+            else {
                 skipped += spans.len() as u64;
                 continue;
             };
-            let Some((source, _)) = self.plan.sources.get(*index) else {
-                skipped += spans.len() as u64;
-                continue;
-            };
-            let kept: Vec<_> = spans
+            let kept: Vec<&HttpSpan> = spans
                 .iter()
                 .filter(|s| sampled(&s.trace_id, source.head_sampling_fraction))
                 .filter(|s| {
@@ -446,43 +446,21 @@ impl Worker {
                             .iter()
                             .any(|route| s.target.split('?').next() == Some(route.as_str()))
                 })
-                .map(|s| span(s, &self.clock, &source.header_keys))
                 .collect();
             skipped += (spans.len() - kept.len()) as u64;
             if kept.is_empty() {
                 continue;
             }
-            resource_spans.push(ResourceSpans {
-                resource: Some(Resource {
-                    attributes: self.resource(pid, matched),
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "odigos-rs/ebpf/http".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    spans: kept,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            });
+            request.resource(
+                &self.resource(pid, matched),
+                ("odigos-rs/ebpf/http", env!("CARGO_PKG_VERSION")),
+                kept,
+                &self.clock,
+                &source.header_keys,
+            );
         }
-        let count: u64 = resource_spans
-            .iter()
-            .map(|r| {
-                r.scope_spans
-                    .iter()
-                    .map(|s| s.spans.len() as u64)
-                    .sum::<u64>()
-            })
-            .sum();
-        let sent = !resource_spans.is_empty()
-            && self
-                .out
-                .try_send(ExportTraceServiceRequest { resource_spans })
-                .is_ok();
+        let count = request.spans() as u64;
+        let sent = count > 0 && self.out.try_send(request.finish()).is_ok();
         let mut report = self.report();
         report.spans_sampled_out += skipped;
         if sent {
@@ -492,19 +470,22 @@ impl Worker {
         }
     }
 
-    fn resource(&self, pid: u32, matched: &Matched) -> Vec<KeyValue> {
+    fn resource<'a>(&'a self, pid: u32, matched: &'a Matched) -> Vec<(&'static str, Value<'a>)> {
         let mut attributes = vec![
-            string("service.name", &matched.service_name),
-            string("host.name", &self.host),
-            int("process.pid", pid.into()),
-            string("process.executable.name", &matched.executable),
-            string("telemetry.distro.name", "odigos-rs"),
-            string("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
+            ("service.name", Value::Str(&matched.service_name)),
+            ("host.name", Value::Str(&self.host)),
+            ("process.pid", Value::Int(pid.into())),
+            ("process.executable.name", Value::Str(&matched.executable)),
+            ("telemetry.distro.name", Value::Str("odigos-rs")),
+            (
+                "telemetry.distro.version",
+                Value::Str(env!("CARGO_PKG_VERSION")),
+            ),
         ];
         if let Some(runtime) = &matched.runtime {
-            attributes.push(string("process.runtime.name", runtime.language.name()));
+            attributes.push(("process.runtime.name", Value::Str(runtime.language.name())));
             if let Some(version) = &runtime.version {
-                attributes.push(string("process.runtime.version", version));
+                attributes.push(("process.runtime.version", Value::Str(version)));
             }
         }
         attributes

@@ -13,8 +13,11 @@
 //! made by a thread that is serving a request is a child of that request's span, as is one
 //! made by any thread of a process that serves just one request then.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::tracer::{Direction, Event, Role};
 
@@ -37,13 +40,13 @@ pub struct HttpSpan {
     /// Nanoseconds since boot.
     pub start: u64,
     pub end: u64,
-    pub method: String,
+    pub method: &'static str,
     /// The request target as sent: path and query.
     pub target: String,
     /// `1.0` or `1.1`.
-    pub version: String,
+    pub version: &'static str,
     pub status: Option<u16>,
-    /// Request headers seen, names lower-cased.
+    /// The request headers kept (see [`Assembler::keep_headers`]), names lower-cased.
     pub headers: Vec<(String, String)>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -52,8 +55,11 @@ pub struct HttpSpan {
     pub partial: bool,
 }
 
+/// The maps below are keyed by pids, descriptors and local addresses, which the kernel
+/// chooses: a fast hash suits them.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Follows every traced connection and yields finished spans.
-#[derive(Default)]
 pub struct Assembler {
     connections: HashMap<(u32, i32), Connection>,
     /// Duplicated descriptors: (pid, fd) -> the descriptor its connection is kept under.
@@ -64,6 +70,10 @@ pub struct Assembler {
     serving: HashMap<(u32, u32), (TraceId, SpanId)>,
     finished: Vec<HttpSpan>,
     clock: u64,
+    /// Request headers a span keeps besides a client's `host`, lower-cased.
+    keep: Vec<String>,
+    /// Trace and span ids: unique, not secret.
+    ids: SmallRng,
 }
 
 struct Connection {
@@ -81,8 +91,7 @@ struct Connection {
 struct Carry {
     direction: Direction,
     bytes: Vec<u8>,
-    start: u64,
-    end: u64,
+    at: u64,
 }
 
 /// The longest head start kept to be joined with what follows.
@@ -95,6 +104,21 @@ struct Exchange {
     answered: bool,
     remaining: Option<u64>,
     chunked: bool,
+}
+
+impl Default for Assembler {
+    fn default() -> Assembler {
+        Assembler {
+            connections: HashMap::default(),
+            aliases: HashMap::default(),
+            clients: HashMap::default(),
+            serving: HashMap::default(),
+            finished: Vec::new(),
+            clock: 0,
+            keep: Vec::new(),
+            ids: SmallRng::from_rng(&mut rand::rng()),
+        }
+    }
 }
 
 impl Assembler {
@@ -125,6 +149,11 @@ impl Assembler {
     /// The spans finished since the last call.
     pub fn take(&mut self) -> Vec<HttpSpan> {
         std::mem::take(&mut self.finished)
+    }
+
+    /// Keeps the request headers named in `names` on each span, besides a client's `host`.
+    pub fn keep_headers(&mut self, names: Vec<String>) {
+        self.keep = names.iter().map(|n| n.to_ascii_lowercase()).collect();
     }
 
     /// Spans finished and not taken yet.
@@ -188,22 +217,21 @@ impl Assembler {
             tid,
             fd,
             direction,
-            start,
-            end,
+            at,
             len,
-            ref bytes,
+            bytes,
         } = event
         else {
             return;
         };
-        self.clock = self.clock.max(end);
+        self.clock = self.clock.max(at);
         let (pid, fd) = self.key(pid, fd);
         let Some(connection) = self.connections.get_mut(&(pid, fd)) else {
             return;
         };
-        connection.last_seen = end;
+        connection.last_seen = at;
         let role = connection.role;
-        let (mut start, mut len, mut joined) = (start, len, None);
+        let (mut first_at, mut len, mut joined) = (at, len, None);
         // A head that starts in this call on its own leaves a fragment before it behind.
         let carried = connection.carry.take().filter(|c| {
             c.direction == direction
@@ -211,22 +239,18 @@ impl Assembler {
                 && ResponseHead::parse(bytes).is_none()
         });
         if let Some(carry) = carried {
-            start = carry.start;
+            first_at = carry.at;
             len += carry.bytes.len() as u64;
             let mut bytes_now = carry.bytes;
             bytes_now.extend_from_slice(bytes);
-            joined = Some((bytes_now, carry.end));
+            joined = Some(bytes_now);
         }
-        let (bytes, first_end) = match &joined {
-            Some((bytes, first_end)) => (bytes.as_slice(), *first_end),
-            None => (bytes.as_slice(), end),
-        };
+        let bytes = joined.as_deref().unwrap_or(bytes);
         if bytes.len() < MAX_CARRY && bytes.len() as u64 == len && starts_a_head(bytes) {
             connection.carry = Some(Carry {
                 direction,
                 bytes: bytes.to_vec(),
-                start,
-                end: first_end,
+                at: first_at,
             });
             return;
         }
@@ -235,16 +259,10 @@ impl Assembler {
             (Role::Server, Direction::Received) | (Role::Client, Direction::Sent)
         );
         if requesting {
-            // A server sees a request once its bytes arrive; a client sends from the moment
-            // it calls.
-            let at = if role == Role::Server {
-                first_end
-            } else {
-                start
-            };
-            self.requests(pid, tid, fd, at, bytes);
+            // A request starts when its first bytes cross.
+            self.requests(pid, tid, fd, first_at, bytes);
         } else {
-            self.responses(pid, fd, end, len, bytes);
+            self.responses(pid, fd, at, len, bytes);
         }
     }
 
@@ -269,16 +287,26 @@ impl Assembler {
         };
         let (role, local, remote) = (connection.role, connection.local, connection.remote);
         let traceparent = head
-            .headers
-            .iter()
-            .find(|(name, _)| name == "traceparent")
+            .headers()
+            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
             .and_then(|(_, value)| parse_traceparent(value));
+        let headers = head
+            .headers()
+            .filter(|(name, _)| {
+                (role == Role::Client && name.eq_ignore_ascii_case("host"))
+                    || self.keep.iter().any(|k| name.eq_ignore_ascii_case(k))
+            })
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
+            .collect();
         let context = traceparent.or_else(|| match role {
             Role::Server => self.client_of(remote, local),
             Role::Client => self.served_by(pid, tid),
         });
-        let span_id: SpanId = rand::random();
-        let trace_id = context.map_or_else(rand::random, |(trace, _)| trace);
+        let span_id: SpanId = self.ids.random();
+        let trace_id = match context {
+            Some((trace, _)) => trace,
+            None => self.ids.random(),
+        };
         if role == Role::Server {
             self.serving.insert((pid, tid), (trace_id, span_id));
         }
@@ -290,11 +318,11 @@ impl Assembler {
             parent: context.map(|(_, span)| span),
             start: at,
             end: at,
-            method: head.method.clone(),
-            target: head.target.clone(),
-            version: head.version.clone(),
+            method: head.method,
+            target: head.target.to_string(),
+            version: head.version,
             status: None,
-            headers: head.headers.clone(),
+            headers,
             local,
             remote,
             partial: !head.complete,
@@ -484,11 +512,12 @@ fn starts_a_head(bytes: &[u8]) -> bool {
 
 /// What a request head says, from the bytes seen.
 #[derive(Debug, PartialEq)]
-struct RequestHead {
-    method: String,
-    target: String,
-    version: String,
-    headers: Vec<(String, String)>,
+struct RequestHead<'a> {
+    method: &'static str,
+    target: &'a str,
+    version: &'static str,
+    /// The header lines, after the request line.
+    fields: &'a [u8],
     /// Bytes of the head, up to and with the blank line (or all seen, if it was cut).
     len: usize,
     /// Body bytes that follow, when `Content-Length` says (0 when nothing says).
@@ -497,29 +526,39 @@ struct RequestHead {
     complete: bool,
 }
 
-impl RequestHead {
-    fn parse(bytes: &[u8]) -> Option<RequestHead> {
-        let (line, _) = first_line(bytes)?;
+impl<'a> RequestHead<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<RequestHead<'a>> {
+        let (line, next) = first_line(bytes)?;
         let mut parts = line.splitn(3, ' ');
         let method = parts.next()?;
+        let method = *METHODS.iter().find(|m| **m == method)?;
         let target = parts.next()?;
-        let version = parts.next()?.strip_prefix("HTTP/")?;
-        if !METHODS.contains(&method) || !matches!(version, "1.0" | "1.1") {
-            return None;
-        }
+        let version = match parts.next()? {
+            "HTTP/1.0" => "1.0",
+            "HTTP/1.1" => "1.1",
+            _ => return None,
+        };
         let fields = Fields::parse(bytes);
         Some(RequestHead {
-            method: method.into(),
-            target: target.into(),
-            version: version.into(),
+            method,
+            target,
+            version,
+            fields: &bytes[next..fields.len],
             body: if fields.chunked {
                 None
             } else {
                 Some(fields.content_length.unwrap_or(0))
             },
-            headers: fields.headers,
             len: fields.len,
             complete: fields.complete,
+        })
+    }
+
+    /// Its header fields as sent: names as written, values trimmed.
+    fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        header_lines(self.fields).filter_map(|line| {
+            let (name, value) = std::str::from_utf8(line).ok()?.split_once(':')?;
+            Some((name.trim(), value.trim()))
         })
     }
 }
@@ -547,9 +586,8 @@ impl ResponseHead {
     }
 }
 
-/// The header fields of a head.
+/// What the header fields of a head say about its length.
 struct Fields {
-    headers: Vec<(String, String)>,
     content_length: Option<u64>,
     chunked: bool,
     len: usize,
@@ -559,38 +597,45 @@ struct Fields {
 impl Fields {
     fn parse(bytes: &[u8]) -> Fields {
         let mut fields = Fields {
-            headers: Vec::new(),
             content_length: None,
             chunked: false,
             len: bytes.len(),
             complete: false,
         };
-        let Some((_, mut at)) = first_line(bytes) else {
+        let Some((_, start)) = first_line(bytes) else {
             return fields;
         };
-        while let Some(end) = find_crlf(&bytes[at..]) {
-            let line = &bytes[at..at + end];
-            at += end + 2;
-            if line.is_empty() {
-                fields.len = at;
-                fields.complete = true;
-                break;
-            }
-            let text = String::from_utf8_lossy(line);
-            let Some((name, value)) = text.split_once(':') else {
+        let mut at = start;
+        for line in header_lines(&bytes[start..]) {
+            at += line.len() + 2;
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
                 continue;
             };
-            let name = name.trim().to_ascii_lowercase();
-            let value = value.trim().to_string();
-            match name.as_str() {
-                "content-length" => fields.content_length = value.parse().ok(),
-                "transfer-encoding" => fields.chunked = value.eq_ignore_ascii_case("chunked"),
-                _ => {}
+            let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-length") {
+                fields.content_length =
+                    std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                fields.chunked = value.eq_ignore_ascii_case(b"chunked");
             }
-            fields.headers.push((name, value));
+        }
+        if bytes[at..].starts_with(b"\r\n") {
+            fields.len = at + 2;
+            fields.complete = true;
         }
         fields
     }
+}
+
+/// The complete header lines (without CRLF) up to the blank line that ends a head.
+fn header_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let end = find_crlf(rest)?;
+        let line = &rest[..end];
+        rest = &rest[end + 2..];
+        (!line.is_empty()).then_some(line)
+    })
 }
 
 /// The first line (without its CRLF) and where the next starts; only if it is text.

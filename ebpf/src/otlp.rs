@@ -1,7 +1,9 @@
 //! Spans as OTLP, with the OpenTelemetry semantic conventions for HTTP.
+//!
+//! A request is written straight into the protobuf bytes that are sent: building the message
+//! structs and encoding them afterwards would cost more than assembling the spans.
 
-use odigos_proto::otlp::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
-use odigos_proto::otlp::trace::v1::{Span, Status, span, status};
+use std::fmt::Write as _;
 
 use crate::http::HttpSpan;
 use crate::tracer::Role;
@@ -37,39 +39,141 @@ pub fn sampled(trace_id: &[u8; 16], fraction: f64) -> bool {
     (value as f64) < fraction * u64::MAX as f64
 }
 
-pub fn string(key: &str, value: impl Into<String>) -> KeyValue {
-    attribute(key, any_value::Value::StringValue(value.into()))
+/// An attribute value.
+#[derive(Clone, Copy, Debug)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
 }
 
-pub fn int(key: &str, value: i64) -> KeyValue {
-    attribute(key, any_value::Value::IntValue(value))
+/// An `ExportTraceServiceRequest` being written.
+#[derive(Default)]
+pub struct TraceRequest {
+    out: Writer,
+    spans: usize,
+    /// Reused for addresses written as text.
+    text: String,
 }
 
-fn attribute(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
+// Field numbers of opentelemetry/proto/{collector/trace,trace,common,resource}/v1.
+const REQUEST_RESOURCE_SPANS: u32 = 1;
+const RESOURCE_SPANS_RESOURCE: u32 = 1;
+const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+const RESOURCE_ATTRIBUTES: u32 = 1;
+const SCOPE_SPANS_SCOPE: u32 = 1;
+const SCOPE_SPANS_SPANS: u32 = 2;
+const SCOPE_NAME: u32 = 1;
+const SCOPE_VERSION: u32 = 2;
+const SPAN_TRACE_ID: u32 = 1;
+const SPAN_SPAN_ID: u32 = 2;
+const SPAN_PARENT_SPAN_ID: u32 = 4;
+const SPAN_NAME: u32 = 5;
+const SPAN_KIND: u32 = 6;
+const SPAN_START: u32 = 7;
+const SPAN_END: u32 = 8;
+const SPAN_ATTRIBUTES: u32 = 9;
+const SPAN_STATUS: u32 = 15;
+const STATUS_CODE: u32 = 3;
+const KEY_VALUE_KEY: u32 = 1;
+const KEY_VALUE_VALUE: u32 = 2;
+const ANY_STRING: u32 = 1;
+const ANY_BOOL: u32 = 2;
+const ANY_INT: u32 = 3;
+const ANY_ARRAY: u32 = 5;
+const ARRAY_VALUES: u32 = 1;
+const SPAN_KIND_SERVER: u64 = 2;
+const SPAN_KIND_CLIENT: u64 = 3;
+const STATUS_CODE_ERROR: u64 = 2;
+
+impl TraceRequest {
+    /// Adds the spans of one resource, recording the request headers named in `header_keys`.
+    pub fn resource<'s>(
+        &mut self,
+        resource: &[(&str, Value)],
+        scope: (&str, &str),
+        spans: impl IntoIterator<Item = &'s HttpSpan>,
+        clock: &Clock,
+        header_keys: &[String],
+    ) {
+        let TraceRequest {
+            out,
+            spans: count,
+            text,
+        } = self;
+        out.message(REQUEST_RESOURCE_SPANS, |w| {
+            w.message(RESOURCE_SPANS_RESOURCE, |w| {
+                for (key, value) in resource {
+                    w.key_value(RESOURCE_ATTRIBUTES, key, *value);
+                }
+            });
+            w.message(RESOURCE_SPANS_SCOPE_SPANS, |w| {
+                w.message(SCOPE_SPANS_SCOPE, |w| {
+                    w.string(SCOPE_NAME, scope.0);
+                    w.string(SCOPE_VERSION, scope.1);
+                });
+                for http in spans {
+                    w.message(SCOPE_SPANS_SPANS, |w| {
+                        span(w, http, clock, header_keys, text)
+                    });
+                    *count += 1;
+                }
+            });
+        });
+    }
+
+    /// Spans written so far.
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    pub fn finish(self) -> EncodedTraces {
+        EncodedTraces {
+            bytes: self.out.0,
+            spans: self.spans,
+        }
     }
 }
 
-/// The OTLP span of `http`, recording the request headers named in `header_keys`.
-pub fn span(http: &HttpSpan, clock: &Clock, header_keys: &[String]) -> Span {
+/// A finished `ExportTraceServiceRequest`: its protobuf bytes and the spans they hold.
+#[derive(Debug)]
+pub struct EncodedTraces {
+    pub bytes: Vec<u8>,
+    pub spans: usize,
+}
+
+/// The OTLP span of `http`.
+fn span(w: &mut Writer, http: &HttpSpan, clock: &Clock, header_keys: &[String], text: &mut String) {
+    w.bytes(SPAN_TRACE_ID, &http.trace_id);
+    w.bytes(SPAN_SPAN_ID, &http.span_id);
+    if let Some(parent) = &http.parent {
+        w.bytes(SPAN_PARENT_SPAN_ID, parent);
+    }
+    w.string(SPAN_NAME, http.method);
+    w.uint(
+        SPAN_KIND,
+        match http.kind {
+            Role::Server => SPAN_KIND_SERVER,
+            Role::Client => SPAN_KIND_CLIENT,
+        },
+    );
+    w.fixed64(SPAN_START, clock.unix_nanos(http.start));
+    w.fixed64(SPAN_END, clock.unix_nanos(http.end));
+
+    let mut attribute = |key: &str, value: Value| w.key_value(SPAN_ATTRIBUTES, key, value);
     let (path, _query) = http.target.split_once('?').unwrap_or((&http.target, ""));
-    let mut attributes = vec![
-        string("http.request.method", &http.method),
-        string("url.path", path),
-        string("network.protocol.version", &http.version),
-    ];
+    attribute("http.request.method", Value::Str(http.method));
+    attribute("url.path", Value::Str(path));
+    attribute("network.protocol.version", Value::Str(http.version));
     if let Some(status) = http.status {
-        attributes.push(int("http.response.status_code", status.into()));
+        attribute("http.response.status_code", Value::Int(status.into()));
     }
     match http.kind {
         Role::Server => {
-            attributes.push(string("server.address", http.local.ip().to_string()));
-            attributes.push(int("server.port", http.local.port().into()));
-            attributes.push(string("client.address", http.remote.ip().to_string()));
-            attributes.push(int("client.port", http.remote.port().into()));
+            attribute("server.address", Value::Str(ip(text, http.local.ip())));
+            attribute("server.port", Value::Int(http.local.port().into()));
+            attribute("client.address", Value::Str(ip(text, http.remote.ip())));
+            attribute("client.port", Value::Int(http.remote.port().into()));
         }
         Role::Client => {
             let host = http
@@ -77,61 +181,295 @@ pub fn span(http: &HttpSpan, clock: &Clock, header_keys: &[String]) -> Span {
                 .iter()
                 .find(|(name, _)| name == "host")
                 .map(|(_, host)| host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h))
-                .unwrap_or_default();
-            let address = if host.is_empty() {
-                http.remote.ip().to_string()
-            } else {
-                host.to_string()
-            };
-            attributes.push(string("server.address", address));
-            attributes.push(int("server.port", http.remote.port().into()));
-            attributes.push(string("network.peer.address", http.remote.ip().to_string()));
-        }
-    }
-    for key in header_keys {
-        let key = key.to_ascii_lowercase();
-        let values: Vec<AnyValue> = http
-            .headers
-            .iter()
-            .filter(|(name, _)| *name == key)
-            .map(|(_, value)| AnyValue {
-                value: Some(any_value::Value::StringValue(value.clone())),
-            })
-            .collect();
-        if !values.is_empty() {
-            attributes.push(attribute(
-                &format!("http.request.header.{key}"),
-                any_value::Value::ArrayValue(ArrayValue { values }),
-            ));
+                .filter(|host| !host.is_empty());
+            match host {
+                Some(host) => attribute("server.address", Value::Str(host)),
+                None => attribute("server.address", Value::Str(ip(text, http.remote.ip()))),
+            }
+            attribute("server.port", Value::Int(http.remote.port().into()));
+            attribute(
+                "network.peer.address",
+                Value::Str(ip(text, http.remote.ip())),
+            );
         }
     }
     if http.partial {
-        attributes.push(attribute(
-            "odigos.partial",
-            any_value::Value::BoolValue(true),
-        ));
+        attribute("odigos.partial", Value::Bool(true));
+    }
+    for key in header_keys {
+        let key = key.to_ascii_lowercase();
+        let mut values = http
+            .headers
+            .iter()
+            .filter(|(name, _)| *name == key)
+            .peekable();
+        if values.peek().is_none() {
+            continue;
+        }
+        w.message(SPAN_ATTRIBUTES, |w| {
+            w.string(KEY_VALUE_KEY, &format!("http.request.header.{key}"));
+            w.message(KEY_VALUE_VALUE, |w| {
+                w.message(ANY_ARRAY, |w| {
+                    for (_, value) in values {
+                        w.any_value(ARRAY_VALUES, Value::Str(value));
+                    }
+                });
+            });
+        });
     }
     let failed = match (http.kind, http.status) {
         (Role::Server, Some(code)) => code >= 500,
         (Role::Client, Some(code)) => code >= 400,
         (_, None) => false,
     };
-    Span {
-        trace_id: http.trace_id.to_vec(),
-        span_id: http.span_id.to_vec(),
-        parent_span_id: http.parent.map(|p| p.to_vec()).unwrap_or_default(),
-        name: http.method.clone(),
-        kind: match http.kind {
-            Role::Server => span::SpanKind::Server,
-            Role::Client => span::SpanKind::Client,
-        } as i32,
-        start_time_unix_nano: clock.unix_nanos(http.start),
-        end_time_unix_nano: clock.unix_nanos(http.end),
-        attributes,
-        status: failed.then(|| Status {
-            code: status::StatusCode::Error as i32,
-            message: String::new(),
-        }),
-        ..Default::default()
+    if failed {
+        w.message(SPAN_STATUS, |w| w.uint(STATUS_CODE, STATUS_CODE_ERROR));
+    }
+}
+
+/// `ip` as text, in `text` (IPv4 by hand: the formatter costs more than the rest of a span).
+fn ip(text: &mut String, ip: std::net::IpAddr) -> &str {
+    text.clear();
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(text, "{v6}");
+        }
+    }
+    text
+}
+
+/// Protobuf wire format, appended to one buffer.
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LENGTH_DELIMITED: u32 = 2;
+
+impl Writer {
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.0.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.0.push(value as u8);
+    }
+
+    fn tag(&mut self, field: u32, wire_type: u32) {
+        self.varint(u64::from(field << 3 | wire_type));
+    }
+
+    fn uint(&mut self, field: u32, value: u64) {
+        self.tag(field, VARINT);
+        self.varint(value);
+    }
+
+    fn fixed64(&mut self, field: u32, value: u64) {
+        self.tag(field, FIXED64);
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+
+    fn bytes(&mut self, field: u32, bytes: &[u8]) {
+        self.tag(field, LENGTH_DELIMITED);
+        self.varint(bytes.len() as u64);
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn string(&mut self, field: u32, text: &str) {
+        self.bytes(field, text.as_bytes());
+    }
+
+    /// A nested message: its length goes before it once it is written.
+    fn message(&mut self, field: u32, write: impl FnOnce(&mut Writer)) {
+        self.tag(field, LENGTH_DELIMITED);
+        let start = self.0.len();
+        write(self);
+        let mut length = Writer(Vec::with_capacity(10));
+        length.varint((self.0.len() - start) as u64);
+        self.0.splice(start..start, length.0);
+    }
+
+    fn any_value(&mut self, field: u32, value: Value) {
+        self.tag(field, LENGTH_DELIMITED);
+        self.varint(any_value_len(value) as u64);
+        match value {
+            Value::Str(text) => self.string(ANY_STRING, text),
+            Value::Int(n) => self.uint(ANY_INT, n as u64),
+            Value::Bool(b) => self.uint(ANY_BOOL, b.into()),
+        }
+    }
+
+    /// A `KeyValue`: its length is known ahead, so nothing moves.
+    fn key_value(&mut self, field: u32, key: &str, value: Value) {
+        let value_len = any_value_len(value);
+        self.tag(field, LENGTH_DELIMITED);
+        self.varint((delimited_len(key.len()) + delimited_len(value_len)) as u64);
+        self.string(KEY_VALUE_KEY, key);
+        self.any_value(KEY_VALUE_VALUE, value);
+    }
+}
+
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A length-delimited field of a one-byte tag and `len` bytes.
+fn delimited_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn any_value_len(value: Value) -> usize {
+    match value {
+        Value::Str(text) => delimited_len(text.len()),
+        Value::Int(n) => 1 + varint_len(n as u64),
+        Value::Bool(_) => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use odigos_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use odigos_proto::otlp::common::v1::any_value;
+    use prost::Message;
+
+    use super::*;
+
+    fn http_span(kind: Role, status: u16) -> HttpSpan {
+        HttpSpan {
+            pid: 7,
+            kind,
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent: (kind == Role::Client).then_some([3; 8]),
+            start: 1_000,
+            end: 301_000,
+            method: "POST",
+            target: "/orders?id=1".into(),
+            version: "1.1",
+            status: Some(status),
+            headers: vec![
+                ("host".into(), "shop.local:8080".into()),
+                ("x-user".into(), "ann".into()),
+            ],
+            local: "127.0.0.1:40000".parse().unwrap(),
+            remote: "[::1]:8080".parse().unwrap(),
+            partial: true,
+        }
+    }
+
+    fn value(span: &odigos_proto::otlp::trace::v1::Span, key: &str) -> Option<any_value::Value> {
+        let kv = span.attributes.iter().find(|kv| kv.key == key)?;
+        kv.value.clone()?.value
+    }
+
+    #[test]
+    fn decodes_as_the_otlp_messages() {
+        let clock = Clock { boot_unix_ns: 5 };
+        let spans = [http_span(Role::Client, 503), http_span(Role::Server, 200)];
+        let mut request = TraceRequest::default();
+        // Long enough that lengths take two varint bytes.
+        let long = "s".repeat(300);
+        request.resource(
+            &[
+                ("service.name", Value::Str(&long)),
+                ("process.pid", Value::Int(7)),
+            ],
+            ("scope", "1.0"),
+            &spans,
+            &clock,
+            &["X-User".into()],
+        );
+        assert_eq!(request.spans(), 2);
+        let decoded = ExportTraceServiceRequest::decode(request.finish().bytes.as_slice()).unwrap();
+        let resource = &decoded.resource_spans[0];
+        let attributes = &resource.resource.as_ref().unwrap().attributes;
+        assert_eq!(
+            attributes[0].value.clone().unwrap().value,
+            Some(any_value::Value::StringValue(long.clone()))
+        );
+        assert_eq!(
+            attributes[1].value.clone().unwrap().value,
+            Some(any_value::Value::IntValue(7))
+        );
+        let scope = &resource.scope_spans[0];
+        assert_eq!(scope.scope.as_ref().unwrap().name, "scope");
+        let [client, server] = &scope.spans[..] else {
+            panic!("{:?}", scope.spans);
+        };
+        assert_eq!(client.trace_id, vec![1; 16]);
+        assert_eq!(client.parent_span_id, vec![3; 8]);
+        assert!(server.parent_span_id.is_empty());
+        assert_eq!((client.name.as_str(), client.kind), ("POST", 3));
+        assert_eq!(server.kind, 2);
+        assert_eq!(
+            (client.start_time_unix_nano, client.end_time_unix_nano),
+            (1_005, 301_005)
+        );
+        assert_eq!(
+            client.status.as_ref().map(|s| s.code),
+            Some(2),
+            "503 fails a client"
+        );
+        assert_eq!(server.status, None, "200 is fine");
+        let text = |s: &str| Some(any_value::Value::StringValue(s.into()));
+        assert_eq!(value(client, "url.path"), text("/orders"));
+        assert_eq!(value(client, "server.address"), text("shop.local"));
+        assert_eq!(value(client, "network.peer.address"), text("::1"));
+        assert_eq!(
+            value(client, "http.response.status_code"),
+            Some(any_value::Value::IntValue(503))
+        );
+        assert_eq!(
+            value(client, "odigos.partial"),
+            Some(any_value::Value::BoolValue(true))
+        );
+        assert_eq!(value(server, "server.address"), text("127.0.0.1"));
+        assert_eq!(
+            value(server, "client.port"),
+            Some(any_value::Value::IntValue(8080))
+        );
+        let Some(any_value::Value::ArrayValue(user)) = value(server, "http.request.header.x-user")
+        else {
+            panic!("{:?}", server.attributes);
+        };
+        assert_eq!(user.values[0].value, text("ann"));
+    }
+
+    #[test]
+    fn addresses_as_text() {
+        let mut text = String::new();
+        for address in ["0.0.0.0", "10.0.99.255", "127.0.0.1", "::1", "fe80::2"] {
+            assert_eq!(ip(&mut text, address.parse().unwrap()), address);
+        }
+    }
+
+    #[test]
+    fn varint_lengths() {
+        for (value, len) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            let mut w = Writer::default();
+            w.varint(value);
+            assert_eq!((w.0.len(), varint_len(value)), (len, len), "{value}");
+        }
     }
 }

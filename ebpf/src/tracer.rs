@@ -41,11 +41,13 @@ pub struct Tracer {
     ebpf: Ebpf,
     traced: HashMap<MapData, u32, u32>,
     conns: HashMap<MapData, u64, u8>,
-    calls: HashMap<MapData, u64, [u8; 24]>,
     lost: PerCpuArray<MapData, u64>,
 }
 
 /// The events the programs send, in the order they happened (per CPU).
+///
+/// The programs wake the reader only once hundreds of data events wait, so a busy process
+/// costs one wake-up per hundreds of events: the reader drains the rest on a timer of its own.
 pub struct Events {
     ring: AsyncFd<RingBuf<MapData>>,
 }
@@ -66,9 +68,10 @@ pub enum Direction {
     Sent,
 }
 
-/// One event. Times are nanoseconds since boot (`CLOCK_MONOTONIC`).
+/// One event, borrowing the ring buffer. Times are nanoseconds since boot
+/// (`CLOCK_MONOTONIC`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<'a> {
     Exec {
         pid: u32,
     },
@@ -89,12 +92,11 @@ pub enum Event {
         tid: u32,
         fd: i32,
         direction: Direction,
-        /// When the call was entered and when it returned.
-        start: u64,
-        end: u64,
+        /// When the call returned.
+        at: u64,
         /// Bytes the call moved; `bytes` holds the first of them.
         len: u64,
-        bytes: Vec<u8>,
+        bytes: &'a [u8],
     },
     Close {
         pid: u32,
@@ -165,8 +167,6 @@ impl Tracer {
             .map_err(map_error("traced"))?;
         let conns = HashMap::try_from(ebpf.take_map("conns").expect("defined in trace.bpf.c"))
             .map_err(map_error("conns"))?;
-        let calls = HashMap::try_from(ebpf.take_map("calls").expect("defined in trace.bpf.c"))
-            .map_err(map_error("calls"))?;
         let lost = PerCpuArray::try_from(ebpf.take_map("lost").expect("defined in trace.bpf.c"))
             .map_err(map_error("lost"))?;
         let ring = RingBuf::try_from(ebpf.take_map("events").expect("defined in trace.bpf.c"))
@@ -186,7 +186,6 @@ impl Tracer {
                 ebpf,
                 traced,
                 conns,
-                calls,
                 lost,
             },
             Events { ring },
@@ -224,24 +223,14 @@ impl Tracer {
     /// Drops what the programs kept of a process that exited: the kernel closed its
     /// descriptors without a `close` call to see.
     pub fn forget(&mut self, pid: u32) {
-        let of_pid = |key: &u64| (key >> 32) as u32 == pid;
         let conns: Vec<u64> = self
             .conns
             .keys()
             .filter_map(Result::ok)
-            .filter(of_pid)
+            .filter(|key| (key >> 32) as u32 == pid)
             .collect();
         for key in conns {
             let _ = self.conns.remove(&key);
-        }
-        let calls: Vec<u64> = self
-            .calls
-            .keys()
-            .filter_map(Result::ok)
-            .filter(of_pid)
-            .collect();
-        for key in calls {
-            let _ = self.calls.remove(&key);
         }
     }
 
@@ -256,26 +245,24 @@ impl Tracer {
             .get(&0, 0)
             .map_or(0, |per_cpu| per_cpu.iter().sum())
     }
-
-    /// Syscalls entered and not yet returned (`calls`).
-    pub fn calls_in_flight(&self) -> usize {
-        self.calls.keys().count()
-    }
 }
 
 impl Events {
-    /// Waits for events, then appends every one ready to `out`.
-    pub async fn next(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
-        let mut guard = self.ring.readable_mut().await?;
-        // Cleared before draining: an event written meanwhile wakes the next call.
-        guard.clear_ready();
-        let ring = guard.get_inner_mut();
+    /// Waits until the programs wake the reader; then `drain`.
+    pub async fn ready(&mut self) -> std::io::Result<()> {
+        // Cleared before draining: an event written meanwhile wakes the next wait.
+        self.ring.readable_mut().await?.clear_ready();
+        Ok(())
+    }
+
+    /// Hands every event waiting to `handle`, in place.
+    pub fn drain(&mut self, mut handle: impl FnMut(&Event<'_>)) {
+        let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             if let Some(event) = parse(&item) {
-                out.push(event);
+                handle(&event);
             }
         }
-        Ok(())
     }
 }
 
@@ -344,9 +331,9 @@ const EV_SEND: u8 = 6;
 const EV_CLOSE: u8 = 7;
 const EV_DUP: u8 = 8;
 const EV_FORK: u8 = 9;
-const HEAD: usize = 40;
+const HEAD: usize = 32;
 
-fn parse(bytes: &[u8]) -> Option<Event> {
+fn parse(bytes: &[u8]) -> Option<Event<'_>> {
     let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
     let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
     let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
@@ -354,11 +341,11 @@ fn parse(bytes: &[u8]) -> Option<Event> {
     let pid = u32_at(4)?;
     let tid = u32_at(8)?;
     let fd = u32_at(12)? as i32;
-    let (start, end, ret) = (u64_at(16)?, u64_at(24)?, u64_at(32)? as i64);
+    let (at, ret) = (u64_at(16)?, u64_at(24)? as i64);
     Some(match kind {
         EV_EXEC => Event::Exec { pid },
         EV_EXIT => Event::Exit { pid },
-        EV_CLOSE => Event::Close { pid, fd, at: end },
+        EV_CLOSE => Event::Close { pid, fd, at },
         EV_FORK => Event::Fork {
             pid,
             parent: fd as u32,
@@ -390,7 +377,7 @@ fn parse(bytes: &[u8]) -> Option<Event> {
                 } else {
                     Role::Client
                 },
-                at: end,
+                at,
                 local: address(HEAD + 8, u16_at(HEAD + 2)?)?,
                 remote: address(HEAD + 24, u16_at(HEAD + 4)?)?,
             }
@@ -406,10 +393,9 @@ fn parse(bytes: &[u8]) -> Option<Event> {
                 } else {
                     Direction::Sent
                 },
-                start,
-                end,
+                at,
                 len: ret.max(0) as u64,
-                bytes: bytes.get(HEAD + 8..HEAD + 8 + captured)?.to_vec(),
+                bytes: bytes.get(HEAD + 8..HEAD + 8 + captured)?,
             }
         }
         _ => return None,

@@ -284,10 +284,12 @@ pub fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Every line of the file at `path`, parsed as JSON (none while it does not exist).
+/// Every complete line of the file at `path`, parsed as JSON (none while it does not exist).
+/// A last line without its newline is still being written, and is left for the next read.
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()))

@@ -35,10 +35,9 @@ fn data(
         tid,
         fd,
         direction,
-        start: at,
-        end: at + 1,
+        at: at + 1,
         len: bytes.len() as u64,
-        bytes: bytes.to_vec(),
+        bytes,
     });
 }
 
@@ -91,10 +90,7 @@ fn keep_alive_requests_become_one_span_each() {
     data(&mut a, 1, 1, 3, Out, 50, b"0123456789");
     let spans = a.take();
     assert_eq!(spans.len(), 1);
-    assert_eq!(
-        (spans[0].method.as_str(), spans[0].target.as_str()),
-        ("POST", "/b")
-    );
+    assert_eq!((spans[0].method, spans[0].target.as_str()), ("POST", "/b"));
     assert_eq!(
         (spans[0].status, spans[0].start, spans[0].end),
         (Some(503), 31, 51)
