@@ -4,7 +4,7 @@
 //! trace; disabling a Source stops its spans without reloading a program.
 //! Needs root: under `CI=true` a machine without eBPF (or without the Go server) fails.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -544,8 +544,174 @@ fn servers_in_four_languages_are_traced_and_a_request_through_three_services_is_
 }
 
 #[test]
+fn a_process_that_dies_mid_request_leaves_partial_spans_and_nothing_behind() {
+    if !ebpf_available() {
+        return;
+    }
+    let TracedApp {
+        up,
+        file,
+        mut app,
+        port,
+        _out,
+    } = traced_python_app("dying");
+    let base = ebpf_count(&up, "connections");
+    // The app calls a server that never answers, so it is still in the middle of both the
+    // request it serves and the one it sends when it is killed.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let next = format!(
+        "http://127.0.0.1:{}/never",
+        silent.local_addr().unwrap().port()
+    );
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        client,
+        "GET /chain?next={next} HTTP/1.1\r\nHost: dying\r\n\r\n"
+    )
+    .unwrap();
+    let (_called, _) = silent.accept().unwrap();
+    app.0.kill().unwrap();
+    app.0.wait().unwrap();
+
+    let cut = |kind: i64| {
+        spans_of(&file, "dying").into_iter().find(|s| {
+            s["kind"].as_i64() == Some(kind)
+                && attribute(s, "odigos.partial").as_deref() == Some("true")
+        })
+    };
+    let arrived = wait_for(Duration::from_secs(10), || {
+        cut(2).is_some() && cut(3).is_some()
+    });
+    assert!(arrived, "{:#?}\n{}", spans_of(&file, "dying"), up.logs());
+    let server = cut(2).unwrap();
+    assert_eq!(attribute(&server, "url.path").as_deref(), Some("/chain"));
+    assert_eq!(attribute(&server, "http.response.status_code"), None);
+    assert_eq!(
+        attribute(&cut(3).unwrap(), "url.path").as_deref(),
+        Some("/never")
+    );
+    let settled = wait_for(Duration::from_secs(10), || {
+        ebpf_count(&up, "connections") <= base && ebpf_count(&up, "connections assembled") == 0
+    });
+    assert!(settled, "base {base}: {:?}", odiglet_component(&up, "ebpf"));
+}
+
+/// odiglet alone under an OpAMP server, as a node agent runs in a cluster: a config naming a
+/// field it does not know, or a regex that does not compile, is refused whole with what is
+/// wrong and where, and the one before keeps tracing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odiglet_refuses_a_bad_remote_config_and_keeps_tracing_with_the_last_good_one() {
+    use odigos_server::opamp::{ConfigStatus, Options, Selector, Server};
+    use odigos_tests::traffic::{Backend, Mode};
+
+    if !ebpf_available() {
+        return;
+    }
+    let server = Server::start("127.0.0.1:0", Options::default())
+        .await
+        .unwrap();
+    let sink = Backend::new(Mode::Up);
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("odiglet.log");
+    let odiglet = App(Command::new(odigos_tests::odigos_binary())
+        .arg("odiglet")
+        .args([
+            "--opamp-endpoint",
+            &format!("ws://{}/v1/opamp", server.address),
+        ])
+        .args([
+            "--export-endpoint",
+            &format!("http://127.0.0.1:{}", sink.port),
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap());
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let (_app, port) = start_app("remote");
+    let agent =
+        || {
+            server.fleet.agents().into_iter().find(|a| {
+                a.non_identifying.get("odigos.role").map(String::as_str) == Some("odiglet")
+            })
+        };
+    let push = |config: &str| {
+        server.fleet.set_config(
+            Selector::Attribute {
+                key: "odigos.role".into(),
+                value: "odiglet".into(),
+            },
+            [(
+                odigos_proto::odiglet::FILE.to_string(),
+                (config.as_bytes().to_vec(), "application/json".to_string()),
+            )]
+            .into(),
+        )
+    };
+    let status_of = |hash: &str| {
+        tokio::task::block_in_place(|| {
+            wait_for(Duration::from_secs(20), || {
+                agent().is_some_and(|a| match &a.config {
+                    ConfigStatus::Applied { hash: h } | ConfigStatus::Failed { hash: h, .. } => {
+                        h == hash
+                    }
+                    _ => false,
+                })
+            })
+        });
+        agent().map(|a| a.config)
+    };
+    let spans_grow = || {
+        let before = sink.sink.spans.lock().unwrap().len();
+        tokio::task::block_in_place(|| {
+            wait_for(Duration::from_secs(10), || {
+                curl(port, &["/hello"]);
+                sink.sink.spans.lock().unwrap().len() > before
+            })
+        })
+    };
+
+    let source = r#"{"source": "default/remote", "serviceName": "remote", "select": {"regex": "http_app\\.py 0 remote"}, "tracesEnabled": true, "headSamplingFraction": 1.0}"#;
+    let good = push(&format!(r#"{{"sources": [{source}]}}"#));
+    let applied = status_of(&good);
+    assert_eq!(
+        applied,
+        Some(ConfigStatus::Applied { hash: good }),
+        "{}",
+        logs()
+    );
+    assert!(spans_grow(), "no spans from the traced app\n{}", logs());
+
+    let unknown = push(&format!(r#"{{"sources": [{source}], "samplng": 0.5}}"#));
+    match status_of(&unknown) {
+        Some(ConfigStatus::Failed { error, .. }) => {
+            assert!(
+                error.contains("odiglet.json") && error.contains("samplng"),
+                "{error}"
+            )
+        }
+        other => panic!("{other:?}\n{}", logs()),
+    }
+    assert!(spans_grow(), "tracing stopped after the refused config");
+
+    let unclosed = source.replace("http_app", "(http_app");
+    let bad_regex = push(&format!(r#"{{"sources": [{unclosed}]}}"#));
+    match status_of(&bad_regex) {
+        Some(ConfigStatus::Failed { error, .. }) => assert!(
+            error.contains("sources[0].select.regex (default/remote)"),
+            "{error}"
+        ),
+        other => panic!("{other:?}\n{}", logs()),
+    }
+    assert!(spans_grow(), "tracing stopped after the refused regex");
+    drop(odiglet);
+    server.stop().await;
+}
+
+#[test]
 fn ten_thousand_short_connections_and_bad_input_leave_nothing_behind() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     if !ebpf_available() {
         return;
     }
@@ -732,7 +898,7 @@ fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change(
     let sent = std::sync::Arc::new(std::sync::Mutex::new([0usize; 2]));
     let counted = sent.clone();
     let client = std::thread::spawn(move || {
-        use std::io::{Read, Write};
+        use std::io::Read;
         while running.load(std::sync::atomic::Ordering::Relaxed) {
             let phase = current.load(std::sync::atomic::Ordering::Relaxed);
             let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
