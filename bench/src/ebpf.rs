@@ -1,10 +1,9 @@
 //! What eBPF tracing costs: `wrk` against an HTTP server that odiglet does not trace, that it
 //! traces, and while it traces another process only; at full speed and at a fixed rate. For
 //! each case: throughput, p50 and p99 latency and their ratios to the untraced server, the
-//! time the eBPF programs ran per request (the syscall path), the server's and odiglet's CPU
-//! per request and odiglet's resident set, printed as a markdown table. The cases alternate
-//! over several rounds and each figure is the median, so a machine whose speed drifts moves
-//! every case alike.
+//! time the eBPF programs ran per request (the syscall path), the CPU per request of the
+//! server, odiglet and the collectors, and odiglet's resident set, printed as a markdown table. The cases alternate
+//! over several rounds, so a machine whose speed drifts moves every case alike.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -51,6 +50,19 @@ enum Tracing {
     On,
 }
 
+/// One measured window.
+struct Sample {
+    wrk: Wrk,
+    /// Time the eBPF programs ran.
+    ebpf_ns: u64,
+    /// CPU time used by the server, odiglet and the collectors, in clock ticks.
+    cpu_ticks: [u64; 3],
+    rss_mib: f64,
+}
+
+/// A case over its rounds: the median of the throughput, latency and resident set; CPU and
+/// eBPF time per request over all of its requests, so that clock ticks add up to a fine
+/// figure even at a low rate.
 struct Row {
     tracing: Tracing,
     rate: Option<u32>,
@@ -61,6 +73,8 @@ struct Row {
     server_us: f64,
     /// odiglet's CPU per request, µs.
     odiglet_us: f64,
+    /// The node collector's and the gateway's CPU per request, µs.
+    collectors_us: f64,
     rss_mib: f64,
 }
 
@@ -95,12 +109,18 @@ pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
         .and_then(|n| n.to_str())
         .context("--server names no file")?
         .to_string();
-    let odiglet = odiglet_pid(up.child.id()).context("odigos up runs no odiglet (not root?)")?;
+    let pids = Pids {
+        odiglet: children(up.child.id(), "odiglet")
+            .pop()
+            .context("odigos up runs no odiglet (not root?)")?,
+        collectors: children(up.child.id(), "collector"),
+        server: server.id(),
+    };
     let url = format!("http://127.0.0.1:{port}{}", args.path);
     let cases = [Tracing::Off, Tracing::Elsewhere, Tracing::On];
     let mut rows = Vec::new();
     for rate in [None, Some(args.rate)] {
-        let mut samples: Vec<Vec<Row>> = cases.iter().map(|_| Vec::new()).collect();
+        let mut samples: Vec<Vec<Sample>> = cases.iter().map(|_| Vec::new()).collect();
         for _ in 0..args.rounds {
             for (tracing, samples) in cases.iter().zip(&mut samples) {
                 let name = match tracing {
@@ -114,10 +134,12 @@ pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
                 std::fs::write(desired.join("source.yaml"), source)?;
                 std::thread::sleep(Duration::from_secs(2));
                 wrk(&url, 1, args.connections, rate)?; // Warm-up.
-                samples.push(measure(&args, &url, rate, *tracing, odiglet, server.id())?);
+                samples.push(measure(&args, &url, rate, &pids)?);
             }
         }
-        rows.extend(samples.into_iter().map(median));
+        for (tracing, samples) in cases.into_iter().zip(samples) {
+            rows.push(Row::of(tracing, rate, &samples));
+        }
     }
     let _ = server.kill();
     let _ = server.wait();
@@ -127,54 +149,74 @@ pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One measured window of `tracing` at `rate`.
-fn measure(
-    args: &EbpfArgs,
-    url: &str,
-    rate: Option<u32>,
-    tracing: Tracing,
+/// The processes whose CPU is counted.
+struct Pids {
     odiglet: u32,
+    collectors: Vec<u32>,
     server: u32,
-) -> anyhow::Result<Row> {
-    let stats = BpfStats::enable()?;
-    let (odiglet_ticks, server_ticks) = (proc_cpu_ticks(odiglet)?, proc_cpu_ticks(server)?);
-    let ebpf_ns = programs_run_ns(odiglet)?;
-    let measured = wrk(url, args.duration, args.connections, rate)?;
-    let ebpf_ns = programs_run_ns(odiglet)? - ebpf_ns;
-    let per_request =
-        |ticks: u64| ticks as f64 * 1e6 / clock_ticks() as f64 / measured.requests.max(1) as f64;
-    let row = Row {
-        tracing,
-        rate,
-        wrk: measured,
-        ebpf_us: ebpf_ns as f64 / 1e3 / measured.requests.max(1) as f64,
-        server_us: per_request(proc_cpu_ticks(server)? - server_ticks),
-        odiglet_us: per_request(proc_cpu_ticks(odiglet)? - odiglet_ticks),
-        rss_mib: proc_status_kib(odiglet, "VmRSS")? as f64 / 1024.0,
-    };
-    drop(stats);
-    Ok(row)
 }
 
-/// The median of each figure over the rounds of one case.
-fn median(mut rows: Vec<Row>) -> Row {
-    fn mid(rows: &mut [Row], key: impl Fn(&Row) -> f64) -> f64 {
-        rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
-        key(&rows[rows.len() / 2])
+impl Pids {
+    /// CPU time so far, in clock ticks: the server's, odiglet's and the collectors'. A
+    /// process's ticks count its threads that ended too (the server may run one per
+    /// connection).
+    fn cpu_ticks(&self) -> anyhow::Result<[u64; 3]> {
+        let mut collectors = 0;
+        for pid in &self.collectors {
+            collectors += proc_cpu_ticks(*pid)?;
+        }
+        Ok([
+            proc_cpu_ticks(self.server)?,
+            proc_cpu_ticks(self.odiglet)?,
+            collectors,
+        ])
     }
-    Row {
-        tracing: rows[0].tracing,
-        rate: rows[0].rate,
-        wrk: Wrk {
-            requests_per_sec: mid(&mut rows, |r| r.wrk.requests_per_sec),
-            p50_ms: mid(&mut rows, |r| r.wrk.p50_ms),
-            p99_ms: mid(&mut rows, |r| r.wrk.p99_ms),
-            requests: mid(&mut rows, |r| r.wrk.requests as f64) as u64,
-        },
-        ebpf_us: mid(&mut rows, |r| r.ebpf_us),
-        server_us: mid(&mut rows, |r| r.server_us),
-        odiglet_us: mid(&mut rows, |r| r.odiglet_us),
-        rss_mib: mid(&mut rows, |r| r.rss_mib),
+}
+
+/// One measured window at `rate`.
+fn measure(args: &EbpfArgs, url: &str, rate: Option<u32>, pids: &Pids) -> anyhow::Result<Sample> {
+    let stats = BpfStats::enable()?;
+    let before = pids.cpu_ticks()?;
+    let ebpf_ns = programs_run_ns(pids.odiglet)?;
+    let wrk = wrk(url, args.duration, args.connections, rate)?;
+    let ebpf_ns = programs_run_ns(pids.odiglet)? - ebpf_ns;
+    drop(stats);
+    let after = pids.cpu_ticks()?;
+    Ok(Sample {
+        wrk,
+        ebpf_ns,
+        cpu_ticks: [0, 1, 2].map(|i| after[i] - before[i]),
+        rss_mib: proc_status_kib(pids.odiglet, "VmRSS")? as f64 / 1024.0,
+    })
+}
+
+impl Row {
+    fn of(tracing: Tracing, rate: Option<u32>, samples: &[Sample]) -> Row {
+        let median = |key: &dyn Fn(&Sample) -> f64| {
+            let mut values: Vec<f64> = samples.iter().map(key).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let requests = samples.iter().map(|s| s.wrk.requests).sum::<u64>().max(1) as f64;
+        let cpu_us = |i: usize| {
+            let ticks: u64 = samples.iter().map(|s| s.cpu_ticks[i]).sum();
+            ticks as f64 * 1e6 / clock_ticks() as f64 / requests
+        };
+        Row {
+            tracing,
+            rate,
+            wrk: Wrk {
+                requests_per_sec: median(&|s| s.wrk.requests_per_sec),
+                p50_ms: median(&|s| s.wrk.p50_ms),
+                p99_ms: median(&|s| s.wrk.p99_ms),
+                requests: requests as u64,
+            },
+            ebpf_us: samples.iter().map(|s| s.ebpf_ns).sum::<u64>() as f64 / 1e3 / requests,
+            server_us: cpu_us(0),
+            odiglet_us: cpu_us(1),
+            collectors_us: cpu_us(2),
+            rss_mib: median(&|s| s.rss_mib),
+        }
     }
 }
 
@@ -236,25 +278,28 @@ fn start(server: &PathBuf) -> anyhow::Result<(Child, u16)> {
     Ok((child, port))
 }
 
-/// The odiglet among the children of `odigos up`.
-fn odiglet_pid(up: u32) -> Option<u32> {
+/// The children of `odigos up` that run `odigos SUBCOMMAND`, once there are any (or none
+/// after 10 s).
+fn children(up: u32, subcommand: &str) -> Vec<u32> {
+    let mut found = Vec::new();
     for _ in 0..100 {
-        for task in std::fs::read_dir(format!("/proc/{up}/task"))
-            .ok()?
-            .flatten()
-        {
+        let tasks = std::fs::read_dir(format!("/proc/{up}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
             let children =
                 std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             for pid in children.split_whitespace() {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if cmdline.split(|b| *b == 0).nth(1) == Some(b"odiglet".as_slice()) {
-                    return pid.parse().ok();
+                if cmdline.split(|b| *b == 0).nth(1) == Some(subcommand.as_bytes()) {
+                    found.extend(pid.parse::<u32>().ok());
                 }
             }
         }
+        if !found.is_empty() {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    None
+    found
 }
 
 /// Runs `wrk` with 2 threads; at a fixed rate, each connection waits its share of a second
@@ -321,7 +366,7 @@ fn parse_wrk(text: &str) -> Option<Wrk> {
 
 fn table(server: &str, rows: &[Row]) -> String {
     let mut out = format!(
-        "server: {server}\n\n| load | odiglet traces | req/s | p50 ms | p99 ms | req/s vs untraced | p99 vs untraced | eBPF µs/req | server CPU µs/req | odiglet CPU µs/req | odiglet RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "server: {server}\n\n| load | odiglet traces | req/s | p50 ms | p99 ms | req/s vs untraced | p99 vs untraced | eBPF µs/req | server CPU µs/req | odiglet CPU µs/req | collectors CPU µs/req | odiglet RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for row in rows {
         let base = rows
@@ -338,7 +383,7 @@ fn table(server: &str, rows: &[Row]) -> String {
             Tracing::On => "this server",
         };
         out.push_str(&format!(
-            "| {load} | {tracing} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            "| {load} | {tracing} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
             row.wrk.requests_per_sec,
             row.wrk.p50_ms,
             row.wrk.p99_ms,
@@ -347,6 +392,7 @@ fn table(server: &str, rows: &[Row]) -> String {
             row.ebpf_us,
             row.server_us,
             row.odiglet_us,
+            row.collectors_us,
             row.rss_mib
         ));
     }

@@ -207,8 +207,9 @@ impl Apply for Managed {
 
 pub fn main(args: Args) -> ExitCode {
     crate::init_logs("info");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: span assembly, export and OpAMP hand work to each other without waking
+    // another thread, and odiglet takes at most one core from the applications it traces.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
