@@ -379,8 +379,25 @@ int process_exit(void *ctx)
     return process_event(EV_EXIT);
 }
 
+struct fork {
+    u32 parent;
+    u32 child;
+};
+
+/* For each entry of `conns`: a connection of the parent is the child's as well. */
+static long inherit_conn(void *map, u64 *key, u8 *role, struct fork *fork)
+{
+    if ((u32)(*key >> 32) == fork->parent) {
+        u64 child_key = (u64)fork->child << 32 | (u32)*key;
+        u8 copy = *role;
+        bpf_map_update_elem(&conns, &child_key, &copy, BPF_ANY);
+    }
+    return 0;
+}
+
 /* A traced process's child is traced as well: a pre-fork server's workers (gunicorn, uWSGI)
- * accept the connections. A new thread is not a new process: only a child that leads its own
+ * accept the connections, and a forking server's child serves the one its parent accepted,
+ * so the child inherits its parent's connections. A new thread is not a new process: only a child that leads its own
  * thread group counts. tp_btf, as the fork tracepoint's record names no thread group. */
 SEC("tp_btf/sched_process_fork")
 int process_fork(u64 *ctx)
@@ -398,6 +415,8 @@ int process_fork(u64 *ctx)
         return 0;
     u32 value = *capture;
     bpf_map_update_elem(&traced, &child_tgid, &value, BPF_ANY);
+    struct fork fork = {.parent = parent_tgid, .child = child_tgid};
+    bpf_for_each_map_elem(&conns, inherit_conn, &fork, 0);
     struct head *h = reserve(sizeof *h);
     if (!h)
         return 0;

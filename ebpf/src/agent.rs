@@ -246,7 +246,10 @@ impl Worker {
     fn event(&mut self, event: &Event) {
         match event {
             Event::Exec { pid } => self.discover(*pid),
-            Event::Fork { pid, parent } => self.inherit(*pid, *parent),
+            Event::Fork { pid, parent } => {
+                self.inherit(*pid, *parent);
+                self.assembler.push(event);
+            }
             Event::Exit { pid } => {
                 self.assembler.push(event);
                 if self.known.contains_key(pid) {
@@ -304,14 +307,13 @@ impl Worker {
         let Some((matched, index)) = self.known.get(&parent).cloned() else {
             return;
         };
-        let Ok(process) = Process::read(&self.proc, pid) else {
-            return; // Gone already.
+        let key = match Process::read(&self.proc, pid) {
+            Ok(process) => process.key,
+            // Gone already (a forking server's child serves one connection): its spans still
+            // go out under its parent's Source, then its exit event forgets it.
+            Err(_) => ProcessKey { pid, start_time: 0 },
         };
-        if self
-            .known
-            .get(&pid)
-            .is_some_and(|(m, _)| m.key == process.key)
-        {
+        if self.known.get(&pid).is_some_and(|(m, _)| m.key == key) {
             return; // Seen both forking and as a child.
         }
         if matched.traced
@@ -321,10 +323,7 @@ impl Worker {
             tracing::warn!(pid, "cannot trace: {e}");
         }
         tracing::info!(pid, parent, source = %matched.source, "forked process traced");
-        let matched = Matched {
-            key: process.key,
-            ..matched
-        };
+        let matched = Matched { key, ..matched };
         self.known.insert(pid, (matched, index));
         self.publish();
     }

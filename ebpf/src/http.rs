@@ -142,7 +142,8 @@ impl Assembler {
             Event::Close { pid, fd, at } => self.close(*pid, *fd, *at),
             Event::Dup { pid, fd, new_fd } => self.dup(*pid, *fd, *new_fd),
             Event::Exit { pid } => self.exit(*pid),
-            Event::Exec { .. } | Event::Fork { .. } => {}
+            Event::Fork { pid, parent } => self.fork(*parent, *pid),
+            Event::Exec { .. } => {}
         }
     }
 
@@ -200,6 +201,40 @@ impl Assembler {
     /// The key a descriptor's connection is kept under.
     fn key(&self, pid: u32, fd: i32) -> (u32, i32) {
         self.aliases.get(&(pid, fd)).copied().unwrap_or((pid, fd))
+    }
+
+    /// A forked child holds its parent's connections: a forking server's child serves the
+    /// one its parent accepted.
+    fn fork(&mut self, parent: u32, child: u32) {
+        let inherited: Vec<(i32, Connection)> = self
+            .connections
+            .iter()
+            .filter(|((pid, _), _)| *pid == parent)
+            .map(|(&(_, fd), c)| {
+                let connection = Connection {
+                    role: c.role,
+                    local: c.local,
+                    remote: c.remote,
+                    exchanges: VecDeque::new(),
+                    last_seen: c.last_seen,
+                    carry: None,
+                };
+                (fd, connection)
+            })
+            .collect();
+        for (fd, connection) in inherited {
+            if self.connections.len() >= MAX_CONNECTIONS {
+                self.evict_oldest();
+            }
+            self.connections.insert((child, fd), connection);
+        }
+        let aliases: Vec<_> = self
+            .aliases
+            .iter()
+            .filter(|((pid, _), _)| *pid == parent)
+            .map(|(&(_, fd), &(_, target))| ((child, fd), (child, target)))
+            .collect();
+        self.aliases.extend(aliases);
     }
 
     fn dup(&mut self, pid: u32, fd: i32, new_fd: i32) {

@@ -1035,3 +1035,56 @@ fn the_workers_of_a_prefork_server_are_traced() {
     );
     drop(app);
 }
+
+#[test]
+fn each_child_of_a_forking_server_is_traced_with_the_connection_it_was_handed() {
+    if !ebpf_available() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("spans.jsonl");
+    let up = Up::start(&[
+        ("archive.yaml", file_destination(&file)),
+        (
+            "forking.yaml",
+            process_source("forking", "forking_app\\.py", true, "forking", false),
+        ),
+    ]);
+    up.wait_applied(1);
+    let mut command = Command::new(python());
+    command
+        .arg(workspace().join("tests/python/forking_app.py"))
+        .arg("0");
+    let (app, port) = start(command);
+    wait_traced(&up, app.id());
+    // Each connection is accepted by the parent and served by a child forked for it.
+    let children: std::collections::BTreeSet<String> = (0..3)
+        .map(|_| {
+            let out = Command::new("curl")
+                .args(["-s", &format!("http://127.0.0.1:{port}/")])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect();
+    assert_eq!(children.len(), 3, "{children:?}");
+    assert!(!children.contains(&app.id().to_string()));
+    let served = |file: &std::path::Path| -> std::collections::BTreeSet<String> {
+        spans_of(file, "forking")
+            .iter()
+            .filter(|s| {
+                s["kind"].as_i64() == Some(2)
+                    && attribute(s, "http.response.status_code").as_deref() == Some("200")
+            })
+            .filter_map(|s| attribute(&s["resource"], "process.pid"))
+            .collect()
+    };
+    let all = wait_for(Duration::from_secs(20), || served(&file) == children);
+    assert!(
+        all,
+        "server spans came from {:?}; the children are {children:?}\n{}",
+        served(&file),
+        up.logs()
+    );
+    drop(app);
+}

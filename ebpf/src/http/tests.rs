@@ -446,3 +446,36 @@ fn a_head_whose_first_byte_came_alone_is_joined() {
     let span = a.take().pop().unwrap();
     assert_eq!((span.target.as_str(), span.start), ("/late", 11));
 }
+
+#[test]
+fn a_forked_child_serves_the_connection_its_parent_accepted() {
+    let mut a = Assembler::new();
+    open(&mut a, 1, 4, Role::Server);
+    a.push(&Event::Fork { pid: 2, parent: 1 });
+    // The parent lets go of its copy; the child serves the request on its own.
+    a.push(&Event::Close {
+        pid: 1,
+        fd: 4,
+        at: 5,
+    });
+    data(&mut a, 2, 2, 4, In, 10, b"GET /forked HTTP/1.1\r\n\r\n");
+    data(
+        &mut a,
+        2,
+        2,
+        4,
+        Out,
+        20,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    let spans = a.take();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!((spans[0].pid, spans[0].target.as_str()), (2, "/forked"));
+    assert_eq!(spans[0].remote, CLIENT);
+    a.push(&Event::Close {
+        pid: 2,
+        fd: 4,
+        at: 30,
+    });
+    assert_eq!(a.connections(), 0);
+}
