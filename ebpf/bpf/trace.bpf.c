@@ -2,7 +2,8 @@
  * connection accepted or opened, the bytes that cross it (the first `capture` bytes of each
  * call) and its close; for every process, exec and exit. Everything goes to one ring buffer,
  * where user space assembles spans. A process that is not traced costs one map lookup. The
- * children a traced process forks are traced from their first instruction. */
+ * children a traced process forks are traced from their first instruction, with the
+ * connections they inherit. */
 #include "bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -69,8 +70,8 @@ struct {
 } events SEC(".maps");
 
 /* The reader is woken once per this many data events of a CPU, and drains the ring on a
- * short timer as well: a busy process costs one wake-up per hundreds of events, not one each.
- * At most 512 KiB wait per CPU, well within the ring. */
+ * timer of its own as well: a busy process costs one wake-up per hundreds of events, not one
+ * each. At most 512 KiB wait per CPU, well within the ring. */
 #define WAKE_EVERY 512
 
 /* Per CPU: the data event being built, copied to the ring at the size of what it captured
@@ -112,7 +113,6 @@ static __always_inline void *reserve(u64 size)
         count_lost();
     return event;
 }
-
 
 static __always_inline u32 *capture_of(u64 id)
 {

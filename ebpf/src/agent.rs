@@ -217,10 +217,7 @@ impl Worker {
                     if changed.is_err() {
                         return; // The agent was dropped.
                     }
-                    self.plan = plans.borrow_and_update().clone();
-                    let header_keys = self.plan.sources.iter().flat_map(|(s, _)| s.header_keys.clone());
-                    self.assembler.keep_headers(header_keys.collect());
-                    self.rescan();
+                    self.replan(plans.borrow_and_update().clone());
                 }
                 _ = flush.tick() => {
                     // The programs wake the reader only once much waits: the rest is read here.
@@ -268,6 +265,14 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Puts `plan` in force.
+    fn replan(&mut self, plan: Arc<Plan>) {
+        let header_keys = plan.sources.iter().flat_map(|(s, _)| s.header_keys.clone());
+        self.assembler.keep_headers(header_keys.collect());
+        self.plan = plan;
+        self.rescan();
     }
 
     /// Matches every process anew against the plan.
