@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::{http_get_as, odigos_binary, wait_for};
 
-/// A running `odigos up`, killed when dropped. It listens on ports of its choosing (`:0`) and
-/// says which: the test reads them from what it prints.
+/// A running `odigos up`, killed when dropped. It listens on ports picked for it below the
+/// kernel's ephemeral range, and says which: the test reads them from what it prints.
 pub struct Up {
     pub child: Child,
     pub dir: tempfile::TempDir,
@@ -22,6 +22,30 @@ struct Ports {
     http: u16,
 }
 
+impl Ports {
+    /// Free ports below the kernel's range of ephemeral ports: while `odigos up` restarts, the
+    /// client connections of tests running alongside cannot take one as their own.
+    fn pick() -> Ports {
+        let first_ephemeral: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .ok()
+                .and_then(|range| range.split_whitespace().next()?.parse().ok())
+                .unwrap_or(32_768);
+        let mut picked = Vec::new();
+        while picked.len() < 3 {
+            let port = rand::random_range(10_000..first_ephemeral.max(10_001));
+            if !picked.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                picked.push(port);
+            }
+        }
+        Ports {
+            opamp: picked[0],
+            grpc: picked[1],
+            http: picked[2],
+        }
+    }
+}
+
 impl Up {
     /// Starts `odigos up` in a new directory whose `odigos.d/` holds `files` (name, text).
     pub fn start(files: &[(&str, String)]) -> Up {
@@ -31,7 +55,7 @@ impl Up {
         for (name, text) in files {
             std::fs::write(desired.join(name), text).unwrap();
         }
-        let child = spawn(&dir, Ports::default());
+        let child = spawn(&dir, Ports::pick());
         let mut up = Up {
             child,
             dir,
@@ -196,8 +220,7 @@ impl Up {
     }
 }
 
-/// Starts `odigos up` on `ports` (0: any); the gateway listens on its socket in the state
-/// directory.
+/// Starts `odigos up` on `ports`; the gateway listens on its socket in the state directory.
 fn spawn(dir: &tempfile::TempDir, ports: Ports) -> Child {
     let address = |p: u16| format!("127.0.0.1:{p}");
     Command::new(odigos_binary())
