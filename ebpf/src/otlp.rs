@@ -261,12 +261,9 @@ const FIXED64: u32 = 1;
 const LENGTH_DELIMITED: u32 = 2;
 
 impl Writer {
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.0.push(value as u8 | 0x80);
-            value >>= 7;
-        }
-        self.0.push(value as u8);
+    fn varint(&mut self, value: u64) {
+        let (bytes, len) = varint(value);
+        self.0.extend_from_slice(&bytes[..len]);
     }
 
     fn tag(&mut self, field: u32, wire_type: u32) {
@@ -298,9 +295,8 @@ impl Writer {
         self.tag(field, LENGTH_DELIMITED);
         let start = self.0.len();
         write(self);
-        let mut length = Writer(Vec::with_capacity(10));
-        length.varint((self.0.len() - start) as u64);
-        self.0.splice(start..start, length.0);
+        let (length, len) = varint((self.0.len() - start) as u64);
+        self.0.splice(start..start, length[..len].iter().copied());
     }
 
     fn any_value(&mut self, field: u32, value: Value) {
@@ -321,6 +317,19 @@ impl Writer {
         self.string(KEY_VALUE_KEY, key);
         self.any_value(KEY_VALUE_VALUE, value);
     }
+}
+
+/// `value` as a protobuf varint: its bytes, and how many of them count.
+fn varint(mut value: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0; 10];
+    let mut len = 0;
+    while value >= 0x80 {
+        bytes[len] = value as u8 | 0x80;
+        value >>= 7;
+        len += 1;
+    }
+    bytes[len] = value as u8;
+    (bytes, len + 1)
 }
 
 fn varint_len(value: u64) -> usize {
