@@ -8,24 +8,11 @@ import ctypes
 import os
 import signal
 import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
+
+from pid_handler import Handler
 
 WORKERS = 2
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        body = f"{os.getpid()}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
 
 server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
 print("listening", server.server_address[1], flush=True)

@@ -47,9 +47,15 @@ fn start_app(marker: &str) -> (App, u16) {
 }
 
 fn python_app(marker: &str) -> Command {
+    python_server("http_app.py", marker)
+}
+
+/// The Python test server `script` (in `tests/python`), told to listen on any port, with
+/// `marker` on its command line for a Source to pick it by.
+fn python_server(script: &str, marker: &str) -> Command {
     let mut command = Command::new(python());
     command
-        .arg(workspace().join("tests/python/http_app.py"))
+        .arg(workspace().join("tests/python").join(script))
         .args(["0", marker]);
     command
 }
@@ -86,8 +92,8 @@ fn start(mut command: Command) -> (App, u16) {
     (App(app), port)
 }
 
-/// `odigos up` with a file Destination and a Source `name` (service `name`) that selects the
-/// Python app started with marker `name`, once odiglet traces that app.
+/// `odigos up` with a file Destination and a Source `name` (service `name`) that selects a
+/// Python test server started with marker `name`, once odiglet traces that server.
 struct TracedApp {
     up: Up,
     file: std::path::PathBuf,
@@ -97,9 +103,13 @@ struct TracedApp {
 }
 
 fn traced_python_app(name: &str) -> TracedApp {
+    traced_python_server("http_app.py", name)
+}
+
+fn traced_python_server(script: &str, name: &str) -> TracedApp {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("spans.jsonl");
-    let pattern = format!("http_app\\.py 0 {name}");
+    let pattern = format!("{} 0 {name}", script.replace('.', "\\."));
     let up = Up::start(&[
         ("archive.yaml", file_destination(&file)),
         (
@@ -108,7 +118,7 @@ fn traced_python_app(name: &str) -> TracedApp {
         ),
     ]);
     up.wait_applied(1);
-    let (app, port) = start_app(name);
+    let (app, port) = start(python_server(script, name));
     wait_traced(&up, app.id());
     TracedApp {
         up,
@@ -168,6 +178,15 @@ fn ebpf_count(up: &Up, what: &str) -> usize {
         .unwrap_or_default()
         .parse()
         .unwrap_or(usize::MAX)
+}
+
+/// The pid that served `GET /` on a new connection, as the prefork and forking servers answer.
+fn served_by(port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `curl` GETs of `paths`, over one kept-alive connection; each one's total time in seconds.
@@ -977,21 +996,13 @@ fn the_workers_of_a_prefork_server_are_traced() {
     if !ebpf_available() {
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("spans.jsonl");
-    let up = Up::start(&[
-        ("archive.yaml", file_destination(&file)),
-        (
-            "prefork.yaml",
-            process_source("prefork", "prefork_app\\.py", true, "prefork", false),
-        ),
-    ]);
-    up.wait_applied(1);
-    let mut command = Command::new(python());
-    command
-        .arg(workspace().join("tests/python/prefork_app.py"))
-        .arg("0");
-    let (app, port) = start(command);
+    let TracedApp {
+        up,
+        file,
+        app,
+        port,
+        _out,
+    } = traced_python_server("prefork_app.py", "prefork");
     let workers_of = |up: &Up| -> usize {
         let token = std::fs::read_to_string(up.path(".odigos/token")).unwrap();
         let body = http_get_as(up.opamp(), "/api/v1/agents", Some(token.trim()));
@@ -1008,11 +1019,7 @@ fn the_workers_of_a_prefork_server_are_traced() {
     let mut workers = std::collections::BTreeSet::new();
     let mut asked = 0;
     while workers.len() < 2 && asked < 200 {
-        let out = Command::new("curl")
-            .args(["-s", &format!("http://127.0.0.1:{port}/")])
-            .output()
-            .unwrap();
-        workers.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        workers.insert(served_by(port));
         asked += 1;
     }
     assert_eq!(workers.len(), 2, "{workers:?}");
@@ -1041,32 +1048,15 @@ fn each_child_of_a_forking_server_is_traced_with_the_connection_it_was_handed() 
     if !ebpf_available() {
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("spans.jsonl");
-    let up = Up::start(&[
-        ("archive.yaml", file_destination(&file)),
-        (
-            "forking.yaml",
-            process_source("forking", "forking_app\\.py", true, "forking", false),
-        ),
-    ]);
-    up.wait_applied(1);
-    let mut command = Command::new(python());
-    command
-        .arg(workspace().join("tests/python/forking_app.py"))
-        .arg("0");
-    let (app, port) = start(command);
-    wait_traced(&up, app.id());
+    let TracedApp {
+        up,
+        file,
+        app,
+        port,
+        _out,
+    } = traced_python_server("forking_app.py", "forking");
     // Each connection is accepted by the parent and served by a child forked for it.
-    let children: std::collections::BTreeSet<String> = (0..3)
-        .map(|_| {
-            let out = Command::new("curl")
-                .args(["-s", &format!("http://127.0.0.1:{port}/")])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        })
-        .collect();
+    let children: std::collections::BTreeSet<String> = (0..3).map(|_| served_by(port)).collect();
     assert_eq!(children.len(), 3, "{children:?}");
     assert!(!children.contains(&app.id().to_string()));
     let served = |file: &std::path::Path| -> std::collections::BTreeSet<String> {
