@@ -9,6 +9,8 @@ use odigos_collector::config::LogEncoding;
 use odigos_collector::{Config, Topology};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::managed::Credentials;
+
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
@@ -25,19 +27,8 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     opamp_endpoint: Option<String>,
 
-    /// Bearer token for the OpAMP server.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "ODIGOS_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-
-    /// For a `wss://` OpAMP endpoint: the CA certificates (PEM) to trust instead of the
-    /// public roots.
-    #[arg(long, value_name = "FILE")]
-    ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    credentials: Credentials,
 
     /// Where the OpAMP identity and the last applied config are kept
     /// [default: ~/.local/state/odigos/collector-ROLE].
@@ -124,12 +115,12 @@ pub fn main(args: Args) -> ExitCode {
                 .expect("tokio runtime");
             let code = runtime.block_on(crate::managed::run(crate::managed::Settings {
                 endpoint: args.opamp_endpoint.unwrap_or_default(),
-                token: args.token,
+                token: args.credentials.token,
                 state_dir: args.state_dir,
                 role: args.role.as_str(),
                 initial: args.config,
                 grace: args.shutdown_grace,
-                ca_file: args.ca_file,
+                ca_file: args.credentials.ca_file,
                 stop_on_stdin_close: args.stop_on_stdin_close,
             }));
             // What is still running (a delivery stuck in a system call) does not hold the exit.

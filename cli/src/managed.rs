@@ -14,6 +14,25 @@ use odigos_supervisor::{Apply, Files, Options};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Mutex;
 
+/// How a managed process proves itself to its OpAMP server, and which server it trusts: the
+/// flags `odigos collector` and `odigos odiglet` share.
+#[derive(clap::Args)]
+pub struct Credentials {
+    /// Bearer token for the OpAMP server.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ODIGOS_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// For a `wss://` OpAMP endpoint: the CA certificates (PEM) to trust instead of the
+    /// public roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
 pub struct Settings {
     pub endpoint: String,
     pub token: Option<String>,

@@ -18,7 +18,7 @@ use odigos_proto::odiglet::{FILE, OdigletConfig};
 use odigos_proto::opamp::ComponentHealth;
 use odigos_supervisor::{Apply, Files, Options};
 
-use crate::managed::{default_state_dir, host_name, stop_requested, unix_nanos};
+use crate::managed::{Credentials, default_state_dir, host_name, stop_requested, unix_nanos};
 use tokio::sync::{Mutex, mpsc};
 
 #[derive(clap::Args)]
@@ -28,19 +28,8 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     opamp_endpoint: String,
 
-    /// Bearer token for the OpAMP server.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "ODIGOS_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-
-    /// For a `wss://` OpAMP endpoint: the CA certificates (PEM) to trust instead of the
-    /// public roots.
-    #[arg(long, value_name = "FILE")]
-    ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    credentials: Credentials,
 
     /// Where the OpAMP identity and the last applied config are kept
     /// [default: ~/.local/state/odigos/odiglet].
@@ -267,7 +256,7 @@ async fn run(args: Args) -> ExitCode {
         .unwrap_or_else(|| default_state_dir("odiglet"));
     let options = Options {
         endpoint: args.opamp_endpoint,
-        token: args.token,
+        token: args.credentials.token,
         state_dir,
         identifying: vec![
             ("service.name".into(), "io.odigos.odiglet".into()),
@@ -278,7 +267,7 @@ async fn run(args: Args) -> ExitCode {
             ("host.name".into(), host),
         ],
         heartbeat: Duration::from_secs(30),
-        ca_file: args.ca_file,
+        ca_file: args.credentials.ca_file,
     };
     tracing::info!(endpoint = %options.endpoint, export = %args.export_endpoint, "odiglet managed over opamp");
     let stop = stop_requested(args.stop_on_stdin_close);
