@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use odigos_server::compiler::Layout;
-use odigos_server::opamp::{Options, PATH, Server};
+use odigos_server::http::{Options, Server};
+use odigos_server::opamp::PATH;
 use odigos_server::store::KubeStore;
 
 #[derive(clap::Args)]
@@ -70,6 +71,33 @@ pub struct Args {
     /// Disk each destination's queue may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     queue_mib: u64,
+
+    #[command(flatten)]
+    ui: Ui,
+}
+
+/// Where people look: the UI and its GraphQL API.
+#[derive(clap::Args)]
+pub struct Ui {
+    /// Where the UI and its GraphQL API (at /graphql) listen, or `off`.
+    #[arg(
+        long = "ui",
+        value_name = "HOST:PORT|off",
+        default_value = "127.0.0.1:3000"
+    )]
+    address: String,
+
+    /// Refuse every change made through the UI and its API: people may look, not touch.
+    #[arg(long)]
+    ui_read_only: bool,
+}
+
+impl Ui {
+    /// Sets where `options` serve the UI.
+    pub fn configure(&self, options: &mut Options) {
+        options.ui = (self.address != "off").then(|| self.address.clone());
+        options.ui_read_only = self.ui_read_only;
+    }
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -81,7 +109,8 @@ pub fn main(args: Args) -> ExitCode {
     runtime.block_on(async {
         let tls = args.tls_cert.zip(args.tls_key);
         let scheme = if tls.is_some() { ("wss", "https") } else { ("ws", "http") };
-        let options = Options { token: args.token, agent_timeout: args.agent_timeout, tls, ..Options::default() };
+        let mut options = Options { token: args.token, agent_timeout: args.agent_timeout, tls, ..Options::default() };
+        args.ui.configure(&mut options);
         let started = if args.kubernetes {
             let catalog = odigos_server::catalog::Catalog::builtin();
             let store = match KubeStore::connect(args.namespace.as_deref(), &args.home_namespace, catalog).await {
@@ -111,7 +140,7 @@ pub fn main(args: Args) -> ExitCode {
         let server = match started {
             Ok(server) => server,
             Err(e) => {
-                eprintln!("error: cannot serve on {}: {e}", args.listen);
+                eprintln!("error: cannot start the control plane: {e}");
                 return ExitCode::from(1);
             }
         };
@@ -119,6 +148,9 @@ pub fn main(args: Args) -> ExitCode {
         println!("opamp: {}://{}{PATH} (or {base}{PATH} to poll)", scheme.0, server.address);
         println!("agents: curl {base}/api/v1/agents");
         println!("assign a config: curl -X PUT --data-binary @collector.yaml '{base}/api/v1/config?role=node'");
+        if let Some(link) = server.login_link() {
+            println!("ui: {link}  (a one-time sign-in link; GraphQL at /graphql)");
+        }
         let _ = tokio::signal::ctrl_c().await;
         server.stop().await;
         ExitCode::SUCCESS

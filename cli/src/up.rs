@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use odigos_server::compiler::Layout;
-use odigos_server::opamp::{Options, PATH, Server};
+use odigos_server::http::{Options, Server};
+use odigos_server::opamp::PATH;
 use odigos_server::store::LocalStore;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
@@ -64,6 +65,9 @@ pub struct Args {
         hide_env_values = true
     )]
     token: Option<String>,
+
+    #[command(flatten)]
+    ui: crate::server::Ui,
 }
 
 const STARTER: &str =
@@ -147,13 +151,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         gateway_memory_mib: 512,
         node_memory_mib: 256,
     };
-    let options = Options {
+    let mut options = Options {
         token: Some(token.clone()),
         ..Options::default()
     };
+    args.ui.configure(&mut options);
     let (server, plane) = Server::start_control_plane(&args.opamp, options, store.clone(), layout)
         .await
-        .with_context(|| format!("cannot serve OpAMP on {}", args.opamp))?;
+        .context("cannot start the control plane")?;
     let endpoint = format!("ws://{}{PATH}", server.address);
     // Each collector under its own keeper, which restarts it if it exits; stopped node first,
     // so that its last data reaches a gateway that is still running.
@@ -218,7 +223,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "  ebpf tracing   off: {e} (applications with an OpenTelemetry SDK still send OTLP)"
         ),
     }
-    println!("  ui             not part of this build yet");
+    match server.login_link() {
+        Some(link) => {
+            println!("  ui             {link}  (one-time sign-in link; GraphQL at /graphql)")
+        }
+        None => println!("  ui             off (--ui off)"),
+    }
     println!("  see why data flows or not: odigos describe");
     println!("Ctrl-C stops everything.");
 

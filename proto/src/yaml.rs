@@ -16,6 +16,11 @@ pub fn to_string<T: serde::Serialize>(value: &T) -> String {
     serde_yaml::to_string(value).expect("serializable to YAML")
 }
 
+/// `value` as a YAML value, its fields in the order they are declared.
+pub fn to_value<T: serde::Serialize>(value: &T) -> Value {
+    serde_yaml::to_value(value).unwrap_or_default()
+}
+
 /// Deserializes `value`; the error names the path of the offending field (`a.b[2].c`).
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, (Vec<String>, String)> {
     // A component written as `batch:` with nothing after it means "all defaults".

@@ -18,7 +18,7 @@ use crate::opamp::{AgentView, ComponentView, ConfigStatus, Fleet, Selector};
 use crate::resource::{
     CollectorsGroup, InstrumentationConfig, Object, RuntimeDetails, WorkloadKind, not_honoured,
 };
-use crate::store::{Problem, Snapshot, Store};
+use crate::store::{Condition, Problem, Snapshot, Status, Store};
 
 /// The agent attribute that tells a collector's role.
 pub const ROLE: &str = "odigos.role";
@@ -44,6 +44,8 @@ pub struct ControlPlane {
     /// Whether Kubernetes workloads can be instrumented: the store is a cluster's.
     kubernetes: bool,
     applied: ArcSwap<Option<Applied>>,
+    /// The generation of the desired state last compiled and assigned.
+    reconciled: tokio::sync::watch::Sender<u64>,
 }
 
 impl ControlPlane {
@@ -60,6 +62,7 @@ impl ControlPlane {
             layout,
             kubernetes: store.kubernetes(),
             applied: ArcSwap::from_pointee(None),
+            reconciled: tokio::sync::watch::channel(0).0,
         });
         let mut snapshots = store.subscribe();
         let mut reports = plane.fleet.reports();
@@ -76,7 +79,7 @@ impl ControlPlane {
                     plane.reconcile(snapshot.clone());
                 }
                 if fresh || report_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                    store.clone().report(plane.state());
+                    store.clone().report(plane.state().status());
                     report_at = None;
                 }
                 drop(plane);
@@ -178,11 +181,20 @@ impl ControlPlane {
             took_ms = started.elapsed().as_secs_f64() * 1e3,
             "desired state compiled and assigned"
         );
+        let generation = snapshot.generation;
         self.applied.store(Arc::new(Some(Applied {
             snapshot,
             compiled,
             hashes,
         })));
+        self.reconciled.send_replace(generation);
+    }
+
+    /// Returns once the desired state's `generation` (or a later one) is compiled and its
+    /// configs assigned, so that [`ControlPlane::state`] shows it.
+    pub async fn reconciled(&self, generation: u64) {
+        let mut reconciled = self.reconciled.subscribe();
+        let _ = reconciled.wait_for(|g| *g >= generation).await;
     }
 
     pub fn fleet(&self) -> &Arc<Fleet> {
@@ -548,7 +560,7 @@ pub struct ProcessView {
 impl ProcessView {
     /// The runtime the status names, as an InstrumentationConfig reports it; the executable
     /// stands for the container a process has not.
-    fn runtime(&self) -> RuntimeDetails {
+    pub fn runtime(&self) -> RuntimeDetails {
         let (executable, rest) = self.status.split_once(" (").unwrap_or((&self.status, ""));
         let runtime = rest.split_once("):").map_or("", |(runtime, _)| runtime);
         let mut words = runtime.split_whitespace();
@@ -700,60 +712,6 @@ impl Rollout {
     }
 }
 
-/// A status condition, as Kubernetes resources carry them: `Ready` says whether the config
-/// is in force, `Healthy` whether data flows.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// `True`, `False` or `Unknown`.
-    pub status: &'static str,
-    pub reason: String,
-    pub message: String,
-    /// Since when it has been so (RFC 3339), where that is known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
-}
-
-impl Condition {
-    fn new(ok: bool, reason: &str, message: &str) -> Condition {
-        Condition {
-            kind: "Ready",
-            status: if ok { "True" } else { "False" },
-            reason: reason.into(),
-            message: message.into(),
-            since: None,
-        }
-    }
-
-    /// The condition with the fields that have no effect here added to its message.
-    fn noting(mut self, unheeded: &[crate::resource::FieldError]) -> Condition {
-        if !unheeded.is_empty() {
-            let list: Vec<String> = unheeded
-                .iter()
-                .map(|(field, why)| format!("{field}: {why}"))
-                .collect();
-            self.message = format!("{}; not in effect here: {}", self.message, list.join("; "));
-        }
-        self
-    }
-
-    fn health(
-        status: &'static str,
-        reason: &str,
-        message: &str,
-        since: Option<String>,
-    ) -> Condition {
-        Condition {
-            kind: "Healthy",
-            status,
-            reason: reason.into(),
-            message: message.into(),
-            since,
-        }
-    }
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct DestinationView {
     pub name: String,
@@ -797,9 +755,10 @@ impl ResourceView {
 }
 
 impl State {
-    /// The conditions of every resource users wrote, by (kind, namespace, name): `Ready`, and
-    /// `Healthy` for a destination in use.
-    pub fn conditions(&self) -> BTreeMap<(&'static str, String, String), Vec<Condition>> {
+    /// What to show where users look: the conditions of every resource users wrote, by
+    /// (kind, namespace, name) (`Ready`, and `Healthy` for a destination in use), and the
+    /// InstrumentationConfigs and CollectorsGroups computed.
+    pub fn status(&self) -> Status {
         let split = |name: &str| -> (String, String) {
             let (ns, name) = name.split_once('/').unwrap_or(("", name));
             (ns.to_string(), name.to_string())
@@ -835,14 +794,16 @@ impl State {
             let (ns, name) = split(name);
             conditions.entry((kind, ns, name)).or_insert(vec![refused]);
         }
-        conditions
-    }
-
-    /// The InstrumentationConfigs the control plane computed.
-    pub fn instrumentation_configs(&self) -> impl Iterator<Item = &InstrumentationConfig> {
-        self.sources
-            .iter()
-            .filter_map(|s| s.instrumentation_config.as_ref())
+        Status {
+            generation: self.generation,
+            conditions,
+            instrumentation_configs: self
+                .sources
+                .iter()
+                .filter_map(|s| s.instrumentation_config.clone())
+                .collect(),
+            collectors_groups: self.collectors_groups.clone(),
+        }
     }
 }
 

@@ -499,6 +499,30 @@ impl Object {
         }
     }
 
+    /// The resource as a YAML document, as a user writes it: no status or server fields, and
+    /// no namespace when it is the default one.
+    pub fn to_yaml(&self) -> String {
+        let mut value = match self {
+            Object::Source(o) => yaml::to_value(o),
+            Object::Destination(o) => yaml::to_value(o),
+            Object::Action(o) => yaml::to_value(o),
+            Object::InstrumentationRule(o) => yaml::to_value(o),
+            Object::Sampling(o) => yaml::to_value(o),
+            Object::Secret(o) => yaml::to_value(o),
+        };
+        if let Some(fields) = value.as_mapping_mut() {
+            fields.remove("status");
+            if let Some(meta) = fields.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
+                meta.retain(|key, value| match key.as_str() {
+                    Some("namespace") => value.as_str() != Some(DEFAULT_NAMESPACE),
+                    Some("name" | "labels" | "annotations") => true,
+                    _ => false,
+                });
+            }
+        }
+        yaml::to_string(&value)
+    }
+
     pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         match self {
             Object::Source(o) => o.meta(),

@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::Secret;
 use tokio::sync::watch;
 
 use crate::resource::{
-    Action, Destination, InstrumentationRule, Object, ObjectKey, Sampling, Source,
+    Action, CollectorsGroup, Destination, FieldError, InstrumentationConfig, InstrumentationRule,
+    Object, ObjectKey, Sampling, Source,
 };
 
 pub use kubernetes::KubeStore;
@@ -32,6 +33,19 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Whether a resource of this kind and name is in force.
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        let at = (key.namespace.clone(), key.name.clone());
+        match key.kind {
+            "Source" => self.sources.contains_key(&at),
+            "Destination" => self.destinations.contains_key(&at),
+            "Action" => self.actions.contains_key(&at),
+            "InstrumentationRule" => self.rules.contains_key(&at),
+            "Sampling" => self.samplings.contains_key(&at),
+            _ => self.secrets.contains_key(&at),
+        }
+    }
+
     /// Adds `object`; false when one of that kind and name is already there.
     pub fn insert(&mut self, object: Object) -> bool {
         let ObjectKey {
@@ -99,22 +113,125 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
+/// A change to the desired state made through the API (the UI), applied where the store
+/// keeps its resources: a YAML file of `odigos.d/` locally, the custom resource in a cluster.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A new resource; refused when one of its kind and name exists.
+    Create(Object),
+    /// A new version of a resource that exists.
+    Update(Object),
+    Delete(ObjectKey),
+}
+
+impl Change {
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Change::Create(object) | Change::Update(object) => object.key(),
+            Change::Delete(key) => key.clone(),
+        }
+    }
+}
+
+/// Why a change was refused; nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0} exists already")]
+    Exists(ObjectKey),
+    #[error("there is no {0}")]
+    Missing(ObjectKey),
+    /// The fields that are wrong, each with why.
+    #[error("{} is not valid: {}", .0, .1.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    Invalid(ObjectKey, Vec<FieldError>),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A source of desired state.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync {
+    /// Applies `change` once it validates like a file or `kubectl apply` would, and returns
+    /// when the new desired state is published.
+    async fn change(&self, change: Change) -> Result<(), Refusal>;
+
     /// The latest snapshot, and every later one as it is published.
     fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>>;
 
     /// Takes what the control plane made of the state, to show where users look for it
     /// (resource status in a cluster). The local store has nowhere to write: `odigos describe`
     /// and the API show it.
-    fn report(self: Arc<Self>, state: crate::reconciler::State) {
-        let _ = state;
+    fn report(self: Arc<Self>, status: Status) {
+        let _ = status;
     }
 
     /// Whether the desired state is a Kubernetes cluster's, whose workloads can be
     /// instrumented.
     fn kubernetes(&self) -> bool {
         false
+    }
+}
+
+/// What the control plane made of the desired state, as a cluster shows it.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub generation: u64,
+    /// Each resource's conditions, by (kind, namespace, name).
+    pub conditions: BTreeMap<(&'static str, String, String), Vec<Condition>>,
+    pub instrumentation_configs: Vec<InstrumentationConfig>,
+    pub collectors_groups: Vec<CollectorsGroup>,
+}
+
+/// A status condition, as Kubernetes resources carry them: `Ready` says whether the config
+/// is in force, `Healthy` whether data flows.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    pub reason: String,
+    pub message: String,
+    /// Since when it has been so (RFC 3339), where that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+impl Condition {
+    pub(crate) fn new(ok: bool, reason: &str, message: &str) -> Condition {
+        Condition {
+            kind: "Ready",
+            status: if ok { "True" } else { "False" },
+            reason: reason.into(),
+            message: message.into(),
+            since: None,
+        }
+    }
+
+    /// The condition with the fields that have no effect here added to its message.
+    pub(crate) fn noting(mut self, unheeded: &[crate::resource::FieldError]) -> Condition {
+        if !unheeded.is_empty() {
+            let list: Vec<String> = unheeded
+                .iter()
+                .map(|(field, why)| format!("{field}: {why}"))
+                .collect();
+            self.message = format!("{}; not in effect here: {}", self.message, list.join("; "));
+        }
+        self
+    }
+
+    pub(crate) fn health(
+        status: &'static str,
+        reason: &str,
+        message: &str,
+        since: Option<String>,
+    ) -> Condition {
+        Condition {
+            kind: "Healthy",
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            since,
+        }
     }
 }
 

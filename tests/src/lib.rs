@@ -269,6 +269,58 @@ pub fn http_get_as(port: u16, path: &str, token: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// An HTTP response as a test reads it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// The header lines, as received.
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    /// The value of header `name` (any case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// `METHOD http://127.0.0.1:{port}{path}` with `headers` and `body`.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    Response {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
 /// The value of a Prometheus sample line `name{labels} value` in `text`.
 pub fn prometheus_value(text: &str, series: &str) -> Option<f64> {
     text.lines()

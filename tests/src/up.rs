@@ -20,6 +20,7 @@ struct Ports {
     opamp: u16,
     grpc: u16,
     http: u16,
+    ui: u16,
 }
 
 impl Ports {
@@ -32,7 +33,7 @@ impl Ports {
                 .and_then(|range| range.split_whitespace().next()?.parse().ok())
                 .unwrap_or(32_768);
         let mut picked = Vec::new();
-        while picked.len() < 3 {
+        while picked.len() < 4 {
             let port = rand::random_range(10_000..first_ephemeral.max(10_001));
             if !picked.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 picked.push(port);
@@ -42,6 +43,7 @@ impl Ports {
             opamp: picked[0],
             grpc: picked[1],
             http: picked[2],
+            ui: picked[3],
         }
     }
 }
@@ -146,11 +148,53 @@ impl Up {
             opamp: port_after("ws://127.0.0.1:"),
             grpc: port_after("grpc 127.0.0.1:"),
             http: port_after("http http://127.0.0.1:"),
+            ui: port_after("ui             http://127.0.0.1:"),
         };
     }
 
     pub fn opamp(&self) -> u16 {
         self.ports.opamp
+    }
+
+    /// Where the UI and GraphQL are served.
+    pub fn ui(&self) -> u16 {
+        self.ports.ui
+    }
+
+    /// The one-time sign-in link the banner shows.
+    pub fn login_link(&self) -> String {
+        let out = self.output();
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("ui "))
+            .unwrap_or_else(|| panic!("no ui line in:\n{out}"));
+        line.split_whitespace().nth(1).unwrap().to_string()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.path(".odigos/token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs a GraphQL `query` with `variables` as an API client does (bearer token), and
+    /// returns the whole response: `data` and `errors`.
+    pub fn graphql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        let body = serde_json::json!({"query": query, "variables": variables}).to_string();
+        let auth = format!("Bearer {}", self.token());
+        let response = crate::http_request(
+            self.ui(),
+            "POST",
+            "/graphql",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            &body,
+        );
+        assert_eq!(response.status, 200, "{response:?}");
+        serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("{e}: {response:?}"))
     }
 
     /// Where applications send OTLP/gRPC.
@@ -178,8 +222,7 @@ impl Up {
     }
 
     pub fn state(&self) -> serde_json::Value {
-        let token = std::fs::read_to_string(self.path(".odigos/token")).unwrap();
-        let body = http_get_as(self.opamp(), "/api/v1/state", Some(token.trim()));
+        let body = http_get_as(self.opamp(), "/api/v1/state", Some(&self.token()));
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
@@ -229,6 +272,7 @@ fn spawn(dir: &tempfile::TempDir, ports: Ports) -> Child {
         .args(["--opamp", &address(ports.opamp)])
         .args(["--otlp-grpc", &address(ports.grpc)])
         .args(["--otlp-http", &address(ports.http)])
+        .args(["--ui", &address(ports.ui)])
         .args(["--node-metrics", &address(0)])
         .args(["--gateway-metrics", &address(0)])
         .env("RUST_LOG", "info")

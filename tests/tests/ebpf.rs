@@ -626,7 +626,8 @@ fn a_process_that_dies_mid_request_leaves_partial_spans_and_nothing_behind() {
 /// wrong and where, and the one before keeps tracing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odiglet_refuses_a_bad_remote_config_and_keeps_tracing_with_the_last_good_one() {
-    use odigos_server::opamp::{ConfigStatus, Options, Selector, Server};
+    use odigos_server::http::{Options, Server};
+    use odigos_server::opamp::{ConfigStatus, Selector};
     use odigos_tests::traffic::{Backend, Mode};
 
     if !ebpf_available() {

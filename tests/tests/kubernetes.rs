@@ -10,7 +10,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use odigos_server::catalog::Catalog;
 use odigos_server::compiler::Layout;
-use odigos_server::opamp::{Options, Server};
+use odigos_server::http::{Options, Server};
 use odigos_server::resource::{
     Action, CollectorsGroup, Destination, InstrumentationConfig, Object, Source, crds,
 };

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use odigos_server::opamp::{ConfigStatus, Options, Selector, Server};
+use odigos_server::http::{Options, Server};
+use odigos_server::opamp::{ConfigStatus, Selector};
 use odigos_tests::traffic::{Backend, Load, Mode};
 use odigos_tests::*;
 

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use odigos_server::opamp::{ConfigStatus, Options, Selector, Server};
+use odigos_server::http::{Options, Server};
+use odigos_server::opamp::{ConfigStatus, Selector};
 use odigos_tests::*;
 
 fn json_config(text: &str) -> BTreeMap<String, (Vec<u8>, String)> {

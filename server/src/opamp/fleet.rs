@@ -380,6 +380,22 @@ impl Fleet {
         views
     }
 
+    /// The config files meant for an agent (uid in hex), by name, as text.
+    pub fn desired_config(&self, uid: &str) -> Option<BTreeMap<String, String>> {
+        let assignments = self.assignments.lock().unwrap().clone();
+        let agents = self.agents.lock().unwrap();
+        let (uid, agent) = agents.iter().find(|(u, _)| hex(u.as_slice()) == uid)?;
+        let offer = offer_for(&assignments, uid, agent)?;
+        let remote = AgentRemoteConfig::decode(offer.encoded.clone()).ok()?;
+        let files = remote.config?.config_map;
+        Some(
+            files
+                .into_iter()
+                .map(|(name, file)| (name, String::from_utf8_lossy(&file.body).into_owned()))
+                .collect(),
+        )
+    }
+
     /// One agent, by uid in hex.
     pub fn agent(&self, uid: &str) -> Option<AgentView> {
         self.agents().into_iter().find(|a| a.uid == uid)

@@ -14,7 +14,6 @@ use odigos_proto::opamp::{AgentToServer, MAX_MESSAGE_BYTES, ServerErrorResponseT
 use prost::Message;
 use tokio::sync::Semaphore;
 
-use super::Options;
 use super::fleet::{Fleet, Transport, error_response};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -27,10 +26,10 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(fleet: Arc<Fleet>, options: &Options) -> Endpoint {
+    pub(crate) fn new(fleet: Arc<Fleet>, max_concurrent_requests: usize) -> Endpoint {
         Endpoint {
             fleet,
-            permits: Arc::new(Semaphore::new(options.max_concurrent_requests.max(1))),
+            permits: Arc::new(Semaphore::new(max_concurrent_requests.max(1))),
         }
     }
 }

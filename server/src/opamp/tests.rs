@@ -11,6 +11,9 @@ use prost::Message;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use super::*;
+use std::time::Duration;
+
+use crate::http::{Options, Server};
 
 const CAPABILITIES: u64 = 0x2007;
 

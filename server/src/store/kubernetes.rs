@@ -13,19 +13,18 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store as Cache};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
-use super::{Desired, Problem, Snapshot, Store};
+use super::{Change, Desired, Problem, Refusal, Snapshot, Status, Store};
 use crate::catalog::Catalog;
-use crate::reconciler::State;
 use crate::resource::{
-    Action, CollectorsGroup, Destination, InstrumentationConfig, InstrumentationRule, Object,
-    ObjectKey, Sampling, Source, validate,
+    Action, CollectorsGroup, DEFAULT_NAMESPACE, Destination, InstrumentationConfig,
+    InstrumentationRule, Object, ObjectKey, Sampling, Source, validate,
 };
 
 /// The field manager of what the control plane writes.
@@ -44,6 +43,7 @@ pub struct KubeStore {
     written: Mutex<BTreeMap<String, String>>,
     /// One write-back at a time.
     writing: tokio::sync::Mutex<()>,
+    catalog: &'static Catalog,
 }
 
 /// The reflector caches of every kind the store follows.
@@ -110,6 +110,7 @@ impl KubeStore {
             good: Mutex::default(),
             written: Mutex::default(),
             writing: tokio::sync::Mutex::default(),
+            catalog,
         });
         store.rebuild(&caches, catalog);
         let weak = Arc::downgrade(&store);
@@ -236,13 +237,13 @@ impl KubeStore {
     }
 
     /// Writes `state` back: conditions, InstrumentationConfigs and CollectorsGroups.
-    async fn write(&self, state: &State) -> Result<(), kube::Error> {
+    async fn write(&self, state: Status) -> Result<(), kube::Error> {
         // Nothing compiled yet: an empty state would read as "no InstrumentationConfigs".
         if state.generation == 0 {
             return Ok(());
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        for ((kind, namespace, name), list) in state.conditions() {
+        for ((kind, namespace, name), list) in state.conditions {
             let conditions: Vec<Condition> = list
                 .into_iter()
                 .map(|c| Condition {
@@ -295,8 +296,7 @@ impl KubeStore {
         }
         let apply = PatchParams::apply(MANAGER).force();
         let mut wanted = BTreeSet::new();
-        for config in state.instrumentation_configs() {
-            let mut config = config.clone();
+        for mut config in state.instrumentation_configs {
             config.metadata.labels = Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_string(),
                 "odigos-rs".to_string(),
@@ -406,23 +406,107 @@ where
     reader
 }
 
+#[async_trait::async_trait]
 impl Store for KubeStore {
     fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.published.subscribe()
+    }
+
+    async fn change(&self, change: Change) -> Result<(), Refusal> {
+        let key = change.key();
+        if let Change::Create(object) | Change::Update(object) = &change {
+            let errors = validate(object, self.catalog);
+            if !errors.is_empty() {
+                return Err(Refusal::Invalid(key, errors));
+            }
+        }
+        let mut snapshots = self.published.subscribe();
+        let client = &self.client;
+        let result = match &change {
+            Change::Create(object) | Change::Update(object) => {
+                let create = matches!(change, Change::Create(_));
+                match object {
+                    Object::Source(o) => write_object(client, o, create).await,
+                    Object::Destination(o) => write_object(client, o, create).await,
+                    Object::Action(o) => write_object(client, o, create).await,
+                    Object::InstrumentationRule(o) => write_object(client, o, create).await,
+                    Object::Sampling(o) => write_object(client, o, create).await,
+                    Object::Secret(o) => write_object(client, o, create).await,
+                }
+            }
+            Change::Delete(key) => match key.kind {
+                "Source" => delete_object::<Source>(client, key).await,
+                "Destination" => delete_object::<Destination>(client, key).await,
+                "Action" => delete_object::<Action>(client, key).await,
+                "InstrumentationRule" => delete_object::<InstrumentationRule>(client, key).await,
+                "Sampling" => delete_object::<Sampling>(client, key).await,
+                _ => delete_object::<Secret>(client, key).await,
+            },
+        };
+        match result {
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(Refusal::Exists(key)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(Refusal::Missing(key)),
+            Err(e) => Err(Refusal::Failed(format!("the cluster refused {key}: {e}"))),
+            Ok(()) => {
+                // The watchers bring the change back; wait (a while) until it is published.
+                let present = !matches!(change, Change::Delete(_));
+                let published =
+                    snapshots.wait_for(|snapshot| snapshot.desired.contains(&key) == present);
+                let _ = tokio::time::timeout(Duration::from_secs(10), published).await;
+                Ok(())
+            }
+        }
     }
 
     fn kubernetes(&self) -> bool {
         true
     }
 
-    fn report(self: Arc<Self>, state: State) {
+    fn report(self: Arc<Self>, state: Status) {
         tokio::spawn(async move {
             let _one = self.writing.lock().await;
-            if let Err(e) = self.write(&state).await {
+            if let Err(e) = self.write(state).await {
                 tracing::warn!(error = %e, "cannot write status back to the cluster");
             }
         });
     }
+}
+
+/// Creates `object`, or replaces the version that exists (an update never creates).
+async fn write_object<K>(client: &Client, object: &K, create: bool) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + serde::Serialize
+        + DeserializeOwned,
+{
+    let namespace = object
+        .namespace()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    if create {
+        api.create(&PostParams::default(), object).await?;
+    } else {
+        let mut object = object.clone();
+        let current = api.get(&object.name_any()).await?;
+        object.meta_mut().resource_version = current.meta().resource_version.clone();
+        api.replace(&object.name_any(), &PostParams::default(), &object)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn delete_object<K>(client: &Client, key: &ObjectKey) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &key.namespace);
+    api.delete(&key.name, &DeleteParams::default()).await?;
+    Ok(())
 }
 
 /// The last good version of a resource, and when it was accepted.

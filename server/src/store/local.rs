@@ -16,9 +16,9 @@ use odigos_proto::yaml;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{Desired, Problem, Snapshot, Store};
+use super::{Change, Desired, Problem, Refusal, Snapshot, Store};
 use crate::catalog::Catalog;
-use crate::resource::{Object, validate};
+use crate::resource::{Object, ObjectKey, validate};
 
 /// The version in force of one resource.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -192,10 +192,113 @@ impl LocalStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for LocalStore {
     fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.published.subscribe()
     }
+
+    async fn change(&self, change: Change) -> Result<(), Refusal> {
+        let key = change.key();
+        if let Change::Create(object) | Change::Update(object) = &change {
+            let errors = validate(object, self.catalog);
+            if !errors.is_empty() {
+                return Err(Refusal::Invalid(key, errors));
+            }
+        }
+        // The file that holds the version in force, and that version's text.
+        let wanted = key.to_string();
+        let holder = self.files.lock().unwrap().iter().find_map(|(path, state)| {
+            let good = state.good.iter().find(|good| good.key == wanted)?;
+            Some((path.clone(), good.text.clone()))
+        });
+        let failed = |path: &Path, e: std::io::Error| {
+            Refusal::Failed(format!("cannot write {}: {e}", path.display()))
+        };
+        match (change, holder) {
+            (Change::Create(_), Some(_)) => return Err(Refusal::Exists(key)),
+            (Change::Update(_) | Change::Delete(_), None) => return Err(Refusal::Missing(key)),
+            (Change::Create(object), None) => {
+                let path = self.new_file(&key);
+                write_atomically(&path, &object.to_yaml()).map_err(|e| failed(&path, e))?;
+                tracing::info!(file = %path.display(), resource = %key, "resource created through the API");
+            }
+            (change, Some((path, in_force))) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| failed(&path, e))?;
+                let replacement = match &change {
+                    Change::Update(object) => Some(object.to_yaml()),
+                    _ => None,
+                };
+                let Some(text) = replace_document(&text, &in_force, replacement.as_deref()) else {
+                    return Err(Refusal::Failed(format!(
+                        "{} holds a version of {key} that is not in force (it has a problem or was just edited): fix it there first",
+                        path.display()
+                    )));
+                };
+                if text.trim().is_empty() {
+                    std::fs::remove_file(&path).map_err(|e| failed(&path, e))?;
+                } else {
+                    write_atomically(&path, &text).map_err(|e| failed(&path, e))?;
+                }
+                let done = if replacement.is_some() {
+                    "updated"
+                } else {
+                    "deleted"
+                };
+                tracing::info!(file = %path.display(), resource = %key, "resource {done} through the API");
+            }
+        }
+        self.reload();
+        Ok(())
+    }
+}
+
+impl LocalStore {
+    /// A file name of its own for a resource created through the API: `kind-name.yaml`, with
+    /// the namespace when it is not the default one.
+    fn new_file(&self, key: &ObjectKey) -> PathBuf {
+        let kind = key.kind.to_ascii_lowercase();
+        let stem = if key.namespace == crate::resource::DEFAULT_NAMESPACE {
+            format!("{kind}-{}", key.name)
+        } else {
+            format!("{kind}-{}-{}", key.namespace, key.name)
+        };
+        let mut path = self.dir.join(format!("{stem}.yaml"));
+        let mut n = 2;
+        while path.exists() {
+            path = self.dir.join(format!("{stem}-{n}.yaml"));
+            n += 1;
+        }
+        path
+    }
+}
+
+/// Writes through a file the directory's watcher ignores, then renames it into place, so the
+/// store never reads half a file.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
+}
+
+/// `text` with its document `old` replaced by `new` (or removed, with its separator); `None`
+/// when no document of it is `old`.
+fn replace_document(text: &str, old: &str, new: Option<&str>) -> Option<String> {
+    let parts: Vec<&str> = documents(text).into_iter().map(|(_, d)| d).collect();
+    let at = parts.iter().position(|d| *d == old)?;
+    let mut kept: Vec<String> = parts.iter().map(|d| d.to_string()).collect();
+    match new {
+        Some(new) => kept[at] = new.to_string(),
+        None => {
+            kept.remove(at);
+        }
+    }
+    for part in &mut kept {
+        if !part.is_empty() && !part.ends_with('\n') {
+            part.push('\n');
+        }
+    }
+    Some(kept.join("---\n"))
 }
 
 fn problems_of(files: &BTreeMap<PathBuf, FileState>) -> Vec<Problem> {

@@ -1,4 +1,4 @@
-//! TLS for the OpAMP endpoint: rustls with the ring provider, one task per connection.
+//! TLS for the control plane's listeners: rustls with the ring provider, one task per connection.
 
 use std::future::Future;
 use std::path::Path;
@@ -51,7 +51,7 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(error = %e, "opamp: accept failed");
+                    tracing::warn!(error = %e, "accept failed");
                     continue;
                 }
             },
@@ -62,7 +62,7 @@ pub(crate) async fn serve(
             let tls = match acceptor.accept(stream).await {
                 Ok(tls) => tls,
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "opamp: TLS handshake failed");
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
             };
@@ -72,7 +72,7 @@ pub(crate) async fn serve(
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await
             {
-                tracing::debug!(%peer, error = %e, "opamp: connection ended with an error");
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }

@@ -1,0 +1,950 @@
+//! The GraphQL API at `/graphql`: the fleet, the desired state with how it stands, the
+//! destination catalog, and changes to the desired state, which go through the store and its
+//! validation like a file or `kubectl apply` would. Subscriptions speak `graphql-transport-ws`
+//! on the same path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, Enum, Json, Object, Schema, SimpleObject, Subscription};
+use futures_util::Stream;
+
+use crate::catalog::Catalog;
+use crate::opamp::{AgentView, ConfigStatus, Fleet};
+use crate::reconciler::{ControlPlane, ROLE, WORKLOAD};
+use crate::resource::{self, ObjectKey};
+use crate::store::{self, Change, Refusal, Store};
+
+/// What resolvers work with.
+pub struct Backend {
+    pub fleet: Arc<Fleet>,
+    /// The control plane and its store, when there is a desired state.
+    pub plane: Option<(Arc<ControlPlane>, Arc<dyn Store>)>,
+    /// Every mutation is refused.
+    pub read_only: bool,
+}
+
+pub type ApiSchema = Schema<Query, Mutation, SubscriptionRoot>;
+
+/// Deeper or costlier queries are refused before they run.
+const MAX_DEPTH: usize = 12;
+const MAX_COMPLEXITY: usize = 20_000;
+/// Changes pushed to a subscriber at most this often; what happens between is folded in.
+const PUSH_EVERY: Duration = Duration::from_millis(250);
+
+pub fn schema(backend: Backend) -> ApiSchema {
+    Schema::build(Query, Mutation, SubscriptionRoot)
+        .data(backend)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// `POST /graphql` for queries and mutations; a WebSocket upgrade of `GET /graphql` for
+/// subscriptions.
+pub fn router(schema: ApiSchema) -> axum::Router {
+    use async_graphql_axum::{GraphQL, GraphQLSubscription};
+    axum::Router::new().route(
+        "/graphql",
+        axum::routing::post_service(GraphQL::new(schema.clone()))
+            .get_service(GraphQLSubscription::new(schema)),
+    )
+}
+
+fn backend<'a>(ctx: &Context<'a>) -> &'a Backend {
+    ctx.data_unchecked::<Backend>()
+}
+
+/// The control plane, or the error that this server has none.
+fn plane<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a (Arc<ControlPlane>, Arc<dyn Store>)> {
+    backend(ctx)
+        .plane
+        .as_ref()
+        .ok_or_else(|| "this server only serves the fleet: it has no desired state".into())
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Every agent the server knows, live or recently gone; narrowed by role, node or status.
+    async fn agents(
+        &self,
+        ctx: &Context<'_>,
+        role: Option<String>,
+        node: Option<String>,
+        status: Option<AgentStatus>,
+    ) -> Vec<Agent> {
+        backend(ctx)
+            .fleet
+            .agents()
+            .into_iter()
+            .map(Agent)
+            .filter(|a| role.is_none() || a.attribute(ROLE) == role.as_deref())
+            .filter(|a| node.is_none() || a.attribute("host.name") == node.as_deref())
+            .filter(|a| status.is_none_or(|s| status_of(&a.0) == s))
+            .collect()
+    }
+
+    /// One agent, by its uid in hex.
+    async fn agent(&self, ctx: &Context<'_>, uid: String) -> Option<Agent> {
+        backend(ctx)
+            .fleet
+            .agent(&uid.to_ascii_lowercase())
+            .map(Agent)
+    }
+
+    /// How many agents stand where, for the bar over the fleet view.
+    async fn fleet_summary(&self, ctx: &Context<'_>) -> FleetSummary {
+        FleetSummary::of(&backend(ctx).fleet.agents())
+    }
+
+    /// The desired state's version, counting from 1; 0 before the first.
+    async fn generation(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        Ok(plane(ctx)?.0.state().generation)
+    }
+
+    /// Every Source with how it stands and the processes it matched.
+    async fn sources(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Source>> {
+        let (plane, store) = plane(ctx)?;
+        let snapshot = store.subscribe().borrow().clone();
+        Ok(plane
+            .state()
+            .sources
+            .into_iter()
+            .map(|view| {
+                let yaml = document(&snapshot.desired, "Source", &view.name);
+                Source { view, yaml }
+            })
+            .collect())
+    }
+
+    /// Every Destination with how it stands; secret fields are never shown.
+    async fn destinations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Destination>> {
+        let (plane, store) = plane(ctx)?;
+        let snapshot = store.subscribe().borrow().clone();
+        let catalog = Catalog::builtin();
+        Ok(plane
+            .state()
+            .destinations
+            .into_values()
+            .map(|view| {
+                let (namespace, name) = split(&view.name);
+                let data = snapshot
+                    .desired
+                    .destinations
+                    .get(&(namespace, name))
+                    .map(|d| {
+                        let kind = catalog.get(&d.spec.destination_type);
+                        d.spec
+                            .data
+                            .iter()
+                            .filter(|(key, _)| {
+                                !kind.and_then(|t| t.field(key)).is_some_and(|f| f.secret)
+                            })
+                            .map(|(key, value)| Attribute {
+                                key: key.clone(),
+                                value: value.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Destination { view, data }
+            })
+            .collect())
+    }
+
+    /// The kinds of destination there are, with the fields each one's form asks for.
+    async fn destination_types(&self) -> Vec<DestinationType> {
+        Catalog::builtin()
+            .types()
+            .map(|t| DestinationType {
+                name: t.name.clone(),
+                display_name: t.display_name.clone(),
+                category: t.category.clone(),
+                signals: t.signals.iter().map(|s| s.pipeline().to_string()).collect(),
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|f| Field {
+                        name: f.name.clone(),
+                        display_name: f.display_name.clone(),
+                        kind: serde_json::to_value(f.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        required: f.required,
+                        secret: f.secret,
+                        tooltip: f.tooltip.clone(),
+                        values: f.values.clone(),
+                        default: f.default.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Actions, InstrumentationRules and Samplings with how each stands, of one kind or all.
+    async fn resources(
+        &self,
+        ctx: &Context<'_>,
+        kind: Option<Kind>,
+    ) -> async_graphql::Result<Vec<Resource>> {
+        let (plane, store) = plane(ctx)?;
+        let snapshot = store.subscribe().borrow().clone();
+        Ok(plane
+            .state()
+            .resources
+            .into_iter()
+            .filter(|r| kind.is_none_or(|k| k.name() == r.kind))
+            .map(|view| Resource {
+                yaml: document(&snapshot.desired, &view.kind, &view.name),
+                kind: view.kind,
+                name: view.name,
+                condition: Condition::from(view.condition),
+            })
+            .collect())
+    }
+
+    /// Everything in the desired state that is refused, with where and why.
+    async fn problems(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Problem>> {
+        Ok(plane(ctx)?
+            .0
+            .state()
+            .problems
+            .into_iter()
+            .map(Problem::from)
+            .collect())
+    }
+
+    /// Each role's and workload's config hash and how far its agents are with it.
+    async fn rollouts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Rollout>> {
+        let state = plane(ctx)?.0.state();
+        let agents = backend(ctx).fleet.agents();
+        Ok(state
+            .hashes
+            .iter()
+            .map(|(target, hash)| Rollout::of(target, hash, &agents))
+            .collect())
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates a resource from its spec; refused when one of its kind and name exists.
+    async fn create_resource(
+        &self,
+        ctx: &Context<'_>,
+        kind: Kind,
+        #[graphql(default = "default")] namespace: String,
+        name: String,
+        spec: Json<serde_json::Value>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let object = match object_of(kind, &namespace, &name, spec.0) {
+            Ok(object) => object,
+            Err(refused) => return Ok(refused),
+        };
+        apply(ctx, Change::Create(object)).await
+    }
+
+    /// Replaces a resource's spec.
+    async fn update_resource(
+        &self,
+        ctx: &Context<'_>,
+        kind: Kind,
+        #[graphql(default = "default")] namespace: String,
+        name: String,
+        spec: Json<serde_json::Value>,
+    ) -> async_graphql::Result<ChangeResult> {
+        let object = match object_of(kind, &namespace, &name, spec.0) {
+            Ok(object) => object,
+            Err(refused) => return Ok(refused),
+        };
+        apply(ctx, Change::Update(object)).await
+    }
+
+    /// Turns a resource off (or back on) and keeps it: `spec.disabled`, or for a Source
+    /// `spec.disableInstrumentation`.
+    async fn set_disabled(
+        &self,
+        ctx: &Context<'_>,
+        kind: Kind,
+        #[graphql(default = "default")] namespace: String,
+        name: String,
+        disabled: bool,
+    ) -> async_graphql::Result<ChangeResult> {
+        let (_, store) = plane(ctx)?;
+        let key = kind.key(&namespace, &name);
+        let Some(mut spec) = spec_of(&store.subscribe().borrow().desired, &key) else {
+            return Ok(ChangeResult::refused(&key, Refusal::Missing(key.clone())));
+        };
+        let field = match kind {
+            Kind::Source => "disableInstrumentation",
+            _ => "disabled",
+        };
+        if let Some(fields) = spec.as_object_mut() {
+            fields.insert(field.into(), disabled.into());
+        }
+        let object = match object_of(kind, &namespace, &name, spec) {
+            Ok(object) => object,
+            Err(refused) => return Ok(refused),
+        };
+        apply(ctx, Change::Update(object)).await
+    }
+
+    /// Deletes a resource.
+    async fn delete_resource(
+        &self,
+        ctx: &Context<'_>,
+        kind: Kind,
+        #[graphql(default = "default")] namespace: String,
+        name: String,
+    ) -> async_graphql::Result<ChangeResult> {
+        apply(ctx, Change::Delete(kind.key(&namespace, &name))).await
+    }
+}
+
+/// Makes `change` through the store, or says why not.
+async fn apply(ctx: &Context<'_>, change: Change) -> async_graphql::Result<ChangeResult> {
+    if backend(ctx).read_only {
+        return Err("the UI is read-only (--ui-read-only): nothing can be changed".into());
+    }
+    let (plane, store) = plane(ctx)?;
+    let key = change.key();
+    Ok(match store.change(change).await {
+        Ok(()) => {
+            // What the caller reads next shows the change.
+            let generation = store.subscribe().borrow().generation;
+            let reconciled = plane.reconciled(generation);
+            let _ = tokio::time::timeout(Duration::from_secs(5), reconciled).await;
+            ChangeResult {
+                ok: true,
+                resource: key.to_string(),
+                errors: Vec::new(),
+            }
+        }
+        Err(refusal) => ChangeResult::refused(&key, refusal),
+    })
+}
+
+/// The resource a mutation describes, read like a YAML document would be.
+fn object_of(
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> Result<resource::Object, ChangeResult> {
+    let key = kind.key(namespace, name);
+    let document = serde_json::json!({
+        "apiVersion": resource::API_VERSION,
+        "kind": kind.name(),
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    let value = serde_yaml_value(document);
+    resource::Object::from_value(value)
+        .map_err(|error| ChangeResult::refused(&key, Refusal::Invalid(key.clone(), vec![error])))
+}
+
+fn serde_yaml_value(value: serde_json::Value) -> odigos_proto::yaml::Value {
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    odigos_proto::yaml::parse(&text).unwrap_or_default()
+}
+
+/// The spec in force of a resource, as JSON.
+fn spec_of(desired: &store::Desired, key: &ObjectKey) -> Option<serde_json::Value> {
+    let at = (key.namespace.clone(), key.name.clone());
+    let value = match key.kind {
+        "Source" => serde_json::to_value(&desired.sources.get(&at)?.spec),
+        "Destination" => serde_json::to_value(&desired.destinations.get(&at)?.spec),
+        "Action" => serde_json::to_value(&desired.actions.get(&at)?.spec),
+        "InstrumentationRule" => serde_json::to_value(&desired.rules.get(&at)?.spec),
+        _ => serde_json::to_value(&desired.samplings.get(&at)?.spec),
+    };
+    value.ok()
+}
+
+/// The YAML document in force of a resource named `namespace/name`.
+fn document(desired: &store::Desired, kind: &str, name: &str) -> Option<String> {
+    let (namespace, name) = split(name);
+    let at = (namespace, name);
+    let object = match kind {
+        "Source" => resource::Object::Source(desired.sources.get(&at)?.clone()),
+        "Destination" => resource::Object::Destination(desired.destinations.get(&at)?.clone()),
+        "Action" => resource::Object::Action(desired.actions.get(&at)?.clone()),
+        "InstrumentationRule" => {
+            resource::Object::InstrumentationRule(desired.rules.get(&at)?.clone())
+        }
+        "Sampling" => resource::Object::Sampling(desired.samplings.get(&at)?.clone()),
+        _ => return None,
+    };
+    Some(object.to_yaml())
+}
+
+fn split(name: &str) -> (String, String) {
+    let (namespace, name) = name
+        .split_once('/')
+        .unwrap_or((resource::DEFAULT_NAMESPACE, name));
+    (namespace.to_string(), name.to_string())
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// The fleet's counts, pushed when an agent reports on its config or its health changes
+    /// (at most every 250 ms; what happens between is folded in).
+    async fn fleet_changed(&self, ctx: &Context<'_>) -> impl Stream<Item = FleetSummary> {
+        let fleet = backend(ctx).fleet.clone();
+        let reports = fleet.reports();
+        futures_util::stream::unfold(
+            (fleet, reports, true),
+            |(fleet, mut reports, first)| async move {
+                if !first {
+                    reports.changed().await.ok()?;
+                    tokio::time::sleep(PUSH_EVERY).await;
+                    reports.mark_unchanged();
+                }
+                Some((FleetSummary::of(&fleet.agents()), (fleet, reports, false)))
+            },
+        )
+    }
+}
+
+/// The kinds of resource the API changes.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Source,
+    Destination,
+    Action,
+    InstrumentationRule,
+    Sampling,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Source => "Source",
+            Kind::Destination => "Destination",
+            Kind::Action => "Action",
+            Kind::InstrumentationRule => "InstrumentationRule",
+            Kind::Sampling => "Sampling",
+        }
+    }
+
+    fn key(self, namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: self.name(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// What became of a change: made, or refused with the fields at fault.
+#[derive(SimpleObject)]
+pub struct ChangeResult {
+    ok: bool,
+    /// `Kind namespace/name`.
+    resource: String,
+    /// Why it was refused; nothing was changed.
+    errors: Vec<FieldError>,
+}
+
+impl ChangeResult {
+    fn refused(key: &ObjectKey, refusal: Refusal) -> ChangeResult {
+        let errors = match refusal {
+            Refusal::Invalid(_, errors) => errors
+                .into_iter()
+                .map(|(field, message)| FieldError {
+                    field: Some(field).filter(|f| !f.is_empty()),
+                    message,
+                })
+                .collect(),
+            other => vec![FieldError {
+                field: matches!(other, Refusal::Exists(_) | Refusal::Missing(_))
+                    .then(|| "metadata.name".to_string()),
+                message: other.to_string(),
+            }],
+        };
+        ChangeResult {
+            ok: false,
+            resource: key.to_string(),
+            errors,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct FieldError {
+    /// The field's path, e.g. `spec.data.OTLP_GRPC_ENDPOINT`.
+    field: Option<String>,
+    message: String,
+}
+
+/// Where an agent stands with the config meant for it.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AgentStatus {
+    /// No config is meant for it.
+    Unassigned,
+    /// Offered; it has not said anything about it yet.
+    Pending,
+    Applying,
+    Applied,
+    Failed,
+    /// Not heard from: its connection closed or it timed out.
+    Disconnected,
+}
+
+pub struct Agent(AgentView);
+
+impl Agent {
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.0
+            .non_identifying
+            .get(key)
+            .or_else(|| self.0.identifying.get(key))
+            .map(String::as_str)
+    }
+}
+
+fn status_of(agent: &AgentView) -> AgentStatus {
+    if agent.connected.is_none() {
+        return AgentStatus::Disconnected;
+    }
+    match agent.config {
+        ConfigStatus::Unassigned => AgentStatus::Unassigned,
+        ConfigStatus::Pending { .. } => AgentStatus::Pending,
+        ConfigStatus::Applying { .. } => AgentStatus::Applying,
+        ConfigStatus::Applied { .. } => AgentStatus::Applied,
+        ConfigStatus::Failed { .. } => AgentStatus::Failed,
+    }
+}
+
+#[Object]
+impl Agent {
+    /// The agent's `instance_uid`, in hex.
+    async fn uid(&self) -> &str {
+        &self.0.uid
+    }
+
+    /// `gateway`, `node`, `odiglet`, or none for an SDK's agent.
+    async fn role(&self) -> Option<&str> {
+        self.attribute(ROLE)
+    }
+
+    /// The host it runs on.
+    async fn node(&self) -> Option<&str> {
+        self.attribute("host.name")
+    }
+
+    /// The instrumented workload it belongs to (`namespace/kind-name`).
+    async fn workload(&self) -> Option<&str> {
+        self.attribute(WORKLOAD)
+    }
+
+    async fn pid(&self) -> Option<u32> {
+        self.attribute("process.pid").and_then(|p| p.parse().ok())
+    }
+
+    async fn version(&self) -> Option<&str> {
+        self.attribute("service.version")
+    }
+
+    /// Every attribute it describes itself with.
+    async fn attributes(&self) -> Vec<Attribute> {
+        let view = &self.0;
+        view.identifying
+            .iter()
+            .chain(&view.non_identifying)
+            .map(|(key, value)| Attribute {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    /// The OpAMP capabilities it declares, by name.
+    async fn capabilities(&self) -> Vec<&'static str> {
+        use odigos_proto::opamp::AgentCapabilities;
+        (0..u64::BITS)
+            .map(|bit| 1u64 << bit)
+            .filter(|flag| self.0.capabilities & flag != 0)
+            .filter_map(|flag| i32::try_from(flag).ok())
+            .filter_map(|flag| AgentCapabilities::try_from(flag).ok())
+            .map(|capability| capability.as_str_name())
+            .collect()
+    }
+
+    async fn status(&self) -> AgentStatus {
+        status_of(&self.0)
+    }
+
+    /// The hash of the config meant for it.
+    async fn desired_hash(&self) -> Option<&str> {
+        match &self.0.config {
+            ConfigStatus::Unassigned => None,
+            ConfigStatus::Pending { hash }
+            | ConfigStatus::Applying { hash }
+            | ConfigStatus::Applied { hash }
+            | ConfigStatus::Failed { hash, .. } => Some(hash),
+        }
+    }
+
+    /// Why it could not apply that config.
+    async fn config_error(&self) -> Option<&str> {
+        match &self.0.config {
+            ConfigStatus::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    async fn healthy(&self) -> Option<bool> {
+        self.0.healthy
+    }
+
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+
+    /// Each component's health, by path (`exporters/otlp/backend`).
+    async fn components(&self) -> Vec<Component> {
+        self.0
+            .components
+            .iter()
+            .map(|(path, c)| Component {
+                path: path.clone(),
+                healthy: c.healthy,
+                status: c.status.clone(),
+                last_error: Some(c.last_error.clone()).filter(|e| !e.is_empty()),
+                since: c.since.clone(),
+            })
+            .collect()
+    }
+
+    /// `websocket` or `http` while it is live.
+    async fn transport(&self) -> Option<&str> {
+        self.0.connected
+    }
+
+    /// When it last sent a message (RFC 3339).
+    async fn last_seen(&self) -> Option<&str> {
+        self.0.last_seen.as_deref()
+    }
+
+    /// The config it says it runs.
+    async fn effective_config(&self) -> Vec<ConfigFile> {
+        files(&self.0.effective_config)
+    }
+
+    /// The config meant for it.
+    async fn desired_config(&self, ctx: &Context<'_>) -> Vec<ConfigFile> {
+        backend(ctx)
+            .fleet
+            .desired_config(&self.0.uid)
+            .map(|f| files(&f))
+            .unwrap_or_default()
+    }
+}
+
+fn files(map: &std::collections::BTreeMap<String, String>) -> Vec<ConfigFile> {
+    map.iter()
+        .map(|(name, body)| ConfigFile {
+            name: name.clone(),
+            body: body.clone(),
+        })
+        .collect()
+}
+
+#[derive(SimpleObject)]
+pub struct Attribute {
+    key: String,
+    value: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Component {
+    path: String,
+    healthy: bool,
+    /// What it says of itself: a receiver where it listens, an exporter its queue.
+    status: String,
+    last_error: Option<String>,
+    since: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct ConfigFile {
+    name: String,
+    body: String,
+}
+
+/// How many agents stand where.
+#[derive(SimpleObject, Clone, Default)]
+pub struct FleetSummary {
+    total: usize,
+    applied: usize,
+    applying: usize,
+    failed: usize,
+    disconnected: usize,
+    /// Pending or unassigned.
+    other: usize,
+}
+
+impl FleetSummary {
+    fn of(agents: &[AgentView]) -> FleetSummary {
+        let mut summary = FleetSummary::default();
+        for agent in agents {
+            summary.total += 1;
+            match status_of(agent) {
+                AgentStatus::Applied => summary.applied += 1,
+                AgentStatus::Applying => summary.applying += 1,
+                AgentStatus::Failed => summary.failed += 1,
+                AgentStatus::Disconnected => summary.disconnected += 1,
+                AgentStatus::Pending | AgentStatus::Unassigned => summary.other += 1,
+            }
+        }
+        summary
+    }
+}
+
+/// A status condition: `Ready` (its config is in force) or `Healthy` (data flows).
+#[derive(SimpleObject)]
+pub struct Condition {
+    kind: String,
+    /// `True`, `False` or `Unknown`.
+    status: String,
+    reason: String,
+    message: String,
+    since: Option<String>,
+}
+
+impl From<store::Condition> for Condition {
+    fn from(c: store::Condition) -> Condition {
+        Condition {
+            kind: c.kind.into(),
+            status: c.status.into(),
+            reason: c.reason,
+            message: c.message,
+            since: c.since,
+        }
+    }
+}
+
+pub struct Source {
+    view: crate::reconciler::SourceView,
+    yaml: Option<String>,
+}
+
+#[Object]
+impl Source {
+    /// `namespace/name`.
+    async fn name(&self) -> &str {
+        &self.view.name
+    }
+
+    /// `Kind name` of what it instruments.
+    async fn workload(&self) -> &str {
+        &self.view.workload
+    }
+
+    async fn disabled(&self) -> bool {
+        self.view.disabled
+    }
+
+    async fn condition(&self) -> Condition {
+        Condition::from(self.view.condition.clone())
+    }
+
+    /// The processes odiglet matched to it, with their runtimes.
+    async fn processes(&self) -> Vec<Process> {
+        self.view
+            .processes
+            .iter()
+            .map(|p| {
+                let runtime = p.runtime();
+                Process {
+                    pid: p.pid.parse().unwrap_or_default(),
+                    traced: p.traced,
+                    executable: runtime.container_name,
+                    language: runtime.language,
+                    runtime_version: runtime.runtime_version,
+                    status: p.status.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The document in force.
+    async fn yaml(&self) -> Option<&str> {
+        self.yaml.as_deref()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Process {
+    pid: u32,
+    traced: bool,
+    executable: String,
+    language: Option<String>,
+    runtime_version: Option<String>,
+    /// As odiglet reports it: `EXE (LANG VERSION): service S, Source NS/NAME, traced`.
+    status: String,
+}
+
+pub struct Destination {
+    view: crate::reconciler::DestinationView,
+    data: Vec<Attribute>,
+}
+
+#[Object]
+impl Destination {
+    /// `namespace/name`.
+    async fn name(&self) -> &str {
+        &self.view.name
+    }
+
+    /// Its catalog type, e.g. `otlp`.
+    async fn destination_type(&self) -> &str {
+        &self.view.destination_type
+    }
+
+    async fn signals(&self) -> &[String] {
+        &self.view.signals
+    }
+
+    /// Whether its config is in force.
+    async fn condition(&self) -> Condition {
+        Condition::from(self.view.condition.clone())
+    }
+
+    /// Whether data reaches it, while it is in use.
+    async fn health(&self) -> Option<Condition> {
+        self.view.health.clone().map(Condition::from)
+    }
+
+    /// Its fields, without the secret ones.
+    async fn data(&self) -> &[Attribute] {
+        &self.data
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct DestinationType {
+    name: String,
+    display_name: String,
+    /// `managed` or `self hosted`.
+    category: String,
+    signals: Vec<String>,
+    fields: Vec<Field>,
+}
+
+/// A field of a destination's form.
+#[derive(SimpleObject)]
+pub struct Field {
+    name: String,
+    display_name: String,
+    /// `string`, `url`, `number`, `boolean`, `select`, `headers`, `list` or `pem`.
+    kind: String,
+    required: bool,
+    /// Written, never shown again.
+    secret: bool,
+    tooltip: Option<String>,
+    /// The choices of a `select`.
+    values: Vec<String>,
+    default: Option<String>,
+}
+
+/// An Action, InstrumentationRule or Sampling.
+#[derive(SimpleObject)]
+pub struct Resource {
+    kind: String,
+    /// `namespace/name`.
+    name: String,
+    condition: Condition,
+    /// The document in force.
+    yaml: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct Problem {
+    /// The file, or `kind namespace/name` in a cluster.
+    source: String,
+    line: Option<usize>,
+    resource: Option<String>,
+    field: Option<String>,
+    message: String,
+}
+
+impl From<store::Problem> for Problem {
+    fn from(p: store::Problem) -> Problem {
+        Problem {
+            source: p.source,
+            line: p.line,
+            resource: p.resource,
+            field: p.field,
+            message: p.message,
+        }
+    }
+}
+
+/// One role's or workload's config and how far its agents are with it.
+#[derive(SimpleObject)]
+pub struct Rollout {
+    /// `gateway`, `node`, `odiglet`, or a workload.
+    target: String,
+    hash: String,
+    agents: usize,
+    applied: usize,
+    /// Offered or being applied.
+    pending: usize,
+    failed: usize,
+    /// The failing agents, each with its error.
+    errors: Vec<AgentError>,
+}
+
+#[derive(SimpleObject)]
+pub struct AgentError {
+    uid: String,
+    error: String,
+}
+
+impl Rollout {
+    fn of(target: &str, hash: &str, agents: &[AgentView]) -> Rollout {
+        let mut rollout = Rollout {
+            target: target.to_string(),
+            hash: hash.to_string(),
+            agents: 0,
+            applied: 0,
+            pending: 0,
+            failed: 0,
+            errors: Vec::new(),
+        };
+        for agent in agents.iter().filter(|a| a.connected.is_some()) {
+            let (ConfigStatus::Pending { hash: h }
+            | ConfigStatus::Applying { hash: h }
+            | ConfigStatus::Applied { hash: h }
+            | ConfigStatus::Failed { hash: h, .. }) = &agent.config
+            else {
+                continue;
+            };
+            if h != hash {
+                continue;
+            }
+            rollout.agents += 1;
+            match &agent.config {
+                ConfigStatus::Applied { .. } => rollout.applied += 1,
+                ConfigStatus::Failed { error, .. } => {
+                    rollout.failed += 1;
+                    rollout.errors.push(AgentError {
+                        uid: agent.uid.clone(),
+                        error: error.clone(),
+                    });
+                }
+                _ => rollout.pending += 1,
+            }
+        }
+        rollout
+    }
+}

@@ -1,0 +1,355 @@
+//! The GraphQL API and the UI's sign-in, against a running `odigos up`:
+//! - without the token or a session every call is refused (401);
+//! - the fleet shows the gateway and node collector APPLIED, with their desired config;
+//! - a Destination created through the API is a new YAML file in `odigos.d/`, rolls out to
+//!   every collector and shows Ready; disabling and deleting it edit and remove the file;
+//! - a mutation with a bad value is refused with the field at fault and changes nothing;
+//! - a resource in a file of several documents is updated in place, the others untouched;
+//! - a refused file is listed by `problems` with its line and field;
+//! - the one-time sign-in link gives a session cookie, once; with the cookie, a change needs
+//!   the CSRF header;
+//! - a query nested too deep is refused before it runs.
+
+use std::time::Duration;
+
+use odigos_tests::up::Up;
+use odigos_tests::{http_request, wait_for};
+use serde_json::{Value, json};
+
+const AGENTS: &str = "query($role: String) { agents(role: $role) { uid role node status desiredHash configError desiredConfig { name body } effectiveConfig { name } } }";
+const CREATE: &str = "mutation($kind: Kind!, $name: String!, $spec: JSON!) { createResource(kind: $kind, name: $name, spec: $spec) { ok resource errors { field message } } }";
+const DESTINATIONS: &str = "{ destinations { name destinationType signals condition { status reason message } data { key value } } }";
+
+const DEBUG: &str = "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: debug}\nspec: {type: debug, signals: [TRACES]}\n";
+
+fn data(response: &Value) -> &Value {
+    assert!(response["errors"].is_null(), "{response:#}");
+    &response["data"]
+}
+
+/// The generation of the desired state.
+fn generation(up: &Up) -> u64 {
+    data(&up.graphql("{ generation }", json!({})))["generation"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits until every role's rollout is applied by all of its agents, at `generation` or later.
+fn rolled_out(up: &Up, generation_at_least: u64) -> Value {
+    let mut last = Value::Null;
+    let done = wait_for(Duration::from_secs(20), || {
+        last = up.graphql(
+            "{ generation rollouts { target hash agents applied pending failed errors { uid error } } }",
+            json!({}),
+        );
+        let d = data(&last);
+        d["generation"].as_u64() >= Some(generation_at_least)
+            && d["rollouts"].as_array().unwrap().iter().all(|r| {
+                r["target"] == "odiglet"
+                    || (r["agents"].as_u64() > Some(0) && r["applied"] == r["agents"])
+            })
+    });
+    assert!(done, "not rolled out: {last:#}\n{}", up.logs());
+    last
+}
+
+#[test]
+fn graphql_shows_the_fleet_and_changes_the_desired_state_through_files() {
+    let up = Up::start(&[("debug.yaml", DEBUG.to_string())]);
+    let graphql = "/graphql";
+    let query = json!({"query": "{ generation }"}).to_string();
+
+    // No token, a wrong one: refused.
+    let json_type = ("content-type", "application/json");
+    let anonymous = http_request(up.ui(), "POST", graphql, &[json_type], &query);
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let wrong = http_request(
+        up.ui(),
+        "POST",
+        graphql,
+        &[json_type, ("authorization", "Bearer nope")],
+        &query,
+    );
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+
+    // The fleet: both collectors APPLIED, each with the config meant for it.
+    let applied = wait_for(Duration::from_secs(20), || {
+        let agents = up.graphql(AGENTS, json!({}));
+        let agents = data(&agents)["agents"].as_array().unwrap().clone();
+        ["gateway", "node"].iter().all(|role| {
+            agents
+                .iter()
+                .any(|a| a["role"] == *role && a["status"] == "APPLIED")
+        })
+    });
+    assert!(applied, "{:#}", up.graphql(AGENTS, json!({})));
+    let gateways = up.graphql(AGENTS, json!({"role": "gateway"}));
+    let gateways = data(&gateways)["agents"].as_array().unwrap().clone();
+    assert_eq!(gateways.len(), 1, "{gateways:#?}");
+    let gateway = &gateways[0];
+    assert!(gateway["node"].as_str().is_some_and(|n| !n.is_empty()));
+    let desired = &gateway["desiredConfig"][0];
+    assert_eq!(desired["name"], "collector.yaml");
+    assert!(
+        desired["body"].as_str().unwrap().contains("debug"),
+        "the debug destination is in the gateway's config: {desired:#}"
+    );
+    assert_eq!(gateway["effectiveConfig"][0]["name"], "collector.yaml");
+
+    // The catalog: otlp's form has its endpoint field, required.
+    let types = up.graphql(
+        "{ destinationTypes { name signals fields { name kind required secret } } }",
+        json!({}),
+    );
+    let otlp = data(&types)["destinationTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "otlp")
+        .cloned()
+        .expect("otlp in the catalog");
+    assert!(
+        otlp["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "OTLP_GRPC_ENDPOINT" && f["required"] == true),
+        "{otlp:#}"
+    );
+
+    // A bad value: refused at the field, nothing written.
+    let before = generation(&up);
+    let files_before = files(&up);
+    let bad = up.graphql(
+        CREATE,
+        json!({"kind": "DESTINATION", "name": "backend", "spec": {
+            "type": "otlp", "signals": ["TRACES"],
+            "data": {"OTLP_GRPC_ENDPOINT": "not a url at all"}}}),
+    );
+    let result = &data(&bad)["createResource"];
+    assert_eq!(result["ok"], false, "{bad:#}");
+    assert_eq!(
+        result["errors"][0]["field"], "spec.data.OTLP_GRPC_ENDPOINT",
+        "{bad:#}"
+    );
+    let unknown = up.graphql(
+        CREATE,
+        json!({"kind": "SAMPLING", "name": "s", "spec": {"nonsense": 1}}),
+    );
+    let result = &data(&unknown)["createResource"];
+    assert_eq!(result["ok"], false, "{unknown:#}");
+    assert!(
+        result["errors"][0]["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("spec")),
+        "{unknown:#}"
+    );
+    assert_eq!(files(&up), files_before, "a refused change writes nothing");
+    assert_eq!(generation(&up), before);
+
+    // A good one: a new file, rolled out to every collector, Ready.
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("spans.jsonl");
+    let created = up.graphql(
+        CREATE,
+        json!({"kind": "DESTINATION", "name": "archive", "spec": {
+            "type": "file", "signals": ["TRACES"],
+            "data": {"FILE_PATH": archive.display().to_string()}}}),
+    );
+    assert_eq!(
+        data(&created)["createResource"],
+        json!({"ok": true, "resource": "Destination default/archive", "errors": []})
+    );
+    let file = up.path("odigos.d/destination-archive.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("kind: Destination") && text.contains("FILE_PATH"),
+        "{text}"
+    );
+    let rollout = rolled_out(&up, before + 1);
+    let gateway_rollout = data(&rollout)["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target"] == "gateway")
+        .cloned()
+        .unwrap();
+    assert!(gateway_rollout["agents"].as_u64() >= Some(1), "{rollout:#}");
+    let ready = wait_for(Duration::from_secs(10), || {
+        destination(&up, "default/archive")["condition"]["status"] == "True"
+    });
+    assert!(ready, "{:#}", destination(&up, "default/archive"));
+
+    // The same name again: refused.
+    let again = up.graphql(
+        CREATE,
+        json!({"kind": "DESTINATION", "name": "archive", "spec": {
+            "type": "file", "signals": ["TRACES"], "data": {"FILE_PATH": "/tmp/x"}}}),
+    );
+    let result = &data(&again)["createResource"];
+    assert_eq!(result["ok"], false);
+    assert!(
+        result["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exists already"),
+        "{again:#}"
+    );
+
+    // Disable: the file says so and the destination is Disabled.
+    let disabled = up.graphql(
+        "mutation { setDisabled(kind: DESTINATION, name: \"archive\", disabled: true) { ok errors { message } } }",
+        json!({}),
+    );
+    assert_eq!(data(&disabled)["setDisabled"]["ok"], true, "{disabled:#}");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("disabled: true")
+    );
+    let condition = destination(&up, "default/archive")["condition"].clone();
+    assert_eq!(condition["reason"], "Disabled", "{condition:#}");
+
+    // Delete: the file is gone, and so is the destination.
+    let deleted = up.graphql(
+        "mutation { deleteResource(kind: DESTINATION, name: \"archive\") { ok } }",
+        json!({}),
+    );
+    assert_eq!(data(&deleted)["deleteResource"]["ok"], true);
+    assert!(!file.exists());
+    assert!(destination(&up, "default/archive").is_null());
+
+    // A file of two documents: updating one leaves the other as it was written.
+    let two = "# two samplings\napiVersion: odigos.io/v1alpha1\nkind: Sampling\nmetadata: {name: first}\nspec: {disabled: false}\n---\n# the second, untouched\napiVersion: odigos.io/v1alpha1\nkind: Sampling\nmetadata: {name: second}\nspec: {disabled: false}\n";
+    up.write("samplings.yaml", two);
+    let listed = wait_for(Duration::from_secs(10), || {
+        let r = up.graphql("{ resources(kind: SAMPLING) { name } }", json!({}));
+        data(&r)["resources"].as_array().unwrap().len() == 2
+    });
+    assert!(listed);
+    let update = up.graphql(
+        "mutation { setDisabled(kind: SAMPLING, name: \"first\", disabled: true) { ok errors { message } } }",
+        json!({}),
+    );
+    assert_eq!(data(&update)["setDisabled"]["ok"], true, "{update:#}");
+    let text = std::fs::read_to_string(up.path("odigos.d/samplings.yaml")).unwrap();
+    assert!(
+        text.ends_with("---\n# the second, untouched\napiVersion: odigos.io/v1alpha1\nkind: Sampling\nmetadata: {name: second}\nspec: {disabled: false}\n"),
+        "{text}"
+    );
+    assert!(text.contains("disabled: true"), "{text}");
+
+    // A refused file: listed with its line and field.
+    up.write(
+        "broken.yaml",
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: broken}\nspec:\n  type: otlp\n  signals: [TRACES]\n  data: {OTLP_GRPC_ENDPOINT: not a url at all}\n",
+    );
+    let mut problems = Value::Null;
+    let listed = wait_for(Duration::from_secs(10), || {
+        problems = up.graphql("{ problems { source line field message } }", json!({}));
+        !data(&problems)["problems"].as_array().unwrap().is_empty()
+    });
+    assert!(listed, "{problems:#}");
+    let problem = &data(&problems)["problems"][0];
+    assert!(problem["source"].as_str().unwrap().ends_with("broken.yaml"));
+    assert_eq!(problem["line"], 7, "{problem:#}");
+    assert_eq!(problem["field"], "spec.data.OTLP_GRPC_ENDPOINT");
+
+    // Too deep: refused before it runs.
+    let deep = up.graphql(
+        "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } } } }",
+        json!({}),
+    );
+    assert!(
+        deep["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nested too deep")),
+        "{deep:#}"
+    );
+}
+
+#[test]
+fn the_sign_in_link_gives_a_session_once_and_changes_need_the_csrf_header() {
+    let up = Up::start(&[("debug.yaml", DEBUG.to_string())]);
+    let link = up.login_link();
+    let code = link.split_once("#login=").expect("a code in the link").1;
+    let sign_in = |body: String| {
+        http_request(
+            up.ui(),
+            "POST",
+            "/api/v1/session",
+            &[("content-type", "application/json")],
+            &body,
+        )
+    };
+    let signed = sign_in(json!({"code": code}).to_string());
+    assert_eq!(signed.status, 204, "{signed:?}");
+    let cookie = signed.header("set-cookie").expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+
+    // The code is good once; the token itself also signs in.
+    assert_eq!(sign_in(json!({"code": code}).to_string()).status, 401);
+    assert_eq!(
+        sign_in(json!({"token": up.token()}).to_string()).status,
+        204
+    );
+    assert_eq!(sign_in(json!({"token": "wrong"}).to_string()).status, 401);
+
+    let graphql = |headers: &[(&str, &str)], query: &str| {
+        let body = json!({"query": query}).to_string();
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        http_request(up.ui(), "POST", "/graphql", &all, &body)
+    };
+    let with_cookie = ("cookie", session.as_str());
+    let read = graphql(&[with_cookie], "{ fleetSummary { total applied } }");
+    // A POST without the CSRF header is refused even for a query: the header is what tells a
+    // page of this site from another's.
+    assert_eq!(read.status, 403, "{read:?}");
+    let csrf = (odigos_server::http::CSRF_HEADER, "1");
+    let read = graphql(&[with_cookie, csrf], "{ fleetSummary { total applied } }");
+    assert_eq!(read.status, 200, "{read:?}");
+    let summary: Value = serde_json::from_str(&read.body).unwrap();
+    assert!(
+        summary["data"]["fleetSummary"]["total"].as_u64() >= Some(2),
+        "{summary:#}"
+    );
+    let change = graphql(
+        &[with_cookie, csrf],
+        "mutation { deleteResource(kind: DESTINATION, name: \"debug\") { ok } }",
+    );
+    assert_eq!(change.status, 200, "{change:?}");
+    assert!(change.body.contains("\"ok\":true"), "{change:?}");
+    assert!(!up.path("odigos.d/debug.yaml").exists());
+
+    // Signed out, the cookie is worth nothing.
+    let out = http_request(up.ui(), "DELETE", "/api/v1/session", &[with_cookie], "");
+    assert_eq!(out.status, 204);
+    let after = graphql(&[with_cookie, csrf], "{ generation }");
+    assert_eq!(after.status, 401, "{after:?}");
+}
+
+fn files(up: &Up) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(up.path("odigos.d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// One destination as the API shows it, or null.
+fn destination(up: &Up, name: &str) -> Value {
+    let all = up.graphql(DESTINATIONS, json!({}));
+    data(&all)["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
