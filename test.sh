@@ -6,6 +6,8 @@
 #
 # ODIGOS_VENV chooses where the Python virtualenv with the OpenTelemetry SDK lives (default .venv);
 # ODIGOS_NODE_DIR where the Node.js OpenTelemetry SDK is installed (default tests/node);
+# ODIGOS_UI_NODE_DIR where the UI's npm packages are installed (default ui/; elsewhere, ui/node_modules
+# links there);
 # ODIGOS_GO_DIR where the Go test server is built (default target/go);
 # ODIGOS_K8S_APISERVER where the Kubernetes API server for the Kubernetes tests is built
 # (default ~/.cache/odigos-rs/k8s-apiserver).
@@ -14,10 +16,11 @@ cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "system packages: clang (builds odiglet's eBPF programs), curl"
+step "system packages: clang (builds odiglet's eBPF programs), curl, chromium (the UI's browser tests)"
 missing=()
 command -v clang >/dev/null || missing+=(clang)
 command -v curl >/dev/null || missing+=(curl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
@@ -64,6 +67,29 @@ if ! cmp -s tests/node/package-lock.json "$node_dir/node_modules/.odigos-lock.js
 fi
 export ODIGOS_TEST_NODE_MODULES="$node_dir/node_modules"
 NODE_PATH="$ODIGOS_TEST_NODE_MODULES" node -e "require('@opentelemetry/exporter-trace-otlp-grpc'); console.log('node', process.version, 'with the OpenTelemetry SDK')"
+
+ui_modules="${ODIGOS_UI_NODE_DIR:-$PWD/ui}/node_modules"
+step "ui: npm packages in $ui_modules; the committed ui/dist must be what ui/ builds"
+if ! cmp -s ui/package-lock.json "$ui_modules/.odigos-lock.json"; then
+    ui_dir="$(dirname "$ui_modules")"
+    mkdir -p "$ui_dir"
+    if [ "$ui_dir" != "$PWD/ui" ]; then
+        cp ui/package.json ui/package-lock.json "$ui_dir/"
+    fi
+    npm ci --prefix "$ui_dir" --no-audit --no-fund --loglevel=error
+    cp ui/package-lock.json "$ui_modules/.odigos-lock.json"
+fi
+if [ "$ui_modules" != "$PWD/ui/node_modules" ]; then
+    ln -sfn "$ui_modules" ui/node_modules
+fi
+export ODIGOS_UI_NODE_MODULES="$ui_modules"
+built="$(mktemp -d)"
+(cd ui && npx tsc --noEmit && npx vite build --outDir "$built" --emptyOutDir --logLevel error)
+if ! diff -r ui/dist "$built"; then
+    echo "ui/dist differs from what ui/ builds: run (cd ui && npm run build) and commit ui/dist"
+    exit 1
+fi
+rm -rf "$built"
 
 export ODIGOS_K8S_APISERVER="${ODIGOS_K8S_APISERVER:-$HOME/.cache/odigos-rs/k8s-apiserver}"
 step "kubernetes: kube-apiserver and etcd in $ODIGOS_K8S_APISERVER"

@@ -162,7 +162,11 @@ impl Query {
                 name: t.name.clone(),
                 display_name: t.display_name.clone(),
                 category: t.category.clone(),
-                signals: t.signals.iter().map(|s| s.pipeline().to_string()).collect(),
+                signals: t
+                    .signals
+                    .iter()
+                    .map(|s| s.pipeline().to_uppercase())
+                    .collect(),
                 fields: t
                     .fields
                     .iter()
@@ -206,15 +210,34 @@ impl Query {
             .collect())
     }
 
-    /// Everything in the desired state that is refused, with where and why.
+    /// Everything that is refused, with where and why: resources of the desired state, and
+    /// configs that agents could not apply.
     async fn problems(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Problem>> {
-        Ok(plane(ctx)?
+        let refused = plane(ctx)?
             .0
             .state()
             .problems
             .into_iter()
-            .map(Problem::from)
-            .collect())
+            .map(Problem::from);
+        let failed = backend(ctx).fleet.agents().into_iter().filter_map(|agent| {
+            let ConfigStatus::Failed { error, .. } = &agent.config else {
+                return None;
+            };
+            agent.connected?;
+            let who = Agent(agent.clone());
+            let role = who
+                .attribute(ROLE)
+                .or(who.attribute(WORKLOAD))
+                .unwrap_or("sdk");
+            Some(Problem {
+                source: format!("{role} agent {}", agent.uid),
+                line: None,
+                resource: None,
+                field: None,
+                message: format!("cannot apply its config: {error}"),
+            })
+        });
+        Ok(refused.chain(failed).collect())
     }
 
     /// Each role's and workload's config hash and how far its agents are with it.
@@ -249,7 +272,8 @@ impl Mutation {
         apply(ctx, Change::Create(object)).await
     }
 
-    /// Replaces a resource's spec.
+    /// Replaces a resource's spec. A Destination's secret fields, which are never shown, keep
+    /// their values when the new spec leaves them out.
     async fn update_resource(
         &self,
         ctx: &Context<'_>,
@@ -258,7 +282,16 @@ impl Mutation {
         name: String,
         spec: Json<serde_json::Value>,
     ) -> async_graphql::Result<ChangeResult> {
-        let object = match object_of(kind, &namespace, &name, spec.0) {
+        let mut spec = spec.0;
+        if kind == Kind::Destination {
+            let (_, store) = plane(ctx)?;
+            let current = spec_of(
+                &store.subscribe().borrow().desired,
+                &kind.key(&namespace, &name),
+            );
+            keep_secrets(&mut spec, current.as_ref());
+        }
+        let object = match object_of(kind, &namespace, &name, spec) {
             Ok(object) => object,
             Err(refused) => return Ok(refused),
         };
@@ -351,6 +384,32 @@ fn object_of(
 fn serde_yaml_value(value: serde_json::Value) -> odigos_proto::yaml::Value {
     let text = serde_json::to_string(&value).unwrap_or_default();
     odigos_proto::yaml::parse(&text).unwrap_or_default()
+}
+
+/// Copies into `spec.data` the secret fields of `current.data` that it leaves out.
+fn keep_secrets(spec: &mut serde_json::Value, current: Option<&serde_json::Value>) {
+    let Some(current) = current else { return };
+    let catalog = Catalog::builtin();
+    let Some(kind) = current["type"].as_str().and_then(|t| catalog.get(t)) else {
+        return;
+    };
+    let Some(old) = current["data"].as_object() else {
+        return;
+    };
+    let Some(fields) = spec.as_object_mut() else {
+        return;
+    };
+    let data = fields
+        .entry("data")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(data) = data.as_object_mut() else {
+        return;
+    };
+    for (key, value) in old {
+        if kind.field(key).is_some_and(|f| f.secret) && !data.contains_key(key) {
+            data.insert(key.clone(), value.clone());
+        }
+    }
 }
 
 /// The spec in force of a resource, as JSON.
@@ -810,8 +869,9 @@ impl Destination {
         &self.view.destination_type
     }
 
-    async fn signals(&self) -> &[String] {
-        &self.view.signals
+    /// As the spec names them: `TRACES`, `METRICS`, `LOGS`.
+    async fn signals(&self) -> Vec<String> {
+        self.view.signals.iter().map(|s| s.to_uppercase()).collect()
     }
 
     /// Whether its config is in force.
@@ -836,6 +896,7 @@ pub struct DestinationType {
     display_name: String,
     /// `managed` or `self hosted`.
     category: String,
+    /// As the spec names them: `TRACES`, `METRICS`, `LOGS`.
     signals: Vec<String>,
     fields: Vec<Field>,
 }

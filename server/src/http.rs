@@ -130,7 +130,8 @@ impl Server {
             let ui_side = auth.guard(
                 graphql::router(schema)
                     .merge(api)
-                    .merge(auth.clone().router()),
+                    .merge(auth.clone().router())
+                    .fallback(crate::ui::serve),
                 side,
             );
             let listener = tokio::net::TcpListener::bind(ui).await.map_err(|e| {

@@ -11,3 +11,4 @@ pub mod opamp;
 pub mod reconciler;
 pub mod resource;
 pub mod store;
+pub mod ui;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use odigos_proto::opamp::ComponentHealth;
-use odigos_server::opamp::{ConfigStatus, Options, Selector, Server};
+use odigos_server::http::{Options, Server};
+use odigos_server::opamp::{ConfigStatus, Selector};
 use odigos_supervisor::{Apply, Files};
 
 #[derive(Default)]

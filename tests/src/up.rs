@@ -13,6 +13,8 @@ pub struct Up {
     pub dir: tempfile::TempDir,
     /// OpAMP and API, OTLP/gRPC and OTLP/HTTP, once it is up.
     ports: Ports,
+    /// Flags added to `odigos up`.
+    flags: Vec<String>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -51,17 +53,24 @@ impl Ports {
 impl Up {
     /// Starts `odigos up` in a new directory whose `odigos.d/` holds `files` (name, text).
     pub fn start(files: &[(&str, String)]) -> Up {
+        Up::start_with(files, &[])
+    }
+
+    /// [`Up::start`] with `flags` added to `odigos up`.
+    pub fn start_with(files: &[(&str, String)], flags: &[&str]) -> Up {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         let dir = tempfile::tempdir().unwrap();
         let desired = dir.path().join("odigos.d");
         std::fs::create_dir(&desired).unwrap();
         for (name, text) in files {
             std::fs::write(desired.join(name), text).unwrap();
         }
-        let child = spawn(&dir, Ports::pick());
+        let child = spawn(&dir, Ports::pick(), &flags);
         let mut up = Up {
             child,
             dir,
             ports: Ports::default(),
+            flags,
         };
         up.wait_ready();
         up
@@ -89,7 +98,7 @@ impl Up {
 
     /// Starts `odigos up` again after [`Up::stop`], on the ports it had.
     pub fn resume(&mut self) {
-        self.child = spawn(&self.dir, self.ports);
+        self.child = spawn(&self.dir, self.ports, &self.flags);
         self.wait_ready();
     }
 
@@ -264,7 +273,7 @@ impl Up {
 }
 
 /// Starts `odigos up` on `ports`; the gateway listens on its socket in the state directory.
-fn spawn(dir: &tempfile::TempDir, ports: Ports) -> Child {
+fn spawn(dir: &tempfile::TempDir, ports: Ports, flags: &[String]) -> Child {
     let address = |p: u16| format!("127.0.0.1:{p}");
     Command::new(odigos_binary())
         .current_dir(dir.path())
@@ -275,6 +284,7 @@ fn spawn(dir: &tempfile::TempDir, ports: Ports) -> Child {
         .args(["--ui", &address(ports.ui)])
         .args(["--node-metrics", &address(0)])
         .args(["--gateway-metrics", &address(0)])
+        .args(flags)
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(dir.path().join("up.out")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())

@@ -8,7 +8,10 @@
 //! - a refused file is listed by `problems` with its line and field;
 //! - the one-time sign-in link gives a session cookie, once; with the cookie, a change needs
 //!   the CSRF header;
-//! - a query nested too deep is refused before it runs.
+//! - a query nested too deep is refused before it runs;
+//! - the `fleetChanged` subscription (graphql-transport-ws) pushes the fleet's counts at once
+//!   and again when a rollout changes them;
+//! - `--ui-read-only` refuses every mutation and changes nothing.
 
 use std::time::Duration;
 
@@ -352,4 +355,91 @@ fn destination(up: &Up, name: &str) -> Value {
         .find(|d| d["name"] == name)
         .cloned()
         .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_subscription_pushes_changes_as_they_happen() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let up = tokio::task::block_in_place(|| Up::start(&[("debug.yaml", DEBUG.to_string())]));
+    let mut request = format!("ws://127.0.0.1:{}/graphql", up.ui())
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", up.token()).parse().unwrap(),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut socket, mut pushes) = socket.split();
+    let mut next = async || -> Value {
+        let frame = tokio::time::timeout(Duration::from_secs(10), pushes.next())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(frame.to_text().unwrap()).unwrap()
+    };
+    let send = |value: Value| Message::Text(value.to_string().into());
+    socket
+        .send(send(json!({"type": "connection_init"})))
+        .await
+        .unwrap();
+    assert_eq!(next().await["type"], "connection_ack");
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {
+        "query": "subscription { fleetChanged { total applied applying failed } }"}});
+    socket.send(send(subscribe)).await.unwrap();
+    let first = next().await;
+    assert_eq!(first["type"], "next", "{first:#}");
+    assert!(
+        first["payload"]["data"]["fleetChanged"]["total"].as_u64() >= Some(2),
+        "{first:#}"
+    );
+
+    // A destination the gateway cannot build: the push says one agent failed.
+    let created = tokio::task::block_in_place(|| {
+        up.graphql(
+            CREATE,
+            json!({"kind": "DESTINATION", "name": "unwritable", "spec": {
+                "type": "file", "signals": ["TRACES"],
+                "data": {"FILE_PATH": "/proc/odigos-cannot-write-here/spans.jsonl"}}}),
+        )
+    });
+    assert_eq!(data(&created)["createResource"]["ok"], true, "{created:#}");
+    let started = std::time::Instant::now();
+    loop {
+        let pushed = next().await;
+        assert_eq!(pushed["type"], "next", "{pushed:#}");
+        if pushed["payload"]["data"]["fleetChanged"]["failed"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no push of the failure"
+        );
+    }
+}
+
+#[test]
+fn read_only_refuses_every_change() {
+    let up = Up::start_with(&[("debug.yaml", DEBUG.to_string())], &["--ui-read-only"]);
+    let refused = up.graphql(
+        "mutation { deleteResource(kind: DESTINATION, name: \"debug\") { ok } }",
+        json!({}),
+    );
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("read-only")),
+        "{refused:#}"
+    );
+    assert!(up.path("odigos.d/debug.yaml").exists());
+    // Reading still works.
+    assert!(data(&up.graphql("{ generation }", json!({})))["generation"].as_u64() >= Some(1));
 }

@@ -1,0 +1,176 @@
+// Drives the UI of a running `odigos up` in headless Chromium, as a person would. It waits on
+// the page's elements, never on the network going idle. Run by tests/tests/ui.rs, which passes:
+//   ODIGOS_UI_LINK          the one-time sign-in link `odigos up` printed
+//   ODIGOS_UI_NODE_MODULES  where playwright-core is installed
+//   ODIGOS_UI_SHOTS         where to save a screenshot of every page, light and dark
+//   ODIGOS_UI_ARCHIVE       a file path for the destination created through the form
+//   ODIGOS_UI_ODIGLET       "1" when odiglet runs and must show APPLIED too
+// Each step prints what it checked; the first failure ends the run with its reason.
+
+const path = require("path");
+const { chromium } = require(path.join(process.env.ODIGOS_UI_NODE_MODULES, "playwright-core"));
+
+const link = process.env.ODIGOS_UI_LINK;
+const shots = process.env.ODIGOS_UI_SHOTS;
+const base = new URL(link).origin;
+const TIMEOUT = 20_000;
+
+function step(what) {
+  console.log(`ok: ${what}`);
+}
+
+async function shoot(page, name) {
+  for (const theme of ["light", "dark"]) {
+    await page.evaluate((t) => {
+      document.documentElement.dataset.theme = t;
+    }, theme);
+    await page.screenshot({ path: path.join(shots, `${name}-${theme}.png`), fullPage: true });
+  }
+  await page.evaluate(() => {
+    document.documentElement.dataset.theme = localStorage.getItem("theme") ?? "light";
+  });
+}
+
+/** Waits until the row of `testid` that names `text` shows the badge `badge`, exactly. */
+async function rowWithBadge(page, testid, text, badge) {
+  const row = page
+    .getByTestId(testid)
+    .filter({ hasText: text })
+    .filter({ has: page.locator(".badge", { hasText: new RegExp(`^${badge}$`) }) });
+  await row.first().waitFor({ timeout: TIMEOUT });
+}
+
+let current;
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+    ],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  current = page;
+  page.setDefaultTimeout(TIMEOUT);
+  // Errors the page logs once signed in (before, the API's 401 is expected).
+  const consoleErrors = [];
+  let signedIn = false;
+  page.on("console", (m) => signedIn && m.type() === "error" && consoleErrors.push(m.text()));
+
+  // Before signing in, the API refuses and the page asks for the token.
+  await page.goto(base + "/fleet");
+  await page.getByRole("button", { name: "Sign in" }).waitFor();
+  step("without a session the page asks to sign in");
+
+  // The printed link signs in, and the code leaves the address bar.
+  await page.goto(link);
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  if (page.url().includes("login=")) throw new Error(`the login code stayed in the address: ${page.url()}`);
+  await page.getByTestId("link-state").filter({ hasText: "live" }).waitFor();
+  signedIn = true;
+  step("signed in with the link; the live link is up");
+  await shoot(page, "overview");
+
+  // The fleet: the gateway and node collector (and odiglet) APPLIED.
+  await page.getByRole("link", { name: "Fleet", exact: true }).click();
+  const roles = ["gateway", "node"];
+  if (process.env.ODIGOS_UI_ODIGLET === "1") roles.push("odiglet");
+  for (const role of roles) {
+    const applied = page.locator(".badge", { hasText: /^APPLIED$/ });
+    await page.getByTestId("agent-row").filter({ hasText: role }).filter({ has: applied }).first().waitFor();
+  }
+  step(`fleet shows ${roles.join(", ")} APPLIED`);
+  await shoot(page, "fleet");
+
+  // An agent's page: its description and the desired config beside the effective one.
+  await page.getByTestId("agent-row").filter({ hasText: "gateway" }).getByRole("link").click();
+  await page.getByRole("heading", { name: "Desired and effective config" }).waitFor();
+  await page.getByText("collector.yaml").first().waitFor();
+  step("an agent's page shows its desired and effective config");
+  await shoot(page, "agent");
+
+  // A bad value is refused at its field, and nothing is created.
+  await page.getByRole("link", { name: "Destinations", exact: true }).click();
+  await page.getByRole("button", { name: "Add destination" }).click();
+  await page.getByLabel("destination type").selectOption("otlp");
+  await page.getByLabel("name", { exact: true }).fill("backend");
+  await page.getByLabel("OTLP_GRPC_ENDPOINT").fill("not a url at all");
+  await page.getByRole("button", { name: "Create" }).click();
+  const fieldError = page.locator("label.field", { has: page.getByLabel("OTLP_GRPC_ENDPOINT") }).locator(".field-error");
+  await fieldError.waitFor();
+  step(`a bad endpoint is refused at its field: ${await fieldError.innerText()}`);
+  await shoot(page, "destination-form-error");
+  await page.getByRole("button", { name: "Cancel" }).click();
+
+  // A destination made through its form rolls out to every collector.
+  await page.getByRole("button", { name: "Add destination" }).click();
+  await page.getByLabel("destination type").selectOption("file");
+  await page.getByLabel("name", { exact: true }).fill("archive");
+  await page.getByLabel("FILE_PATH").fill(process.env.ODIGOS_UI_ARCHIVE);
+  await page.getByRole("button", { name: "Create" }).click();
+  await rowWithBadge(page, "destination-row", "default/archive", "Applied");
+  step("the destination made through the form is Applied");
+  await shoot(page, "destinations");
+  await page.getByRole("link", { name: "Rollouts", exact: true }).click();
+  const gateway = page.getByTestId("rollout").filter({ has: page.getByRole("heading", { name: "gateway", exact: true }) });
+  // Every gateway applied it: "N applied · 0 pending · 0 failed of N", N > 0.
+  await gateway.getByText(/^([1-9]\d*) applied · 0 pending · 0 failed of \1$/).waitFor();
+  step("the rollout reached every gateway");
+  await shoot(page, "rollouts");
+
+  // An Action lands.
+  await page.getByRole("link", { name: "Actions", exact: true }).click();
+  await page.getByRole("button", { name: "Add action" }).click();
+  await page.getByLabel("name", { exact: true }).fill("rename-user");
+  await page.getByRole("button", { name: "Create" }).click();
+  await rowWithBadge(page, "action-row", "default/rename-user", "Applied");
+  step("the Action made through the form is Applied");
+  await shoot(page, "actions");
+
+  // A destination whose exporter cannot be built: the gateway FAILS it, and says why.
+  await page.getByRole("link", { name: "Destinations", exact: true }).click();
+  await page.getByRole("button", { name: "Add destination" }).click();
+  await page.getByLabel("destination type").selectOption("file");
+  await page.getByLabel("name", { exact: true }).fill("unwritable");
+  await page.getByLabel("FILE_PATH").fill("/proc/odigos-cannot-write-here/spans.jsonl");
+  await page.getByRole("button", { name: "Create" }).click();
+  await rowWithBadge(page, "destination-row", "default/unwritable", "ApplyFailed");
+  await page.getByRole("link", { name: "Fleet", exact: true }).click();
+  const failed = page.getByTestId("agent-row").filter({ hasText: "gateway" }).filter({ has: page.locator(".badge", { hasText: /^FAILED$/ }) });
+  await failed.getByText("default.unwritable").waitFor();
+  step("the gateway shows FAILED with its error");
+  await shoot(page, "fleet-failed");
+  await page.getByRole("link", { name: "Problems", exact: true }).click();
+  await page.getByTestId("problem").filter({ hasText: "gateway" }).first().waitFor();
+  step("the Problems page lists the failed rollout");
+  await shoot(page, "problems");
+
+  for (const [name, to] of [["sources", "/sources"], ["rules", "/rules"], ["sampling", "/sampling"]]) {
+    await page.getByRole("link", { name: name === "rules" ? "Rules" : name[0].toUpperCase() + name.slice(1), exact: true }).click();
+    await page.waitForURL(base + to);
+    await page.locator("h1").waitFor();
+    await shoot(page, name);
+  }
+  step("every page rendered");
+
+  // On a phone.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.getByRole("link", { name: "Overview", exact: true }).click();
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  await shoot(page, "overview-phone");
+
+  if (consoleErrors.length) throw new Error(`the page logged errors: ${consoleErrors.join("; ")}`);
+  await browser.close();
+}
+
+main().catch(async (error) => {
+  console.error(`failed: ${error.stack ?? error}`);
+  // What the page showed when it failed.
+  await current?.screenshot({ path: path.join(shots, "failure.png"), fullPage: true }).catch(() => {});
+  process.exit(1);
+});

@@ -1,0 +1,278 @@
+// Every agent the OpAMP server manages: a bar split by status, filters, and a table that
+// renders only the rows in view, so ten thousand agents scroll smoothly.
+
+import { useMemo, useState } from "react";
+import type { AgentStatus, FleetSummary } from "../api";
+import { A, Badge, Empty, Failure, Page, SplitBar, agentTone, diffLines, short, useQuery } from "../common";
+
+interface AgentRow {
+  uid: string;
+  role: string | null;
+  node: string | null;
+  workload: string | null;
+  status: AgentStatus;
+  desiredHash: string | null;
+  configError: string | null;
+  lastSeen: string | null;
+  version: string | null;
+}
+
+const FLEET = `{ fleetSummary { total applied applying failed disconnected other }
+  agents { uid role node workload status desiredHash configError lastSeen version } }`;
+
+export function StatusBar({ summary }: { summary?: FleetSummary }) {
+  const s = summary ?? { total: 0, applied: 0, applying: 0, failed: 0, disconnected: 0, other: 0 };
+  const parts = [
+    { name: "applied", tone: "good" as const, count: s.applied },
+    { name: "applying", tone: "busy" as const, count: s.applying + s.other },
+    { name: "failed", tone: "bad" as const, count: s.failed },
+    { name: "disconnected", tone: "off" as const, count: s.disconnected },
+  ];
+  return (
+    <div className="status-bar">
+      <SplitBar parts={parts} label="agents by status" />
+      <div className="legend">
+        {parts.map((p) => (
+          <span key={p.name} className="legend-item" data-testid={`count-${p.name}`}>
+            <i className={`dot ${p.tone}`} /> {p.count} {p.name}
+          </span>
+        ))}
+        <span className="legend-item muted">{s.total} agents</span>
+      </div>
+    </div>
+  );
+}
+
+const ROW = 44;
+const VIEW_ROWS = 14;
+
+export function Fleet() {
+  const { data, error } = useQuery<{ fleetSummary: FleetSummary; agents: AgentRow[] }>(FLEET);
+  const [role, setRole] = useState("");
+  const [node, setNode] = useState("");
+  const [status, setStatus] = useState("");
+  const [hash, setHash] = useState("");
+  const [top, setTop] = useState(0);
+  const agents = data?.agents ?? [];
+  const roles = useMemo(() => [...new Set(agents.map((a) => a.role ?? "sdk"))].sort(), [agents]);
+  const shown = useMemo(
+    () =>
+      agents
+        .filter((a) => !role || (a.role ?? "sdk") === role)
+        .filter((a) => !node || (a.node ?? "").includes(node))
+        .filter((a) => !status || a.status === status)
+        .filter((a) => !hash || (a.desiredHash ?? "").startsWith(hash))
+        // Failing agents first: they are what needs a look.
+        .sort((a, b) => Number(b.status === "FAILED") - Number(a.status === "FAILED")),
+    [agents, role, node, status, hash],
+  );
+  const first = Math.max(0, Math.floor(top / ROW) - 4);
+  const visible = shown.slice(first, first + VIEW_ROWS + 8);
+  return (
+    <Page title="Fleet">
+      <StatusBar summary={data?.fleetSummary} />
+      <Failure error={error} />
+      <div className="filters">
+        <label>
+          Role
+          <select value={role} onChange={(e) => setRole(e.target.value)} aria-label="role">
+            <option value="">all</option>
+            {roles.map((r) => (
+              <option key={r}>{r}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Status
+          <select value={status} onChange={(e) => setStatus(e.target.value)} aria-label="status">
+            <option value="">all</option>
+            {["APPLIED", "APPLYING", "PENDING", "FAILED", "DISCONNECTED", "UNASSIGNED"].map((s) => (
+              <option key={s}>{s}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Node
+          <input value={node} onChange={(e) => setNode(e.target.value)} placeholder="any" aria-label="node" />
+        </label>
+        <label>
+          Config hash
+          <input value={hash} onChange={(e) => setHash(e.target.value)} placeholder="prefix" aria-label="config hash" />
+        </label>
+      </div>
+      {data && shown.length === 0 ? (
+        <Empty title={agents.length ? "No agent matches these filters" : "No agent is connected yet"}>
+          <p>Collectors, odiglet and SDK agents appear here as soon as they connect over OpAMP.</p>
+        </Empty>
+      ) : (
+        <div className="table virtual" role="table" aria-rowcount={shown.length}>
+          <div className="row head" role="row">
+            <span>Agent</span>
+            <span>Role</span>
+            <span>Node</span>
+            <span>Status</span>
+            <span>Config</span>
+            <span>Last seen</span>
+          </div>
+          <div className="viewport" style={{ height: Math.min(shown.length, VIEW_ROWS) * ROW }} onScroll={(e) => setTop(e.currentTarget.scrollTop)}>
+            <div style={{ height: shown.length * ROW, position: "relative" }}>
+              {visible.map((a, i) => (
+                <div
+                  key={a.uid}
+                  className={`row ${a.status === "FAILED" ? "failed" : ""}`}
+                  role="row"
+                  data-testid="agent-row"
+                  style={{ position: "absolute", top: (first + i) * ROW, height: ROW, left: 0, right: 0 }}
+                >
+                  <span className="mono">
+                    <A to={`/fleet/${a.uid}`}>{short(a.uid)}</A>
+                  </span>
+                  <span>{a.role ?? a.workload ?? "sdk"}</span>
+                  <span className="ellipsis">{a.node ?? "—"}</span>
+                  <span>
+                    <Badge tone={agentTone(a.status)}>{a.status}</Badge>
+                  </span>
+                  <span className="ellipsis" title={a.configError ?? a.desiredHash ?? ""}>
+                    {a.configError ? <span className="error-text">{a.configError}</span> : <span className="mono">{short(a.desiredHash)}</span>}
+                  </span>
+                  <span className="muted">{a.lastSeen ? new Date(a.lastSeen).toLocaleTimeString() : "—"}</span>
+                </div>
+              ))}
+            </div>
+          </div>
+        </div>
+      )}
+    </Page>
+  );
+}
+
+interface AgentDetail extends AgentRow {
+  pid: number | null;
+  capabilities: string[];
+  healthy: boolean | null;
+  lastError: string | null;
+  transport: string | null;
+  attributes: { key: string; value: string }[];
+  components: { path: string; healthy: boolean; status: string; lastError: string | null; since: string | null }[];
+  desiredConfig: { name: string; body: string }[];
+  effectiveConfig: { name: string; body: string }[];
+}
+
+const AGENT = `query($uid: String!) { agent(uid: $uid) { uid role node workload status desiredHash configError lastSeen version
+  pid capabilities healthy lastError transport attributes { key value }
+  components { path healthy status lastError since } desiredConfig { name body } effectiveConfig { name body } } }`;
+
+export function Agent({ uid }: { uid: string }) {
+  const { data, error } = useQuery<{ agent: AgentDetail | null }>(AGENT, { uid });
+  const agent = data?.agent;
+  if (data && !agent) {
+    return (
+      <Page title="Agent">
+        <Empty title={`No agent ${uid}`}>
+          <p>
+            It may have gone away. <A to="/fleet">Back to the fleet</A>
+          </p>
+        </Empty>
+      </Page>
+    );
+  }
+  const names = [...new Set([...(agent?.desiredConfig ?? []), ...(agent?.effectiveConfig ?? [])].map((f) => f.name))];
+  return (
+    <Page title={agent ? `${agent.role ?? "agent"} ${short(agent.uid)}` : "Agent"}>
+      <Failure error={error} />
+      {agent && (
+        <>
+          <div className="cards">
+            <div className="card">
+              <h3>Config</h3>
+              <Badge tone={agentTone(agent.status)}>{agent.status}</Badge>
+              <p className="mono">{short(agent.desiredHash)}</p>
+              {agent.configError && <p className="error-text">{agent.configError}</p>}
+            </div>
+            <div className="card">
+              <h3>Health</h3>
+              <Badge tone={agent.healthy === false ? "bad" : agent.healthy ? "good" : "idle"}>
+                {agent.healthy === false ? "unhealthy" : agent.healthy ? "healthy" : "not reported"}
+              </Badge>
+              {agent.lastError && <p className="error-text">{agent.lastError}</p>}
+            </div>
+            <div className="card">
+              <h3>Connection</h3>
+              <p>{agent.transport ?? "disconnected"}</p>
+              <p className="muted">last seen {agent.lastSeen ? new Date(agent.lastSeen).toLocaleString() : "never"}</p>
+            </div>
+          </div>
+          <h2>Description</h2>
+          <dl className="attributes">
+            {agent.attributes.map((a) => (
+              <div key={a.key}>
+                <dt>{a.key}</dt>
+                <dd className="mono">{a.value}</dd>
+              </div>
+            ))}
+            <div>
+              <dt>capabilities</dt>
+              <dd>{agent.capabilities.join(", ")}</dd>
+            </div>
+          </dl>
+          <h2>Components</h2>
+          <div className="table">
+            {agent.components.map((c) => (
+              <div key={c.path} className={`row components ${c.healthy ? "" : "failed"}`}>
+                <span className="mono">{c.path}</span>
+                <span>
+                  <Badge tone={c.healthy ? "good" : "bad"}>{c.healthy ? "ok" : "failing"}</Badge>
+                </span>
+                <span className="ellipsis" title={c.lastError ?? c.status}>
+                  {c.status}
+                  {c.lastError && <span className="error-text"> — {c.lastError}</span>}
+                </span>
+              </div>
+            ))}
+          </div>
+          <h2>Desired and effective config</h2>
+          {names.length === 0 && <p className="muted">No config is meant for this agent, and it reports none.</p>}
+          {names.map((name) => {
+            const desired = agent.desiredConfig.find((f) => f.name === name)?.body ?? "";
+            const effective = agent.effectiveConfig.find((f) => f.name === name)?.body ?? "";
+            const lines = diffLines(desired, effective);
+            const differs = lines.some((l) => l.kind !== "same");
+            return (
+              <div key={name} className="diff-block">
+                <h3>
+                  {name} {differs ? <Badge tone="busy">differs</Badge> : <Badge tone="good">same</Badge>}
+                </h3>
+                <div className="diff">
+                  <div className="diff-side">
+                    <h4>desired</h4>
+                    <pre>
+                      {lines
+                        .filter((l) => l.kind !== "right")
+                        .map((l, i) => (
+                          <div key={i} className={l.kind === "left" ? "removed" : ""}>
+                            {l.text || " "}
+                          </div>
+                        ))}
+                    </pre>
+                  </div>
+                  <div className="diff-side">
+                    <h4>effective</h4>
+                    <pre>
+                      {lines
+                        .filter((l) => l.kind !== "left")
+                        .map((l, i) => (
+                          <div key={i} className={l.kind === "right" ? "added" : ""}>
+                            {l.text || " "}
+                          </div>
+                        ))}
+                    </pre>
+                  </div>
+                </div>
+              </div>
+            );
+          })}
+        </>
+      )}
+    </Page>
+  );
+}
