@@ -397,7 +397,7 @@ async fn wait_until_applied(
     plane: &Arc<odigos_server::reconciler::ControlPlane>,
     limit: Duration,
 ) -> Result<(), Vec<String>> {
-    let mut reports = plane.fleet().reports();
+    let mut reports = plane.fleet().changes();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let state = plane.state();

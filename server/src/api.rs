@@ -4,7 +4,10 @@
 //! - `GET /api/v1/agents`: every agent as JSON.
 //! - `GET /api/v1/state`: the desired state and how it stands (with a control plane).
 //! - `PUT /api/v1/config[?role=R | ?uid=HEX][&file=NAME]`: the body becomes the config of the
-//!   agents chosen (all by default); the reply is `{"hash": "..."}`.
+//!   agents chosen (all by default), over what the control plane assigns them; the reply is
+//!   `{"hash": "..."}`.
+//! - `DELETE /api/v1/config[?role=R | ?uid=HEX]`: withdraws that config; the control plane's
+//!   applies again.
 
 use std::sync::Arc;
 
@@ -25,7 +28,10 @@ pub fn router(fleet: Arc<Fleet>, plane: Option<Arc<ControlPlane>>) -> axum::Rout
     axum::Router::new()
         .route("/api/v1/agents", axum::routing::get(agents))
         .route("/api/v1/state", axum::routing::get(desired_state))
-        .route("/api/v1/config", axum::routing::put(config))
+        .route(
+            "/api/v1/config",
+            axum::routing::put(config).delete(withdraw),
+        )
         .with_state(state)
 }
 
@@ -56,31 +62,33 @@ struct Target {
     file: Option<String>,
 }
 
+/// The agents a request names, or why it names none.
+fn selector(target: &Target) -> Result<Selector, Response> {
+    match (&target.role, &target.uid) {
+        (None, None) => Ok(Selector::All),
+        (Some(role), None) => Ok(Selector::Attribute {
+            key: "odigos.role".into(),
+            value: role.clone(),
+        }),
+        (None, Some(uid)) => parse_uid(uid).map(Selector::Agent).ok_or_else(|| {
+            let refused = format!("uid {uid:?} is not 32 hex digits");
+            (StatusCode::BAD_REQUEST, refused).into_response()
+        }),
+        (Some(_), Some(_)) => {
+            Err((StatusCode::BAD_REQUEST, "give role or uid, not both").into_response())
+        }
+    }
+}
+
 async fn config(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Query(target): Query<Target>,
     body: Bytes,
 ) -> Response {
-    let selector = match (target.role, target.uid) {
-        (None, None) => Selector::All,
-        (Some(role), None) => Selector::Attribute {
-            key: "odigos.role".into(),
-            value: role,
-        },
-        (None, Some(uid)) => match parse_uid(&uid) {
-            Some(uid) => Selector::Agent(uid),
-            None => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("uid {uid:?} is not 32 hex digits"),
-                )
-                    .into_response();
-            }
-        },
-        (Some(_), Some(_)) => {
-            return (StatusCode::BAD_REQUEST, "give role or uid, not both").into_response();
-        }
+    let selector = match selector(&target) {
+        Ok(selector) => selector,
+        Err(refused) => return refused,
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -92,4 +100,14 @@ async fn config(
         .fleet
         .set_config(selector, [(file, (body.to_vec(), content_type))].into());
     Json(serde_json::json!({ "hash": hash })).into_response()
+}
+
+async fn withdraw(State(api): State<Arc<Api>>, Query(target): Query<Target>) -> Response {
+    match selector(&target) {
+        Ok(selector) => {
+            api.fleet.unset_config(&selector);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(refused) => refused,
+    }
 }

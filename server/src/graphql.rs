@@ -453,20 +453,20 @@ pub struct SubscriptionRoot;
 
 #[Subscription]
 impl SubscriptionRoot {
-    /// The fleet's counts, pushed when an agent reports on its config or its health changes
-    /// (at most every 250 ms; what happens between is folded in).
+    /// The fleet's counts, pushed when an agent arrives or leaves, reports on its config, or
+    /// its health changes (at most every 250 ms; what happens between is folded in).
     async fn fleet_changed(&self, ctx: &Context<'_>) -> impl Stream<Item = FleetSummary> {
         let fleet = backend(ctx).fleet.clone();
-        let reports = fleet.reports();
+        let changes = fleet.changes();
         futures_util::stream::unfold(
-            (fleet, reports, true),
-            |(fleet, mut reports, first)| async move {
+            (fleet, changes, true),
+            |(fleet, mut changes, first)| async move {
                 if !first {
-                    reports.changed().await.ok()?;
+                    changes.changed().await.ok()?;
                     tokio::time::sleep(PUSH_EVERY).await;
-                    reports.mark_unchanged();
+                    changes.mark_unchanged();
                 }
-                Some((FleetSummary::of(&fleet.agents()), (fleet, reports, false)))
+                Some((FleetSummary::of(&fleet.agents()), (fleet, changes, false)))
             },
         )
     }

@@ -65,7 +65,7 @@ impl ControlPlane {
             reconciled: tokio::sync::watch::channel(0).0,
         });
         let mut snapshots = store.subscribe();
-        let mut reports = plane.fleet.reports();
+        let mut reports = plane.fleet.changes();
         let worker = Arc::downgrade(&plane);
         tokio::spawn(async move {
             let mut snapshot = snapshots.borrow_and_update().clone();
@@ -126,53 +126,35 @@ impl ControlPlane {
                 (text.as_bytes().to_vec(), "text/yaml".to_string()),
             )])
         };
+        let json = |file: &str, body: Vec<u8>| {
+            BTreeMap::from([(file.to_string(), (body, "application/json".to_string()))])
+        };
         let role = |value: &str| Selector::Attribute {
             key: ROLE.into(),
             value: value.into(),
         };
-        let mut hashes = BTreeMap::new();
-        hashes.insert(
-            "gateway".into(),
-            self.fleet
-                .set_config(role("gateway"), yaml(&compiled.gateway)),
-        );
-        hashes.insert(
-            "node".into(),
-            self.fleet.set_config(role("node"), yaml(&compiled.node)),
-        );
         let odiglet = serde_json::to_vec_pretty(&compiled.odiglet).unwrap_or_default();
-        hashes.insert(
-            "odiglet".into(),
-            self.fleet.set_config(
-                role("odiglet"),
-                BTreeMap::from([(
-                    odigos_proto::odiglet::FILE.to_string(),
-                    (odiglet, "application/json".to_string()),
-                )]),
-            ),
-        );
-        let previous = self.applied.load();
+        let mut targets = vec!["gateway".to_string(), "node".into(), "odiglet".into()];
+        let mut configs = vec![
+            (role("gateway"), yaml(&compiled.gateway)),
+            (role("node"), yaml(&compiled.node)),
+            (role("odiglet"), json(odigos_proto::odiglet::FILE, odiglet)),
+        ];
         for config in compiled.workloads.values() {
             let workload = workload_name(config);
             let body = serde_json::to_vec_pretty(&config.spec.agent_config).unwrap_or_default();
-            let files = BTreeMap::from([(
-                "agent.json".to_string(),
-                (body, "application/json".to_string()),
-            )]);
             let selector = Selector::Attribute {
                 key: WORKLOAD.into(),
                 value: workload.clone(),
             };
-            hashes.insert(workload, self.fleet.set_config(selector, files));
+            configs.push((selector, json("agent.json", body)));
+            targets.push(workload);
         }
-        if let Some(previous) = previous.as_ref() {
-            for workload in previous.hashes.keys().filter(|k| !hashes.contains_key(*k)) {
-                self.fleet.unset_config(&Selector::Attribute {
-                    key: WORKLOAD.into(),
-                    value: workload.clone(),
-                });
-            }
-        }
+        // One pass over the fleet for all of them; workloads that are gone lose their config.
+        let hashes: BTreeMap<String, String> = targets
+            .into_iter()
+            .zip(self.fleet.assign(configs))
+            .collect();
         tracing::info!(
             generation = snapshot.generation,
             gateway = %short(&hashes["gateway"]),

@@ -1,8 +1,8 @@
 //! What the server knows of each agent, and the configs it should run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,6 +41,107 @@ struct Offer {
     encoded: Bytes,
 }
 
+impl Offer {
+    fn of(files: Files) -> Arc<Offer> {
+        let mut hasher = Sha256::new();
+        for (name, (body, content_type)) in &files {
+            for part in [name.as_bytes(), content_type.as_bytes(), body] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part);
+            }
+        }
+        let hash = hasher.finalize().to_vec();
+        let config_map = files
+            .into_iter()
+            .map(|(name, (body, content_type))| (name, AgentConfigFile { body, content_type }))
+            .collect();
+        let remote = AgentRemoteConfig {
+            config: Some(AgentConfigMap { config_map }),
+            config_hash: hash.clone(),
+        };
+        Arc::new(Offer {
+            hash,
+            encoded: remote.encode_to_vec().into(),
+        })
+    }
+}
+
+/// Configs by selector, looked up by what an agent is: its uid, then its attributes (the
+/// latest assignment among those it has), then everyone. A lookup costs a hash probe per
+/// attribute of the agent, whatever the number of assignments.
+#[derive(Clone, Default)]
+struct Table {
+    all: Option<Arc<Offer>>,
+    by_uid: HashMap<Uid, Arc<Offer>>,
+    /// With the sequence number of its assignment: the latest wins.
+    by_attribute: HashMap<(String, String), (u64, Arc<Offer>)>,
+    next: u64,
+}
+
+impl Table {
+    fn put(&mut self, selector: Selector, offer: Arc<Offer>) {
+        match selector {
+            Selector::All => self.all = Some(offer),
+            Selector::Agent(uid) => {
+                self.by_uid.insert(uid, offer);
+            }
+            Selector::Attribute { key, value } => {
+                self.next += 1;
+                self.by_attribute.insert((key, value), (self.next, offer));
+            }
+        }
+    }
+
+    fn remove(&mut self, selector: &Selector) {
+        match selector {
+            Selector::All => self.all = None,
+            Selector::Agent(uid) => {
+                self.by_uid.remove(uid);
+            }
+            Selector::Attribute { key, value } => {
+                self.by_attribute.remove(&(key.clone(), value.clone()));
+            }
+        }
+    }
+
+    fn offer_for(&self, uid: &Uid, agent: &Agent) -> Option<Arc<Offer>> {
+        if let Some(offer) = self.by_uid.get(uid) {
+            return Some(offer.clone());
+        }
+        let by_attribute = agent.description.as_ref().and_then(|d| {
+            d.identifying_attributes
+                .iter()
+                .chain(&d.non_identifying_attributes)
+                .filter_map(|kv| {
+                    let key = (kv.key.clone(), text(kv.value.as_ref()));
+                    self.by_attribute.get(&key)
+                })
+                .max_by_key(|(sequence, _)| *sequence)
+                .map(|(_, offer)| offer.clone())
+        });
+        by_attribute.or_else(|| self.all.clone())
+    }
+}
+
+/// Who should run what: configs assigned by hand through the API, which win, and those the
+/// control plane assigns, each in a place of its own so that neither overwrites the other.
+#[derive(Clone, Default)]
+struct Assignments {
+    manual: Table,
+    plane: Table,
+}
+
+impl Assignments {
+    fn offer_for(&self, uid: &Uid, agent: &Agent) -> Option<Arc<Offer>> {
+        self.manual
+            .offer_for(uid, agent)
+            .or_else(|| self.plane.offer_for(uid, agent))
+    }
+}
+
+/// Files by name: body and content type.
+pub type Files = BTreeMap<String, (Vec<u8>, String)>;
+
 /// Where a WebSocket agent's pushes go.
 #[derive(Clone)]
 pub(crate) struct Connection {
@@ -58,7 +159,8 @@ struct Agent {
     description: Option<AgentDescription>,
     capabilities: u64,
     health: Option<ComponentHealth>,
-    effective_config: Option<EffectiveConfig>,
+    /// Its effective config files, as text, decoded once when reported.
+    effective_config: Arc<BTreeMap<String, String>>,
     remote_config_status: Option<RemoteConfigStatus>,
     sequence_num: Option<u64>,
     last_seen: Option<Instant>,
@@ -100,7 +202,7 @@ pub struct AgentView {
     /// Component health, flattened to `path` (`exporters.otlp/backend`).
     pub components: BTreeMap<String, ComponentView>,
     /// Effective config files by name, as text.
-    pub effective_config: BTreeMap<String, String>,
+    pub effective_config: Arc<BTreeMap<String, String>>,
     pub config: ConfigStatus,
     /// `websocket` or `http`, while the agent is live.
     pub connected: Option<&'static str>,
@@ -123,12 +225,14 @@ pub struct ComponentView {
 /// The server's view of the fleet.
 pub struct Fleet {
     agents: Mutex<HashMap<Uid, Agent>>,
-    assignments: Mutex<Vec<(Selector, std::sync::Arc<Offer>)>>,
+    /// Replaced whole on every change, so a message reads it without holding a lock.
+    assignments: Mutex<Arc<Assignments>>,
     timeout: Duration,
     next_connection: AtomicU64,
     closing: watch::Sender<bool>,
-    /// Counts config status reports, so watchers can wait for agents to apply a config.
-    reports: watch::Sender<u64>,
+    /// Counts changes that users see: an agent arriving or leaving, reporting on its config,
+    /// or a component turning healthy or failing. Heartbeats do not count.
+    changes: watch::Sender<u64>,
 }
 
 impl Fleet {
@@ -139,7 +243,7 @@ impl Fleet {
             timeout,
             next_connection: AtomicU64::new(1),
             closing: watch::channel(false).0,
-            reports: watch::channel(0).0,
+            changes: watch::channel(0).0,
         }
     }
 
@@ -156,58 +260,61 @@ impl Fleet {
         self.closing.send_replace(true);
     }
 
-    /// Assigns a config (files by name: body and content type) to the agents `selector`
-    /// picks, pushes it to those connected over WebSocket, and returns its hash (hex).
-    pub fn set_config(
-        &self,
-        selector: Selector,
-        files: BTreeMap<String, (Vec<u8>, String)>,
-    ) -> String {
-        let mut hasher = Sha256::new();
-        for (name, (body, content_type)) in &files {
-            for part in [name.as_bytes(), content_type.as_bytes(), body] {
-                hasher.update((part.len() as u64).to_le_bytes());
-                hasher.update(part);
-            }
+    /// Assigns a config by hand (the API) to the agents `selector` picks, over what the control
+    /// plane assigns them; pushes it to those connected over WebSocket, and returns its hash.
+    pub fn set_config(&self, selector: Selector, files: Files) -> String {
+        let offer = Offer::of(files);
+        let hash = hex(&offer.hash);
+        self.change_assignments(|a| a.manual.put(selector, offer));
+        hash
+    }
+
+    /// Withdraws the config assigned by hand to `selector`; what the control plane assigns
+    /// applies again.
+    pub fn unset_config(&self, selector: &Selector) {
+        self.change_assignments(|a| a.manual.remove(selector));
+    }
+
+    /// The control plane's configs, replacing all it assigned before, in one pass over the
+    /// fleet; returns their hashes, in order.
+    pub fn assign(&self, configs: Vec<(Selector, Files)>) -> Vec<String> {
+        let mut table = Table::default();
+        let mut hashes = Vec::with_capacity(configs.len());
+        for (selector, files) in configs {
+            let offer = Offer::of(files);
+            hashes.push(hex(&offer.hash));
+            table.put(selector, offer);
         }
-        let hash = hasher.finalize().to_vec();
-        let config_map = files
-            .into_iter()
-            .map(|(name, (body, content_type))| (name, AgentConfigFile { body, content_type }))
-            .collect();
-        let remote = AgentRemoteConfig {
-            config: Some(AgentConfigMap { config_map }),
-            config_hash: hash.clone(),
-        };
-        let offer = std::sync::Arc::new(Offer {
-            hash: hash.clone(),
-            encoded: remote.encode_to_vec().into(),
-        });
+        self.change_assignments(|a| a.plane = table);
+        hashes
+    }
+
+    fn change_assignments(&self, change: impl FnOnce(&mut Assignments)) {
         {
             let mut assignments = self.assignments.lock().unwrap();
-            assignments.retain(|(s, _)| *s != selector);
-            assignments.push((selector, offer));
+            change(Arc::make_mut(&mut assignments));
         }
         self.push_offers();
-        hex(&hash)
+        self.changed();
     }
 
-    /// Withdraws the config assigned to `selector`; agents keep running what they have.
-    pub fn unset_config(&self, selector: &Selector) {
-        self.assignments
-            .lock()
-            .unwrap()
-            .retain(|(s, _)| s != selector);
+    fn assignments(&self) -> Arc<Assignments> {
+        self.assignments.lock().unwrap().clone()
     }
 
-    /// Changes each time an agent reports on its config (applying, applied or failed).
-    pub fn reports(&self) -> watch::Receiver<u64> {
-        self.reports.subscribe()
+    /// Moves each time something users see changes: an agent connects or goes, reports on
+    /// its config, or a component turns healthy or failing; or the assignments change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Sends every connected agent whose config differs from what it reported its offer.
     fn push_offers(&self) {
-        let assignments = self.assignments.lock().unwrap().clone();
+        let assignments = self.assignments();
         let mut pushes = Vec::new();
         {
             let agents = self.agents.lock().unwrap();
@@ -215,7 +322,7 @@ impl Fleet {
                 let Some(connection) = &agent.connection else {
                     continue;
                 };
-                if let Some(offer) = offer_for(&assignments, uid, agent)
+                if let Some(offer) = assignments.offer_for(uid, agent)
                     && needs(agent, &offer)
                 {
                     let head = ServerToAgent {
@@ -250,7 +357,7 @@ impl Fleet {
             let error = "capabilities must include ReportsStatus (0x1)".to_string();
             return error_response(&uid, ServerErrorResponseType::BadRequest, error, None);
         }
-        let assignments = self.assignments.lock().unwrap().clone();
+        let assignments = self.assignments();
         let mut agents = self.agents.lock().unwrap();
 
         // Two live agents claiming one uid: the newcomer gets a uid of its own.
@@ -286,6 +393,8 @@ impl Fleet {
         if (!known && message.agent_description.is_none()) || gap {
             flags |= ServerToAgentFlags::ReportFullState as u64;
         }
+        // Arriving, or coming back after it was taken for gone.
+        let arrived = agent.last_seen.is_none_or(|t| t.elapsed() > self.timeout);
         if !known {
             tracing::info!(uid = %hex(&uid), "agent connected");
         }
@@ -298,19 +407,31 @@ impl Fleet {
         if let Some(health) = message.health {
             // A component that turns healthy or failing changes statuses.
             if agent.health.as_ref().map(healthy_flags) != Some(healthy_flags(&health)) {
-                self.reports.send_modify(|n| *n += 1);
+                self.changed();
             }
             agent.health = Some(health);
         }
-        if message.effective_config.is_some() {
-            agent.effective_config = message.effective_config;
+        if let Some(effective) = message.effective_config {
+            let files = effective
+                .config_map
+                .map(|m| m.config_map)
+                .unwrap_or_default();
+            agent.effective_config = Arc::new(
+                files
+                    .into_iter()
+                    .map(|(name, f)| (name, String::from_utf8_lossy(&f.body).into_owned()))
+                    .collect(),
+            );
         }
         if let Some(status) = message.remote_config_status {
             if status.status == RemoteConfigStatuses::Failed as i32 {
                 tracing::warn!(uid = %hex(&uid), error = %status.error_message, "agent could not apply its config");
             }
             agent.remote_config_status = Some(status);
-            self.reports.send_modify(|n| *n += 1);
+            self.changed();
+        }
+        if arrived {
+            self.changed();
         }
         match transport {
             Transport::Http => agent.transport = "http",
@@ -329,8 +450,11 @@ impl Fleet {
             agent.connection = None;
             agent.last_seen = None;
             tracing::info!(uid = %hex(&uid), "agent disconnected");
+            self.changed();
         }
-        let offer = offer_for(&assignments, &uid, agent).filter(|offer| needs(agent, offer));
+        let offer = assignments
+            .offer_for(&uid, agent)
+            .filter(|offer| needs(agent, offer));
         if message.flags & AgentToServerFlags::RequestInstanceUid as u64 != 0 {
             let fresh = new_uid();
             head.agent_identification = Some(AgentIdentification {
@@ -353,24 +477,30 @@ impl Fleet {
                 .is_some_and(|c| c.id == connection)
         {
             agent.connection = None;
+            drop(agents);
+            self.changed();
         }
     }
 
     /// Marks agents not heard from within the timeout as gone; forgets them after ten times it.
     pub fn sweep(&self) {
-        let mut agents = self.agents.lock().unwrap();
-        agents.retain(|uid, agent| {
+        let mut gone = false;
+        self.agents.lock().unwrap().retain(|uid, agent| {
             let silent = agent.last_seen.map_or(Duration::MAX, |t| t.elapsed());
             if silent > self.timeout && agent.connection.take().is_some() {
                 tracing::info!(uid = %hex(uid), ?silent, "agent timed out");
+                gone = true;
             }
             silent <= self.timeout * 10
         });
+        if gone {
+            self.changed();
+        }
     }
 
     /// Every agent the server knows, live or recently gone.
     pub fn agents(&self) -> Vec<AgentView> {
-        let assignments = self.assignments.lock().unwrap().clone();
+        let assignments = self.assignments();
         let agents = self.agents.lock().unwrap();
         let mut views: Vec<AgentView> = agents
             .iter()
@@ -382,10 +512,10 @@ impl Fleet {
 
     /// The config files meant for an agent (uid in hex), by name, as text.
     pub fn desired_config(&self, uid: &str) -> Option<BTreeMap<String, String>> {
-        let assignments = self.assignments.lock().unwrap().clone();
+        let uid = odigos_proto::opamp::parse_uid(uid)?;
+        let assignments = self.assignments();
         let agents = self.agents.lock().unwrap();
-        let (uid, agent) = agents.iter().find(|(u, _)| hex(u.as_slice()) == uid)?;
-        let offer = offer_for(&assignments, uid, agent)?;
+        let offer = assignments.offer_for(&uid, agents.get(&uid)?)?;
         let remote = AgentRemoteConfig::decode(offer.encoded.clone()).ok()?;
         let files = remote.config?.config_map;
         Some(
@@ -398,33 +528,11 @@ impl Fleet {
 
     /// One agent, by uid in hex.
     pub fn agent(&self, uid: &str) -> Option<AgentView> {
-        self.agents().into_iter().find(|a| a.uid == uid)
+        let uid = odigos_proto::opamp::parse_uid(uid)?;
+        let assignments = self.assignments();
+        let agents = self.agents.lock().unwrap();
+        Some(view(&uid, agents.get(&uid)?, &assignments, self.timeout))
     }
-}
-
-fn offer_for(
-    assignments: &[(Selector, std::sync::Arc<Offer>)],
-    uid: &Uid,
-    agent: &Agent,
-) -> Option<std::sync::Arc<Offer>> {
-    let has = |key: &str, value: &str| {
-        agent.description.as_ref().is_some_and(|d| {
-            d.identifying_attributes
-                .iter()
-                .chain(&d.non_identifying_attributes)
-                .any(|kv| kv.key == key && text(kv.value.as_ref()) == value)
-        })
-    };
-    let pick = |wanted: &dyn Fn(&Selector) -> bool| {
-        assignments
-            .iter()
-            .rev()
-            .find(|(s, _)| wanted(s))
-            .map(|(_, offer)| offer.clone())
-    };
-    pick(&|s| *s == Selector::Agent(*uid))
-        .or_else(|| pick(&|s| matches!(s, Selector::Attribute { key, value } if has(key, value))))
-        .or_else(|| pick(&|s| *s == Selector::All))
 }
 
 /// Whether the agent takes remote config and has not reported on this one.
@@ -484,12 +592,7 @@ fn text(value: Option<&AnyValue>) -> String {
     }
 }
 
-fn view(
-    uid: &Uid,
-    agent: &Agent,
-    assignments: &[(Selector, std::sync::Arc<Offer>)],
-    timeout: Duration,
-) -> AgentView {
+fn view(uid: &Uid, agent: &Agent, assignments: &Assignments, timeout: Duration) -> AgentView {
     let attributes = |list: &[KeyValue]| {
         list.iter()
             .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
@@ -526,18 +629,8 @@ fn view(
     if let Some(health) = &agent.health {
         flatten("", health, &mut components);
     }
-    let effective_config = agent
-        .effective_config
-        .as_ref()
-        .and_then(|e| e.config_map.as_ref())
-        .map(|m| {
-            m.config_map
-                .iter()
-                .map(|(k, f)| (k.clone(), String::from_utf8_lossy(&f.body).into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let config = match offer_for(assignments, uid, agent) {
+    let effective_config = agent.effective_config.clone();
+    let config = match assignments.offer_for(uid, agent) {
         None => ConfigStatus::Unassigned,
         Some(offer) => {
             let hash = hex(&offer.hash);

@@ -439,3 +439,76 @@ async fn the_api_lists_agents_and_assigns_configs() {
     );
     server.stop().await;
 }
+
+/// The desired config of agent `uid`, as its view tells it.
+fn desired(fleet: &Fleet, uid: [u8; 16]) -> ConfigStatus {
+    fleet.agent(&fleet::hex(&uid)).unwrap().config
+}
+
+#[tokio::test]
+async fn the_control_planes_configs_and_those_assigned_by_hand_keep_their_own_places() {
+    let fleet = Fleet::new(std::time::Duration::from_secs(90));
+    let (gateway, node) = ([1u8; 16], [2u8; 16]);
+    for (uid, role) in [(gateway, "gateway"), (node, "node")] {
+        fleet.handle(hello(uid, 0, role), fleet::Transport::Http);
+    }
+    let role = |value: &str| Selector::Attribute {
+        key: "odigos.role".into(),
+        value: value.into(),
+    };
+    let hashes = fleet.assign(vec![
+        (role("gateway"), yaml("plane: gateway")),
+        (role("node"), yaml("plane: node")),
+    ]);
+    let pending = |hash: &String| ConfigStatus::Pending { hash: hash.clone() };
+    assert_eq!(desired(&fleet, gateway), pending(&hashes[0]));
+    assert_eq!(desired(&fleet, node), pending(&hashes[1]));
+
+    // By hand: over the plane's, for the agents it names only.
+    let manual = fleet.set_config(role("node"), yaml("manual: node"));
+    assert_eq!(desired(&fleet, node), pending(&manual));
+    assert_eq!(desired(&fleet, gateway), pending(&hashes[0]));
+
+    // The plane assigning again does not wipe it; withdrawing it brings the plane's back.
+    let again = fleet.assign(vec![(role("node"), yaml("plane: node v2"))]);
+    assert_eq!(desired(&fleet, node), pending(&manual));
+    assert_eq!(
+        desired(&fleet, gateway),
+        ConfigStatus::Unassigned,
+        "what the plane no longer assigns is gone"
+    );
+    fleet.unset_config(&role("node"));
+    assert_eq!(desired(&fleet, node), pending(&again[0]));
+
+    // Of two attributes an agent has, the latest assignment wins; its uid wins over both.
+    let by_name = Selector::Attribute {
+        key: "service.name".into(),
+        value: "test-agent".into(),
+    };
+    let by_name_hash = fleet.set_config(by_name, yaml("by name"));
+    assert_eq!(desired(&fleet, gateway), pending(&by_name_hash));
+    let later = fleet.set_config(role("gateway"), yaml("later"));
+    assert_eq!(desired(&fleet, gateway), pending(&later));
+    let own = fleet.set_config(Selector::Agent(gateway), yaml("own"));
+    assert_eq!(desired(&fleet, gateway), pending(&own));
+}
+
+#[tokio::test]
+async fn changes_move_on_arrivals_and_reports_not_on_heartbeats() {
+    let fleet = Fleet::new(std::time::Duration::from_secs(90));
+    let mut changes = fleet.changes();
+    let uid = [3u8; 16];
+    fleet.handle(hello(uid, 0, "node"), fleet::Transport::Http);
+    assert!(changes.has_changed().unwrap(), "an arrival is a change");
+    changes.mark_unchanged();
+    fleet.handle(heartbeat(uid, 1), fleet::Transport::Http);
+    assert!(!changes.has_changed().unwrap(), "a heartbeat is not");
+    let mut report = heartbeat(uid, 2);
+    report.remote_config_status = Some(RemoteConfigStatus {
+        last_remote_config_hash: vec![1],
+        status: RemoteConfigStatuses::Failed as i32,
+        error_message: "bad".into(),
+    });
+    fleet.handle(report, fleet::Transport::Http);
+    assert!(changes.has_changed().unwrap(), "a report is");
+}
