@@ -42,6 +42,12 @@ pub struct FleetArgs {
     /// Seconds over which steady-state CPU is measured.
     #[arg(long, default_value_t = 10)]
     steady: u64,
+    /// Also open the UI's fleet page in headless Chromium (`bench/ui/fleet.cjs`, with
+    /// playwright-core from $ODIGOS_UI_NODE_MODULES or ui/node_modules): time to first render,
+    /// from one agent failing to the page showing it, the page's longest frame while every
+    /// agent applies a new config, and the server's memory for the page.
+    #[arg(long)]
+    ui: bool,
 }
 
 /// Connections per source address, under the ~28k ephemeral ports of one address.
@@ -71,8 +77,14 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     let port = free_port()?;
     let dir = std::env::temp_dir().join(format!("odigos-bench-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let ui_port = free_port()?;
+    let ui = if args.ui {
+        format!("127.0.0.1:{ui_port}")
+    } else {
+        "off".into()
+    };
     let script = format!(
-        "ulimit -n {limit} && exec {} server --listen 127.0.0.1:{port} --agent-timeout 600s",
+        "ulimit -n {limit} && exec {} server --listen 127.0.0.1:{port} --agent-timeout 600s --ui {ui}",
         odigos.display()
     );
     let mut command = Command::new("sh");
@@ -101,9 +113,11 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         let counters = counters.clone();
         let source = Ipv4Addr::new(127, 0, 1 + (i / PER_SOURCE) as u8, 1);
         let heartbeat = Duration::from_secs(args.heartbeat);
+        let role = if args.ui && i == 0 { "canary" } else { "node" };
         tokio::spawn(async move {
             let result = agent(
                 i,
+                role,
                 source,
                 server_address,
                 heartbeat,
@@ -140,20 +154,45 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     let ticks = proc_cpu_ticks(pid)? - ticks_before;
     let cpu_percent = ticks as f64 / clock_ticks() as f64 / args.steady as f64 * 100.0;
 
-    // One config change for everyone.
-    let body = Bytes::from_static(b"receivers: {otlp: {protocols: {grpc: }}}\nexporters: {nop: }\nservice:\n  pipelines: {traces: {receivers: [otlp], exporters: [nop]}}\n");
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = http::Request::put(format!("http://127.0.0.1:{port}/api/v1/config"))
-        .body(Full::new(body))?;
+    let put = async |query: &str, body: &'static [u8]| -> anyhow::Result<()> {
+        let request = http::Request::put(format!("http://127.0.0.1:{port}/api/v1/config{query}"))
+            .body(Full::new(Bytes::from_static(body)))?;
+        let response = client.request(request).await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "config PUT failed: {}",
+            response.status()
+        );
+        Ok(())
+    };
+
+    // The page opens, then one agent fails.
+    let mut page = None;
+    if args.ui {
+        let mut browser = ui::Page::open(ui_port, connected).await?;
+        let before_kib = proc_status_kib(pid, "VmRSS")?;
+        let render = browser.measure().await?;
+        let with_page_kib = proc_status_kib(pid, "VmRSS")?;
+        browser.go().await?;
+        put("?role=canary", b"bogus: [").await?;
+        let update = browser.measure().await?;
+        browser.go().await?;
+        page = Some((
+            browser,
+            render,
+            update,
+            with_page_kib.saturating_sub(before_kib),
+        ));
+    }
+
+    // One config change for everyone (but the canary, which keeps its own).
+    let body = b"receivers: {otlp: {protocols: {grpc: }}}\nexporters: {nop: }\nservice:\n  pipelines: {traces: {receivers: [otlp], exporters: [nop]}}\n";
     let pushed = Instant::now();
-    let response = client.request(request).await?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "config PUT failed: {}",
-        response.status()
-    );
+    put("", body).await?;
+    let canaries = usize::from(args.ui);
     let everywhere = async {
-        while counters.applied.load(Ordering::Relaxed) < connected {
+        while counters.applied.load(Ordering::Relaxed) < connected - canaries {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
@@ -161,6 +200,13 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     let rollout = pushed.elapsed();
     let applied = counters.applied.load(Ordering::Relaxed);
     let peak_kib = proc_status_kib(pid, "VmHWM")?;
+    let ui_figures = match page {
+        Some((mut browser, render, update, page_kib)) => {
+            let rollout = browser.measure().await?;
+            Some((render, update, rollout, page_kib))
+        }
+        None => None,
+    };
     counters.done.store(true, Ordering::Relaxed);
     drop(server);
 
@@ -179,13 +225,89 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         },
         peak_kib as f64 / 1024.0
     );
+    if let Some((render, update, rollout, page_kib)) = ui_figures {
+        println!(
+            "\n| agents | fleet page first render | one agent failing, shown after | every agent applying: all shown after | longest frame meanwhile | server memory for the page |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {connected} | {} ms | {} ms | {} ms | {} ms | {:.1} MiB |",
+            render["render_ms"],
+            update["update_ms"],
+            rollout["rollout_ms"],
+            rollout["longest_frame_ms"],
+            page_kib as f64 / 1024.0
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The fleet page in headless Chromium, driven by `bench/ui/fleet.cjs`.
+mod ui {
+    use std::process::Stdio;
+
+    use anyhow::Context;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdout};
+
+    pub struct Page {
+        child: Child,
+        lines: Lines<BufReader<ChildStdout>>,
+    }
+
+    impl Page {
+        pub async fn open(port: u16, agents: usize) -> anyhow::Result<Page> {
+            let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let modules = std::env::var_os("ODIGOS_UI_NODE_MODULES")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| workspace.join("ui/node_modules"));
+            anyhow::ensure!(
+                modules.join("playwright-core").is_dir()
+                    && std::path::Path::new("/usr/bin/chromium").exists(),
+                "--ui needs Chromium (/usr/bin/chromium) and playwright-core in {} (./test.sh installs both)",
+                modules.display()
+            );
+            let mut child = tokio::process::Command::new("node")
+                .arg(workspace.join("bench/ui/fleet.cjs"))
+                .env("ODIGOS_UI_URL", format!("http://127.0.0.1:{port}"))
+                .env("ODIGOS_UI_NODE_MODULES", &modules)
+                .env("ODIGOS_AGENTS", agents.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("run node")?;
+            let stdout = child.stdout.take().context("node's output")?;
+            Ok(Page {
+                child,
+                lines: BufReader::new(stdout).lines(),
+            })
+        }
+
+        /// The next figure the page reports.
+        pub async fn measure(&mut self) -> anyhow::Result<serde_json::Value> {
+            let line = self
+                .lines
+                .next_line()
+                .await?
+                .context("the browser run ended early (its error is above)")?;
+            Ok(serde_json::from_str(&line)?)
+        }
+
+        /// Tells the page that the next change starts now.
+        pub async fn go(&mut self) -> anyhow::Result<()> {
+            let stdin = self.child.stdin.as_mut().context("node's input")?;
+            stdin.write_all(b"go\n").await?;
+            Ok(stdin.flush().await?)
+        }
+    }
 }
 
 /// One simulated agent: connect, describe itself, heartbeat, and apply what it is sent.
 async fn agent(
     index: usize,
+    role: &'static str,
     source: Ipv4Addr,
     server: SocketAddr,
     heartbeat: Duration,
@@ -234,7 +356,10 @@ async fn agent(
             kv("service.name", "fleet-sim".into()),
             kv("service.instance.id", format!("agent-{index}")),
         ],
-        non_identifying_attributes: vec![kv("odigos.role", "node".into())],
+        non_identifying_attributes: vec![
+            kv("odigos.role", role.into()),
+            kv("host.name", format!("node-{}", index % 64)),
+        ],
     });
     ws.send(Frame::Binary(ws_frame(&hello).into())).await?;
     ws.next().await.context("no answer to hello")??;
@@ -250,14 +375,18 @@ async fn agent(
                 let Some(Ok(Frame::Binary(frame))) = frame else { return Ok(()) };
                 let reply = ServerToAgent::decode(ws_payload(&frame).map_err(anyhow::Error::msg)?)?;
                 if let Some(offer) = reply.remote_config {
+                    // A config that does not parse (the canary's) is refused, as a collector would.
+                    let broken = offer.config.iter().flat_map(|c| c.config_map.values()).any(|f| f.body.ends_with(b"["));
                     let mut status = message(|_| {});
                     status.remote_config_status = Some(RemoteConfigStatus {
                         last_remote_config_hash: offer.config_hash,
-                        status: RemoteConfigStatuses::Applied as i32,
-                        error_message: String::new(),
+                        status: if broken { RemoteConfigStatuses::Failed } else { RemoteConfigStatuses::Applied } as i32,
+                        error_message: if broken { "collector.yaml:1: unexpected end of input".into() } else { String::new() },
                     });
                     ws.send(Frame::Binary(ws_frame(&status).into())).await?;
-                    counters.applied.fetch_add(1, Ordering::Relaxed);
+                    if !broken {
+                        counters.applied.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             _ = ticks.tick() => {

@@ -63,20 +63,17 @@ struct Target {
 }
 
 /// The agents a request names, or why it names none.
-fn selector(target: &Target) -> Result<Selector, Response> {
+fn selector(target: &Target) -> Result<Selector, String> {
     match (&target.role, &target.uid) {
         (None, None) => Ok(Selector::All),
         (Some(role), None) => Ok(Selector::Attribute {
             key: "odigos.role".into(),
             value: role.clone(),
         }),
-        (None, Some(uid)) => parse_uid(uid).map(Selector::Agent).ok_or_else(|| {
-            let refused = format!("uid {uid:?} is not 32 hex digits");
-            (StatusCode::BAD_REQUEST, refused).into_response()
-        }),
-        (Some(_), Some(_)) => {
-            Err((StatusCode::BAD_REQUEST, "give role or uid, not both").into_response())
-        }
+        (None, Some(uid)) => parse_uid(uid)
+            .map(Selector::Agent)
+            .ok_or_else(|| format!("uid {uid:?} is not 32 hex digits")),
+        (Some(_), Some(_)) => Err("give role or uid, not both".into()),
     }
 }
 
@@ -88,7 +85,7 @@ async fn config(
 ) -> Response {
     let selector = match selector(&target) {
         Ok(selector) => selector,
-        Err(refused) => return refused,
+        Err(refused) => return (StatusCode::BAD_REQUEST, refused).into_response(),
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -108,6 +105,6 @@ async fn withdraw(State(api): State<Arc<Api>>, Query(target): Query<Target>) -> 
             api.fleet.unset_config(&selector);
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(refused) => refused,
+        Err(refused) => (StatusCode::BAD_REQUEST, refused).into_response(),
     }
 }

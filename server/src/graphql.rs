@@ -285,10 +285,13 @@ impl Mutation {
         let mut spec = spec.0;
         if kind == Kind::Destination {
             let (_, store) = plane(ctx)?;
-            let current = spec_of(
-                &store.subscribe().borrow().desired,
-                &kind.key(&namespace, &name),
-            );
+            let key = kind.key(&namespace, &name);
+            let current = store
+                .subscribe()
+                .borrow()
+                .desired
+                .get(&key)
+                .map(|o| o.spec());
             keep_secrets(&mut spec, current.as_ref());
         }
         let object = match object_of(kind, &namespace, &name, spec) {
@@ -310,7 +313,13 @@ impl Mutation {
     ) -> async_graphql::Result<ChangeResult> {
         let (_, store) = plane(ctx)?;
         let key = kind.key(&namespace, &name);
-        let Some(mut spec) = spec_of(&store.subscribe().borrow().desired, &key) else {
+        let Some(mut spec) = store
+            .subscribe()
+            .borrow()
+            .desired
+            .get(&key)
+            .map(|o| o.spec())
+        else {
             return Ok(ChangeResult::refused(&key, Refusal::Missing(key.clone())));
         };
         let field = match kind {
@@ -376,14 +385,8 @@ fn object_of(
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     });
-    let value = serde_yaml_value(document);
-    resource::Object::from_value(value)
+    resource::Object::from_value(odigos_proto::yaml::to_value(&document))
         .map_err(|error| ChangeResult::refused(&key, Refusal::Invalid(key.clone(), vec![error])))
-}
-
-fn serde_yaml_value(value: serde_json::Value) -> odigos_proto::yaml::Value {
-    let text = serde_json::to_string(&value).unwrap_or_default();
-    odigos_proto::yaml::parse(&text).unwrap_or_default()
 }
 
 /// Copies into `spec.data` the secret fields of `current.data` that it leaves out.
@@ -412,34 +415,15 @@ fn keep_secrets(spec: &mut serde_json::Value, current: Option<&serde_json::Value
     }
 }
 
-/// The spec in force of a resource, as JSON.
-fn spec_of(desired: &store::Desired, key: &ObjectKey) -> Option<serde_json::Value> {
-    let at = (key.namespace.clone(), key.name.clone());
-    let value = match key.kind {
-        "Source" => serde_json::to_value(&desired.sources.get(&at)?.spec),
-        "Destination" => serde_json::to_value(&desired.destinations.get(&at)?.spec),
-        "Action" => serde_json::to_value(&desired.actions.get(&at)?.spec),
-        "InstrumentationRule" => serde_json::to_value(&desired.rules.get(&at)?.spec),
-        _ => serde_json::to_value(&desired.samplings.get(&at)?.spec),
-    };
-    value.ok()
-}
-
 /// The YAML document in force of a resource named `namespace/name`.
 fn document(desired: &store::Desired, kind: &str, name: &str) -> Option<String> {
     let (namespace, name) = split(name);
-    let at = (namespace, name);
-    let object = match kind {
-        "Source" => resource::Object::Source(desired.sources.get(&at)?.clone()),
-        "Destination" => resource::Object::Destination(desired.destinations.get(&at)?.clone()),
-        "Action" => resource::Object::Action(desired.actions.get(&at)?.clone()),
-        "InstrumentationRule" => {
-            resource::Object::InstrumentationRule(desired.rules.get(&at)?.clone())
-        }
-        "Sampling" => resource::Object::Sampling(desired.samplings.get(&at)?.clone()),
-        _ => return None,
+    let key = ObjectKey {
+        kind: resource::KINDS.iter().find(|(_, k)| *k == kind)?.1,
+        namespace,
+        name,
     };
-    Some(object.to_yaml())
+    desired.get(&key).map(|object| object.to_yaml())
 }
 
 fn split(name: &str) -> (String, String) {

@@ -499,6 +499,19 @@ impl Object {
         }
     }
 
+    /// Its spec, as JSON (a Secret has none).
+    pub fn spec(&self) -> serde_json::Value {
+        let spec = match self {
+            Object::Source(o) => serde_json::to_value(&o.spec),
+            Object::Destination(o) => serde_json::to_value(&o.spec),
+            Object::Action(o) => serde_json::to_value(&o.spec),
+            Object::InstrumentationRule(o) => serde_json::to_value(&o.spec),
+            Object::Sampling(o) => serde_json::to_value(&o.spec),
+            Object::Secret(_) => Ok(serde_json::Value::Null),
+        };
+        spec.unwrap_or_default()
+    }
+
     /// The resource as a YAML document, as a user writes it: no status or server fields, and
     /// no namespace when it is the default one.
     pub fn to_yaml(&self) -> String {

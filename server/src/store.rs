@@ -33,17 +33,17 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// Whether a resource of this kind and name is in force.
-    pub fn contains(&self, key: &ObjectKey) -> bool {
+    /// The resource in force of this kind and name.
+    pub fn get(&self, key: &ObjectKey) -> Option<Object> {
         let at = (key.namespace.clone(), key.name.clone());
-        match key.kind {
-            "Source" => self.sources.contains_key(&at),
-            "Destination" => self.destinations.contains_key(&at),
-            "Action" => self.actions.contains_key(&at),
-            "InstrumentationRule" => self.rules.contains_key(&at),
-            "Sampling" => self.samplings.contains_key(&at),
-            _ => self.secrets.contains_key(&at),
-        }
+        Some(match key.kind {
+            "Source" => Object::Source(self.sources.get(&at)?.clone()),
+            "Destination" => Object::Destination(self.destinations.get(&at)?.clone()),
+            "Action" => Object::Action(self.actions.get(&at)?.clone()),
+            "InstrumentationRule" => Object::InstrumentationRule(self.rules.get(&at)?.clone()),
+            "Sampling" => Object::Sampling(self.samplings.get(&at)?.clone()),
+            _ => Object::Secret(self.secrets.get(&at)?.clone()),
+        })
     }
 
     /// Adds `object`; false when one of that kind and name is already there.

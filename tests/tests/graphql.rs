@@ -443,3 +443,43 @@ fn read_only_refuses_every_change() {
     // Reading still works.
     assert!(data(&up.graphql("{ generation }", json!({})))["generation"].as_u64() >= Some(1));
 }
+
+#[test]
+fn secret_fields_are_written_never_shown_and_kept_when_an_update_leaves_them_out() {
+    let up = Up::start(&[("debug.yaml", DEBUG.to_string())]);
+    let spec = |with_secret: bool| {
+        let mut data = json!({"OTLP_HTTP_ENDPOINT": "http://127.0.0.1:5318",
+            "OTLP_HTTP_BASIC_AUTH_USERNAME": "me"});
+        if with_secret {
+            data["OTLP_HTTP_BASIC_AUTH_PASSWORD"] = json!("s3cret-value");
+        }
+        json!({"type": "otlphttp", "signals": ["TRACES"], "data": data})
+    };
+    let created = up.graphql(
+        CREATE,
+        json!({"kind": "DESTINATION", "name": "backend", "spec": spec(true)}),
+    );
+    assert_eq!(data(&created)["createResource"]["ok"], true, "{created:#}");
+    let shown = destination(&up, "default/backend");
+    let keys: Vec<&str> = shown["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"OTLP_HTTP_BASIC_AUTH_USERNAME"), "{shown:#}");
+    assert!(
+        !keys.contains(&"OTLP_HTTP_BASIC_AUTH_PASSWORD") && !shown.to_string().contains("s3cret"),
+        "a secret is never shown: {shown:#}"
+    );
+    let updated = up.graphql(
+        "mutation($spec: JSON!) { updateResource(kind: DESTINATION, name: \"backend\", spec: $spec) { ok errors { field message } } }",
+        json!({"spec": spec(false)}),
+    );
+    assert_eq!(data(&updated)["updateResource"]["ok"], true, "{updated:#}");
+    let file = std::fs::read_to_string(up.path("odigos.d/destination-backend.yaml")).unwrap();
+    assert!(
+        file.contains("OTLP_HTTP_BASIC_AUTH_PASSWORD: s3cret-value"),
+        "{file}"
+    );
+}

@@ -451,7 +451,7 @@ impl Store for KubeStore {
                 // The watchers bring the change back; wait (a while) until it is published.
                 let present = !matches!(change, Change::Delete(_));
                 let published =
-                    snapshots.wait_for(|snapshot| snapshot.desired.contains(&key) == present);
+                    snapshots.wait_for(|snapshot| snapshot.desired.get(&key).is_some() == present);
                 let _ = tokio::time::timeout(Duration::from_secs(10), published).await;
                 Ok(())
             }
