@@ -12,9 +12,14 @@ const readline = require("readline");
 const { chromium } = require(path.join(process.env.ODIGOS_UI_NODE_MODULES, "playwright-core"));
 
 const agents = Number(process.env.ODIGOS_AGENTS);
+// Lines that arrive before they are awaited wait in a queue.
 const lines = readline.createInterface({ input: process.stdin });
-const go = () => new Promise((resolve) => lines.once("line", resolve));
+const queued = [];
+const waiting = [];
+lines.on("line", (line) => (waiting.length ? waiting.shift()(line) : queued.push(line)));
+const go = () => (queued.length ? Promise.resolve(queued.shift()) : new Promise((resolve) => waiting.push(resolve)));
 const say = (value) => console.log(JSON.stringify(value));
+const note = (what) => console.error(`fleet page: ${what}`);
 
 async function main() {
   const browser = await chromium.launch({
@@ -24,12 +29,14 @@ async function main() {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.setDefaultTimeout(120_000);
 
+  note("opening /fleet");
   const opened = Date.now();
   await page.goto(process.env.ODIGOS_UI_URL + "/fleet");
   await page.getByText(`${agents} agents`, { exact: true }).waitFor();
   await page.getByTestId("agent-row").first().waitFor();
   say({ render_ms: Date.now() - opened });
 
+  note("waiting for go (one agent fails)");
   await go();
   const changed = Date.now();
   await page.getByTestId("count-failed").getByText("1 failed").waitFor();
@@ -46,6 +53,7 @@ async function main() {
     };
     requestAnimationFrame(frame);
   });
+  note("waiting for go (every agent applies)");
   await go();
   const pushed = Date.now();
   await page.getByTestId("count-applied").getByText(`${agents - 1} applied`).waitFor();

@@ -49,6 +49,8 @@ pub struct LocalStore {
     kept: Option<PathBuf>,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
     published: watch::Sender<Arc<Snapshot>>,
+    /// One change through the API at a time: each reads a file and writes it back.
+    changing: Mutex<()>,
 }
 
 impl LocalStore {
@@ -84,6 +86,7 @@ impl LocalStore {
             kept: kept.map(Path::to_path_buf),
             files: Mutex::new(files),
             published: watch::channel(Arc::new(Snapshot::default())).0,
+            changing: Mutex::default(),
         });
         store.reload();
         Ok(store)
@@ -206,6 +209,7 @@ impl Store for LocalStore {
                 return Err(Refusal::Invalid(key, errors));
             }
         }
+        let _one = self.changing.lock().unwrap();
         // The file that holds the version in force, and that version's text.
         let wanted = key.to_string();
         let holder = self.files.lock().unwrap().iter().find_map(|(path, state)| {
