@@ -21,7 +21,7 @@ use crate::opamp::{self, Fleet};
 use crate::reconciler::ControlPlane;
 use crate::store::Store;
 
-pub use auth::{CSRF_HEADER, SESSION_COOKIE};
+pub use auth::CSRF_HEADER;
 
 /// How the control plane serves.
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
-pub const SESSION_COOKIE: &str = "odigos_session";
+const SESSION_COOKIE: &str = "odigos_session";
 /// The header a request made with the session cookie needs, unless it only reads.
 pub const CSRF_HEADER: &str = "x-odigos-csrf";
 const SESSION_PATH: &str = "/api/v1/session";

@@ -14,11 +14,10 @@ interface AgentRow {
   desiredHash: string | null;
   configError: string | null;
   lastSeen: string | null;
-  version: string | null;
 }
 
 const FLEET = `{ fleetSummary { total applied applying failed disconnected other }
-  agents { uid role node workload status desiredHash configError lastSeen version } }`;
+  agents { uid role node workload status desiredHash configError lastSeen } }`;
 
 export function StatusBar({ summary }: { summary?: FleetSummary }) {
   const s = summary ?? { total: 0, applied: 0, applying: 0, failed: 0, disconnected: 0, other: 0 };
@@ -158,7 +157,7 @@ interface AgentDetail extends AgentRow {
   effectiveConfig: { name: string; body: string }[];
 }
 
-const AGENT = `query($uid: String!) { agent(uid: $uid) { uid role node workload status desiredHash configError lastSeen version
+const AGENT = `query($uid: String!) { agent(uid: $uid) { uid role node workload status desiredHash configError lastSeen
   pid capabilities healthy lastError transport attributes { key value }
   components { path healthy status lastError since } desiredConfig { name body } effectiveConfig { name body } } }`;
 
