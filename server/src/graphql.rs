@@ -75,15 +75,36 @@ impl Query {
         node: Option<String>,
         status: Option<AgentStatus>,
     ) -> Vec<Agent> {
-        backend(ctx)
-            .fleet
-            .agents()
-            .into_iter()
-            .map(Agent)
-            .filter(|a| role.is_none() || a.attribute(ROLE) == role.as_deref())
-            .filter(|a| node.is_none() || a.attribute("host.name") == node.as_deref())
-            .filter(|a| status.is_none_or(|s| status_of(&a.0) == s))
-            .collect()
+        let filter = AgentFilter {
+            role,
+            node,
+            status,
+            ..AgentFilter::default()
+        };
+        filter.apply(backend(ctx).fleet.agents())
+    }
+
+    /// A window of the agents that `filter` keeps, failing ones first: what a table that
+    /// shows only the rows in view asks for. At most 500 rows at once.
+    async fn agent_page(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] filter: AgentFilter,
+        #[graphql(default)] offset: usize,
+        #[graphql(default = 100)] limit: usize,
+    ) -> AgentPage {
+        let all = backend(ctx).fleet.agents();
+        let roles: std::collections::BTreeSet<String> =
+            all.iter().map(|a| Agent::role_of(a).to_string()).collect();
+        let mut kept = filter.apply(all);
+        kept.sort_by_key(|a| status_of(&a.0) != AgentStatus::Failed);
+        let total = kept.len();
+        let agents = kept.into_iter().skip(offset).take(limit.min(500)).collect();
+        AgentPage {
+            total,
+            roles,
+            agents,
+        }
     }
 
     /// One agent, by its uid in hex.
@@ -527,6 +548,53 @@ pub struct FieldError {
     message: String,
 }
 
+/// Which agents a query keeps.
+#[derive(async_graphql::InputObject, Default)]
+pub struct AgentFilter {
+    /// `gateway`, `node`, `odiglet`, or `sdk` for an SDK's agent.
+    role: Option<String>,
+    /// Part of the host name.
+    node: Option<String>,
+    status: Option<AgentStatus>,
+    /// The start of the hash of the config meant for it.
+    hash: Option<String>,
+}
+
+impl AgentFilter {
+    fn apply(&self, agents: Vec<AgentView>) -> Vec<Agent> {
+        agents
+            .into_iter()
+            .map(Agent)
+            .filter(|a| {
+                self.role
+                    .as_deref()
+                    .is_none_or(|r| Agent::role_of(&a.0) == r)
+            })
+            .filter(|a| {
+                self.node
+                    .as_deref()
+                    .is_none_or(|n| a.attribute("host.name").unwrap_or_default().contains(n))
+            })
+            .filter(|a| self.status.is_none_or(|s| status_of(&a.0) == s))
+            .filter(|a| {
+                self.hash
+                    .as_deref()
+                    .is_none_or(|h| desired_hash(&a.0).unwrap_or_default().starts_with(h))
+            })
+            .collect()
+    }
+}
+
+/// A window of the agents.
+#[derive(SimpleObject)]
+pub struct AgentPage {
+    /// How many agents the filter keeps.
+    total: usize,
+    /// Every role in the fleet, for the filter's choices.
+    roles: std::collections::BTreeSet<String>,
+    agents: Vec<Agent>,
+}
+
 /// Where an agent stands with the config meant for it.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum AgentStatus {
@@ -544,12 +612,30 @@ pub enum AgentStatus {
 pub struct Agent(AgentView);
 
 impl Agent {
+    /// Its role, or `sdk` for an agent that names none (an SDK's).
+    fn role_of(view: &AgentView) -> &str {
+        view.non_identifying
+            .get(ROLE)
+            .or_else(|| view.identifying.get(ROLE))
+            .map_or("sdk", String::as_str)
+    }
+
     fn attribute(&self, key: &str) -> Option<&str> {
         self.0
             .non_identifying
             .get(key)
             .or_else(|| self.0.identifying.get(key))
             .map(String::as_str)
+    }
+}
+
+fn desired_hash(agent: &AgentView) -> Option<&str> {
+    match &agent.config {
+        ConfigStatus::Unassigned => None,
+        ConfigStatus::Pending { hash }
+        | ConfigStatus::Applying { hash }
+        | ConfigStatus::Applied { hash }
+        | ConfigStatus::Failed { hash, .. } => Some(hash),
     }
 }
 
@@ -627,13 +713,7 @@ impl Agent {
 
     /// The hash of the config meant for it.
     async fn desired_hash(&self) -> Option<&str> {
-        match &self.0.config {
-            ConfigStatus::Unassigned => None,
-            ConfigStatus::Pending { hash }
-            | ConfigStatus::Applying { hash }
-            | ConfigStatus::Applied { hash }
-            | ConfigStatus::Failed { hash, .. } => Some(hash),
-        }
+        desired_hash(&self.0)
     }
 
     /// Why it could not apply that config.
@@ -967,14 +1047,7 @@ impl Rollout {
             errors: Vec::new(),
         };
         for agent in agents.iter().filter(|a| a.connected.is_some()) {
-            let (ConfigStatus::Pending { hash: h }
-            | ConfigStatus::Applying { hash: h }
-            | ConfigStatus::Applied { hash: h }
-            | ConfigStatus::Failed { hash: h, .. }) = &agent.config
-            else {
-                continue;
-            };
-            if h != hash {
+            if desired_hash(agent) != Some(hash) {
                 continue;
             }
             rollout.agents += 1;

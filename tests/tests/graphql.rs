@@ -424,6 +424,30 @@ async fn the_fleet_subscription_pushes_changes_as_they_happen() {
             "no push of the failure"
         );
     }
+
+    // A window of the fleet, as the fleet page asks for it: failing agents first.
+    let page = tokio::task::block_in_place(|| {
+        up.graphql(
+            "{ agentPage(offset: 0, limit: 1) { total roles agents { role status configError } } }",
+            json!({}),
+        )
+    });
+    let page = &data(&page)["agentPage"];
+    assert!(page["total"].as_u64() >= Some(2), "{page:#}");
+    assert_eq!(page["agents"].as_array().unwrap().len(), 1, "{page:#}");
+    assert_eq!(page["agents"][0]["role"], "gateway", "{page:#}");
+    assert_eq!(page["agents"][0]["status"], "FAILED", "{page:#}");
+    assert!(
+        page["roles"].as_array().unwrap().contains(&json!("node")),
+        "{page:#}"
+    );
+    let nodes = tokio::task::block_in_place(|| {
+        up.graphql(
+            "{ agentPage(filter: {role: \"node\", status: APPLIED}) { total agents { role } } }",
+            json!({}),
+        )
+    });
+    assert_eq!(data(&nodes)["agentPage"]["total"], 1, "{nodes:#}");
 }
 
 #[test]

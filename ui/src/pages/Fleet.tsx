@@ -1,7 +1,7 @@
-// Every agent the OpAMP server manages: a bar split by status, filters, and a table that
-// renders only the rows in view, so ten thousand agents scroll smoothly.
+// Every agent the OpAMP server manages: a bar split by status, filters, and a table that asks
+// the server for only the rows in view (filtered there), so ten thousand agents scroll smoothly.
 
-import { useMemo, useState } from "react";
+import { useState } from "react";
 import type { AgentStatus, FleetSummary } from "../api";
 import { A, Badge, Empty, Failure, Page, SplitBar, agentTone, diffLines, short, useQuery } from "../common";
 
@@ -16,8 +16,10 @@ interface AgentRow {
   lastSeen: string | null;
 }
 
-const FLEET = `{ fleetSummary { total applied applying failed disconnected other }
-  agents { uid role node workload status desiredHash configError lastSeen } }`;
+const FLEET = `query($filter: AgentFilter, $offset: Int, $limit: Int) {
+  fleetSummary { total applied applying failed disconnected other }
+  agentPage(filter: $filter, offset: $offset, limit: $limit) { total roles
+    agents { uid role node workload status desiredHash configError lastSeen } } }`;
 
 export function StatusBar({ summary }: { summary?: FleetSummary }) {
   const s = summary ?? { total: 0, applied: 0, applying: 0, failed: 0, disconnected: 0, other: 0 };
@@ -45,28 +47,28 @@ export function StatusBar({ summary }: { summary?: FleetSummary }) {
 const ROW = 44;
 const VIEW_ROWS = 14;
 
+/** Rows fetched around the ones in view, in steps of this many, so scrolling refetches rarely. */
+const STEP = 20;
+
 export function Fleet() {
-  const { data, error } = useQuery<{ fleetSummary: FleetSummary; agents: AgentRow[] }>(FLEET);
   const [role, setRole] = useState("");
   const [node, setNode] = useState("");
   const [status, setStatus] = useState("");
   const [hash, setHash] = useState("");
   const [top, setTop] = useState(0);
-  const agents = data?.agents ?? [];
-  const roles = useMemo(() => [...new Set(agents.map((a) => a.role ?? "sdk"))].sort(), [agents]);
-  const shown = useMemo(
-    () =>
-      agents
-        .filter((a) => !role || (a.role ?? "sdk") === role)
-        .filter((a) => !node || (a.node ?? "").includes(node))
-        .filter((a) => !status || a.status === status)
-        .filter((a) => !hash || (a.desiredHash ?? "").startsWith(hash))
-        // Failing agents first: they are what needs a look.
-        .sort((a, b) => Number(b.status === "FAILED") - Number(a.status === "FAILED")),
-    [agents, role, node, status, hash],
-  );
   const first = Math.max(0, Math.floor(top / ROW) - 4);
-  const visible = shown.slice(first, first + VIEW_ROWS + 8);
+  const offset = Math.max(0, Math.floor(first / STEP) * STEP - STEP);
+  const filter = { role: role || null, node: node || null, status: status || null, hash: hash || null };
+  const { data, error } = useQuery<{
+    fleetSummary: FleetSummary;
+    agentPage: { total: number; roles: string[]; agents: AgentRow[] };
+  }>(FLEET, { filter, offset, limit: VIEW_ROWS + 4 * STEP });
+  const page = data?.agentPage;
+  const total = page?.total ?? 0;
+  const rows = page?.agents ?? [];
+  const visible = rows
+    .map((agent, i) => ({ agent, at: offset + i }))
+    .filter(({ at }) => at >= first && at < first + VIEW_ROWS + 8);
   return (
     <Page title="Fleet">
       <StatusBar summary={data?.fleetSummary} />
@@ -76,7 +78,7 @@ export function Fleet() {
           Role
           <select value={role} onChange={(e) => setRole(e.target.value)} aria-label="role">
             <option value="">all</option>
-            {roles.map((r) => (
+            {(page?.roles ?? []).map((r) => (
               <option key={r}>{r}</option>
             ))}
           </select>
@@ -99,12 +101,12 @@ export function Fleet() {
           <input value={hash} onChange={(e) => setHash(e.target.value)} placeholder="prefix" aria-label="config hash" />
         </label>
       </div>
-      {data && shown.length === 0 ? (
-        <Empty title={agents.length ? "No agent matches these filters" : "No agent is connected yet"}>
+      {data && total === 0 ? (
+        <Empty title={data.fleetSummary.total ? "No agent matches these filters" : "No agent is connected yet"}>
           <p>Collectors, odiglet and SDK agents appear here as soon as they connect over OpAMP.</p>
         </Empty>
       ) : (
-        <div className="table virtual" role="table" aria-rowcount={shown.length}>
+        <div className="table virtual" role="table" aria-rowcount={total}>
           <div className="row head" role="row">
             <span>Agent</span>
             <span>Role</span>
@@ -113,15 +115,15 @@ export function Fleet() {
             <span>Config</span>
             <span>Last seen</span>
           </div>
-          <div className="viewport" style={{ height: Math.min(shown.length, VIEW_ROWS) * ROW }} onScroll={(e) => setTop(e.currentTarget.scrollTop)}>
-            <div style={{ height: shown.length * ROW, position: "relative" }}>
-              {visible.map((a, i) => (
+          <div className="viewport" style={{ height: Math.min(total, VIEW_ROWS) * ROW }} onScroll={(e) => setTop(e.currentTarget.scrollTop)}>
+            <div style={{ height: total * ROW, position: "relative" }}>
+              {visible.map(({ agent: a, at }) => (
                 <div
                   key={a.uid}
                   className={`row ${a.status === "FAILED" ? "failed" : ""}`}
                   role="row"
                   data-testid="agent-row"
-                  style={{ position: "absolute", top: (first + i) * ROW, height: ROW, left: 0, right: 0 }}
+                  style={{ position: "absolute", top: at * ROW, height: ROW, left: 0, right: 0 }}
                 >
                   <span className="mono">
                     <A to={`/fleet/${a.uid}`}>{short(a.uid)}</A>
