@@ -757,6 +757,20 @@ impl Agent {
         self.0.last_seen.as_deref()
     }
 
+    /// What it reported of its configs, oldest first (the last 16 changes).
+    async fn config_history(&self) -> Vec<ConfigChange> {
+        self.0
+            .history
+            .iter()
+            .map(|e| ConfigChange {
+                at: e.at.clone(),
+                hash: e.hash.clone(),
+                status: e.status.to_uppercase(),
+                error: e.error.clone(),
+            })
+            .collect()
+    }
+
     /// The config it says it runs.
     async fn effective_config(&self) -> Vec<ConfigFile> {
         files(&self.0.effective_config)
@@ -779,6 +793,17 @@ fn files(map: &std::collections::BTreeMap<String, String>) -> Vec<ConfigFile> {
             body: body.clone(),
         })
         .collect()
+}
+
+/// One change in what an agent reported of its config.
+#[derive(SimpleObject)]
+pub struct ConfigChange {
+    /// When (RFC 3339).
+    at: String,
+    hash: String,
+    /// `APPLYING`, `APPLIED` or `FAILED`.
+    status: String,
+    error: Option<String>,
 }
 
 #[derive(SimpleObject)]

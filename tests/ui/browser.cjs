@@ -145,6 +145,12 @@ async function main() {
   await failed.getByText("default.unwritable").waitFor();
   step("the gateway shows FAILED with its error");
   await shoot(page, "fleet-failed");
+  await failed.getByRole("link").click();
+  const history = page.getByTestId("config-event");
+  await history.filter({ hasText: "FAILED" }).first().waitFor();
+  await history.filter({ hasText: "APPLIED" }).first().waitFor();
+  step("the gateway's page lists its config history: applied, then failed");
+  await shoot(page, "agent-failed");
   await page.getByRole("link", { name: "Problems", exact: true }).click();
   await page.getByTestId("problem").filter({ hasText: "gateway" }).first().waitFor();
   step("the Problems page lists the failed rollout");

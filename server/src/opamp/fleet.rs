@@ -161,11 +161,27 @@ struct Agent {
     health: Option<ComponentHealth>,
     /// Its effective config files, as text, decoded once when reported.
     effective_config: Arc<BTreeMap<String, String>>,
+    /// What it reported of its configs, oldest first, the last [`HISTORY`] changes.
+    history: Arc<Vec<ConfigEvent>>,
     remote_config_status: Option<RemoteConfigStatus>,
     sequence_num: Option<u64>,
     last_seen: Option<Instant>,
     connection: Option<Connection>,
     transport: &'static str,
+}
+
+/// Config status changes kept per agent.
+const HISTORY: usize = 16;
+
+/// One change in what an agent reported of its config.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigEvent {
+    /// When it was reported (RFC 3339).
+    pub at: String,
+    pub hash: String,
+    /// `applying`, `applied` or `failed`.
+    pub status: &'static str,
+    pub error: Option<String>,
 }
 
 /// How an agent stands with the config meant for it.
@@ -208,6 +224,8 @@ pub struct AgentView {
     pub connected: Option<&'static str>,
     /// When it last sent a message, as an RFC 3339 UTC timestamp.
     pub last_seen: Option<String>,
+    /// What it reported of its configs, oldest first (the last 16 changes).
+    pub history: Arc<Vec<ConfigEvent>>,
 }
 
 /// How one component of an agent works, as it reports.
@@ -426,6 +444,26 @@ impl Fleet {
         if let Some(status) = message.remote_config_status {
             if status.status == RemoteConfigStatuses::Failed as i32 {
                 tracing::warn!(uid = %hex(&uid), error = %status.error_message, "agent could not apply its config");
+            }
+            let event = ConfigEvent {
+                at: timestamp(unix_now()).unwrap_or_default(),
+                hash: hex(&status.last_remote_config_hash),
+                status: match RemoteConfigStatuses::try_from(status.status) {
+                    Ok(RemoteConfigStatuses::Applied) => "applied",
+                    Ok(RemoteConfigStatuses::Failed) => "failed",
+                    _ => "applying",
+                },
+                error: Some(status.error_message.clone()).filter(|e| !e.is_empty()),
+            };
+            let last = agent.history.last();
+            if last.is_none_or(|l| {
+                (&l.hash, l.status, &l.error) != (&event.hash, event.status, &event.error)
+            }) {
+                let history = Arc::make_mut(&mut agent.history);
+                if history.len() == HISTORY {
+                    history.remove(0);
+                }
+                history.push(event);
             }
             agent.remote_config_status = Some(status);
             self.changed();
@@ -675,7 +713,14 @@ fn view(uid: &Uid, agent: &Agent, assignments: &Assignments, timeout: Duration) 
         config,
         connected: live.then_some(agent.transport),
         last_seen,
+        history: agent.history.clone(),
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Unix nanoseconds as RFC 3339 (UTC, whole seconds); `None` for 0, which OpAMP uses for unset.

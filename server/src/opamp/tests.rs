@@ -172,6 +172,16 @@ async fn http_agents_get_their_config_on_the_next_poll() {
         error_message: "collector.yaml:1: bad".into(),
     });
     send(&server, &failed).await;
+    let history = server.fleet.agent(&fleet::hex(&uid)).unwrap().history;
+    let statuses: Vec<(&str, Option<&str>)> = history
+        .iter()
+        .map(|e| (e.status, e.error.as_deref()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("applied", None), ("failed", Some("collector.yaml:1: bad"))]
+    );
+    assert_eq!(history[1].hash, second);
     assert_eq!(
         server.fleet.agent(&fleet::hex(&uid)).unwrap().config,
         ConfigStatus::Failed {

@@ -157,11 +157,13 @@ interface AgentDetail extends AgentRow {
   components: { path: string; healthy: boolean; status: string; lastError: string | null; since: string | null }[];
   desiredConfig: { name: string; body: string }[];
   effectiveConfig: { name: string; body: string }[];
+  configHistory: { at: string; hash: string; status: AgentStatus; error: string | null }[];
 }
 
 const AGENT = `query($uid: String!) { agent(uid: $uid) { uid role node workload status desiredHash configError lastSeen
   pid capabilities healthy lastError transport attributes { key value }
-  components { path healthy status lastError since } desiredConfig { name body } effectiveConfig { name body } } }`;
+  components { path healthy status lastError since } desiredConfig { name body } effectiveConfig { name body }
+  configHistory { at hash status error } } }`;
 
 export function Agent({ uid }: { uid: string }) {
   const { data, error } = useQuery<{ agent: AgentDetail | null }>(AGENT, { uid });
@@ -227,6 +229,22 @@ export function Agent({ uid }: { uid: string }) {
                 <span className="ellipsis" title={c.lastError ?? c.status}>
                   {c.status}
                   {c.lastError && <span className="error-text"> — {c.lastError}</span>}
+                </span>
+              </div>
+            ))}
+          </div>
+          <h2>Config history</h2>
+          {agent.configHistory.length === 0 && <p className="muted">It has not reported on a config yet.</p>}
+          <div className="table">
+            {[...agent.configHistory].reverse().map((e, i) => (
+              <div key={i} className={`row history ${e.status === "FAILED" ? "failed" : ""}`} data-testid="config-event">
+                <span className="muted">{new Date(e.at).toLocaleString()}</span>
+                <span>
+                  <Badge tone={agentTone(e.status)}>{e.status}</Badge>
+                </span>
+                <span className="mono">{short(e.hash)}</span>
+                <span className="ellipsis error-text" title={e.error ?? ""}>
+                  {e.error ?? ""}
                 </span>
               </div>
             ))}
