@@ -245,10 +245,8 @@ impl Query {
                 return None;
             };
             agent.connected?;
-            let who = Agent(agent.clone());
-            let role = who
-                .attribute(ROLE)
-                .or(who.attribute(WORKLOAD))
+            let role = attribute(&agent, ROLE)
+                .or(attribute(&agent, WORKLOAD))
                 .unwrap_or("sdk");
             Some(Problem {
                 source: format!("{role} agent {}", agent.uid),
@@ -286,11 +284,7 @@ impl Mutation {
         name: String,
         spec: Json<serde_json::Value>,
     ) -> async_graphql::Result<ChangeResult> {
-        let object = match object_of(kind, &namespace, &name, spec.0) {
-            Ok(object) => object,
-            Err(refused) => return Ok(refused),
-        };
-        apply(ctx, Change::Create(object)).await
+        put(ctx, kind, &namespace, &name, spec.0, Change::Create).await
     }
 
     /// Replaces a resource's spec. A Destination's secret fields, which are never shown, keep
@@ -305,21 +299,10 @@ impl Mutation {
     ) -> async_graphql::Result<ChangeResult> {
         let mut spec = spec.0;
         if kind == Kind::Destination {
-            let (_, store) = plane(ctx)?;
-            let key = kind.key(&namespace, &name);
-            let current = store
-                .subscribe()
-                .borrow()
-                .desired
-                .get(&key)
-                .map(|o| o.spec());
+            let current = spec_in_force(ctx, &kind.key(&namespace, &name))?;
             keep_secrets(&mut spec, current.as_ref());
         }
-        let object = match object_of(kind, &namespace, &name, spec) {
-            Ok(object) => object,
-            Err(refused) => return Ok(refused),
-        };
-        apply(ctx, Change::Update(object)).await
+        put(ctx, kind, &namespace, &name, spec, Change::Update).await
     }
 
     /// Turns a resource off (or back on) and keeps it: `spec.disabled`, or for a Source
@@ -332,15 +315,8 @@ impl Mutation {
         name: String,
         disabled: bool,
     ) -> async_graphql::Result<ChangeResult> {
-        let (_, store) = plane(ctx)?;
         let key = kind.key(&namespace, &name);
-        let Some(mut spec) = store
-            .subscribe()
-            .borrow()
-            .desired
-            .get(&key)
-            .map(|o| o.spec())
-        else {
+        let Some(mut spec) = spec_in_force(ctx, &key)? else {
             return Ok(ChangeResult::refused(&key, Refusal::Missing(key.clone())));
         };
         let field = match kind {
@@ -350,11 +326,7 @@ impl Mutation {
         if let Some(fields) = spec.as_object_mut() {
             fields.insert(field.into(), disabled.into());
         }
-        let object = match object_of(kind, &namespace, &name, spec) {
-            Ok(object) => object,
-            Err(refused) => return Ok(refused),
-        };
-        apply(ctx, Change::Update(object)).await
+        put(ctx, kind, &namespace, &name, spec, Change::Update).await
     }
 
     /// Deletes a resource.
@@ -366,6 +338,36 @@ impl Mutation {
         name: String,
     ) -> async_graphql::Result<ChangeResult> {
         apply(ctx, Change::Delete(kind.key(&namespace, &name))).await
+    }
+}
+
+/// The spec in force of a resource, as JSON.
+fn spec_in_force(
+    ctx: &Context<'_>,
+    key: &ObjectKey,
+) -> async_graphql::Result<Option<serde_json::Value>> {
+    let (_, store) = plane(ctx)?;
+    Ok(store
+        .subscribe()
+        .borrow()
+        .desired
+        .get(key)
+        .map(|o| o.spec()))
+}
+
+/// Reads the resource `spec` describes and makes it (`Change::Create`) or its new version
+/// (`Change::Update`) through the store.
+async fn put(
+    ctx: &Context<'_>,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+    change: fn(resource::Object) -> Change,
+) -> async_graphql::Result<ChangeResult> {
+    match object_of(kind, namespace, name, spec) {
+        Ok(object) => apply(ctx, change(object)).await,
+        Err(refused) => Ok(refused),
     }
 }
 
@@ -614,19 +616,20 @@ pub struct Agent(AgentView);
 impl Agent {
     /// Its role, or `sdk` for an agent that names none (an SDK's).
     fn role_of(view: &AgentView) -> &str {
-        view.non_identifying
-            .get(ROLE)
-            .or_else(|| view.identifying.get(ROLE))
-            .map_or("sdk", String::as_str)
+        attribute(view, ROLE).unwrap_or("sdk")
     }
 
     fn attribute(&self, key: &str) -> Option<&str> {
-        self.0
-            .non_identifying
-            .get(key)
-            .or_else(|| self.0.identifying.get(key))
-            .map(String::as_str)
+        attribute(&self.0, key)
     }
+}
+
+/// An attribute an agent describes itself with.
+fn attribute<'a>(view: &'a AgentView, key: &str) -> Option<&'a str> {
+    view.non_identifying
+        .get(key)
+        .or_else(|| view.identifying.get(key))
+        .map(String::as_str)
 }
 
 fn desired_hash(agent: &AgentView) -> Option<&str> {

@@ -131,6 +131,17 @@ impl Change {
             Change::Delete(key) => key.clone(),
         }
     }
+
+    /// Refuses a new version that does not validate, as a file or `kubectl apply` would be.
+    fn check(&self, catalog: &crate::catalog::Catalog) -> Result<(), Refusal> {
+        if let Change::Create(object) | Change::Update(object) = self {
+            let errors = crate::resource::validate(object, catalog);
+            if !errors.is_empty() {
+                return Err(Refusal::Invalid(object.key(), errors));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a change was refused; nothing of it was written.

@@ -1,7 +1,7 @@
 // Pieces every page uses: the live data hook, navigation, status badges and bars.
 
 import { createContext, useCallback, useContext, useEffect, useRef, useState, type ReactNode } from "react";
-import { gql, Unauthorized, type Condition, type Link } from "./api";
+import { gql, Unauthorized, type ChangeResult, type Condition, type Link } from "./api";
 
 /** What the shell shares: a counter that moves whenever the fleet changes, and the link state. */
 export const Live = createContext<{ version: number; link: Link; refresh: () => void; signedOut: () => void }>({
@@ -42,6 +42,20 @@ export function useQuery<T>(query: string, variables?: Record<string, unknown>) 
   }, []);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   return { data, error, reload };
+}
+
+/**
+ * A row's change (disable, delete): what went wrong, if it was refused, and a way to make one,
+ * after which `reload` runs either way.
+ */
+export function useChange(reload: () => void): [string | undefined, (change: Promise<ChangeResult>) => Promise<void>] {
+  const [failure, setFailure] = useState<string>();
+  const act = async (change: Promise<ChangeResult>) => {
+    const result = await change;
+    setFailure(result.ok ? undefined : result.errors.map((e) => e.message).join("; "));
+    reload();
+  };
+  return [failure, act];
 }
 
 /** The page's path, and a way to go elsewhere without reloading. */

@@ -413,13 +413,8 @@ impl Store for KubeStore {
     }
 
     async fn change(&self, change: Change) -> Result<(), Refusal> {
+        change.check(self.catalog)?;
         let key = change.key();
-        if let Change::Create(object) | Change::Update(object) = &change {
-            let errors = validate(object, self.catalog);
-            if !errors.is_empty() {
-                return Err(Refusal::Invalid(key, errors));
-            }
-        }
         let mut snapshots = self.published.subscribe();
         let client = &self.client;
         let result = match &change {

@@ -202,13 +202,8 @@ impl Store for LocalStore {
     }
 
     async fn change(&self, change: Change) -> Result<(), Refusal> {
+        change.check(self.catalog)?;
         let key = change.key();
-        if let Change::Create(object) | Change::Update(object) = &change {
-            let errors = validate(object, self.catalog);
-            if !errors.is_empty() {
-                return Err(Refusal::Invalid(key, errors));
-            }
-        }
         let _one = self.changing.lock().unwrap();
         // The file that holds the version in force, and that version's text.
         let wanted = key.to_string();

@@ -2,8 +2,8 @@
 // form generated from the catalog's description of each destination type.
 
 import { useContext, useMemo, useState, type FormEvent } from "react";
-import { createResource, deleteResource, setDisabled, updateResource, type ChangeResult, type Condition } from "../api";
-import { Badge, ConditionBadge, Empty, Failure, Live, Page, useQuery } from "../common";
+import { createResource, deleteResource, setDisabled, updateResource, type Condition } from "../api";
+import { Badge, ConditionBadge, Empty, Failure, Live, Page, useChange, useQuery } from "../common";
 
 interface Field {
   name: string;
@@ -42,17 +42,12 @@ export function Destinations() {
   const { data, error, reload } = useQuery<{ destinations: Destination[]; destinationTypes: DestinationType[] }>(DESTINATIONS);
   const { refresh } = useContext(Live);
   const [editing, setEditing] = useState<Destination | "new" | undefined>();
-  const [failure, setFailure] = useState<string>();
   const done = () => {
     setEditing(undefined);
     reload();
     refresh();
   };
-  const act = async (change: Promise<ChangeResult>) => {
-    const result = await change;
-    setFailure(result.ok ? undefined : result.errors.map((e) => e.message).join("; "));
-    reload();
-  };
+  const [failure, act] = useChange(reload);
   const destinations = data?.destinations ?? [];
   return (
     <Page

@@ -2,8 +2,8 @@
 // and create (from a JSON spec), disable and delete.
 
 import { useContext, useState, type FormEvent } from "react";
-import { createResource, deleteResource, setDisabled, type ChangeResult, type Condition, type Kind } from "../api";
-import { ConditionBadge, Empty, Failure, Live, Page, toneOf, useQuery } from "../common";
+import { createResource, deleteResource, setDisabled, type Condition, type Kind } from "../api";
+import { ConditionBadge, Empty, Failure, Live, Page, toneOf, useChange, useQuery } from "../common";
 
 interface Row {
   name: string;
@@ -48,7 +48,6 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
   const { refresh } = useContext(Live);
   const [creating, setCreating] = useState(false);
   const [open, setOpen] = useState<string>();
-  const [failure, setFailure] = useState<string>();
   const loaded = isSource ? sources.data : others.data;
   const rows: Row[] = isSource
     ? (sources.data?.sources ?? []).map((s) => ({
@@ -67,11 +66,7 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
     others.reload();
     refresh();
   };
-  const act = async (change: Promise<ChangeResult>) => {
-    const result = await change;
-    setFailure(result.ok ? undefined : result.errors.map((e) => e.message).join("; "));
-    reload();
-  };
+  const [failure, act] = useChange(reload);
   return (
     <Page
       title={title}
