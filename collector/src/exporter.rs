@@ -92,6 +92,37 @@ pub fn standalone(kind: &str, id: &str, settings: &str, context: &Context) -> Re
     config.build(&ComponentId::new(id), context)
 }
 
+/// Builds exporter `id` of type `kind` from its YAML `settings`, as a pipeline would, and for
+/// a network exporter sends one empty export of each of `signals`: whether the destination
+/// can be reached and takes data, in the exporter's own words. Nothing is queued or retried.
+pub async fn probe(kind: &str, id: &str, settings: &str, signals: &[Signal]) -> Result<(), String> {
+    let context = Context::new();
+    let mut value = odigos_proto::yaml::parse(settings).map_err(|(_, e)| e)?;
+    let network = matches!(kind, "otlp" | "otlp_grpc" | "otlphttp" | "otlp_http");
+    if network && let Value::Mapping(fields) = &mut value {
+        let off = || {
+            Value::Mapping(
+                [("enabled".into(), Value::Bool(false))]
+                    .into_iter()
+                    .collect(),
+            )
+        };
+        fields.insert("sending_queue".into(), off());
+        fields.insert("retry_on_failure".into(), off());
+    }
+    let exporter = standalone(kind, id, &odigos_proto::yaml::to_string(&value), &context)?;
+    if network {
+        for &signal in signals {
+            let empty = Batch::trusted(signal, bytes::Bytes::new(), 0);
+            exporter
+                .consume(empty)
+                .await
+                .map_err(|e| format!("{signal}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NopConfig {}

@@ -463,54 +463,26 @@ impl Gateway {
         if spec.disabled {
             return DestinationPlan::Disabled;
         }
-        let Some(kind) = catalog.get(&spec.destination_type) else {
-            return DestinationPlan::Refused {
-                problem: format!("unknown destination type {:?}", spec.destination_type),
-            };
+        let suffix = id(namespace, name);
+        let mut sealed = Vec::new();
+        let mut seal = |text: String| {
+            let digest = hex(&Sha256::digest(text.as_bytes())[..4]);
+            let path = layout.secrets_dir.join(format!("{suffix}.{digest}"));
+            let reference = format!("${{file:{}}}", path.display());
+            sealed.push((path, text));
+            reference
         };
-        let secret = match &spec.secret_ref {
-            Some(reference) => match desired
-                .secrets
-                .get(&(namespace.to_string(), reference.name.clone()))
-            {
-                Some(secret) => secret_values(secret),
-                None => {
-                    return DestinationPlan::Refused {
-                        problem: format!(
-                            "spec.secretRef: Secret {namespace}/{} does not exist",
-                            reference.name
-                        ),
-                    };
-                }
-            },
-            None => BTreeMap::new(),
+        let built = match destination_exporters(
+            desired,
+            catalog,
+            namespace,
+            name,
+            destination,
+            &mut seal,
+        ) {
+            Ok(built) => built,
+            Err(problem) => return DestinationPlan::Refused { problem },
         };
-        let mut values = BTreeMap::new();
-        for field in &kind.fields {
-            let given = spec.data.get(&field.name).or(if field.secret {
-                secret.get(&field.name)
-            } else {
-                None
-            });
-            let value = match (given, &field.default) {
-                (Some(v), _) => v.clone(),
-                (None, Some(default)) => default.clone(),
-                (None, None) if field.required => {
-                    let from = match &spec.secret_ref {
-                        Some(r) => format!(" or in Secret {namespace}/{}", r.name),
-                        None => String::new(),
-                    };
-                    return DestinationPlan::Refused {
-                        problem: format!(
-                            "field {} is required; it is not in spec.data{from}",
-                            field.name
-                        ),
-                    };
-                }
-                (None, None) => continue,
-            };
-            values.insert(field.name.clone(), value);
-        }
         let selector = match &spec.source_selector {
             Some(selector) => match selected_services(selector, desired) {
                 Some(filter) => Some(filter),
@@ -518,41 +490,32 @@ impl Gateway {
             },
             None => None,
         };
-        let suffix = id(namespace, name);
-        let mut seal = |text: String| {
-            let digest = hex(&Sha256::digest(text.as_bytes())[..4]);
-            let path = layout.secrets_dir.join(format!("{suffix}.{digest}"));
-            let reference = format!("${{file:{}}}", path.display());
-            compiled.secret_files.insert(path, text);
-            reference
-        };
-        // One exporter, or one per signal where the type sets something per signal.
-        let per_signal = !kind.exporter.signals.is_empty();
+        compiled.secret_files.extend(sealed);
         let condition =
             selector.map(|(match_type, services)| service_condition(match_type, &services));
         let (mut exporters, mut pipelines) = (Vec::new(), Vec::new());
-        for signal in Signal::ALL.into_iter().filter(|s| spec.signals.contains(s)) {
-            let exporter = match per_signal {
-                true => format!("{}/{suffix}.{}", kind.exporter.kind, signal.pipeline()),
-                false => format!("{}/{suffix}", kind.exporter.kind),
-            };
-            if !exporters.contains(&exporter) {
-                let rendered = kind.render_for(Some(signal), &values, &mut seal);
-                let mut config = serde_json::to_value(rendered).unwrap_or(Value::Null);
-                if ["otlp", "otlphttp"].contains(&kind.exporter.kind.as_str()) {
-                    config["sending_queue"] = destination_queue(layout);
-                    // Kept until delivered: a full queue makes room by dropping its oldest data.
-                    config["retry_on_failure"] = json!({"initial_interval": "1s", "max_interval": "10s", "max_elapsed_time": "0s"});
-                }
-                self.exporters.insert(exporter.clone(), config);
-                exporters.push(exporter.clone());
+        for DestinationExporter {
+            id: exporter,
+            kind,
+            signals,
+            mut config,
+        } in built
+        {
+            if ["otlp", "otlphttp"].contains(&kind.as_str()) {
+                config["sending_queue"] = destination_queue(layout);
+                // Kept until delivered: a full queue makes room by dropping its oldest data.
+                config["retry_on_failure"] = json!({"initial_interval": "1s", "max_interval": "10s", "max_elapsed_time": "0s"});
             }
-            let pipeline = format!("{}/{suffix}", signal.pipeline());
-            self.pipelines.insert(
-                pipeline.clone(),
-                json!({"receivers": [FAN_OUT], "processors": [], "exporters": [exporter]}),
-            );
-            pipelines.push(pipeline);
+            self.exporters.insert(exporter.clone(), config);
+            for signal in signals {
+                let pipeline = format!("{}/{suffix}", signal.pipeline());
+                self.pipelines.insert(
+                    pipeline.clone(),
+                    json!({"receivers": [FAN_OUT], "processors": [], "exporters": [exporter]}),
+                );
+                pipelines.push(pipeline);
+            }
+            exporters.push(exporter);
         }
         self.routes.push((condition, pipelines.clone()));
         DestinationPlan::Active {
@@ -639,6 +602,95 @@ impl Gateway {
 }
 
 /// An OTLP/gRPC receiver's settings for `host:port` or `unix:PATH`.
+/// One exporter a Destination becomes, before the gateway gives it a queue.
+pub struct DestinationExporter {
+    /// `KIND/NAMESPACE.NAME`, with `.SIGNAL` where the type sets something per signal.
+    pub id: String,
+    pub kind: String,
+    pub signals: Vec<Signal>,
+    pub config: Value,
+}
+
+/// The exporters a Destination becomes: one, or one per signal where its type sets something
+/// per signal. `seal` turns each secret value into what the config holds in its place.
+pub fn destination_exporters(
+    desired: &Desired,
+    catalog: &Catalog,
+    namespace: &str,
+    name: &str,
+    destination: &crate::resource::Destination,
+    seal: &mut dyn FnMut(String) -> String,
+) -> Result<Vec<DestinationExporter>, String> {
+    let spec = &destination.spec;
+    let Some(kind) = catalog.get(&spec.destination_type) else {
+        return Err(format!(
+            "unknown destination type {:?}",
+            spec.destination_type
+        ));
+    };
+    let secret = match &spec.secret_ref {
+        Some(reference) => match desired
+            .secrets
+            .get(&(namespace.to_string(), reference.name.clone()))
+        {
+            Some(secret) => secret_values(secret),
+            None => {
+                return Err(format!(
+                    "spec.secretRef: Secret {namespace}/{} does not exist",
+                    reference.name
+                ));
+            }
+        },
+        None => BTreeMap::new(),
+    };
+    let mut values = BTreeMap::new();
+    for field in &kind.fields {
+        let given = spec.data.get(&field.name).or(if field.secret {
+            secret.get(&field.name)
+        } else {
+            None
+        });
+        let value = match (given, &field.default) {
+            (Some(v), _) => v.clone(),
+            (None, Some(default)) => default.clone(),
+            (None, None) if field.required => {
+                let from = match &spec.secret_ref {
+                    Some(r) => format!(" or in Secret {namespace}/{}", r.name),
+                    None => String::new(),
+                };
+                return Err(format!(
+                    "field {} is required; it is not in spec.data{from}",
+                    field.name
+                ));
+            }
+            (None, None) => continue,
+        };
+        values.insert(field.name.clone(), value);
+    }
+    let suffix = id(namespace, name);
+    let per_signal = !kind.exporter.signals.is_empty();
+    let mut exporters: Vec<DestinationExporter> = Vec::new();
+    for signal in Signal::ALL.into_iter().filter(|s| spec.signals.contains(s)) {
+        let id = match per_signal {
+            true => format!("{}/{suffix}.{}", kind.exporter.kind, signal.pipeline()),
+            false => format!("{}/{suffix}", kind.exporter.kind),
+        };
+        match exporters.iter_mut().find(|e| e.id == id) {
+            Some(exporter) => exporter.signals.push(signal),
+            None => {
+                let rendered = kind.render_for(Some(signal), &values, seal);
+                exporters.push(DestinationExporter {
+                    id,
+                    kind: kind.exporter.kind.clone(),
+                    signals: vec![signal],
+                    config: serde_json::to_value(rendered).unwrap_or(Value::Null),
+                });
+            }
+        }
+    }
+    Ok(exporters)
+}
+
 fn grpc_listen(address: &str) -> Value {
     match address.strip_prefix("unix:") {
         Some(path) => json!({"endpoint": path, "transport": "unix"}),

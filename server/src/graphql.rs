@@ -10,6 +10,7 @@ use async_graphql::{Context, Enum, Json, Object, Schema, SimpleObject, Subscript
 use futures_util::Stream;
 
 use crate::catalog::Catalog;
+use crate::compiler::destination_exporters;
 use crate::opamp::{AgentView, ConfigStatus, Fleet};
 use crate::reconciler::{ControlPlane, ROLE, WORKLOAD};
 use crate::resource::{self, ObjectKey};
@@ -29,6 +30,9 @@ pub type ApiSchema = Schema<Query, Mutation, SubscriptionRoot>;
 /// Deeper or costlier queries are refused before they run.
 const MAX_DEPTH: usize = 12;
 const MAX_COMPLEXITY: usize = 20_000;
+/// How long `testDestination` waits for an exporter's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+const READ_ONLY: &str = "the UI is read-only (--ui-read-only): nothing can be changed";
 /// Changes pushed to a subscriber at most this often; what happens between is folded in.
 const PUSH_EVERY: Duration = Duration::from_millis(250);
 
@@ -329,6 +333,89 @@ impl Mutation {
         put(ctx, kind, &namespace, &name, spec, Change::Update).await
     }
 
+    /// Builds the exporters a Destination becomes, as the gateway would, and sends one empty
+    /// export to each: whether it can be reached and takes data, in the exporter's own words.
+    /// Nothing is saved. A secret field left out takes the value of the Destination of that
+    /// name.
+    async fn test_destination(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = "default")] namespace: String,
+        name: String,
+        spec: Json<serde_json::Value>,
+    ) -> async_graphql::Result<DestinationTest> {
+        if backend(ctx).read_only {
+            return Err(READ_ONLY.into());
+        }
+        let (_, store) = plane(ctx)?;
+        let key = Kind::Destination.key(&namespace, &name);
+        let mut spec = spec.0;
+        keep_secrets(&mut spec, spec_in_force(ctx, &key)?.as_ref());
+        let object = match object_of(Kind::Destination, &namespace, &name, spec) {
+            Ok(object) => object,
+            Err(refused) => return Ok(DestinationTest::refused(refused.errors)),
+        };
+        let catalog = Catalog::builtin();
+        let invalid = resource::validate(&object, catalog);
+        if !invalid.is_empty() {
+            let ChangeResult { errors, .. } =
+                ChangeResult::refused(&key, Refusal::Invalid(key.clone(), invalid));
+            return Ok(DestinationTest::refused(errors));
+        }
+        let resource::Object::Destination(destination) = &object else {
+            unreachable!("object_of reads the kind it is given")
+        };
+        let snapshot = store.subscribe().borrow().clone();
+        // Nothing is written: secret values go into the settings as they are.
+        let exporters = match destination_exporters(
+            &snapshot.desired,
+            catalog,
+            &namespace,
+            &name,
+            destination,
+            &mut |secret| secret,
+        ) {
+            Ok(exporters) => exporters,
+            Err(message) => {
+                let error = FieldError {
+                    field: None,
+                    message,
+                };
+                return Ok(DestinationTest::refused(vec![error]));
+            }
+        };
+        let mut tested = Vec::new();
+        for exporter in exporters {
+            let settings = odigos_proto::yaml::to_string(&exporter.config);
+            let signals: Vec<_> = exporter
+                .signals
+                .iter()
+                .filter_map(|s| odigos_proto::Signal::parse(s.pipeline()))
+                .collect();
+            let probe = odigos_collector::exporter::probe(
+                &exporter.kind,
+                &exporter.id,
+                &settings,
+                &signals,
+            );
+            let error = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error),
+                Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+            };
+            tested.push(ExporterTest {
+                id: exporter.id,
+                signals: signals.iter().map(|s| s.to_string()).collect(),
+                error,
+            });
+        }
+        Ok(DestinationTest {
+            ok: tested.iter().all(|t| t.error.is_none()),
+            errors: Vec::new(),
+            exporters: tested,
+        })
+    }
+
     /// Deletes a resource.
     async fn delete_resource(
         &self,
@@ -374,7 +461,7 @@ async fn put(
 /// Makes `change` through the store, or says why not.
 async fn apply(ctx: &Context<'_>, change: Change) -> async_graphql::Result<ChangeResult> {
     if backend(ctx).read_only {
-        return Err("the UI is read-only (--ui-read-only): nothing can be changed".into());
+        return Err(READ_ONLY.into());
     }
     let (plane, store) = plane(ctx)?;
     let key = change.key();
@@ -541,6 +628,36 @@ impl ChangeResult {
             errors,
         }
     }
+}
+
+/// What `testDestination` found.
+#[derive(SimpleObject)]
+pub struct DestinationTest {
+    /// Every exporter was built and took the empty export.
+    ok: bool,
+    /// Why the spec itself is refused; nothing was sent.
+    errors: Vec<FieldError>,
+    exporters: Vec<ExporterTest>,
+}
+
+impl DestinationTest {
+    fn refused(errors: Vec<FieldError>) -> DestinationTest {
+        DestinationTest {
+            ok: false,
+            errors,
+            exporters: Vec::new(),
+        }
+    }
+}
+
+/// One exporter a Destination becomes, and what sending to it said.
+#[derive(SimpleObject)]
+pub struct ExporterTest {
+    /// As in the gateway's config: `KIND/NAMESPACE.NAME`.
+    id: String,
+    signals: Vec<String>,
+    /// The exporter's own error; none when the destination took the export.
+    error: Option<String>,
 }
 
 #[derive(SimpleObject)]

@@ -11,7 +11,9 @@
 //! - a query nested too deep is refused before it runs;
 //! - the `fleetChanged` subscription (graphql-transport-ws) pushes the fleet's counts at once
 //!   and again when a rollout changes them;
-//! - `--ui-read-only` refuses every mutation and changes nothing.
+//! - `--ui-read-only` refuses every mutation and changes nothing;
+//! - `testDestination` sends an empty export through the destination's real exporter and
+//!   returns the exporter's own error, writing nothing.
 
 use std::time::Duration;
 
@@ -506,4 +508,58 @@ fn secret_fields_are_written_never_shown_and_kept_when_an_update_leaves_them_out
         file.contains("OTLP_HTTP_BASIC_AUTH_PASSWORD: s3cret-value"),
         "{file}"
     );
+}
+
+#[test]
+fn test_destination_sends_an_empty_export_and_returns_the_exporters_own_error() {
+    let up = Up::start(&[("debug.yaml", DEBUG.to_string())]);
+    const TEST: &str = "mutation($name: String!, $spec: JSON!) { testDestination(name: $name, spec: $spec) { ok errors { field message } exporters { id signals error } } }";
+    let otlp = |endpoint: String| {
+        json!({"type": "otlp", "signals": ["TRACES", "LOGS"],
+            "data": {"OTLP_GRPC_ENDPOINT": endpoint, "OTLP_GRPC_TLS_ENABLED": "false"}})
+    };
+    let before = files(&up);
+
+    // A real OTLP receiver: this installation's own node collector.
+    let reachable = up.graphql(
+        TEST,
+        json!({"name": "backend", "spec": otlp(format!("127.0.0.1:{}", up.grpc()))}),
+    );
+    let tested = &data(&reachable)["testDestination"];
+    assert_eq!(tested["ok"], true, "{reachable:#}");
+    assert_eq!(tested["exporters"][0]["id"], "otlp/default.backend");
+    assert_eq!(tested["exporters"][0]["signals"], json!(["traces", "logs"]));
+    assert!(tested["exporters"][0]["error"].is_null(), "{reachable:#}");
+
+    // Nothing listens on a port this test bound and let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused = up.graphql(
+        TEST,
+        json!({"name": "backend", "spec": otlp(format!("127.0.0.1:{closed}"))}),
+    );
+    let tested = &data(&refused)["testDestination"];
+    assert_eq!(tested["ok"], false, "{refused:#}");
+    let error = tested["exporters"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("127.0.0.1:{closed}")) && error.contains("onnection refused"),
+        "the exporter's own error: {refused:#}"
+    );
+
+    // A bad value is refused at its field before anything is sent.
+    let invalid = up.graphql(
+        TEST,
+        json!({"name": "backend", "spec": otlp("not an endpoint".into())}),
+    );
+    let tested = &data(&invalid)["testDestination"];
+    assert_eq!(tested["ok"], false, "{invalid:#}");
+    assert_eq!(tested["exporters"], json!([]));
+    assert_eq!(
+        tested["errors"][0]["field"], "spec.data.OTLP_GRPC_ENDPOINT",
+        "{invalid:#}"
+    );
+    assert_eq!(files(&up), before, "a test writes nothing");
 }

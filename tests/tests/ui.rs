@@ -1,7 +1,7 @@
 //! The web UI in headless Chromium against `odigos up`, driven by `tests/ui/browser.cjs`
 //! (playwright-core): sign in with the printed link, see the collectors (and odiglet, where it
 //! runs) APPLIED in the fleet view, create a Destination through its form and watch it roll
-//! out, create an Action, push a destination whose exporter cannot be built and see the
+//! out, test a destination's connection (down, then up), create an Action, push a destination whose exporter cannot be built and see the
 //! gateway FAILED with its error and on the Problems page, and have a bad value refused at its
 //! field. Screenshots of every page, light and dark, go to `target/ui-screenshots/`.
 
@@ -36,6 +36,10 @@ fn the_ui_shows_the_fleet_and_changes_the_desired_state_in_a_real_browser() {
     std::fs::create_dir_all(&shots).unwrap();
     let out = tempfile::tempdir().unwrap();
     let odiglet = up.output().contains("ebpf tracing   on");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let run = Command::new("node")
         .arg(odigos_tests::workspace().join("tests/ui/browser.cjs"))
         .env("ODIGOS_UI_LINK", up.login_link())
@@ -43,6 +47,8 @@ fn the_ui_shows_the_fleet_and_changes_the_desired_state_in_a_real_browser() {
         .env("ODIGOS_UI_SHOTS", &shots)
         .env("ODIGOS_UI_ARCHIVE", out.path().join("archive.jsonl"))
         .env("ODIGOS_UI_ODIGLET", if odiglet { "1" } else { "0" })
+        .env("ODIGOS_UI_OTLP", format!("127.0.0.1:{}", up.grpc()))
+        .env("ODIGOS_UI_CLOSED", closed.to_string())
         .output()
         .expect("node runs");
     let said = format!(

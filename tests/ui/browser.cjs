@@ -5,6 +5,8 @@
 //   ODIGOS_UI_SHOTS         where to save a screenshot of every page, light and dark
 //   ODIGOS_UI_ARCHIVE       a file path for the destination created through the form
 //   ODIGOS_UI_ODIGLET       "1" when odiglet runs and must show APPLIED too
+//   ODIGOS_UI_OTLP          host:port of a running OTLP/gRPC receiver
+//   ODIGOS_UI_CLOSED        host:port where nothing listens
 // Each step prints what it checked; the first failure ends the run with its reason.
 
 const path = require("path");
@@ -105,6 +107,18 @@ async function main() {
   await fieldError.waitFor();
   step(`a bad endpoint is refused at its field: ${await fieldError.innerText()}`);
   await shoot(page, "destination-form-error");
+
+  // Testing the connection sends an empty export and shows what the exporter said.
+  const outcome = page.getByTestId("test-outcome");
+  await page.getByLabel("OTLP_GRPC_ENDPOINT").fill(process.env.ODIGOS_UI_CLOSED);
+  await page.getByRole("button", { name: "Test connection" }).click();
+  await outcome.filter({ hasText: "Connection refused" }).waitFor();
+  step(`a destination that is down fails its test: ${await outcome.innerText()}`);
+  await shoot(page, "destination-test");
+  await page.getByLabel("OTLP_GRPC_ENDPOINT").fill(process.env.ODIGOS_UI_OTLP);
+  await page.getByRole("button", { name: "Test connection" }).click();
+  await outcome.filter({ hasText: "took an empty export" }).waitFor();
+  step(`a destination that is up passes its test: ${await outcome.innerText()}`);
   await page.getByRole("button", { name: "Cancel" }).click();
 
   // A destination made through its form rolls out to every collector.

@@ -140,6 +140,21 @@ export async function updateResource(kind: Kind, name: string, spec: unknown): P
   return data.updateResource;
 }
 
+export interface DestinationTest {
+  ok: boolean;
+  errors: FieldError[];
+  exporters: { id: string; signals: string[]; error: string | null }[];
+}
+
+/** Builds the destination's exporters on the server and sends each one empty export; saves nothing. */
+export async function testDestination(name: string, spec: unknown): Promise<DestinationTest> {
+  const data = await gql<{ testDestination: DestinationTest }>(
+    `mutation($name: String!, $spec: JSON!) { testDestination(name: $name, spec: $spec) { ok errors { field message } exporters { id signals error } } }`,
+    { name, spec },
+  );
+  return data.testDestination;
+}
+
 /** `namespace/name` as the API shows it, split. */
 export function split(qualified: string): { namespace: string; name: string } {
   const at = qualified.indexOf("/");

@@ -2,7 +2,16 @@
 // form generated from the catalog's description of each destination type.
 
 import { useContext, useMemo, useState, type FormEvent } from "react";
-import { createResource, deleteResource, setDisabled, updateResource, type Condition } from "../api";
+import {
+  createResource,
+  deleteResource,
+  setDisabled,
+  testDestination,
+  updateResource,
+  type Condition,
+  type DestinationTest,
+  type FieldError,
+} from "../api";
 import { Badge, ConditionBadge, Empty, Failure, Live, Page, useChange, useQuery } from "../common";
 
 interface Field {
@@ -125,6 +134,7 @@ function DestinationForm({
   );
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [busy, setBusy] = useState(false);
+  const [tested, setTested] = useState<DestinationTest | undefined>();
 
   const choose = (t: string) => {
     setTypeName(t);
@@ -134,33 +144,37 @@ function DestinationForm({
     setErrors({});
   };
 
+  const spec = () => {
+    const data = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== ""));
+    return { type: type!.name, signals, data };
+  };
+
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     if (!type) return;
     setBusy(true);
-    const data = Object.fromEntries(Object.entries(values).filter(([, v]) => v !== ""));
-    const spec = { type: type.name, signals, data };
     try {
-      const result = existing
-        ? await updateResource("DESTINATION", name, spec)
-        : await createResource("DESTINATION", name, spec);
+      const result = existing ? await updateResource("DESTINATION", name, spec()) : await createResource("DESTINATION", name, spec());
       if (result.ok) {
         onDone();
         return;
       }
-      const byField: Record<string, string> = {};
-      for (const error of result.errors) {
-        const field = error.field ?? "";
-        const key = field.startsWith("spec.data.")
-          ? field.slice("spec.data.".length)
-          : field === "metadata.name"
-            ? "@name"
-            : field.startsWith("spec.signals")
-              ? "@signals"
-              : "@form";
-        byField[key] = byField[key] ? `${byField[key]}; ${error.message}` : error.message;
-      }
-      setErrors(byField);
+      setErrors(byField(result.errors));
+    } catch (error) {
+      setErrors({ "@form": String(error) });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const test = async () => {
+    if (!type) return;
+    setBusy(true);
+    setTested(undefined);
+    try {
+      const result = await testDestination(name || "unnamed", spec());
+      setErrors(byField(result.errors));
+      setTested(result);
     } catch (error) {
       setErrors({ "@form": String(error) });
     } finally {
@@ -209,17 +223,51 @@ function DestinationForm({
             <FieldInput key={f.name} field={f} value={values[f.name] ?? ""} error={errors[f.name]} editing={!!existing} onChange={(v) => setValues({ ...values, [f.name]: v })} />
           ))}
           {errors["@form"] && <div className="error-box">{errors["@form"]}</div>}
+          {tested && tested.exporters.length > 0 && <TestOutcome tested={tested} />}
         </>
       )}
       <div className="form-actions">
         <button type="submit" className="primary" disabled={!type || busy}>
           {existing ? "Save" : "Create"}
         </button>
+        <button type="button" onClick={test} disabled={!type || busy}>
+          Test connection
+        </button>
         <button type="button" onClick={onCancel}>
           Cancel
         </button>
       </div>
     </form>
+  );
+}
+
+/** Server errors keyed by the form field they belong to: a data field's name, `@name`, `@signals`, or `@form`. */
+function byField(errors: FieldError[]): Record<string, string> {
+  const keyed: Record<string, string> = {};
+  for (const error of errors) {
+    const field = error.field ?? "";
+    const key = field.startsWith("spec.data.")
+      ? field.slice("spec.data.".length)
+      : field === "metadata.name"
+        ? "@name"
+        : field.startsWith("spec.signals")
+          ? "@signals"
+          : "@form";
+    keyed[key] = keyed[key] ? `${keyed[key]}; ${error.message}` : error.message;
+  }
+  return keyed;
+}
+
+/** What sending one empty export to each of the destination's exporters found. */
+function TestOutcome({ tested }: { tested: DestinationTest }) {
+  return (
+    <div className={tested.ok ? "ok-box" : "error-box"} data-testid="test-outcome" role="status">
+      {tested.exporters.map((e) => (
+        <div key={e.id}>
+          <span className="mono">{e.id}</span> ({e.signals.join(", ")}): {e.error ?? "took an empty export"}
+        </div>
+      ))}
+    </div>
   );
 }
 
