@@ -61,14 +61,79 @@ const MAX_DEPTH: usize = 100;
 
 /// Validates an encoded `Export{Trace,Metrics,Logs}ServiceRequest` and counts its items.
 pub fn scan(signal: Signal, buf: &[u8]) -> Result<Scan, WireError> {
+    scan_resources(signal, buf, |_, _| {})
+}
+
+/// Like [`scan`], and hands `each` every top-level `Resource*` entry's body with its item
+/// count, in the same pass.
+pub fn scan_resources<'a>(
+    signal: Signal,
+    buf: &'a [u8],
+    each: impl FnMut(&'a [u8], usize),
+) -> Result<Scan, WireError> {
     let mut walker = Walker {
         items: 0,
         resources: 0,
+        each,
     };
     walker.message(export_schema(signal), buf, 0, 0)?;
     Ok(Scan {
         items: walker.items,
         resources: walker.resources,
+    })
+}
+
+/// The `service.name` of a top-level `Resource*` entry's body (as [`scan_resources`] gives
+/// it), when its resource has one as a string.
+pub fn service_name(entry: &[u8]) -> Option<&str> {
+    // ResourceSpans/Metrics/Logs.resource = 1; Resource.attributes = 1; KeyValue.key = 1,
+    // .value = 2; AnyValue.string_value = 1.
+    let resource = fields(entry).find(|&(num, _)| num == 1)?.1;
+    fields(resource)
+        .filter(|&(num, _)| num == 1)
+        .find_map(|(_, attribute)| {
+            let mut key = None;
+            let mut value = None;
+            for (num, body) in fields(attribute) {
+                match num {
+                    1 => key = Some(body),
+                    2 => value = Some(body),
+                    _ => {}
+                }
+            }
+            (key? == b"service.name").then_some(())?;
+            let text = fields(value?).find(|&(num, _)| num == 1)?.1;
+            std::str::from_utf8(text).ok()
+        })
+}
+
+/// The length-delimited fields of a message, as (field number, body); stops at anything
+/// malformed.
+fn fields(buf: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        while pos < buf.len() {
+            let key = read_varint(buf, &mut pos).ok()?;
+            let end = match key & 7 {
+                0 => read_varint(buf, &mut pos).map(|_| pos).ok()?,
+                1 => pos + 8,
+                5 => pos + 4,
+                2 => {
+                    let len = read_varint(buf, &mut pos).ok()?;
+                    pos.checked_add(usize::try_from(len).ok()?)?
+                }
+                _ => return None,
+            };
+            if end > buf.len() {
+                return None;
+            }
+            let start = pos;
+            pos = end;
+            if key & 7 == 2 {
+                return Some((key >> 3, &buf[start..end]));
+            }
+        }
+        None
     })
 }
 
@@ -110,16 +175,17 @@ fn export_schema(signal: Signal) -> &'static Schema {
     }
 }
 
-struct Walker {
+struct Walker<F> {
     items: usize,
     resources: usize,
+    each: F,
 }
 
-impl Walker {
+impl<'a, F: FnMut(&'a [u8], usize)> Walker<F> {
     fn message(
         &mut self,
         schema: &'static Schema,
-        buf: &[u8],
+        buf: &'a [u8],
         base: usize,
         depth: usize,
     ) -> Result<(), WireError> {
@@ -195,10 +261,12 @@ impl Walker {
                             if schema.items_field == field {
                                 self.items += 1;
                             }
+                            let before = self.items;
+                            self.message(inner, body, base + pos, depth + 1)?;
                             if depth == 0 {
                                 self.resources += 1;
+                                (self.each)(body, self.items - before);
                             }
-                            self.message(inner, body, base + pos, depth + 1)?;
                         }
                         Some(Kind::PackedI64) => {
                             if !body.len().is_multiple_of(8) {

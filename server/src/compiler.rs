@@ -740,7 +740,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The `service.name` of a Source's telemetry, or a regex over it.
-fn service_of(source: &Source) -> (String, bool) {
+pub fn service_of(source: &Source) -> (String, bool) {
     match &source.spec.otel_service_name {
         Some(name) => (name.clone(), false),
         None => (

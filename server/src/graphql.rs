@@ -15,6 +15,7 @@ use crate::opamp::{AgentView, ConfigStatus, Fleet};
 use crate::reconciler::{ControlPlane, ROLE, WORKLOAD};
 use crate::resource::{self, ObjectKey};
 use crate::store::{self, Change, Refusal, Store};
+use crate::throughput::{Rates, Throughput};
 
 /// What resolvers work with.
 pub struct Backend {
@@ -23,6 +24,7 @@ pub struct Backend {
     pub plane: Option<(Arc<ControlPlane>, Arc<dyn Store>)>,
     /// Every mutation is refused.
     pub read_only: bool,
+    pub throughput: Throughput,
 }
 
 pub type ApiSchema = Schema<Query, Mutation, SubscriptionRoot>;
@@ -133,15 +135,55 @@ impl Query {
     async fn sources(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Source>> {
         let (plane, store) = plane(ctx)?;
         let snapshot = store.subscribe().borrow().clone();
+        let rates = backend(ctx).throughput.rates();
         Ok(plane
             .state()
             .sources
             .into_iter()
             .map(|view| {
                 let yaml = document(&snapshot.desired, "Source", &view.name);
-                Source { view, yaml }
+                let throughput = snapshot
+                    .desired
+                    .sources
+                    .get(&split(&view.name))
+                    .map(|source| source_rate(&rates, source));
+                Source {
+                    view,
+                    yaml,
+                    throughput,
+                }
             })
             .collect())
+    }
+
+    /// Every `service.name` the node collectors took data from lately, with items per second:
+    /// SDK services that no Source names show here too.
+    async fn services(&self, ctx: &Context<'_>) -> Vec<ServiceRate> {
+        let rates = backend(ctx).throughput.rates();
+        let sources: Vec<_> = match &backend(ctx).plane {
+            Some((_, store)) => {
+                let snapshot = store.subscribe().borrow().clone();
+                let sources = snapshot.desired.sources.iter();
+                sources
+                    .map(|((namespace, name), source)| {
+                        (format!("{namespace}/{name}"), serves(source))
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        rates
+            .services
+            .iter()
+            .map(|(service, &items)| ServiceRate {
+                service: service.clone(),
+                items,
+                source: sources
+                    .iter()
+                    .find(|(_, serves)| serves(service))
+                    .map(|(name, _)| name.clone()),
+            })
+            .collect()
     }
 
     /// Every Destination with how it stands; secret fields are never shown.
@@ -149,6 +191,7 @@ impl Query {
         let (plane, store) = plane(ctx)?;
         let snapshot = store.subscribe().borrow().clone();
         let catalog = Catalog::builtin();
+        let rates = backend(ctx).throughput.rates();
         Ok(plane
             .state()
             .destinations
@@ -174,7 +217,12 @@ impl Query {
                             .collect()
                     })
                     .unwrap_or_default();
-                Destination { view, data }
+                let throughput = destination_rate(&rates, &view);
+                Destination {
+                    view,
+                    data,
+                    throughput,
+                }
             })
             .collect())
     }
@@ -852,6 +900,17 @@ impl Agent {
         self.0.last_error.as_deref()
     }
 
+    /// What a collector takes in, delivers and drops, read from its own metrics.
+    async fn throughput(&self, ctx: &Context<'_>) -> Option<ItemRates> {
+        let rates = backend(ctx).throughput.rates();
+        let rate = rates.collectors.get(&self.0.uid)?;
+        Some(ItemRates {
+            received: rate.received,
+            sent: rate.sent,
+            failed: rate.failed,
+        })
+    }
+
     /// Each component's health, by path (`exporters/otlp/backend`).
     async fn components(&self) -> Vec<Component> {
         self.0
@@ -1003,6 +1062,7 @@ impl From<store::Condition> for Condition {
 pub struct Source {
     view: crate::reconciler::SourceView,
     yaml: Option<String>,
+    throughput: Option<f64>,
 }
 
 #[Object]
@@ -1048,6 +1108,68 @@ impl Source {
     async fn yaml(&self) -> Option<&str> {
         self.yaml.as_deref()
     }
+
+    /// Spans, metric points and log records per second that the node collectors take in from
+    /// its service, over the last few seconds.
+    async fn throughput(&self) -> Option<f64> {
+        self.throughput
+    }
+}
+
+/// What the node collectors take in from a Source's service, per second.
+fn source_rate(rates: &Rates, source: &resource::Source) -> f64 {
+    let serves = serves(source);
+    rates
+        .services
+        .iter()
+        .filter(|(service, _)| serves(service))
+        .fold(0.0, |sum, (_, rate)| sum + rate)
+}
+
+/// Whether a `service.name` is a Source's: its service name, or one its regex matches.
+fn serves(source: &resource::Source) -> impl Fn(&str) -> bool + use<> {
+    let (service, regex) = crate::compiler::service_of(source);
+    let pattern = regex
+        .then(|| regex::Regex::new(&format!("^(?:{service})$")).ok())
+        .flatten();
+    move |name| match &pattern {
+        Some(pattern) => pattern.is_match(name),
+        None => name == service,
+    }
+}
+
+/// What the gateways' exporters of a Destination deliver and drop, per second.
+fn destination_rate(rates: &Rates, view: &crate::reconciler::DestinationView) -> Option<ItemRates> {
+    let Some(crate::compiler::DestinationPlan::Active { exporters, .. }) = &view.plan else {
+        return None;
+    };
+    let mut total = ItemRates::default();
+    for rate in exporters.iter().filter_map(|e| rates.exporters.get(e)) {
+        total.sent += rate.sent;
+        total.failed += rate.failed;
+    }
+    Some(total)
+}
+
+#[derive(SimpleObject)]
+pub struct ServiceRate {
+    /// Empty for data whose resource has no `service.name`.
+    service: String,
+    /// Items per second.
+    items: f64,
+    /// The Source (`namespace/name`) it is the service of, if any.
+    source: Option<String>,
+}
+
+/// Items per second, over the last few seconds.
+#[derive(SimpleObject, Default, Clone)]
+pub struct ItemRates {
+    /// Taken in (a collector's receivers).
+    received: f64,
+    /// Delivered (exporters).
+    sent: f64,
+    /// Dropped after sending failed.
+    failed: f64,
 }
 
 #[derive(SimpleObject)]
@@ -1064,6 +1186,7 @@ pub struct Process {
 pub struct Destination {
     view: crate::reconciler::DestinationView,
     data: Vec<Attribute>,
+    throughput: Option<ItemRates>,
 }
 
 #[Object]
@@ -1096,6 +1219,11 @@ impl Destination {
     /// Its fields, without the secret ones.
     async fn data(&self) -> &[Attribute] {
         &self.data
+    }
+
+    /// What the gateways deliver to it and drop, while it is in use.
+    async fn throughput(&self) -> Option<&ItemRates> {
+        self.throughput.as_ref()
     }
 }
 

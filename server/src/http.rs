@@ -123,6 +123,7 @@ impl Server {
                 fleet: fleet.clone(),
                 plane: plane.clone(),
                 read_only: options.ui_read_only,
+                throughput: crate::throughput::Throughput::start(fleet.clone()),
             });
             let side = auth::Side::People {
                 read_only: options.ui_read_only,

@@ -11,4 +11,5 @@ pub mod opamp;
 pub mod reconciler;
 pub mod resource;
 pub mod store;
+pub mod throughput;
 pub mod ui;

@@ -563,3 +563,57 @@ fn test_destination_sends_an_empty_export_and_returns_the_exporters_own_error() 
     );
     assert_eq!(files(&up), before, "a test writes nothing");
 }
+
+#[test]
+fn throughput_per_source_destination_and_collector_comes_from_the_collectors_own_metrics() {
+    let source = "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {name: checkout}\nspec:\n  workload: {kind: Process, name: checkout}\n";
+    let up = Up::start(&[
+        ("debug.yaml", DEBUG.to_string()),
+        ("source.yaml", source.to_string()),
+    ]);
+    let sdk = tempfile::tempdir().unwrap();
+    let streamer = odigos_tests::sdk::Streamer::python(
+        &format!("http://127.0.0.1:{}", up.grpc()),
+        "checkout",
+        10,
+        sdk.path(),
+    );
+    let query = "{ sources { name throughput } services { service items }
+        destinations { name throughput { sent failed } }
+        agents { role throughput { received sent failed } } }";
+    let mut last = Value::Null;
+    // Rates need two readings of the collectors, five seconds apart.
+    let flowing = wait_for(Duration::from_secs(30), || {
+        last = up.graphql(query, json!({}));
+        let d = data(&last);
+        let rate = |v: &Value| v.as_f64().unwrap_or(0.0);
+        let agent = |role: &str| {
+            d["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["role"] == role)
+                .map(|a| a["throughput"].clone())
+                .unwrap_or(Value::Null)
+        };
+        rate(&d["sources"][0]["throughput"]) > 0.0
+            && d["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["service"] == "checkout" && rate(&s["items"]) > 0.0)
+            && rate(&d["destinations"][0]["throughput"]["sent"]) > 0.0
+            && rate(&agent("node")["received"]) > 0.0
+            && rate(&agent("node")["sent"]) > 0.0
+            && rate(&agent("gateway")["received"]) > 0.0
+    });
+    let acked = streamer.acked().len();
+    streamer.stop();
+    assert!(flowing, "{acked} spans acknowledged; throughput: {last:#}");
+    let d = data(&last);
+    assert_eq!(d["sources"][0]["name"], "default/checkout");
+    assert_eq!(
+        d["destinations"][0]["throughput"]["failed"], 0.0,
+        "{last:#}"
+    );
+}

@@ -2,8 +2,8 @@
 //! (playwright-core): sign in with the printed link, see the collectors (and odiglet, where it
 //! runs) APPLIED in the fleet view, create a Destination through its form and watch it roll
 //! out, test a destination's connection (down, then up), create an Action, push a destination whose exporter cannot be built and see the
-//! gateway FAILED with its error and on the Problems page, and have a bad value refused at its
-//! field. Screenshots of every page, light and dark, go to `target/ui-screenshots/`.
+//! gateway FAILED with its error and on the Problems page, have a bad value refused at its
+//! field, and see what an SDK sends flow on the overview's edges. Screenshots of every page, light and dark, go to `target/ui-screenshots/`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,6 +36,14 @@ fn the_ui_shows_the_fleet_and_changes_the_desired_state_in_a_real_browser() {
     std::fs::create_dir_all(&shots).unwrap();
     let out = tempfile::tempdir().unwrap();
     let odiglet = up.output().contains("ebpf tracing   on");
+    // Data flowing all along, for the overview's throughput.
+    let sdk = tempfile::tempdir().unwrap();
+    let streamer = odigos_tests::sdk::Streamer::python(
+        &format!("http://127.0.0.1:{}", up.grpc()),
+        "checkout",
+        10,
+        sdk.path(),
+    );
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,6 +59,7 @@ fn the_ui_shows_the_fleet_and_changes_the_desired_state_in_a_real_browser() {
         .env("ODIGOS_UI_CLOSED", closed.to_string())
         .output()
         .expect("node runs");
+    streamer.stop();
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&run.stdout),

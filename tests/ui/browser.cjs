@@ -178,6 +178,15 @@ async function main() {
   }
   step("every page rendered");
 
+  // An SDK has been sending as `checkout` all along: the overview shows what flows on each edge.
+  await page.getByRole("link", { name: "Overview", exact: true }).click();
+  const flowing = (locator) => locator.locator(".rate").filter({ hasText: /^(?!0\/s$)[0-9.]+k?\/s$/ });
+  await flowing(page.locator(".chip", { hasText: "checkout" })).waitFor();
+  await flowing(page.getByTestId("edge-node-received")).waitFor();
+  await flowing(page.getByTestId("edge-gateway-sent")).waitFor();
+  step(`the overview shows live throughput: checkout ${await flowing(page.locator(".chip", { hasText: "checkout" })).innerText()}, node in ${await page.getByTestId("edge-node-received").innerText()}`);
+  await shoot(page, "overview-live");
+
   // On a phone.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.getByRole("link", { name: "Overview", exact: true }).click();

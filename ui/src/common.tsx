@@ -12,10 +12,10 @@ export const Live = createContext<{ version: number; link: Link; refresh: () => 
 });
 
 /**
- * Runs `query` now and again whenever the fleet changes (or every 10 s). Keeps showing the
- * last data while a new answer is on its way, so nothing jumps.
+ * Runs `query` now and again whenever the fleet changes (or every `every` ms). Keeps showing
+ * the last data while a new answer is on its way, so nothing jumps.
  */
-export function useQuery<T>(query: string, variables?: Record<string, unknown>) {
+export function useQuery<T>(query: string, variables?: Record<string, unknown>, every = 10_000) {
   const { version, signedOut } = useContext(Live);
   const [data, setData] = useState<T | undefined>();
   const [error, setError] = useState<string | undefined>();
@@ -37,9 +37,9 @@ export function useQuery<T>(query: string, variables?: Record<string, unknown>) 
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [query, key, version, tick]);
   useEffect(() => {
-    const every = setInterval(() => setTick((t) => t + 1), 10_000);
-    return () => clearInterval(every);
-  }, []);
+    const timer = setInterval(() => setTick((t) => t + 1), every);
+    return () => clearInterval(timer);
+  }, [every]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   return { data, error, reload };
 }

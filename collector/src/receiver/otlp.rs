@@ -4,20 +4,21 @@ mod grpc;
 mod http;
 
 use std::any::Any;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use odigos_proto::Signal;
+use odigos_proto::{Signal, wire};
 use serde::{Deserialize, Deserializer};
 
 use super::{Output, Routes, Server};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::consumer::ConsumeError;
 use crate::receiver;
-use crate::telemetry::Counter;
+use crate::telemetry::{Counter, Registry};
 use crate::topology::Context;
 use crate::{Batch, Decoded};
 
@@ -446,6 +447,7 @@ struct Ingest {
     output: Output,
     accepted: [Counter; 3],
     refused: [Counter; 3],
+    by_service: ByService,
 }
 
 enum IngestError {
@@ -478,6 +480,11 @@ impl Ingest {
             output,
             accepted: Signal::ALL.map(|s| counter("accepted", s)),
             refused: Signal::ALL.map(|s| counter("refused", s)),
+            by_service: ByService {
+                registry: context.registry.clone(),
+                receiver: id.to_string(),
+                counters: Mutex::default(),
+            },
         }
     }
 
@@ -492,17 +499,25 @@ impl Ingest {
     /// Validates an encoded request and pushes it on.
     async fn encoded(&self, signal: Signal, bytes: Bytes) -> Result<(), IngestError> {
         self.check(signal)?;
-        let batch =
-            Batch::from_bytes(signal, bytes).map_err(|e| IngestError::Invalid(e.to_string()))?;
-        self.push(batch).await
+        let mut services = Vec::new();
+        let scan = wire::scan_resources(signal, &bytes, |entry, items| {
+            services.push((wire::service_name(entry), items));
+        })
+        .map_err(|e| IngestError::Invalid(e.to_string()))?;
+        let batch = Batch::trusted(signal, bytes.clone(), scan.items);
+        self.push(batch).await?;
+        for (service, items) in services {
+            self.by_service.add(signal, service, items);
+        }
+        Ok(())
     }
 
-    /// Validates an OTLP JSON request and pushes it on.
+    /// Validates an OTLP JSON request and pushes it on, encoded as protobuf like any other.
     async fn json(&self, signal: Signal, json: &[u8]) -> Result<(), IngestError> {
         self.check(signal)?;
         let decoded = Decoded::from_json(signal, json)
             .map_err(|e| IngestError::Invalid(format!("invalid OTLP JSON: {e}")))?;
-        self.push(Batch::from_decoded(decoded)).await
+        self.encoded(signal, decoded.encode()).await
     }
 
     async fn push(&self, batch: Batch) -> Result<(), IngestError> {
@@ -525,6 +540,49 @@ impl Ingest {
                 })
             }
         }
+    }
+}
+
+/// Items accepted per `service.name` and signal: the throughput of each source that the
+/// control plane shows. Services beyond the first [`MAX_SERVICES`] of a signal count as
+/// `(other)`.
+struct ByService {
+    registry: Registry,
+    receiver: String,
+    /// By signal, then service.
+    counters: Mutex<[HashMap<String, Counter>; 3]>,
+}
+
+const MAX_SERVICES: usize = 1000;
+
+impl ByService {
+    fn add(&self, signal: Signal, service: Option<&str>, items: usize) {
+        if items == 0 {
+            return;
+        }
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let counters = &mut counters[signal as usize];
+        let mut service = service.unwrap_or("");
+        if let Some(counter) = counters.get(service) {
+            counter.add(items);
+            return;
+        }
+        if counters.len() >= MAX_SERVICES {
+            service = "(other)";
+        }
+        let labels = [
+            ("receiver", self.receiver.as_str()),
+            ("signal", signal.as_str()),
+            ("service", service),
+        ];
+        let help = "Items pushed into the pipeline, by the service.name of their resource.";
+        counters
+            .entry(service.to_string())
+            .or_insert_with(|| {
+                self.registry
+                    .counter("odigos_receiver_accepted_items", help, &labels)
+            })
+            .add(items);
     }
 }
 

@@ -176,6 +176,32 @@ fn counts_items_of_each_signal() {
 }
 
 #[test]
+fn each_resource_is_counted_under_its_service_name() {
+    let mut request = traces(3, 2);
+    request.resource_spans[1]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes = vec![
+        kv("host.name", any_value::Value::StringValue("h".into())),
+        kv(
+            "service.name",
+            any_value::Value::StringValue("checkout".into()),
+        ),
+    ];
+    request.resource_spans[2].resource = None;
+    request.resource_spans[2].scope_spans[0].spans.pop();
+    let bytes = request.encode_to_vec();
+    let mut seen = Vec::new();
+    let scan = scan_resources(Signal::Traces, &bytes, |entry, items| {
+        seen.push((service_name(entry), items))
+    })
+    .unwrap();
+    assert_eq!(scan.items, 5);
+    assert_eq!(seen, [(Some("svc"), 2), (Some("checkout"), 2), (None, 1)]);
+}
+
+#[test]
 fn concatenated_requests_decode_as_one() {
     let a = traces(1, 2).encode_to_vec();
     let b = traces(2, 3).encode_to_vec();

@@ -548,6 +548,23 @@ impl Fleet {
         views
     }
 
+    /// Where agents serve their own metrics, as they report it (`listening ADDRESS` on their
+    /// `service.telemetry.metrics` component): (uid in hex, address).
+    pub fn metrics_endpoints(&self) -> Vec<(String, String)> {
+        let agents = self.agents.lock().unwrap();
+        agents
+            .iter()
+            .filter_map(|(uid, agent)| {
+                let health = agent.health.as_ref()?;
+                let status = &health
+                    .component_health_map
+                    .get("service.telemetry.metrics")?
+                    .status;
+                Some((hex(uid), status.strip_prefix("listening ")?.to_string()))
+            })
+            .collect()
+    }
+
     /// The config files meant for an agent (uid in hex), by name, as text.
     pub fn desired_config(&self, uid: &str) -> Option<BTreeMap<String, String>> {
         let uid = odigos_proto::opamp::parse_uid(uid)?;

@@ -1,5 +1,6 @@
 // The pipeline at a glance: instrumentation rules, sources, the node collector, actions, the
-// gateway and destinations, each in a column with its count, red where something fails.
+// gateway and destinations, each in a column with its count, red where something fails, and
+// the items per second on each edge, read from the collectors' own metrics.
 
 import type { Condition, FleetSummary } from "../api";
 import { A, Badge, Empty, Failure, Page, agentTone, toneOf, useQuery } from "../common";
@@ -8,24 +9,47 @@ import { StatusBar } from "./Fleet";
 interface Item {
   name: string;
   condition: Condition;
+  /** Items per second through it, when measured. */
+  rate?: number | null;
+}
+
+interface Rates {
+  received: number;
+  sent: number;
+  failed: number;
+}
+
+interface Agent {
+  role: string | null;
+  status: string;
+  throughput: Rates | null;
 }
 
 const OVERVIEW = `{ fleetSummary { total applied applying failed disconnected other }
-  sources { name condition { kind status reason message } }
+  sources { name throughput condition { kind status reason message } }
+  services { service items source }
   resources { kind name condition { kind status reason message } }
-  destinations { name condition { kind status reason message } health { kind status reason message } }
-  agents { role status } problems { message } }`;
+  destinations { name condition { kind status reason message } health { kind status reason message } throughput { sent failed } }
+  agents { role status throughput { received sent failed } } problems { message } }`;
 
 interface Overview {
   fleetSummary: FleetSummary;
-  sources: Item[];
+  sources: (Item & { throughput: number | null })[];
+  services: { service: string; items: number; source: string | null }[];
   resources: (Item & { kind: string })[];
-  destinations: (Item & { health: Condition | null })[];
-  agents: { role: string | null; status: string }[];
+  destinations: (Item & { health: Condition | null; throughput: { sent: number; failed: number } | null })[];
+  agents: Agent[];
   problems: { message: string }[];
 }
 
-function Column({ title, to, items, empty }: { title: string; to: string; items: { name: string; condition: Condition }[]; empty: string }) {
+/** Items per second, short: `0.4/s`, `12/s`, `3.1k/s`. */
+export function perSecond(rate: number): string {
+  if (rate >= 1000) return `${(rate / 1000).toFixed(1)}k/s`;
+  if (rate >= 10 || rate === 0) return `${Math.round(rate)}/s`;
+  return `${rate.toFixed(1)}/s`;
+}
+
+function Column({ title, to, items, empty }: { title: string; to: string; items: Item[]; empty: string }) {
   const failing = items.filter((i) => toneOf(i.condition) === "bad").length;
   return (
     <div className={`column ${failing ? "failing" : ""}`} data-testid={`column-${title}`}>
@@ -35,35 +59,57 @@ function Column({ title, to, items, empty }: { title: string; to: string; items:
       {items.length === 0 && <p className="muted small">{empty}</p>}
       {items.map((i) => (
         <div key={i.name} className={`chip ${toneOf(i.condition)}`} title={i.condition.message}>
-          {i.name.replace(/^default\//, "")}
+          <span className="ellipsis">{i.name.replace(/^default\//, "")}</span>
+          {i.rate != null && <span className="rate">{perSecond(i.rate)}</span>}
         </div>
       ))}
     </div>
   );
 }
 
-function Collector({ role, agents }: { role: string; agents: { role: string | null; status: string }[] }) {
+function Collector({ role, agents }: { role: string; agents: Agent[] }) {
   const mine = agents.filter((a) => a.role === role);
   const worst = mine.find((a) => a.status === "FAILED") ?? mine.find((a) => a.status !== "APPLIED") ?? mine[0];
+  const measured = mine.filter((a) => a.throughput);
+  const sum = (key: keyof Rates) => measured.reduce((total, a) => total + a.throughput![key], 0);
+  const edge = (key: "received" | "sent") => (
+    <span className="arrow" data-testid={`edge-${role}-${key}`}>
+      {measured.length > 0 && <span className="rate">{perSecond(sum(key))}</span>}→
+    </span>
+  );
   return (
     <div className="collector" data-testid={`collector-${role}`}>
-      <span className="arrow">→</span>
+      {edge("received")}
       <A to="/fleet">{role}</A>
       {worst ? <Badge tone={agentTone(worst.status)}>{mine.length > 1 ? `${mine.length} ${worst.status}` : worst.status}</Badge> : <Badge tone="off">none</Badge>}
-      <span className="arrow">→</span>
+      {edge("sent")}
+      {measured.length > 0 && sum("failed") > 0 && <Badge tone="bad">{perSecond(sum("failed"))} dropped</Badge>}
     </div>
   );
 }
 
 export function OverviewPage() {
-  const { data, error } = useQuery<Overview>(OVERVIEW);
+  // The collectors are read every 5 s: so is this page.
+  const { data, error } = useQuery<Overview>(OVERVIEW, undefined, 5_000);
   if (!data) return <Page title="Overview"><Failure error={error} /></Page>;
   const rules = data.resources.filter((r) => r.kind === "InstrumentationRule");
   const actions = data.resources.filter((r) => r.kind === "Action" || r.kind === "Sampling");
   const destinations = data.destinations.map((d) => ({
     name: d.name,
     condition: d.health?.status === "False" ? d.health : d.condition,
+    rate: d.throughput?.sent,
   }));
+  // Sources, and the services that send without one (an SDK's), with what each sends.
+  const sources: Item[] = [
+    ...data.sources.map((s) => ({ name: s.name, condition: s.condition, rate: s.throughput })),
+    ...data.services
+      .filter((s) => !s.source)
+      .map((s) => ({
+        name: s.service || "(no service.name)",
+        condition: { kind: "Ready", status: "True", reason: "SDK", message: "sends OTLP itself; no Source names it" } as Condition,
+        rate: s.items,
+      })),
+  ];
   return (
     <Page title="Overview">
       <Failure error={error} />
@@ -75,7 +121,7 @@ export function OverviewPage() {
       )}
       <div className="pipeline">
         <Column title="Rules" to="/rules" items={rules} empty="No instrumentation rule" />
-        <Column title="Sources" to="/sources" items={data.sources} empty="Nothing instrumented by name yet; SDKs still send OTLP" />
+        <Column title="Sources" to="/sources" items={sources} empty="Nothing instrumented by name yet; SDKs still send OTLP" />
         <Collector role="node" agents={data.agents} />
         <Column title="Actions" to="/actions" items={actions} empty="No action" />
         <Collector role="gateway" agents={data.agents} />

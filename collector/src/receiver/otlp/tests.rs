@@ -275,6 +275,17 @@ async fn http_accepts_protobuf_json_and_gzip() {
     assert_eq!(span.name, "GET /cart");
     assert_eq!(span.trace_id[0], 0x5b);
     assert_eq!(span.start_time_unix_nano, 1544712660000000000);
+    // Counted by service: the protobuf requests have no service.name, the JSON one has.
+    let by_service = |service: &str| {
+        let labels = [
+            ("receiver", "otlp"),
+            ("signal", "traces"),
+            ("service", service),
+        ];
+        h.registry.value("odigos_receiver_accepted_items", &labels)
+    };
+    assert_eq!(by_service("checkout"), Some(1));
+    assert_eq!(by_service(""), Some(4));
     h.running.stop().await;
 }
 
