@@ -12,7 +12,7 @@ use futures_util::Stream;
 use crate::catalog::Catalog;
 use crate::compiler::destination_exporters;
 use crate::opamp::{AgentView, ConfigStatus, Fleet};
-use crate::reconciler::{ControlPlane, ROLE, WORKLOAD};
+use crate::reconciler::{ControlPlane, ROLE, RolloutRecord, WORKLOAD};
 use crate::resource::{self, ObjectKey};
 use crate::store::{self, Change, Refusal, Store};
 use crate::throughput::{Rates, Throughput};
@@ -313,12 +313,35 @@ impl Query {
 
     /// Each role's and workload's config hash and how far its agents are with it.
     async fn rollouts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Rollout>> {
-        let state = plane(ctx)?.0.state();
+        current_rollouts(ctx)
+    }
+
+    /// The latest rollouts, newest first: each new config of a role or workload, with the
+    /// changes to the desired state that made it. One that a later rollout replaced counts
+    /// the agents that applied or failed it while it was current.
+    async fn rollout_history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] limit: usize,
+    ) -> async_graphql::Result<Vec<Rollout>> {
+        let plane = &plane(ctx)?.0;
+        let current = plane.state().hashes;
         let agents = backend(ctx).fleet.agents();
-        Ok(state
-            .hashes
-            .iter()
-            .map(|(target, hash)| Rollout::of(target, hash, &agents))
+        Ok(plane
+            .rollouts()
+            .into_iter()
+            .rev()
+            .take(limit)
+            .map(|record| {
+                let superseded = current.get(&record.target) != Some(&record.hash);
+                Rollout::of(
+                    &record.target,
+                    &record.hash,
+                    &agents,
+                    Some(record.clone()),
+                    superseded,
+                )
+            })
             .collect())
     }
 }
@@ -476,6 +499,25 @@ impl Mutation {
     }
 }
 
+/// The rollout of the config each role and workload is meant to run now.
+fn current_rollouts(ctx: &Context<'_>) -> async_graphql::Result<Vec<Rollout>> {
+    let plane = &plane(ctx)?.0;
+    Ok(rollouts_now(plane, &backend(ctx).fleet))
+}
+
+fn rollouts_now(plane: &ControlPlane, fleet: &Fleet) -> Vec<Rollout> {
+    let hashes = plane.state().hashes;
+    let records = plane.rollouts();
+    let agents = fleet.agents();
+    hashes
+        .iter()
+        .map(|(target, hash)| {
+            let record = records.iter().rev().find(|r| r.target == *target).cloned();
+            Rollout::of(target, hash, &agents, record, false)
+        })
+        .collect()
+}
+
 /// The spec in force of a resource, as JSON.
 fn spec_in_force(
     ctx: &Context<'_>,
@@ -611,6 +653,33 @@ impl SubscriptionRoot {
                 Some((FleetSummary::of(&fleet.agents()), (fleet, changes, false)))
             },
         )
+    }
+
+    /// The rollout of each role's and workload's current config, pushed when a new desired
+    /// state is assigned or an agent reports on its config (at most every 250 ms).
+    async fn rollouts_changed(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = Vec<Rollout>> + use<>> {
+        let plane = plane(ctx)?.0.clone();
+        let fleet = backend(ctx).fleet.clone();
+        let watched = (fleet.changes(), plane.generations());
+        Ok(futures_util::stream::unfold(
+            (plane, fleet, watched, true),
+            |(plane, fleet, (mut changes, mut generations), first)| async move {
+                if !first {
+                    tokio::select! {
+                        changed = changes.changed() => changed.ok()?,
+                        changed = generations.changed() => changed.ok()?,
+                    }
+                    tokio::time::sleep(PUSH_EVERY).await;
+                    changes.mark_unchanged();
+                    generations.mark_unchanged();
+                }
+                let rollouts = rollouts_now(&plane, &fleet);
+                Some((rollouts, (plane, fleet, (changes, generations), false)))
+            },
+        ))
     }
 }
 
@@ -1293,6 +1362,15 @@ pub struct Rollout {
     /// `gateway`, `node`, `odiglet`, or a workload.
     target: String,
     hash: String,
+    /// The generation of the desired state that made it, when and with what changes.
+    generation: Option<u64>,
+    at: Option<String>,
+    /// The config it replaced.
+    previous: Option<String>,
+    /// `Destination default/x created` (`changed`, `deleted`).
+    changes: Vec<String>,
+    /// A later rollout of the same target replaced it.
+    superseded: bool,
     agents: usize,
     applied: usize,
     /// Offered or being applied.
@@ -1309,30 +1387,61 @@ pub struct AgentError {
 }
 
 impl Rollout {
-    fn of(target: &str, hash: &str, agents: &[AgentView]) -> Rollout {
+    /// Where the agents are with the config `hash` of `target`: those it is meant for now, or
+    /// for a superseded one, those whose history shows they applied or failed it.
+    fn of(
+        target: &str,
+        hash: &str,
+        agents: &[AgentView],
+        record: Option<RolloutRecord>,
+        superseded: bool,
+    ) -> Rollout {
+        let record = record.filter(|r| r.hash == hash);
         let mut rollout = Rollout {
             target: target.to_string(),
             hash: hash.to_string(),
+            generation: record.as_ref().map(|r| r.generation),
+            at: record.as_ref().map(|r| r.at.clone()),
+            previous: record.as_ref().and_then(|r| r.previous.clone()),
+            changes: record.map(|r| r.changes).unwrap_or_default(),
+            superseded,
             agents: 0,
             applied: 0,
             pending: 0,
             failed: 0,
             errors: Vec::new(),
         };
-        for agent in agents.iter().filter(|a| a.connected.is_some()) {
-            if desired_hash(agent) != Some(hash) {
+        let failed = |rollout: &mut Rollout, uid: &str, error: &str| {
+            rollout.failed += 1;
+            rollout.errors.push(AgentError {
+                uid: uid.to_string(),
+                error: error.to_string(),
+            });
+        };
+        for agent in agents {
+            if superseded {
+                let mut mine = agent.history.iter().rev().filter(|e| e.hash == hash);
+                let Some(event) = mine.find(|e| e.status != "applying") else {
+                    continue;
+                };
+                rollout.agents += 1;
+                match event.status {
+                    "applied" => rollout.applied += 1,
+                    _ => failed(
+                        &mut rollout,
+                        &agent.uid,
+                        event.error.as_deref().unwrap_or(""),
+                    ),
+                }
+                continue;
+            }
+            if agent.connected.is_none() || desired_hash(agent) != Some(hash) {
                 continue;
             }
             rollout.agents += 1;
             match &agent.config {
                 ConfigStatus::Applied { .. } => rollout.applied += 1,
-                ConfigStatus::Failed { error, .. } => {
-                    rollout.failed += 1;
-                    rollout.errors.push(AgentError {
-                        uid: agent.uid.clone(),
-                        error: error.clone(),
-                    });
-                }
+                ConfigStatus::Failed { error, .. } => failed(&mut rollout, &agent.uid, error),
                 _ => rollout.pending += 1,
             }
         }

@@ -46,6 +46,8 @@ pub struct ControlPlane {
     applied: ArcSwap<Option<Applied>>,
     /// The generation of the desired state last compiled and assigned.
     reconciled: tokio::sync::watch::Sender<u64>,
+    /// The latest rollouts, oldest first.
+    rollouts: std::sync::Mutex<std::collections::VecDeque<RolloutRecord>>,
 }
 
 impl ControlPlane {
@@ -63,6 +65,7 @@ impl ControlPlane {
             kubernetes: store.kubernetes(),
             applied: ArcSwap::from_pointee(None),
             reconciled: tokio::sync::watch::channel(0).0,
+            rollouts: Default::default(),
         });
         let mut snapshots = store.subscribe();
         let mut reports = plane.fleet.changes();
@@ -164,12 +167,56 @@ impl ControlPlane {
             "desired state compiled and assigned"
         );
         let generation = snapshot.generation;
+        self.record_rollouts(&snapshot, &hashes);
         self.applied.store(Arc::new(Some(Applied {
             snapshot,
             compiled,
             hashes,
         })));
         self.reconciled.send_replace(generation);
+    }
+
+    /// Records a rollout for every target whose config `hashes` change, with the resources
+    /// that changed since the last state assigned.
+    fn record_rollouts(&self, snapshot: &Snapshot, hashes: &BTreeMap<String, String>) {
+        let before = self.applied.load();
+        let before = before.as_ref().as_ref();
+        let empty = BTreeMap::new();
+        let old_hashes = before.map_or(&empty, |b| &b.hashes);
+        let changes = match before {
+            Some(before) => snapshot.desired.changes_since(&before.snapshot.desired),
+            None => snapshot.desired.changes_since(&Default::default()),
+        };
+        let at = crate::store::now();
+        let mut rollouts = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        for (target, hash) in hashes {
+            let previous = old_hashes.get(target);
+            if previous == Some(hash) {
+                continue;
+            }
+            if rollouts.len() == ROLLOUT_HISTORY {
+                rollouts.pop_front();
+            }
+            rollouts.push_back(RolloutRecord {
+                generation: snapshot.generation,
+                at: at.clone(),
+                target: target.clone(),
+                hash: hash.clone(),
+                previous: previous.cloned(),
+                changes: changes.clone(),
+            });
+        }
+    }
+
+    /// The latest rollouts (at most [`ROLLOUT_HISTORY`]), oldest first.
+    pub fn rollouts(&self) -> Vec<RolloutRecord> {
+        let rollouts = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        rollouts.iter().cloned().collect()
+    }
+
+    /// The generation last compiled and assigned, as it moves.
+    pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconciled.subscribe()
     }
 
     /// Returns once the desired state's `generation` (or a later one) is compiled and its
@@ -639,6 +686,25 @@ fn write_secrets(
         std::fs::rename(&partial, path)?;
     }
     Ok(())
+}
+
+/// Rollouts kept.
+const ROLLOUT_HISTORY: usize = 64;
+
+/// A new config for one target (a role, or a workload): a rollout.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutRecord {
+    /// The generation of the desired state that made it.
+    pub generation: u64,
+    /// When it was assigned (RFC 3339).
+    pub at: String,
+    pub target: String,
+    pub hash: String,
+    /// The config it replaces, if any.
+    pub previous: Option<String>,
+    /// What changed in the desired state since the config before: `Destination default/x
+    /// created` (`changed`, `deleted`).
+    pub changes: Vec<String>,
 }
 
 /// How far a role's agents are with the config meant for them.

@@ -46,6 +46,60 @@ impl Desired {
         })
     }
 
+    /// What differs from `before`, as `Kind namespace/name created` (`changed`, `deleted`).
+    pub fn changes_since(&self, before: &Desired) -> Vec<String> {
+        fn diff<T>(
+            kind: &str,
+            now: &BTreeMap<(String, String), T>,
+            was: &BTreeMap<(String, String), T>,
+            same: impl Fn(&T, &T) -> bool,
+            out: &mut Vec<String>,
+        ) {
+            for ((namespace, name), object) in now {
+                match was.get(&(namespace.clone(), name.clone())) {
+                    None => out.push(format!("{kind} {namespace}/{name} created")),
+                    Some(old) if !same(old, object) => {
+                        out.push(format!("{kind} {namespace}/{name} changed"))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (namespace, name) in was.keys().filter(|key| !now.contains_key(*key)) {
+                out.push(format!("{kind} {namespace}/{name} deleted"));
+            }
+        }
+        let mut out = Vec::new();
+        diff(
+            "Source",
+            &self.sources,
+            &before.sources,
+            |a, b| a.spec == b.spec,
+            &mut out,
+        );
+        let (now, was) = (&self.destinations, &before.destinations);
+        diff("Destination", now, was, |a, b| a.spec == b.spec, &mut out);
+        diff(
+            "Action",
+            &self.actions,
+            &before.actions,
+            |a, b| a.spec == b.spec,
+            &mut out,
+        );
+        let (now, was) = (&self.rules, &before.rules);
+        diff(
+            "InstrumentationRule",
+            now,
+            was,
+            |a, b| a.spec == b.spec,
+            &mut out,
+        );
+        let (now, was) = (&self.samplings, &before.samplings);
+        diff("Sampling", now, was, |a, b| a.spec == b.spec, &mut out);
+        let same = |a: &Secret, b: &Secret| a.data == b.data && a.string_data == b.string_data;
+        diff("Secret", &self.secrets, &before.secrets, same, &mut out);
+        out
+    }
+
     /// Adds `object`; false when one of that kind and name is already there.
     pub fn insert(&mut self, object: Object) -> bool {
         let ObjectKey {
@@ -247,7 +301,7 @@ impl Condition {
 }
 
 /// The time now, as RFC 3339 (UTC, whole seconds).
-fn now() -> String {
+pub(crate) fn now() -> String {
     let now = k8s_openapi::jiff::Timestamp::now();
     k8s_openapi::jiff::Timestamp::from_second(now.as_second())
         .unwrap_or(now)

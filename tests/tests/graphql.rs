@@ -9,8 +9,9 @@
 //! - the one-time sign-in link gives a session cookie, once; with the cookie, a change needs
 //!   the CSRF header;
 //! - a query nested too deep is refused before it runs;
-//! - the `fleetChanged` subscription (graphql-transport-ws) pushes the fleet's counts at once
-//!   and again when a rollout changes them;
+//! - the `fleetChanged` and `rolloutsChanged` subscriptions (graphql-transport-ws) push at
+//!   once and again when a rollout fails, with its error and the change that made it; the
+//!   rollout history keeps the config before it, applied and superseded;
 //! - `--ui-read-only` refuses every mutation and changes nothing;
 //! - `testDestination` sends an empty export through the destination's real exporter and
 //!   returns the exporter's own error, writing nothing.
@@ -360,7 +361,7 @@ fn destination(up: &Up, name: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fleet_subscription_pushes_changes_as_they_happen() {
+async fn the_fleet_and_rollout_subscriptions_push_changes_as_they_happen() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -403,6 +404,16 @@ async fn the_fleet_subscription_pushes_changes_as_they_happen() {
         first["payload"]["data"]["fleetChanged"]["total"].as_u64() >= Some(2),
         "{first:#}"
     );
+    let subscribe = json!({"id": "2", "type": "subscribe", "payload": {
+        "query": "subscription { rolloutsChanged { target hash failed errors { error } changes } }"}});
+    socket.send(send(subscribe)).await.unwrap();
+    let first = next().await;
+    assert_eq!(first["id"], "2", "{first:#}");
+    let targets = first["payload"]["data"]["rolloutsChanged"].to_string();
+    assert!(
+        targets.contains("\"gateway\"") && targets.contains("\"node\""),
+        "{first:#}"
+    );
 
     // A destination the gateway cannot build: the push says one agent failed.
     let created = tokio::task::block_in_place(|| {
@@ -415,17 +426,59 @@ async fn the_fleet_subscription_pushes_changes_as_they_happen() {
     });
     assert_eq!(data(&created)["createResource"]["ok"], true, "{created:#}");
     let started = std::time::Instant::now();
-    loop {
+    let (mut fleet_failed, mut rollout_failed) = (false, false);
+    while !(fleet_failed && rollout_failed) {
         let pushed = next().await;
         assert_eq!(pushed["type"], "next", "{pushed:#}");
-        if pushed["payload"]["data"]["fleetChanged"]["failed"] == 1 {
-            break;
+        let data = &pushed["payload"]["data"];
+        fleet_failed |= data["fleetChanged"]["failed"] == 1;
+        if let Some(rollouts) = data["rolloutsChanged"].as_array() {
+            let gateway = rollouts.iter().find(|r| r["target"] == "gateway").unwrap();
+            let changes = gateway["changes"].as_array().unwrap();
+            rollout_failed |= gateway["failed"] == 1
+                && gateway["errors"][0]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("odigos-cannot-write-here"))
+                && changes.contains(&json!("Destination default/unwritable created"));
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "no push of the failure"
+            "no push of the failure: {pushed:#}"
         );
     }
+
+    // The history keeps the gateway's config before it, applied, and now superseded.
+    let history = tokio::task::block_in_place(|| {
+        up.graphql(
+            "{ rolloutHistory { target generation superseded applied failed changes } }",
+            json!({}),
+        )
+    });
+    let gateway: Vec<&Value> = data(&history)["rolloutHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["target"] == "gateway")
+        .collect();
+    assert!(gateway.len() >= 2, "{history:#}");
+    assert_eq!(
+        (&gateway[0]["superseded"], &gateway[0]["failed"]),
+        (&json!(false), &json!(1)),
+        "newest first: {history:#}"
+    );
+    let first = gateway.last().unwrap();
+    assert_eq!(
+        (&first["superseded"], &first["applied"]),
+        (&json!(true), &json!(1)),
+        "{history:#}"
+    );
+    assert!(
+        first["changes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("Destination default/debug created")),
+        "{history:#}"
+    );
 
     // A window of the fleet, as the fleet page asks for it: failing agents first.
     let page = tokio::task::block_in_place(|| {

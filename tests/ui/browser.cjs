@@ -135,6 +135,10 @@ async function main() {
   // Every gateway applied it: "N applied · 0 pending · 0 failed of N", N > 0.
   await gateway.getByText(/^([1-9]\d*) applied · 0 pending · 0 failed of \1$/).waitFor();
   step("the rollout reached every gateway");
+  await gateway.getByText("Destination default/archive created").waitFor();
+  const earlier = page.getByTestId("rollout-history").filter({ hasText: "superseded" }).filter({ hasText: "gateway" });
+  await earlier.first().waitFor();
+  step("the rollout says what change made it; the gateway's config before it is in the history, superseded");
   await shoot(page, "rollouts");
 
   // An Action lands.
