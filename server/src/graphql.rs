@@ -142,6 +142,7 @@ impl Query {
             .into_iter()
             .map(|view| {
                 let yaml = document(&snapshot.desired, "Source", &view.name);
+                let spec = spec_of(&snapshot.desired, "Source", &view.name);
                 let throughput = snapshot
                     .desired
                     .sources
@@ -150,6 +151,7 @@ impl Query {
                 Source {
                     view,
                     yaml,
+                    spec,
                     throughput,
                 }
             })
@@ -276,11 +278,30 @@ impl Query {
             .filter(|r| kind.is_none_or(|k| k.name() == r.kind))
             .map(|view| Resource {
                 yaml: document(&snapshot.desired, &view.kind, &view.name),
+                spec: spec_of(&snapshot.desired, &view.kind, &view.name),
                 kind: view.kind,
                 name: view.name,
                 condition: Condition::from(view.condition),
             })
             .collect())
+    }
+
+    /// The OpenAPI schema of a kind's `spec`, as its CRD has it: what the UI draws a form
+    /// from (types, enums, required fields, descriptions).
+    async fn spec_schema(&self, kind: Kind) -> Option<Json<serde_json::Value>> {
+        let crd = resource::crds()
+            .into_iter()
+            .find(|crd| crd.spec.names.kind == kind.name())?;
+        let schema = crd
+            .spec
+            .versions
+            .first()?
+            .schema
+            .as_ref()?
+            .open_api_v3_schema
+            .as_ref()?;
+        let schema = serde_json::to_value(schema).ok()?;
+        Some(Json(schema["properties"]["spec"].clone()))
     }
 
     /// Everything that is refused, with where and why: resources of the desired state, and
@@ -615,15 +636,25 @@ fn keep_secrets(spec: &mut serde_json::Value, current: Option<&serde_json::Value
     }
 }
 
-/// The YAML document in force of a resource named `namespace/name`.
-fn document(desired: &store::Desired, kind: &str, name: &str) -> Option<String> {
+/// The resource in force of `kind` named `namespace/name`.
+fn in_force(desired: &store::Desired, kind: &str, name: &str) -> Option<resource::Object> {
     let (namespace, name) = split(name);
     let key = ObjectKey {
         kind: resource::KINDS.iter().find(|(_, k)| *k == kind)?.1,
         namespace,
         name,
     };
-    desired.get(&key).map(|object| object.to_yaml())
+    desired.get(&key)
+}
+
+/// The YAML document in force of a resource named `namespace/name`.
+fn document(desired: &store::Desired, kind: &str, name: &str) -> Option<String> {
+    in_force(desired, kind, name).map(|object| object.to_yaml())
+}
+
+/// The spec in force of a resource named `namespace/name`, as JSON.
+fn spec_of(desired: &store::Desired, kind: &str, name: &str) -> Option<Json<serde_json::Value>> {
+    in_force(desired, kind, name).map(|object| Json(object.spec()))
 }
 
 fn split(name: &str) -> (String, String) {
@@ -1131,6 +1162,7 @@ impl From<store::Condition> for Condition {
 pub struct Source {
     view: crate::reconciler::SourceView,
     yaml: Option<String>,
+    spec: Option<Json<serde_json::Value>>,
     throughput: Option<f64>,
 }
 
@@ -1176,6 +1208,11 @@ impl Source {
     /// The document in force.
     async fn yaml(&self) -> Option<&str> {
         self.yaml.as_deref()
+    }
+
+    /// Its spec in force, as JSON.
+    async fn spec(&self) -> Option<&Json<serde_json::Value>> {
+        self.spec.as_ref()
     }
 
     /// Spans, metric points and log records per second that the node collectors take in from
@@ -1332,6 +1369,8 @@ pub struct Resource {
     condition: Condition,
     /// The document in force.
     yaml: Option<String>,
+    /// Its spec in force, as JSON.
+    spec: Option<Json<serde_json::Value>>,
 }
 
 #[derive(SimpleObject)]

@@ -2,7 +2,9 @@
 //! `crdgen` install; resources created with the API become the desired state; one that does
 //! not validate is refused with a status condition that says why, while the rest works; the
 //! control plane writes InstrumentationConfigs and CollectorsGroups; and when a real collector
-//! connects and applies its config, the Destination's condition turns Ready.
+//! connects and applies its config, the Destination's condition turns Ready; changes made
+//! through the store (the UI's mutations) are validated, written as custom resources and
+//! followed, keeping the labels others set.
 
 use std::time::Duration;
 
@@ -11,10 +13,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use odigos_server::catalog::Catalog;
 use odigos_server::compiler::Layout;
 use odigos_server::http::{Options, Server};
+use odigos_server::resource::ObjectKey;
 use odigos_server::resource::{
     Action, CollectorsGroup, Destination, InstrumentationConfig, Object, Source, crds,
 };
-use odigos_server::store::KubeStore;
+use odigos_server::store::{Change, KubeStore, Refusal, Store};
 use odigos_tests::kubernetes::KubeApi;
 use odigos_tests::*;
 
@@ -178,7 +181,7 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
         node_memory_mib: 128,
     };
     let (server, plane) =
-        Server::start_control_plane("127.0.0.1:0", Options::default(), store, layout)
+        Server::start_control_plane("127.0.0.1:0", Options::default(), store.clone(), layout)
             .await
             .unwrap();
 
@@ -401,5 +404,62 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
         "{:?}",
         plane.state().problems
     );
+
+    // Changes through the store, as the UI's mutations make them: validated first, written as
+    // custom resources, and back in the desired state when the call returns.
+    let object = |yaml: &str| Object::from_value(odigos_proto::yaml::parse(yaml).unwrap()).unwrap();
+    let archive = |signals: &str, labels: &str| {
+        object(&format!(
+            "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: archive, namespace: default{labels}}}\nspec: {{type: debug, signals: [{signals}]}}\n"
+        ))
+    };
+    store
+        .change(Change::Create(archive(
+            "TRACES",
+            ", labels: {team: observability}",
+        )))
+        .await
+        .unwrap();
+    assert!(destinations.get_opt("archive").await.unwrap().is_some());
+    let key = ObjectKey {
+        kind: "Destination",
+        namespace: "default".into(),
+        name: "archive".into(),
+    };
+    assert!(store.subscribe().borrow().desired.get(&key).is_some());
+    let again = store.change(Change::Create(archive("TRACES", ""))).await;
+    assert!(matches!(again, Err(Refusal::Exists(_))), "{again:?}");
+    let bad = object(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: archive, namespace: default}\nspec: {type: otlp, signals: [TRACES], data: {OTLP_GRPC_ENDPOINT: not a url at all}}\n",
+    );
+    match store.change(Change::Update(bad)).await {
+        Err(Refusal::Invalid(_, errors)) => {
+            assert_eq!(errors[0].0, "spec.data.OTLP_GRPC_ENDPOINT", "{errors:?}")
+        }
+        other => panic!("a bad value is refused: {other:?}"),
+    }
+    let kept = destinations.get("archive").await.unwrap();
+    assert_eq!(kept.spec.destination_type, "debug", "nothing written");
+    store
+        .change(Change::Update(archive("TRACES, LOGS", "")))
+        .await
+        .unwrap();
+    let updated = destinations.get("archive").await.unwrap();
+    assert_eq!(updated.spec.signals.len(), 2, "{updated:?}");
+    assert_eq!(
+        updated
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("observability"),
+        "labels set with kubectl are kept"
+    );
+    store.change(Change::Delete(key.clone())).await.unwrap();
+    assert!(destinations.get_opt("archive").await.unwrap().is_none());
+    assert!(store.subscribe().borrow().desired.get(&key).is_none());
+    let missing = store.change(Change::Delete(key)).await;
+    assert!(matches!(missing, Err(Refusal::Missing(_))), "{missing:?}");
     server.stop().await;
 }

@@ -141,13 +141,31 @@ async function main() {
   step("the rollout says what change made it; the gateway's config before it is in the history, superseded");
   await shoot(page, "rollouts");
 
-  // An Action lands.
+  // An Action through the form drawn from its schema: a second action block is refused at
+  // the block, removing it lets the Action land, and an edit lands too.
   await page.getByRole("link", { name: "Actions", exact: true }).click();
   await page.getByRole("button", { name: "Add action" }).click();
   await page.getByLabel("name", { exact: true }).fill("rename-user");
+  await page.getByLabel("spec.renameAttribute.renames").waitFor();
+  await page.getByLabel("add spec.deleteAttribute").click();
+  await page.getByLabel("spec.deleteAttribute.attributeNamesToDelete").fill("user.email");
+  await page.getByRole("button", { name: "Create" }).click();
+  const blockError = page.locator("fieldset", { has: page.getByLabel("remove spec.renameAttribute") }).locator(".field-error").first();
+  await blockError.filter({ hasText: "an Action does one thing" }).waitFor();
+  step(`two actions in one are refused at the block: ${await blockError.innerText()}`);
+  await shoot(page, "action-form-error");
+  await page.getByLabel("remove spec.deleteAttribute").click();
   await page.getByRole("button", { name: "Create" }).click();
   await rowWithBadge(page, "action-row", "default/rename-user", "Applied");
   step("the Action made through the form is Applied");
+  const row = page.getByTestId("action-row").filter({ hasText: "default/rename-user" });
+  await row.getByRole("button", { name: "Edit" }).click();
+  await page.getByLabel("spec.renameAttribute.renames").fill("user.id=enduser.id\nuser.name=enduser.name");
+  await page.getByRole("button", { name: "Save" }).click();
+  await row.getByRole("button", { name: "default/rename-user" }).click();
+  await row.locator("pre.document", { hasText: "user.name: enduser.name" }).waitFor();
+  await rowWithBadge(page, "action-row", "default/rename-user", "Applied");
+  step("the Action edited through the form is Applied with its new rename");
   await shoot(page, "actions");
 
   // A destination whose exporter cannot be built: the gateway FAILS it, and says why.

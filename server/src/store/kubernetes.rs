@@ -467,7 +467,9 @@ impl Store for KubeStore {
     }
 }
 
-/// Creates `object`, or replaces the version that exists (an update never creates).
+/// Creates `object`, or replaces the version that exists (an update never creates). A new
+/// version without labels or annotations keeps those of the version it replaces: what
+/// `kubectl` or other tools put there is theirs.
 async fn write_object<K>(client: &Client, object: &K, create: bool) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -485,7 +487,14 @@ where
     } else {
         let mut object = object.clone();
         let current = api.get(&object.name_any()).await?;
-        object.meta_mut().resource_version = current.meta().resource_version.clone();
+        let (meta, was) = (object.meta_mut(), current.meta());
+        meta.resource_version = was.resource_version.clone();
+        if meta.labels.is_none() {
+            meta.labels = was.labels.clone();
+        }
+        if meta.annotations.is_none() {
+            meta.annotations = was.annotations.clone();
+        }
         api.replace(&object.name_any(), &PostParams::default(), &object)
             .await?;
     }

@@ -1,14 +1,19 @@
 // Sources, Actions, InstrumentationRules and Samplings: each with how it stands, its document,
-// and create (from a JSON spec), disable and delete.
+// and create and edit (a form drawn from the kind's schema, or its spec as JSON), disable and
+// delete.
 
 import { useContext, useState, type FormEvent } from "react";
-import { createResource, deleteResource, setDisabled, type Condition, type Kind } from "../api";
+import { createResource, deleteResource, setDisabled, updateResource, type Condition, type FieldError, type Kind } from "../api";
 import { ConditionBadge, Empty, Failure, Live, Page, toneOf, useChange, useQuery } from "../common";
+import { SchemaForm, unclaimed, type Errors, type Schema } from "../SchemaForm";
+
+type Spec = Record<string, unknown>;
 
 interface Row {
   name: string;
   condition: Condition;
   yaml: string | null;
+  spec: Spec | null;
   detail?: string;
   disabled?: boolean;
 }
@@ -27,9 +32,9 @@ const PAGES: Record<string, { kind: Kind; title: string; noun: string; empty: st
   sampling: { kind: "SAMPLING", title: "Sampling", noun: "sampling", empty: "Sampling rules decide which traces the gateway keeps." },
 };
 
-const SOURCES = `{ sources { name workload disabled condition { kind status reason message } yaml
+const SOURCES = `{ sources { name workload disabled condition { kind status reason message } yaml spec
   processes { pid executable language runtimeVersion traced } } }`;
-const OTHERS = `query($kind: Kind) { resources(kind: $kind) { kind name condition { kind status reason message } yaml } }`;
+const OTHERS = `query($kind: Kind) { resources(kind: $kind) { kind name condition { kind status reason message } yaml spec } }`;
 
 interface SourceRow {
   name: string;
@@ -37,6 +42,7 @@ interface SourceRow {
   disabled: boolean;
   condition: Condition;
   yaml: string | null;
+  spec: Spec | null;
   processes: { pid: number; executable: string; language: string | null; runtimeVersion: string | null; traced: boolean }[];
 }
 
@@ -46,7 +52,10 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
   const sources = useQuery<{ sources: SourceRow[] }>(isSource ? SOURCES : "{ generation }");
   const others = useQuery<{ resources: Row[] }>(isSource ? "{ generation }" : OTHERS, { kind });
   const { refresh } = useContext(Live);
-  const [creating, setCreating] = useState(false);
+  const schema = useQuery<{ specSchema: Schema | null }>("query($kind: Kind!) { specSchema(kind: $kind) }", { kind }, 600_000);
+  // A new one ("new"), or the one of this name being edited.
+  const [editing, setEditing] = useState<Row | "new">();
+  const creating = editing !== undefined;
   const [open, setOpen] = useState<string>();
   const loaded = isSource ? sources.data : others.data;
   const rows: Row[] = isSource
@@ -54,6 +63,7 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
         name: s.name,
         condition: s.condition,
         yaml: s.yaml,
+        spec: s.spec,
         disabled: s.disabled,
         detail: [
           s.workload,
@@ -71,27 +81,30 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
     <Page
       title={title}
       actions={
-        <button className="primary" onClick={() => setCreating(true)}>
+        <button className="primary" onClick={() => setEditing("new")}>
           Add {noun}
         </button>
       }
     >
       <Failure error={sources.error ?? others.error ?? failure} />
-      {creating && (
+      {editing && (
         <SpecForm
+          key={editing === "new" ? "" : editing.name}
           kind={kind}
           noun={noun}
+          schema={schema.data?.specSchema ?? undefined}
+          existing={editing === "new" ? undefined : editing}
           onDone={() => {
-            setCreating(false);
+            setEditing(undefined);
             reload();
           }}
-          onCancel={() => setCreating(false)}
+          onCancel={() => setEditing(undefined)}
         />
       )}
       {loaded && rows.length === 0 && !creating && (
         <Empty title={`No ${noun} yet`}>
           <p>{empty}</p>
-          <button className="primary" onClick={() => setCreating(true)}>
+          <button className="primary" onClick={() => setEditing("new")}>
             Add one
           </button>
         </Empty>
@@ -111,6 +124,9 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
                 {r.condition.message}
               </span>
               <span className="row-actions">
+                <button onClick={() => setEditing(r)} disabled={!r.spec}>
+                  Edit
+                </button>
                 <button onClick={() => act(setDisabled(kind, r.name, !r.disabled))}>{r.disabled ? "Enable" : "Disable"}</button>
                 <button className="danger" onClick={() => confirm(`Delete ${r.name}?`) && act(deleteResource(kind, r.name))}>
                   Delete
@@ -125,48 +141,107 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
   );
 }
 
-function SpecForm({ kind, noun, onDone, onCancel }: { kind: Kind; noun: string; onDone: () => void; onCancel: () => void }) {
-  const [name, setName] = useState("");
-  const [spec, setSpec] = useState(JSON.stringify(EXAMPLES[kind], null, 2));
-  const [errors, setErrors] = useState<{ field: string | null; message: string }[]>([]);
+/** Server errors by field path; `metadata.name` is the name's. */
+function byPath(errors: FieldError[]): Errors {
+  const keyed: Errors = {};
+  for (const { field, message } of errors) {
+    const key = field ?? "";
+    keyed[key] = keyed[key] ? `${keyed[key]}; ${message}` : message;
+  }
+  return keyed;
+}
+
+function SpecForm({
+  kind,
+  noun,
+  schema,
+  existing,
+  onDone,
+  onCancel,
+}: {
+  kind: Kind;
+  noun: string;
+  schema?: Schema;
+  existing?: Row;
+  onDone: () => void;
+  onCancel: () => void;
+}) {
+  const [name, setName] = useState(existing ? existing.name.split("/").pop()! : "");
+  const [spec, setSpec] = useState<Spec>((existing?.spec ?? EXAMPLES[kind]) as Spec);
+  // The spec as JSON while it is edited as such; undefined while the form is shown.
+  const [json, setJson] = useState<string>();
+  const [errors, setErrors] = useState<Errors>({});
+  const [busy, setBusy] = useState(false);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(spec);
-    } catch (error) {
-      setErrors([{ field: "spec", message: `not JSON: ${error}` }]);
-      return;
+    let parsed = spec;
+    if (json !== undefined) {
+      try {
+        parsed = JSON.parse(json);
+      } catch (error) {
+        setErrors({ spec: `not JSON: ${error}` });
+        return;
+      }
     }
-    const result = await createResource(kind, name, parsed);
-    if (result.ok) onDone();
-    else setErrors(result.errors);
+    setBusy(true);
+    try {
+      const result = existing ? await updateResource(kind, name, parsed) : await createResource(kind, name, parsed);
+      if (result.ok) onDone();
+      else setErrors(byPath(result.errors));
+    } catch (error) {
+      setErrors({ "": String(error) });
+    } finally {
+      setBusy(false);
+    }
   };
-  const nameError = errors.find((e) => e.field === "metadata.name");
-  const specErrors = errors.filter((e) => e.field !== "metadata.name");
+  const { "metadata.name": nameError, ...specErrors } = errors;
+  const asForm = schema && json === undefined;
+  const leftOver = asForm ? unclaimed(schema, spec, specErrors) : Object.entries(specErrors).map(([f, m]) => (f ? `${f}: ${m}` : m));
   return (
     <form className="panel form" onSubmit={submit} noValidate>
-      <h2>Add {noun}</h2>
+      <h2>{existing ? `Edit ${existing.name}` : `Add ${noun}`}</h2>
       <label className="field">
         <span>
           Name <i className="required">*</i>
         </span>
-        <input value={name} onChange={(e) => setName(e.target.value)} aria-label="name" aria-invalid={!!nameError} />
-        {nameError && <em className="field-error">{nameError.message}</em>}
+        <input value={name} onChange={(e) => setName(e.target.value)} disabled={!!existing} aria-label="name" aria-invalid={!!nameError} />
+        {nameError && <em className="field-error">{nameError}</em>}
       </label>
-      <label className="field">
-        <span>Spec (JSON, as under spec: in the YAML)</span>
-        <textarea className="mono" rows={8} value={spec} onChange={(e) => setSpec(e.target.value)} aria-label="spec" aria-invalid={specErrors.length > 0} />
-        {specErrors.map((e, i) => (
-          <em key={i} className="field-error">
-            {e.field ? `${e.field}: ` : ""}
-            {e.message}
-          </em>
-        ))}
-      </label>
+      {schema && (
+        <div className="tabs" role="tablist">
+          <button type="button" role="tab" aria-selected={asForm} onClick={() => json !== undefined && switchToForm()}>
+            Form
+          </button>
+          <button type="button" role="tab" aria-selected={!asForm} onClick={() => setJson(JSON.stringify(spec, null, 2))}>
+            JSON
+          </button>
+        </div>
+      )}
+      {asForm ? (
+        <SchemaForm schema={schema} value={spec} onChange={setSpec} errors={specErrors} />
+      ) : (
+        <label className="field">
+          <span>Spec (JSON, as under spec: in the YAML)</span>
+          <textarea
+            className="mono"
+            rows={10}
+            value={json ?? JSON.stringify(spec, null, 2)}
+            onChange={(e) => setJson(e.target.value)}
+            aria-label="spec"
+            aria-invalid={leftOver.length > 0}
+          />
+        </label>
+      )}
+      {leftOver.length > 0 && (
+        <div className="error-box" data-testid="form-errors">
+          {leftOver.map((e, i) => (
+            <div key={i}>{e}</div>
+          ))}
+        </div>
+      )}
       <div className="form-actions">
-        <button type="submit" className="primary">
-          Create
+        <button type="submit" className="primary" disabled={busy}>
+          {existing ? "Save" : "Create"}
         </button>
         <button type="button" onClick={onCancel}>
           Cancel
@@ -174,4 +249,14 @@ function SpecForm({ kind, noun, onDone, onCancel }: { kind: Kind; noun: string; 
       </div>
     </form>
   );
+
+  function switchToForm() {
+    try {
+      setSpec(JSON.parse(json!));
+      setJson(undefined);
+      setErrors({});
+    } catch (error) {
+      setErrors({ spec: `not JSON: ${error}` });
+    }
+  }
 }
