@@ -610,9 +610,15 @@ fn object_of(
         .map_err(|error| ChangeResult::refused(&key, Refusal::Invalid(key.clone(), vec![error])))
 }
 
-/// Copies into `spec.data` the secret fields of `current.data` that it leaves out.
+/// Copies into `spec.data` the secret fields of `current.data` that it leaves out, and
+/// `current.secretRef` (where a cluster keeps them) when it names none.
 fn keep_secrets(spec: &mut serde_json::Value, current: Option<&serde_json::Value>) {
     let Some(current) = current else { return };
+    if let (Some(fields), Some(reference)) = (spec.as_object_mut(), current.get("secretRef")) {
+        fields
+            .entry("secretRef")
+            .or_insert_with(|| reference.clone());
+    }
     let catalog = Catalog::builtin();
     let Some(kind) = current["type"].as_str().and_then(|t| catalog.get(t)) else {
         return;

@@ -4,7 +4,7 @@
 //! control plane writes InstrumentationConfigs and CollectorsGroups; and when a real collector
 //! connects and applies its config, the Destination's condition turns Ready; changes made
 //! through the store (the UI's mutations) are validated, written as custom resources and
-//! followed, keeping the labels others set.
+//! followed, keeping the labels others set; a Destination's secret fields go into a Secret.
 
 use std::time::Duration;
 
@@ -461,5 +461,58 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
     assert!(store.subscribe().borrow().desired.get(&key).is_none());
     let missing = store.change(Change::Delete(key)).await;
     assert!(matches!(missing, Err(Refusal::Missing(_))), "{missing:?}");
+
+    // A Destination's secret fields go into a Secret it references, never into the resource;
+    // the Secret goes with it.
+    let vault = object(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: vault, namespace: default}\nspec:\n  type: otlphttp\n  signals: [TRACES]\n  data: {OTLP_HTTP_ENDPOINT: 'http://127.0.0.1:5318', OTLP_HTTP_BASIC_AUTH_USERNAME: me, OTLP_HTTP_BASIC_AUTH_PASSWORD: s3cret-value}\n",
+    );
+    store.change(Change::Create(vault)).await.unwrap();
+    let written = destinations.get("vault").await.unwrap();
+    assert!(
+        !serde_json::to_string(&written).unwrap().contains("s3cret"),
+        "{written:?}"
+    );
+    assert_eq!(
+        written.spec.secret_ref.map(|r| r.name).as_deref(),
+        Some("destination-vault")
+    );
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::default_namespaced(client.clone());
+    let secret = secrets.get("destination-vault").await.unwrap();
+    assert_eq!(
+        secret.data.unwrap_or_default()["OTLP_HTTP_BASIC_AUTH_PASSWORD"].0,
+        b"s3cret-value"
+    );
+    eventually(
+        "the Destination finds its password in the Secret",
+        &api,
+        || {
+            let state = plane.state();
+            async move {
+                let plan = state
+                    .destinations
+                    .get("default/vault")
+                    .and_then(|d| d.plan.clone());
+                match serde_json::to_value(&plan).unwrap()["status"].as_str() {
+                    Some("active") => Ok(()),
+                    _ => Err(format!("{plan:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let vault = ObjectKey {
+        kind: "Destination",
+        namespace: "default".into(),
+        name: "vault".into(),
+    };
+    store.change(Change::Delete(vault)).await.unwrap();
+    assert!(
+        secrets
+            .get_opt("destination-vault")
+            .await
+            .unwrap()
+            .is_none()
+    );
     server.stop().await;
 }

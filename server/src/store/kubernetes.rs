@@ -422,7 +422,16 @@ impl Store for KubeStore {
                 let create = matches!(change, Change::Create(_));
                 match object {
                     Object::Source(o) => write_object(client, o, create).await,
-                    Object::Destination(o) => write_object(client, o, create).await,
+                    Object::Destination(o) => {
+                        let (destination, secret) = split_secrets(o, self.catalog);
+                        match secret {
+                            Some(secret) => match put_secret(client, &secret).await {
+                                Ok(()) => write_object(client, &destination, create).await,
+                                Err(e) => Err(e),
+                            },
+                            None => write_object(client, &destination, create).await,
+                        }
+                    }
                     Object::Action(o) => write_object(client, o, create).await,
                     Object::InstrumentationRule(o) => write_object(client, o, create).await,
                     Object::Sampling(o) => write_object(client, o, create).await,
@@ -431,7 +440,13 @@ impl Store for KubeStore {
             }
             Change::Delete(key) => match key.kind {
                 "Source" => delete_object::<Source>(client, key).await,
-                "Destination" => delete_object::<Destination>(client, key).await,
+                "Destination" => {
+                    let deleted = delete_object::<Destination>(client, key).await;
+                    if deleted.is_ok() {
+                        delete_own_secret(client, key).await;
+                    }
+                    deleted
+                }
                 "Action" => delete_object::<Action>(client, key).await,
                 "InstrumentationRule" => delete_object::<InstrumentationRule>(client, key).await,
                 "Sampling" => delete_object::<Sampling>(client, key).await,
@@ -464,6 +479,84 @@ impl Store for KubeStore {
                 tracing::warn!(error = %e, "cannot write status back to the cluster");
             }
         });
+    }
+}
+
+/// The label on a Secret that holds a Destination's secret fields, naming the Destination.
+const SECRET_OF: &str = "odigos.io/destination";
+
+/// A Destination as the cluster keeps it: its secret fields moved out of `spec.data` into a
+/// Secret it references (the one it names already, or `destination-NAME`), so no secret is
+/// kept in the custom resource.
+fn split_secrets(destination: &Destination, catalog: &Catalog) -> (Destination, Option<Secret>) {
+    let mut destination = destination.clone();
+    let Some(kind) = catalog.get(&destination.spec.destination_type) else {
+        return (destination, None);
+    };
+    let secret: BTreeMap<String, String> = destination
+        .spec
+        .data
+        .iter()
+        .filter(|(field, _)| kind.field(field).is_some_and(|f| f.secret))
+        .map(|(field, value)| (field.clone(), value.clone()))
+        .collect();
+    if secret.is_empty() {
+        return (destination, None);
+    }
+    destination
+        .spec
+        .data
+        .retain(|field, _| !secret.contains_key(field));
+    let name = destination.name_any();
+    let reference = destination
+        .spec
+        .secret_ref
+        .get_or_insert_with(|| crate::resource::SecretRef {
+            name: format!("destination-{name}"),
+        });
+    let mut object = Secret::default();
+    object.metadata.name = Some(reference.name.clone());
+    object.metadata.namespace = destination.namespace();
+    object.metadata.labels = Some(BTreeMap::from([(SECRET_OF.to_string(), name)]));
+    object.string_data = Some(secret);
+    (destination, Some(object))
+}
+
+/// Creates `secret`, or sets its keys in the Secret of that name (its other keys kept).
+async fn put_secret(client: &Client, secret: &Secret) -> Result<(), kube::Error> {
+    let namespace = secret
+        .namespace()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    match api.get_opt(&secret.name_any()).await? {
+        None => api.create(&PostParams::default(), secret).await.map(drop),
+        Some(mut current) => {
+            let data = current.data.get_or_insert_with(Default::default);
+            for (key, value) in secret.string_data.iter().flatten() {
+                data.insert(
+                    key.clone(),
+                    k8s_openapi::ByteString(value.clone().into_bytes()),
+                );
+            }
+            api.replace(&secret.name_any(), &PostParams::default(), &current)
+                .await
+                .map(drop)
+        }
+    }
+}
+
+/// Deletes the Secret made for a Destination's secret fields, if there is one.
+async fn delete_own_secret(client: &Client, destination: &ObjectKey) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &destination.namespace);
+    let name = format!("destination-{}", destination.name);
+    let ours = api
+        .get_opt(&name)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|secret| secret.labels().get(SECRET_OF) == Some(&destination.name));
+    if ours && let Err(e) = api.delete(&name, &DeleteParams::default()).await {
+        tracing::warn!(secret = %name, error = %e, "cannot delete a deleted Destination's Secret");
     }
 }
 
