@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_graphql::{Context, Enum, Json, Object, Schema, SimpleObject, Subscription};
 use futures_util::Stream;
+use odigos_proto::opamp::hex;
 
 use crate::catalog::Catalog;
 use crate::compiler::destination_exporters;
-use crate::opamp::{AgentView, ConfigStatus, Fleet};
+use crate::opamp::{AgentBrief, AgentView, ConfigStatus, Fleet};
 use crate::reconciler::{ControlPlane, ROLE, RolloutRecord, WORKLOAD};
 use crate::resource::{self, ObjectKey};
 use crate::store::{self, Change, Refusal, Store};
@@ -32,6 +33,8 @@ pub type ApiSchema = Schema<Query, Mutation, SubscriptionRoot>;
 /// Deeper or costlier queries are refused before they run.
 const MAX_DEPTH: usize = 12;
 const MAX_COMPLEXITY: usize = 20_000;
+/// The role of an agent that names none: an SDK's.
+const SDK: &str = "sdk";
 /// How long `testDestination` waits for an exporter's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_ONLY: &str = "the UI is read-only (--ui-read-only): nothing can be changed";
@@ -87,7 +90,21 @@ impl Query {
             status,
             ..AgentFilter::default()
         };
-        filter.apply(backend(ctx).fleet.agents())
+        backend(ctx)
+            .fleet
+            .agents()
+            .into_iter()
+            .filter(|view| {
+                let host = attribute(view, "host.name");
+                filter.keeps(
+                    Agent::role_of(view),
+                    host,
+                    status_of(view),
+                    desired_hash(view),
+                )
+            })
+            .map(Agent)
+            .collect()
     }
 
     /// A window of the agents that `filter` keeps, failing ones first: what a table that
@@ -99,13 +116,26 @@ impl Query {
         #[graphql(default)] offset: usize,
         #[graphql(default = 100)] limit: usize,
     ) -> AgentPage {
-        let all = backend(ctx).fleet.agents();
-        let roles: std::collections::BTreeSet<String> =
-            all.iter().map(|a| Agent::role_of(a).to_string()).collect();
-        let mut kept = filter.apply(all);
-        kept.sort_by_key(|a| status_of(&a.0) != AgentStatus::Failed);
+        let fleet = &backend(ctx).fleet;
+        let briefs = fleet.briefs(&[ROLE, "host.name"]);
+        let role = |b: &AgentBrief| b.attributes[0].as_deref().unwrap_or(SDK).to_string();
+        let roles: std::collections::BTreeSet<String> = briefs.iter().map(role).collect();
+        let mut kept: Vec<&AgentBrief> = briefs
+            .iter()
+            .filter(|b| {
+                let (status, hash) = (status(b.connected, &b.config), hash_of(&b.config));
+                filter.keeps(&role(b), b.attributes[1].as_deref(), status, hash)
+            })
+            .collect();
+        kept.sort_by_key(|b| (status(b.connected, &b.config) != AgentStatus::Failed, b.uid));
         let total = kept.len();
-        let agents = kept.into_iter().skip(offset).take(limit.min(500)).collect();
+        let agents = kept
+            .into_iter()
+            .skip(offset)
+            .take(limit.min(500))
+            .filter_map(|b| fleet.view(&b.uid))
+            .map(Agent)
+            .collect();
         AgentPage {
             total,
             roles,
@@ -123,7 +153,7 @@ impl Query {
 
     /// How many agents stand where, for the bar over the fleet view.
     async fn fleet_summary(&self, ctx: &Context<'_>) -> FleetSummary {
-        FleetSummary::of(&backend(ctx).fleet.agents())
+        FleetSummary::of(&backend(ctx).fleet.briefs(&[]))
     }
 
     /// The desired state's version, counting from 1; 0 before the first.
@@ -347,7 +377,8 @@ impl Query {
     ) -> async_graphql::Result<Vec<Rollout>> {
         let plane = &plane(ctx)?.0;
         let current = plane.state().hashes;
-        let agents = backend(ctx).fleet.agents();
+        let fleet = &backend(ctx).fleet;
+        let (briefs, views) = (fleet.briefs(&[]), fleet.agents());
         Ok(plane
             .rollouts()
             .into_iter()
@@ -355,13 +386,12 @@ impl Query {
             .take(limit)
             .map(|record| {
                 let superseded = current.get(&record.target) != Some(&record.hash);
-                Rollout::of(
-                    &record.target,
-                    &record.hash,
-                    &agents,
-                    Some(record.clone()),
-                    superseded,
-                )
+                let (target, hash) = (record.target.clone(), record.hash.clone());
+                let rollout = Rollout::new(&target, &hash, Some(record), superseded);
+                match superseded {
+                    true => rollout.counted_by_history(&views),
+                    false => rollout.counted_now(&briefs),
+                }
             })
             .collect())
     }
@@ -529,12 +559,12 @@ fn current_rollouts(ctx: &Context<'_>) -> async_graphql::Result<Vec<Rollout>> {
 fn rollouts_now(plane: &ControlPlane, fleet: &Fleet) -> Vec<Rollout> {
     let hashes = plane.state().hashes;
     let records = plane.rollouts();
-    let agents = fleet.agents();
+    let agents = fleet.briefs(&[]);
     hashes
         .iter()
         .map(|(target, hash)| {
             let record = records.iter().rev().find(|r| r.target == *target).cloned();
-            Rollout::of(target, hash, &agents, record, false)
+            Rollout::new(target, hash, record, false).counted_now(&agents)
         })
         .collect()
 }
@@ -687,7 +717,8 @@ impl SubscriptionRoot {
                     tokio::time::sleep(PUSH_EVERY).await;
                     changes.mark_unchanged();
                 }
-                Some((FleetSummary::of(&fleet.agents()), (fleet, changes, false)))
+                let summary = FleetSummary::of(&fleet.briefs(&[]));
+                Some((summary, (fleet, changes, false)))
             },
         )
     }
@@ -834,27 +865,24 @@ pub struct AgentFilter {
 }
 
 impl AgentFilter {
-    fn apply(&self, agents: Vec<AgentView>) -> Vec<Agent> {
-        agents
-            .into_iter()
-            .map(Agent)
-            .filter(|a| {
-                self.role
-                    .as_deref()
-                    .is_none_or(|r| Agent::role_of(&a.0) == r)
-            })
-            .filter(|a| {
-                self.node
-                    .as_deref()
-                    .is_none_or(|n| a.attribute("host.name").unwrap_or_default().contains(n))
-            })
-            .filter(|a| self.status.is_none_or(|s| status_of(&a.0) == s))
-            .filter(|a| {
-                self.hash
-                    .as_deref()
-                    .is_none_or(|h| desired_hash(&a.0).unwrap_or_default().starts_with(h))
-            })
-            .collect()
+    /// Whether it keeps an agent of this role, host name, status and desired config hash.
+    fn keeps(
+        &self,
+        role: &str,
+        host: Option<&str>,
+        status: AgentStatus,
+        hash: Option<&str>,
+    ) -> bool {
+        self.role.as_deref().is_none_or(|r| role == r)
+            && self
+                .node
+                .as_deref()
+                .is_none_or(|n| host.unwrap_or_default().contains(n))
+            && self.status.is_none_or(|s| status == s)
+            && self
+                .hash
+                .as_deref()
+                .is_none_or(|h| hash.unwrap_or_default().starts_with(h))
     }
 }
 
@@ -887,7 +915,7 @@ pub struct Agent(AgentView);
 impl Agent {
     /// Its role, or `sdk` for an agent that names none (an SDK's).
     fn role_of(view: &AgentView) -> &str {
-        attribute(view, ROLE).unwrap_or("sdk")
+        attribute(view, ROLE).unwrap_or(SDK)
     }
 
     fn attribute(&self, key: &str) -> Option<&str> {
@@ -904,7 +932,12 @@ fn attribute<'a>(view: &'a AgentView, key: &str) -> Option<&'a str> {
 }
 
 fn desired_hash(agent: &AgentView) -> Option<&str> {
-    match &agent.config {
+    hash_of(&agent.config)
+}
+
+/// The hash of the config meant for an agent.
+fn hash_of(config: &ConfigStatus) -> Option<&str> {
+    match config {
         ConfigStatus::Unassigned => None,
         ConfigStatus::Pending { hash }
         | ConfigStatus::Applying { hash }
@@ -914,10 +947,14 @@ fn desired_hash(agent: &AgentView) -> Option<&str> {
 }
 
 fn status_of(agent: &AgentView) -> AgentStatus {
-    if agent.connected.is_none() {
+    status(agent.connected.is_some(), &agent.config)
+}
+
+fn status(connected: bool, config: &ConfigStatus) -> AgentStatus {
+    if !connected {
         return AgentStatus::Disconnected;
     }
-    match agent.config {
+    match config {
         ConfigStatus::Unassigned => AgentStatus::Unassigned,
         ConfigStatus::Pending { .. } => AgentStatus::Pending,
         ConfigStatus::Applying { .. } => AgentStatus::Applying,
@@ -1126,11 +1163,11 @@ pub struct FleetSummary {
 }
 
 impl FleetSummary {
-    fn of(agents: &[AgentView]) -> FleetSummary {
+    fn of(agents: &[AgentBrief]) -> FleetSummary {
         let mut summary = FleetSummary::default();
         for agent in agents {
             summary.total += 1;
-            match status_of(agent) {
+            match status(agent.connected, &agent.config) {
                 AgentStatus::Applied => summary.applied += 1,
                 AgentStatus::Applying => summary.applying += 1,
                 AgentStatus::Failed => summary.failed += 1,
@@ -1432,17 +1469,9 @@ pub struct AgentError {
 }
 
 impl Rollout {
-    /// Where the agents are with the config `hash` of `target`: those it is meant for now, or
-    /// for a superseded one, those whose history shows they applied or failed it.
-    fn of(
-        target: &str,
-        hash: &str,
-        agents: &[AgentView],
-        record: Option<RolloutRecord>,
-        superseded: bool,
-    ) -> Rollout {
+    fn new(target: &str, hash: &str, record: Option<RolloutRecord>, superseded: bool) -> Rollout {
         let record = record.filter(|r| r.hash == hash);
-        let mut rollout = Rollout {
+        Rollout {
             target: target.to_string(),
             hash: hash.to_string(),
             generation: record.as_ref().map(|r| r.generation),
@@ -1455,41 +1484,47 @@ impl Rollout {
             pending: 0,
             failed: 0,
             errors: Vec::new(),
-        };
-        let failed = |rollout: &mut Rollout, uid: &str, error: &str| {
-            rollout.failed += 1;
-            rollout.errors.push(AgentError {
-                uid: uid.to_string(),
-                error: error.to_string(),
-            });
-        };
-        for agent in agents {
-            if superseded {
-                let mut mine = agent.history.iter().rev().filter(|e| e.hash == hash);
-                let Some(event) = mine.find(|e| e.status != "applying") else {
-                    continue;
-                };
-                rollout.agents += 1;
-                match event.status {
-                    "applied" => rollout.applied += 1,
-                    _ => failed(
-                        &mut rollout,
-                        &agent.uid,
-                        event.error.as_deref().unwrap_or(""),
-                    ),
-                }
+        }
+    }
+
+    fn fail(&mut self, uid: String, error: &str) {
+        self.failed += 1;
+        self.errors.push(AgentError {
+            uid,
+            error: error.to_string(),
+        });
+    }
+
+    /// Counts the connected agents the config is meant for, by where they are with it.
+    fn counted_now(mut self, agents: &[AgentBrief]) -> Rollout {
+        for agent in agents.iter().filter(|a| a.connected) {
+            if hash_of(&agent.config) != Some(&self.hash) {
                 continue;
             }
-            if agent.connected.is_none() || desired_hash(agent) != Some(hash) {
-                continue;
-            }
-            rollout.agents += 1;
+            self.agents += 1;
             match &agent.config {
-                ConfigStatus::Applied { .. } => rollout.applied += 1,
-                ConfigStatus::Failed { error, .. } => failed(&mut rollout, &agent.uid, error),
-                _ => rollout.pending += 1,
+                ConfigStatus::Applied { .. } => self.applied += 1,
+                ConfigStatus::Failed { error, .. } => self.fail(hex(&agent.uid), error),
+                _ => self.pending += 1,
             }
         }
-        rollout
+        self
+    }
+
+    /// For a config a later one replaced: counts the agents whose history shows they applied
+    /// or failed it.
+    fn counted_by_history(mut self, agents: &[AgentView]) -> Rollout {
+        for agent in agents {
+            let mut mine = agent.history.iter().rev().filter(|e| e.hash == self.hash);
+            let Some(event) = mine.find(|e| e.status != "applying") else {
+                continue;
+            };
+            self.agents += 1;
+            match event.status {
+                "applied" => self.applied += 1,
+                _ => self.fail(agent.uid.clone(), event.error.as_deref().unwrap_or("")),
+            }
+        }
+        self
     }
 }

@@ -9,7 +9,7 @@ mod ws;
 
 use std::sync::Arc;
 
-pub use fleet::{AgentView, ComponentView, ConfigEvent, ConfigStatus, Fleet, Selector};
+pub use fleet::{AgentBrief, AgentView, ComponentView, ConfigEvent, ConfigStatus, Fleet, Selector};
 
 /// The OpAMP path.
 pub const PATH: &str = "/v1/opamp";

@@ -211,6 +211,13 @@ impl Up {
         self.ports.grpc
     }
 
+    /// The Python SDK streaming spans as `service` to where applications send, until stopped;
+    /// it notes what was acknowledged in this installation's directory.
+    pub fn stream_spans(&self, service: &str) -> crate::sdk::Streamer {
+        let endpoint = format!("http://127.0.0.1:{}", self.grpc());
+        crate::sdk::Streamer::python(&endpoint, service, 10, self.dir.path())
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -624,13 +624,7 @@ fn throughput_per_source_destination_and_collector_comes_from_the_collectors_own
         ("debug.yaml", DEBUG.to_string()),
         ("source.yaml", source.to_string()),
     ]);
-    let sdk = tempfile::tempdir().unwrap();
-    let streamer = odigos_tests::sdk::Streamer::python(
-        &format!("http://127.0.0.1:{}", up.grpc()),
-        "checkout",
-        10,
-        sdk.path(),
-    );
+    let streamer = up.stream_spans("checkout");
     let query = "{ sources { name throughput } services { service items }
         destinations { name throughput { sent failed } }
         agents { role throughput { received sent failed } } }";

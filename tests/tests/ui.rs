@@ -37,13 +37,7 @@ fn the_ui_shows_the_fleet_and_changes_the_desired_state_in_a_real_browser() {
     let out = tempfile::tempdir().unwrap();
     let odiglet = up.output().contains("ebpf tracing   on");
     // Data flowing all along, for the overview's throughput.
-    let sdk = tempfile::tempdir().unwrap();
-    let streamer = odigos_tests::sdk::Streamer::python(
-        &format!("http://127.0.0.1:{}", up.grpc()),
-        "checkout",
-        10,
-        sdk.path(),
-    );
+    let streamer = up.stream_spans("checkout");
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

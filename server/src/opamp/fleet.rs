@@ -228,6 +228,16 @@ pub struct AgentView {
     pub history: Arc<Vec<ConfigEvent>>,
 }
 
+/// An agent as lists count and filter it.
+#[derive(Clone, Debug)]
+pub struct AgentBrief {
+    pub uid: Uid,
+    /// The description attributes asked for, in order (non-identifying ones first).
+    pub attributes: Vec<Option<String>>,
+    pub config: ConfigStatus,
+    pub connected: bool,
+}
+
 /// How one component of an agent works, as it reports.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ComponentView {
@@ -565,6 +575,36 @@ impl Fleet {
             .collect()
     }
 
+    /// What lists of agents count and filter by, for every agent: cheaper than
+    /// [`Fleet::agents`], which builds each agent's whole view.
+    pub fn briefs(&self, keys: &[&str]) -> Vec<AgentBrief> {
+        let assignments = self.assignments();
+        let agents = self.agents.lock().unwrap();
+        agents
+            .iter()
+            .map(|(uid, agent)| {
+                let attributes = keys
+                    .iter()
+                    .map(|key| {
+                        let description = agent.description.as_ref()?;
+                        let mut all = description
+                            .non_identifying_attributes
+                            .iter()
+                            .chain(&description.identifying_attributes);
+                        all.find(|kv| kv.key == *key)
+                            .map(|kv| text(kv.value.as_ref()))
+                    })
+                    .collect();
+                AgentBrief {
+                    uid: *uid,
+                    attributes,
+                    config: config_status(uid, agent, &assignments),
+                    connected: is_live(agent, self.timeout),
+                }
+            })
+            .collect()
+    }
+
     /// The config files meant for an agent (uid in hex), by name, as text.
     pub fn desired_config(&self, uid: &str) -> Option<BTreeMap<String, String>> {
         let uid = odigos_proto::opamp::parse_uid(uid)?;
@@ -581,12 +621,16 @@ impl Fleet {
         )
     }
 
-    /// One agent, by uid in hex.
-    pub fn agent(&self, uid: &str) -> Option<AgentView> {
-        let uid = odigos_proto::opamp::parse_uid(uid)?;
+    /// One agent, by uid.
+    pub fn view(&self, uid: &Uid) -> Option<AgentView> {
         let assignments = self.assignments();
         let agents = self.agents.lock().unwrap();
-        Some(view(&uid, agents.get(&uid)?, &assignments, self.timeout))
+        Some(view(uid, agents.get(uid)?, &assignments, self.timeout))
+    }
+
+    /// One agent, by uid in hex.
+    pub fn agent(&self, uid: &str) -> Option<AgentView> {
+        self.view(&odigos_proto::opamp::parse_uid(uid)?)
     }
 }
 
@@ -685,31 +729,9 @@ fn view(uid: &Uid, agent: &Agent, assignments: &Assignments, timeout: Duration) 
         flatten("", health, &mut components);
     }
     let effective_config = agent.effective_config.clone();
-    let config = match assignments.offer_for(uid, agent) {
-        None => ConfigStatus::Unassigned,
-        Some(offer) => {
-            let hash = hex(&offer.hash);
-            match &agent.remote_config_status {
-                Some(s) if s.last_remote_config_hash == offer.hash => {
-                    match RemoteConfigStatuses::try_from(s.status) {
-                        Ok(RemoteConfigStatuses::Applied) => ConfigStatus::Applied { hash },
-                        Ok(RemoteConfigStatuses::Failed) => ConfigStatus::Failed {
-                            hash,
-                            error: s.error_message.clone(),
-                        },
-                        Ok(RemoteConfigStatuses::Applying) => ConfigStatus::Applying { hash },
-                        _ => ConfigStatus::Pending { hash },
-                    }
-                }
-                _ => ConfigStatus::Pending { hash },
-            }
-        }
-    };
+    let config = config_status(uid, agent, assignments);
     let ago = agent.last_seen.map(|t| t.elapsed());
-    let live = match agent.transport {
-        "websocket" => agent.connection.is_some(),
-        _ => ago.is_some_and(|ago| ago <= timeout),
-    };
+    let live = is_live(agent, timeout);
     let last_seen = ago
         .and_then(|ago| std::time::SystemTime::now().checked_sub(ago))
         .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
@@ -731,6 +753,37 @@ fn view(uid: &Uid, agent: &Agent, assignments: &Assignments, timeout: Duration) 
         connected: live.then_some(agent.transport),
         last_seen,
         history: agent.history.clone(),
+    }
+}
+
+/// How an agent stands with the config meant for it.
+fn config_status(uid: &Uid, agent: &Agent, assignments: &Assignments) -> ConfigStatus {
+    let Some(offer) = assignments.offer_for(uid, agent) else {
+        return ConfigStatus::Unassigned;
+    };
+    let hash = hex(&offer.hash);
+    match &agent.remote_config_status {
+        Some(s) if s.last_remote_config_hash == offer.hash => {
+            match RemoteConfigStatuses::try_from(s.status) {
+                Ok(RemoteConfigStatuses::Applied) => ConfigStatus::Applied { hash },
+                Ok(RemoteConfigStatuses::Failed) => ConfigStatus::Failed {
+                    hash,
+                    error: s.error_message.clone(),
+                },
+                Ok(RemoteConfigStatuses::Applying) => ConfigStatus::Applying { hash },
+                _ => ConfigStatus::Pending { hash },
+            }
+        }
+        _ => ConfigStatus::Pending { hash },
+    }
+}
+
+/// Whether an agent is connected: over WebSocket, by its connection; over HTTP, by having
+/// been heard from within the timeout.
+fn is_live(agent: &Agent, timeout: Duration) -> bool {
+    match agent.transport {
+        "websocket" => agent.connection.is_some(),
+        _ => agent.last_seen.is_some_and(|t| t.elapsed() <= timeout),
     }
 }
 
