@@ -316,6 +316,36 @@ impl Query {
             .collect())
     }
 
+    /// The collectors groups the control plane computes (the gateway, the node collectors):
+    /// each one's role, sizing and whether its collectors run its config.
+    async fn collectors_groups(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<CollectorsGroup>> {
+        Ok(plane(ctx)?
+            .0
+            .state()
+            .collectors_groups
+            .into_iter()
+            .map(|group| {
+                let status = group.status.unwrap_or_default();
+                CollectorsGroup {
+                    name: group.metadata.name.unwrap_or_default(),
+                    role: group.spec.role,
+                    ready: status.ready,
+                    signals: status
+                        .receiver_signals
+                        .iter()
+                        .map(|s| s.pipeline().to_uppercase())
+                        .collect(),
+                    resources: Json(
+                        serde_json::to_value(group.spec.resources_settings).unwrap_or_default(),
+                    ),
+                }
+            })
+            .collect())
+    }
+
     /// The OpenAPI schema of a kind's `spec`, as its CRD has it: what the UI draws a form
     /// from (types, enums, required fields, descriptions).
     async fn spec_schema(&self, kind: Kind) -> Option<Json<serde_json::Value>> {
@@ -1414,6 +1444,19 @@ pub struct Resource {
     yaml: Option<String>,
     /// Its spec in force, as JSON.
     spec: Option<Json<serde_json::Value>>,
+}
+
+#[derive(SimpleObject)]
+pub struct CollectorsGroup {
+    name: String,
+    /// `CLUSTER_GATEWAY` or `NODE_COLLECTOR`.
+    role: String,
+    /// Every collector of the role runs its config.
+    ready: bool,
+    /// The signals its receivers take.
+    signals: Vec<String>,
+    /// Replicas, requests and limits.
+    resources: Json<serde_json::Value>,
 }
 
 #[derive(SimpleObject)]

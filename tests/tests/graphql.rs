@@ -1,6 +1,7 @@
 //! The GraphQL API and the UI's sign-in, against a running `odigos up`:
 //! - without the token or a session every call is refused (401);
-//! - the fleet shows the gateway and node collector APPLIED, with their desired config;
+//! - the fleet shows the gateway and node collector APPLIED, with their desired config; the
+//!   collectors groups are ready; a kind's spec schema is served for the forms;
 //! - a Destination created through the API is a new YAML file in `odigos.d/`, rolls out to
 //!   every collector and shows Ready; disabling and deleting it edit and remove the file;
 //! - a mutation with a bad value is refused with the field at fault and changes nothing;
@@ -101,6 +102,35 @@ fn graphql_shows_the_fleet_and_changes_the_desired_state_through_files() {
         "the debug destination is in the gateway's config: {desired:#}"
     );
     assert_eq!(gateway["effectiveConfig"][0]["name"], "collector.yaml");
+
+    // The collectors groups, ready once their collectors run their configs.
+    let groups = up.graphql(
+        "{ collectorsGroups { name role ready signals resources } }",
+        json!({}),
+    );
+    let groups = data(&groups)["collectorsGroups"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let gateway_group = groups
+        .iter()
+        .find(|g| g["role"] == "CLUSTER_GATEWAY")
+        .expect("a gateway group");
+    assert_eq!(gateway_group["ready"], true, "{groups:#?}");
+    assert_eq!(gateway_group["signals"], json!(["TRACES"]), "{groups:#?}");
+    assert!(gateway_group["resources"]["maxReplicas"].as_u64() >= Some(1));
+
+    // The schema forms are drawn from: an Action's spec, with its blocks and types.
+    let schema = up.graphql("{ specSchema(kind: ACTION) }", json!({}));
+    let schema = &data(&schema)["specSchema"];
+    assert_eq!(
+        schema["properties"]["renameAttribute"]["properties"]["renames"]["type"], "object",
+        "{schema:#}"
+    );
+    assert_eq!(
+        schema["properties"]["signals"]["items"]["enum"][0],
+        "TRACES"
+    );
 
     // The catalog: otlp's form has its endpoint field, required.
     let types = up.graphql(
