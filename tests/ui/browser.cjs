@@ -129,6 +129,9 @@ async function main() {
   await page.getByRole("button", { name: "Create" }).click();
   await rowWithBadge(page, "destination-row", "default/archive", "Applied");
   step("the destination made through the form is Applied");
+  const progress = page.getByTestId("rollout-progress");
+  await progress.filter({ hasText: "Rolled out" }).filter({ hasText: /gateway (\d+)\/\1/ }).waitFor();
+  step(`the change is followed by its rollout: ${(await progress.innerText()).replace(/\s+/g, " ")}`);
   await shoot(page, "destinations");
   await page.getByRole("link", { name: "Rollouts", exact: true }).click();
   const gateway = page.getByTestId("rollout").filter({ has: page.getByRole("heading", { name: "gateway", exact: true }) });

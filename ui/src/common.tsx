@@ -48,14 +48,45 @@ export function useQuery<T>(query: string, variables?: Record<string, unknown>, 
  * A row's change (disable, delete): what went wrong, if it was refused, and a way to make one,
  * after which `reload` runs either way.
  */
-export function useChange(reload: () => void): [string | undefined, (change: Promise<ChangeResult>) => Promise<void>] {
+export function useChange(reload: () => void, made?: () => void): [string | undefined, (change: Promise<ChangeResult>) => Promise<void>] {
   const [failure, setFailure] = useState<string>();
   const act = async (change: Promise<ChangeResult>) => {
     const result = await change;
     setFailure(result.ok ? undefined : result.errors.map((e) => e.message).join("; "));
+    if (result.ok) made?.();
     reload();
   };
   return [failure, act];
+}
+
+interface Progress {
+  target: string;
+  agents: number;
+  applied: number;
+  failed: number;
+}
+
+/** After a change: each role's rollout as it lands, with a way to the Rollouts page. */
+export function RolloutProgress({ onClose }: { onClose: () => void }) {
+  const { data } = useQuery<{ rollouts: Progress[] }>("{ rollouts { target agents applied failed } }", undefined, 2_000);
+  const rollouts = (data?.rollouts ?? []).filter((r) => r.agents > 0);
+  const failed = rollouts.some((r) => r.failed > 0);
+  const done = rollouts.every((r) => r.applied === r.agents);
+  return (
+    <div className={`panel rollout-progress ${failed ? "failed" : ""}`} data-testid="rollout-progress" role="status">
+      <strong>{failed ? "The rollout failed" : done ? "Rolled out" : "Rolling out…"}</strong>
+      {rollouts.map((r) => (
+        <span key={r.target}>
+          {r.target} {r.applied}/{r.agents}
+          {r.failed > 0 && `, ${r.failed} failed`}
+        </span>
+      ))}
+      <A to="/rollouts">See the rollout</A>
+      <button className="link" onClick={onClose}>
+        Dismiss
+      </button>
+    </div>
+  );
 }
 
 /** The page's path, and a way to go elsewhere without reloading. */

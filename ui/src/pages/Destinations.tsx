@@ -12,7 +12,7 @@ import {
   type DestinationTest,
   type FieldError,
 } from "../api";
-import { Badge, ConditionBadge, Empty, Failure, Live, Page, useChange, useQuery } from "../common";
+import { Badge, ConditionBadge, Empty, Failure, Live, Page, RolloutProgress, useChange, useQuery } from "../common";
 
 interface Field {
   name: string;
@@ -51,12 +51,14 @@ export function Destinations() {
   const { data, error, reload } = useQuery<{ destinations: Destination[]; destinationTypes: DestinationType[] }>(DESTINATIONS);
   const { refresh } = useContext(Live);
   const [editing, setEditing] = useState<Destination | "new" | undefined>();
+  const [rolling, setRolling] = useState(false);
   const done = () => {
     setEditing(undefined);
+    setRolling(true);
     reload();
     refresh();
   };
-  const [failure, act] = useChange(reload);
+  const [failure, act] = useChange(reload, () => setRolling(true));
   const destinations = data?.destinations ?? [];
   return (
     <Page
@@ -68,6 +70,7 @@ export function Destinations() {
       }
     >
       <Failure error={error ?? failure} />
+      {rolling && <RolloutProgress onClose={() => setRolling(false)} />}
       {editing && data && (
         <DestinationForm
           types={data.destinationTypes}

@@ -4,7 +4,7 @@
 
 import { useContext, useState, type FormEvent } from "react";
 import { createResource, deleteResource, setDisabled, updateResource, type Condition, type FieldError, type Kind } from "../api";
-import { ConditionBadge, Empty, Failure, Live, Page, toneOf, useChange, useQuery } from "../common";
+import { ConditionBadge, Empty, Failure, Live, Page, RolloutProgress, toneOf, useChange, useQuery } from "../common";
 import { SchemaForm, unclaimed, type Errors, type Schema } from "../SchemaForm";
 
 type Spec = Record<string, unknown>;
@@ -76,7 +76,8 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
     others.reload();
     refresh();
   };
-  const [failure, act] = useChange(reload);
+  const [rolling, setRolling] = useState(false);
+  const [failure, act] = useChange(reload, () => setRolling(true));
   return (
     <Page
       title={title}
@@ -87,6 +88,7 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
       }
     >
       <Failure error={sources.error ?? others.error ?? failure} />
+      {rolling && <RolloutProgress onClose={() => setRolling(false)} />}
       {editing && (
         <SpecForm
           key={editing === "new" ? "" : editing.name}
@@ -96,6 +98,7 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
           existing={editing === "new" ? undefined : editing}
           onDone={() => {
             setEditing(undefined);
+            setRolling(true);
             reload();
           }}
           onCancel={() => setEditing(undefined)}
