@@ -170,7 +170,14 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     // The page opens, then one agent fails.
     let mut page = None;
     if args.ui {
-        let mut browser = ui::Page::open(ui_port, connected).await?;
+        // The server prints a one-time sign-in link for the UI.
+        let log = std::fs::read_to_string(dir.join("server.log"))?;
+        let link = log
+            .lines()
+            .find_map(|l| l.strip_prefix("ui: "))
+            .and_then(|l| l.split_whitespace().next())
+            .context("the server printed no sign-in link")?;
+        let mut browser = ui::Page::open(link, connected).await?;
         let before_kib = proc_status_kib(pid, "VmRSS")?;
         let render = browser.measure().await?;
         let with_page_kib = proc_status_kib(pid, "VmRSS")?;
@@ -257,7 +264,7 @@ mod ui {
     }
 
     impl Page {
-        pub async fn open(port: u16, agents: usize) -> anyhow::Result<Page> {
+        pub async fn open(link: &str, agents: usize) -> anyhow::Result<Page> {
             let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let modules = std::env::var_os("ODIGOS_UI_NODE_MODULES")
                 .map(std::path::PathBuf::from)
@@ -270,7 +277,7 @@ mod ui {
             );
             let mut child = tokio::process::Command::new("node")
                 .arg(workspace.join("bench/ui/fleet.cjs"))
-                .env("ODIGOS_UI_URL", format!("http://127.0.0.1:{port}"))
+                .env("ODIGOS_UI_LINK", link)
                 .env("ODIGOS_UI_NODE_MODULES", &modules)
                 .env("ODIGOS_AGENTS", agents.to_string())
                 .stdin(Stdio::piped())

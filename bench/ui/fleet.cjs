@@ -5,7 +5,8 @@
 //   {"update_ms"}    from "go" (one agent is then made to fail) until the page shows it
 //   {"rollout_ms", "longest_frame_ms"}  from "go" (every agent gets a new config) until the
 //                    page shows them all applied, and the longest gap between frames meanwhile
-// Environment: ODIGOS_UI_URL, ODIGOS_UI_NODE_MODULES, ODIGOS_AGENTS.
+// Environment: ODIGOS_UI_LINK (the server's one-time sign-in link), ODIGOS_UI_NODE_MODULES,
+// ODIGOS_AGENTS.
 
 const path = require("path");
 const readline = require("readline");
@@ -29,9 +30,12 @@ async function main() {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.setDefaultTimeout(120_000);
 
-  note("opening /fleet");
+  const link = process.env.ODIGOS_UI_LINK;
+  await page.goto(link);
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  note("signed in; opening /fleet");
   const opened = Date.now();
-  await page.goto(process.env.ODIGOS_UI_URL + "/fleet");
+  await page.goto(new URL(link).origin + "/fleet");
   await page.getByText(`${agents} agents`, { exact: true }).waitFor();
   await page.getByTestId("agent-row").first().waitFor();
   say({ render_ms: Date.now() - opened });

@@ -26,8 +26,9 @@ pub use auth::CSRF_HEADER;
 /// How the control plane serves.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// When set, agents and API clients must send `Authorization: Bearer <token>`, and the UI
-    /// needs a session.
+    /// When set, agents and API clients must send `Authorization: Bearer <token>`. The UI
+    /// always needs it or a session (without one, a token made at start that only its
+    /// sign-in links lead to).
     pub token: Option<String>,
     /// An agent not heard from for this long is considered gone.
     pub agent_timeout: Duration,
@@ -196,11 +197,8 @@ impl Server {
     /// do not send anywhere): opening it signs the browser in.
     pub fn login_link(&self) -> Option<String> {
         let address = self.ui_address?;
-        let base = format!("{}://{address}/", self.scheme);
-        Some(match self.auth.login_code() {
-            Some(code) => format!("{base}#login={code}"),
-            None => base,
-        })
+        let code = self.auth.login_code();
+        Some(format!("{}://{address}/#login={code}", self.scheme))
     }
 
     /// Stops accepting agents and people, and closes every connection.

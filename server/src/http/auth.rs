@@ -4,6 +4,9 @@
 //! the token itself to `/api/v1/session`, and gets an HttpOnly, SameSite=Strict cookie. A
 //! request made with the cookie that is not a read must also carry [`CSRF_HEADER`], which a
 //! page of another site cannot set without the browser asking first.
+//!
+//! A server started without a token lets agents connect freely, but the UI still asks: its
+//! token is then one made at start, known only through the sign-in links the server prints.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -36,7 +39,12 @@ pub enum Side {
 }
 
 pub struct Auth {
+    /// What agents and API clients present where agents connect; without one, nothing is
+    /// asked there.
     token: Option<String>,
+    /// What people and scripts present where the UI is: the token, or without one a token
+    /// made at start, so the UI always asks (its one-time links sign people in).
+    people: String,
     sessions: Mutex<VecDeque<String>>,
     codes: Mutex<VecDeque<String>>,
 }
@@ -44,22 +52,22 @@ pub struct Auth {
 impl Auth {
     pub fn new(token: Option<String>) -> Auth {
         Auth {
+            people: token.clone().unwrap_or_else(random_hex),
             token,
             sessions: Mutex::default(),
             codes: Mutex::default(),
         }
     }
 
-    /// A new login code, good for one sign-in; `None` when no token is needed.
-    pub fn login_code(&self) -> Option<String> {
-        self.token.as_ref()?;
+    /// A new login code, good for one sign-in.
+    pub fn login_code(&self) -> String {
         let code = random_hex();
         let mut codes = self.codes.lock().unwrap();
         if codes.len() == MAX_CODES {
             codes.pop_front();
         }
         codes.push_back(code.clone());
-        Some(code)
+        code
     }
 
     /// `app` with every request checked as `side` wants.
@@ -92,8 +100,12 @@ impl Auth {
                 "the UI is read-only (--ui-read-only)",
             ));
         }
-        let Some(token) = &self.token else {
-            return Ok(());
+        let token = match side {
+            Side::People { .. } => &self.people,
+            Side::Agents => match &self.token {
+                Some(token) => token,
+                None => return Ok(()),
+            },
         };
         if let Side::People { .. } = side
             && (path == SESSION_PATH || (reads && !api))
@@ -154,9 +166,7 @@ struct Credentials {
 }
 
 async fn sign_in(State(auth): State<Arc<Auth>>, Json(credentials): Json<Credentials>) -> Response {
-    let Some(token) = &auth.token else {
-        return StatusCode::NO_CONTENT.into_response();
-    };
+    let token = &auth.people;
     let accepted = match (&credentials.code, &credentials.token) {
         (Some(code), None) => {
             let mut codes = auth.codes.lock().unwrap();

@@ -375,10 +375,21 @@ async fn api(
     token: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
+    call(server.address, method, path, token, body).await
+}
+
+async fn call(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut request = axum::http::Request::builder()
         .method(method)
-        .uri(format!("http://{}{path}", server.address));
+        .header("content-type", "application/json")
+        .uri(format!("http://{address}{path}"));
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -446,6 +457,37 @@ async fn the_api_lists_agents_and_assigns_configs() {
             .await
             .0,
         400
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_agents_connect_freely_but_the_ui_still_asks() {
+    let options = Options {
+        ui: Some("127.0.0.1:0".into()),
+        ..Options::default()
+    };
+    let server = Server::start("127.0.0.1:0", options).await.unwrap();
+    assert_eq!(api(&server, "GET", "/api/v1/agents", None, "").await.0, 200);
+    let ui = server.ui_address.unwrap();
+    let query = r#"{"query": "{ fleetSummary { total } }"}"#;
+    assert_eq!(call(ui, "POST", "/graphql", None, query).await.0, 401);
+    assert_eq!(call(ui, "GET", "/api/v1/agents", None, "").await.0, 401);
+    // The printed link signs in, once.
+    let link = server.login_link().unwrap();
+    let code = link.split_once("#login=").unwrap().1;
+    let credentials = format!(r#"{{"code": "{code}"}}"#);
+    assert_eq!(
+        call(ui, "POST", "/api/v1/session", None, &credentials)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(ui, "POST", "/api/v1/session", None, &credentials)
+            .await
+            .0,
+        401
     );
     server.stop().await;
 }
