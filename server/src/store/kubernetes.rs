@@ -454,7 +454,11 @@ impl Store for KubeStore {
             },
         };
         match result {
-            Err(kube::Error::Api(status)) if status.code == 409 => Err(Refusal::Exists(key)),
+            Err(kube::Error::Api(status))
+                if status.code == 409 && matches!(change, Change::Create(_)) =>
+            {
+                Err(Refusal::Exists(key))
+            }
             Err(kube::Error::Api(status)) if status.code == 404 => Err(Refusal::Missing(key)),
             Err(e) => Err(Refusal::Failed(format!("the cluster refused {key}: {e}"))),
             Ok(()) => {
@@ -577,7 +581,12 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     if create {
         api.create(&PostParams::default(), object).await?;
-    } else {
+        return Ok(());
+    }
+    // The control plane writes statuses too, each a new resourceVersion: a replace that
+    // lost that race is tried again on the version now there.
+    let mut attempts = 0;
+    loop {
         let mut object = object.clone();
         let current = api.get(&object.name_any()).await?;
         let (meta, was) = (object.meta_mut(), current.meta());
@@ -588,10 +597,15 @@ where
         if meta.annotations.is_none() {
             meta.annotations = was.annotations.clone();
         }
-        api.replace(&object.name_any(), &PostParams::default(), &object)
-            .await?;
+        attempts += 1;
+        match api
+            .replace(&object.name_any(), &PostParams::default(), &object)
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 409 && attempts < 5 => continue,
+            result => return result.map(drop),
+        }
     }
-    Ok(())
 }
 
 async fn delete_object<K>(client: &Client, key: &ObjectKey) -> Result<(), kube::Error>

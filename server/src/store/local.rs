@@ -51,6 +51,10 @@ pub struct LocalStore {
     published: watch::Sender<Arc<Snapshot>>,
     /// One change through the API at a time: each reads a file and writes it back.
     changing: Mutex<()>,
+    /// A digest of what was last published (the documents in force and the problems), so a
+    /// reload that finds nothing new publishes nothing: the watcher's after a change through
+    /// the API, or an editor saving a file unchanged.
+    last: Mutex<Option<u64>>,
 }
 
 impl LocalStore {
@@ -87,6 +91,7 @@ impl LocalStore {
             files: Mutex::new(files),
             published: watch::channel(Arc::new(Snapshot::default())).0,
             changing: Mutex::default(),
+            last: Mutex::default(),
         });
         store.reload();
         Ok(store)
@@ -177,6 +182,20 @@ impl LocalStore {
         let now: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         for problem in now.iter().filter(|p| !before.contains(p)) {
             tracing::warn!("resource refused, its last good version stays: {problem}");
+        }
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for state in files.values() {
+                for good in &state.good {
+                    (&good.key, &good.text).hash(&mut hasher);
+                }
+            }
+            now.hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.last.lock().unwrap().replace(digest) == Some(digest) {
+            return;
         }
         if let Some(kept) = &self.kept
             && let Err(e) = write_kept(kept, &self.dir, &files)

@@ -150,6 +150,11 @@ fn a_bad_edit_keeps_the_last_good_version_and_disturbs_nothing_else() {
             .contains("defined in an earlier file too")
     );
     assert_eq!(third.generation, 3);
+
+    // Reading again what is already in force publishes nothing new.
+    std::fs::write(dir.path().join("c.yaml"), ACTION).unwrap();
+    store.reload();
+    assert_eq!(store.subscribe().borrow().generation, 3);
 }
 
 fn action(name: &str, to: &str) -> String {
