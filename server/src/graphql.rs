@@ -156,6 +156,41 @@ impl Query {
         FleetSummary::of(&backend(ctx).fleet.briefs(&[]))
     }
 
+    /// Each role's agents: how many stand where, and what its collectors take in, deliver and
+    /// drop. What the overview shows without listing every agent.
+    async fn roles(&self, ctx: &Context<'_>) -> Vec<RoleSummary> {
+        let backend = backend(ctx);
+        let briefs = backend.fleet.briefs(&[ROLE]);
+        let rates = backend.throughput.rates();
+        let mut roles: std::collections::BTreeMap<String, (Vec<AgentBrief>, Option<ItemRates>)> =
+            Default::default();
+        for brief in briefs {
+            let role = brief.attributes[0]
+                .clone()
+                .unwrap_or_else(|| SDK.to_string());
+            let (agents, throughput) = roles.entry(role).or_default();
+            let measured = !rates.collectors.is_empty();
+            if let Some(rate) = measured
+                .then(|| rates.collectors.get(&hex(&brief.uid)))
+                .flatten()
+            {
+                let total = throughput.get_or_insert_with(ItemRates::default);
+                total.received += rate.received;
+                total.sent += rate.sent;
+                total.failed += rate.failed;
+            }
+            agents.push(brief);
+        }
+        roles
+            .into_iter()
+            .map(|(role, (agents, throughput))| RoleSummary {
+                role,
+                summary: FleetSummary::of(&agents),
+                throughput,
+            })
+            .collect()
+    }
+
     /// The desired state's version, counting from 1; 0 before the first.
     async fn generation(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
         Ok(plane(ctx)?.0.state().generation)
@@ -1178,6 +1213,16 @@ pub struct Component {
 pub struct ConfigFile {
     name: String,
     body: String,
+}
+
+/// One role's agents, and what its collectors move.
+#[derive(SimpleObject)]
+pub struct RoleSummary {
+    /// `gateway`, `node`, `odiglet`, or `sdk`.
+    role: String,
+    summary: FleetSummary,
+    /// Summed over its collectors, while their metrics are read.
+    throughput: Option<ItemRates>,
 }
 
 /// How many agents stand where.

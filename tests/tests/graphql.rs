@@ -657,7 +657,8 @@ fn throughput_per_source_destination_and_collector_comes_from_the_collectors_own
     let streamer = up.stream_spans("checkout");
     let query = "{ sources { name throughput } services { service items }
         destinations { name throughput { sent failed } }
-        agents { role throughput { received sent failed } } }";
+        agents { role throughput { received sent failed } }
+        roles { role summary { total applied } throughput { received sent } } }";
     let mut last = Value::Null;
     // Rates need two readings of the collectors, five seconds apart.
     let flowing = wait_for(Duration::from_secs(30), || {
@@ -683,6 +684,11 @@ fn throughput_per_source_destination_and_collector_comes_from_the_collectors_own
             && rate(&agent("node")["received"]) > 0.0
             && rate(&agent("node")["sent"]) > 0.0
             && rate(&agent("gateway")["received"]) > 0.0
+            && d["roles"].as_array().unwrap().iter().any(|r| {
+                r["role"] == "node"
+                    && r["summary"]["applied"] == 1
+                    && rate(&r["throughput"]["received"]) > 0.0
+            })
     });
     let acked = streamer.acked().len();
     streamer.stop();

@@ -19,9 +19,9 @@ interface Rates {
   failed: number;
 }
 
-interface Agent {
-  role: string | null;
-  status: string;
+interface Role {
+  role: string;
+  summary: FleetSummary;
   throughput: Rates | null;
 }
 
@@ -30,7 +30,8 @@ const OVERVIEW = `{ fleetSummary { total applied applying failed disconnected ot
   services { service items source }
   resources { kind name condition { kind status reason message } }
   destinations { name condition { kind status reason message } health { kind status reason message } throughput { sent failed } }
-  agents { role status throughput { received sent failed } } problems { message } }`;
+  roles { role summary { total applied applying failed disconnected other } throughput { received sent failed } }
+  problems { message } }`;
 
 interface Overview {
   fleetSummary: FleetSummary;
@@ -38,7 +39,7 @@ interface Overview {
   services: { service: string; items: number; source: string | null }[];
   resources: (Item & { kind: string })[];
   destinations: (Item & { health: Condition | null; throughput: { sent: number; failed: number } | null })[];
-  agents: Agent[];
+  roles: Role[];
   problems: { message: string }[];
 }
 
@@ -67,23 +68,33 @@ function Column({ title, to, items, empty }: { title: string; to: string; items:
   );
 }
 
-function Collector({ role, agents }: { role: string; agents: Agent[] }) {
-  const mine = agents.filter((a) => a.role === role);
-  const worst = mine.find((a) => a.status === "FAILED") ?? mine.find((a) => a.status !== "APPLIED") ?? mine[0];
-  const measured = mine.filter((a) => a.throughput);
-  const sum = (key: keyof Rates) => measured.reduce((total, a) => total + a.throughput![key], 0);
+function Collector({ role, roles }: { role: string; roles: Role[] }) {
+  const mine = roles.find((r) => r.role === role);
+  const counts = mine?.summary;
+  const worst = !counts || counts.total === 0
+    ? undefined
+    : counts.failed
+      ? "FAILED"
+      : counts.applied === counts.total
+        ? "APPLIED"
+        : counts.applying
+          ? "APPLYING"
+          : counts.disconnected
+            ? "DISCONNECTED"
+            : "PENDING";
+  const rates = mine?.throughput;
   const edge = (key: "received" | "sent") => (
     <span className="arrow" data-testid={`edge-${role}-${key}`}>
-      {measured.length > 0 && <span className="rate">{perSecond(sum(key))}</span>}→
+      {rates && <span className="rate">{perSecond(rates[key])}</span>}→
     </span>
   );
   return (
     <div className="collector" data-testid={`collector-${role}`}>
       {edge("received")}
       <A to="/fleet">{role}</A>
-      {worst ? <Badge tone={agentTone(worst.status)}>{mine.length > 1 ? `${mine.length} ${worst.status}` : worst.status}</Badge> : <Badge tone="off">none</Badge>}
+      {worst ? <Badge tone={agentTone(worst)}>{counts!.total > 1 ? `${counts!.total} ${worst}` : worst}</Badge> : <Badge tone="off">none</Badge>}
       {edge("sent")}
-      {measured.length > 0 && sum("failed") > 0 && <Badge tone="bad">{perSecond(sum("failed"))} dropped</Badge>}
+      {rates && rates.failed > 0 && <Badge tone="bad">{perSecond(rates.failed)} dropped</Badge>}
     </div>
   );
 }
@@ -122,9 +133,9 @@ export function OverviewPage() {
       <div className="pipeline">
         <Column title="Rules" to="/rules" items={rules} empty="No instrumentation rule" />
         <Column title="Sources" to="/sources" items={sources} empty="Nothing instrumented by name yet; SDKs still send OTLP" />
-        <Collector role="node" agents={data.agents} />
+        <Collector role="node" roles={data.roles} />
         <Column title="Actions" to="/actions" items={actions} empty="No action" />
-        <Collector role="gateway" agents={data.agents} />
+        <Collector role="gateway" roles={data.roles} />
         <Column title="Destinations" to="/destinations" items={destinations} empty="No destination yet" />
       </div>
       {data.destinations.length === 0 && (
