@@ -164,16 +164,15 @@ impl Query {
         let rates = backend.throughput.rates();
         let mut roles: std::collections::BTreeMap<String, (Vec<AgentBrief>, Option<ItemRates>)> =
             Default::default();
+        // Only collectors are measured: most agents need no lookup.
+        let measured = !rates.collectors.is_empty();
         for brief in briefs {
             let role = brief.attributes[0]
                 .clone()
                 .unwrap_or_else(|| SDK.to_string());
             let (agents, throughput) = roles.entry(role).or_default();
-            let measured = !rates.collectors.is_empty();
-            if let Some(rate) = measured
-                .then(|| rates.collectors.get(&hex(&brief.uid)))
-                .flatten()
-            {
+            let rate = measured.then(|| rates.collectors.get(&hex(&brief.uid)));
+            if let Some(rate) = rate.flatten() {
                 let total = throughput.get_or_insert_with(ItemRates::default);
                 total.received += rate.received;
                 total.sent += rate.sent;
