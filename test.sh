@@ -10,7 +10,8 @@
 # links there);
 # ODIGOS_GO_DIR where the Go test server is built (default target/go);
 # ODIGOS_K8S_APISERVER where the Kubernetes API server for the Kubernetes tests is built
-# (default ~/.cache/odigos-rs/k8s-apiserver).
+# (default ~/.cache/odigos-rs/k8s-apiserver); ODIGOS_HELM_DIR where helm and kubectl are put
+# (default ~/.cache/odigos-rs/helm).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -47,7 +48,7 @@ fi
 
 venv="${ODIGOS_VENV:-$PWD/.venv}"
 step "python: OpenTelemetry SDK in $venv"
-if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry._opamp' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry._opamp, kubernetes_validate' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
@@ -94,6 +95,10 @@ rm -rf "$built"
 export ODIGOS_K8S_APISERVER="${ODIGOS_K8S_APISERVER:-$HOME/.cache/odigos-rs/k8s-apiserver}"
 step "kubernetes: kube-apiserver and etcd in $ODIGOS_K8S_APISERVER"
 tests/k8s/build-apiserver.sh "$ODIGOS_K8S_APISERVER"
+
+export ODIGOS_HELM_DIR="${ODIGOS_HELM_DIR:-$HOME/.cache/odigos-rs/helm}"
+step "helm and kubectl in $ODIGOS_HELM_DIR"
+tests/k8s/fetch-helm.sh "$ODIGOS_HELM_DIR" "$venv/bin/python"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
