@@ -94,7 +94,7 @@ rm -rf "$built"
 
 export ODIGOS_K8S_APISERVER="${ODIGOS_K8S_APISERVER:-$HOME/.cache/odigos-rs/k8s-apiserver}"
 step "kubernetes: kube-apiserver and etcd in $ODIGOS_K8S_APISERVER"
-tests/k8s/build-apiserver.sh "$ODIGOS_K8S_APISERVER"
+tests/k8s/build-kubernetes.sh "$ODIGOS_K8S_APISERVER" kube-apiserver
 
 export ODIGOS_HELM_DIR="${ODIGOS_HELM_DIR:-$HOME/.cache/odigos-rs/helm}"
 step "helm and kubectl in $ODIGOS_HELM_DIR"

@@ -1,5 +1,5 @@
 //! A real Kubernetes API server (kube-apiserver and etcd) on 127.0.0.1, for the tests of the
-//! Kubernetes store. The binaries come from `tests/k8s/build-apiserver.sh`, which `./test.sh`
+//! Kubernetes store. The binaries come from `tests/k8s/build-kubernetes.sh`, which `./test.sh`
 //! runs; they are looked for in `$ODIGOS_K8S_APISERVER` (default
 //! `~/.cache/odigos-rs/k8s-apiserver`).
 
@@ -25,7 +25,7 @@ fn binaries() -> PathBuf {
         });
     assert!(
         dir.join("kube-apiserver").is_file() && dir.join("etcd").is_file(),
-        "kube-apiserver and etcd are required in {}: run ./test.sh, or tests/k8s/build-apiserver.sh {}",
+        "kube-apiserver and etcd are required in {}: run ./test.sh, or tests/k8s/build-kubernetes.sh {} kube-apiserver",
         dir.display(),
         dir.display()
     );

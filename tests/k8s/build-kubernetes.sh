@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# Builds a real kube-apiserver (Kubernetes 1.20.2) and fetches etcd 3.4.23 for the tests that
-# need a Kubernetes API server, from the Debian bookworm archive alone: Debian's `kubernetes`
-# source package carries the whole upstream tree (Debian ships only kubectl from it), built
-# with Debian's Go 1.19. Nothing is installed system-wide.
+# Builds real Kubernetes 1.20.2 components and fetches etcd 3.4.23 for the tests, from the
+# Debian bookworm archive alone: Debian's `kubernetes` source package carries the whole
+# upstream tree (Debian ships only kubectl from it), built with Debian's Go 1.19. Nothing is
+# installed system-wide.
 #
-# Usage: tests/k8s/build-apiserver.sh OUT_DIR
-#   OUT_DIR ends up holding kube-apiserver and etcd (~130 MB); nothing is done if it does.
-#   Scratch space (~3.5 GB) is taken in $K8S_BUILD_DIR, /dev/shm by default, and removed.
+# Usage: tests/k8s/build-kubernetes.sh OUT_DIR [COMPONENT...]
+#   COMPONENTs are commands of the tree (kube-apiserver, kubelet, ...); by default all a node
+#   runs: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and
+#   kubectl. OUT_DIR ends up holding them and etcd (kube-apiserver alone: ~130 MB, ~6 minutes;
+#   all: ~420 MB, ~14 minutes on 2 cores); nothing is done if it does.
+#   Scratch space (~4 GB) is taken in $K8S_BUILD_DIR, /dev/shm by default, and removed.
 # Needs apt-get, dpkg-deb, make, patch, tar, xz and openssl.
 set -euo pipefail
 
-out=${1:?usage: build-apiserver.sh OUT_DIR}
-work=${K8S_BUILD_DIR:-/dev/shm/odigos-apiserver-build}
+out=${1:?usage: build-kubernetes.sh OUT_DIR [COMPONENT...]}
+shift
+components=("$@")
+if [[ ${#components[@]} == 0 ]]; then
+  components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+fi
+work=${K8S_BUILD_DIR:-/dev/shm/odigos-kubernetes-build}
 
-if [[ -x $out/kube-apiserver && -x $out/etcd ]]; then
+missing=()
+for c in "${components[@]}" etcd; do
+  [[ -x $out/$c ]] || missing+=("$c")
+done
+if [[ ${#missing[@]} == 0 ]]; then
   exit 0
 fi
-echo "building kube-apiserver 1.20.2 from Debian's source package into $out (takes ~6 minutes)"
+echo "building ${components[*]} 1.20.2 from Debian's source package into $out"
 rm -rf "$work"
 mkdir -p "$work"/{apt/lists/partial,apt/cache/archives/partial,apt/parts,debs,root,tmp,shim} "$out"
 trap 'rm -rf "$work"' EXIT
@@ -67,8 +79,10 @@ chmod +x shim/rsync
 (cd "$src" && env -u GOPATH -u GOFLAGS -u GO111MODULE -u GOCACHE \
    GOROOT="$goroot" PATH="$work/shim:$goroot/bin:$PATH" \
    TMPDIR="$work/tmp" GOTMPDIR="$work/tmp" GOPROXY=off \
-   make WHAT=cmd/kube-apiserver)
+   make WHAT="${components[*]/#/cmd/}")
 
-cp "$src/_output/local/bin/linux/amd64/kube-apiserver" "$out/"
+for c in "${components[@]}"; do
+  cp "$src/_output/local/bin/linux/amd64/$c" "$out/"
+done
 cp root/usr/bin/etcd "$out/"
-"$out/kube-apiserver" --version
+"$out/${components[0]}" --version
