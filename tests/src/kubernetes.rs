@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The token of the user `scoped`.
+const SCOPED_TOKEN: &str = "odigos-scoped-token";
+
 /// A running API server with its etcd, stopped (server first) when dropped.
 pub struct KubeApi {
     apiserver: Child,
@@ -52,7 +55,7 @@ impl KubeApi {
         let token = "odigos-test-token".to_string();
         std::fs::write(
             path("tokens.csv"),
-            format!("{token},admin,admin,system:masters\n"),
+            format!("{token},admin,admin,system:masters\n{SCOPED_TOKEN},scoped,scoped\n"),
         )
         .unwrap();
         let (client, peer, port) = (free_port(), free_port(), free_port());
@@ -132,10 +135,19 @@ impl KubeApi {
 
     /// A client for the server, as a user with every right.
     pub async fn client(&self) -> kube::Client {
+        self.client_as(&self.token)
+    }
+
+    /// A client as the user `scoped`, who has no rights until a test grants some (RBAC).
+    pub async fn scoped_client(&self) -> kube::Client {
+        self.client_as(SCOPED_TOKEN)
+    }
+
+    fn client_as(&self, token: &str) -> kube::Client {
         let mut config =
             kube::Config::new(format!("https://127.0.0.1:{}", self.port).parse().unwrap());
         config.accept_invalid_certs = true;
-        config.auth_info.token = Some(self.token.clone().into());
+        config.auth_info.token = Some(token.to_string().into());
         kube::Client::try_from(config).unwrap()
     }
 }

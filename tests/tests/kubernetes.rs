@@ -5,6 +5,8 @@
 //! connects and applies its config, the Destination's condition turns Ready; changes made
 //! through the store (the UI's mutations) are validated, written as custom resources and
 //! followed, keeping the labels others set; a Destination's secret fields go into a Secret.
+//! An install scoped to one namespace, with rights in that namespace only, starts and keeps to
+//! it.
 
 use std::time::Duration;
 
@@ -95,11 +97,8 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_plane_follows_and_reports_on_cluster_resources() {
-    let api = tokio::task::block_in_place(KubeApi::start);
-    let client = api.client().await;
-
+/// Installs the CRDs and waits until the API server serves them.
+async fn install_crds(api: &KubeApi, client: &kube::Client) {
     let definitions: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crds() {
         definitions
@@ -107,7 +106,7 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
             .await
             .unwrap();
     }
-    eventually("the CRDs are established", &api, || {
+    eventually("the CRDs are established", api, || {
         let definitions = definitions.clone();
         async move {
             for crd in crds() {
@@ -125,6 +124,14 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_follows_and_reports_on_cluster_resources() {
+    let api = tokio::task::block_in_place(KubeApi::start);
+    let client = api.client().await;
+
+    install_crds(&api, &client).await;
 
     let create = |yaml: &'static str| {
         let client = client.clone();
@@ -514,5 +521,103 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
             .unwrap()
             .is_none()
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let api = tokio::task::block_in_place(KubeApi::start);
+    let admin = api.client().await;
+    install_crds(&api, &admin).await;
+    fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+    let namespace: Namespace = object(serde_json::json!({"metadata": {"name": "shop"}}));
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    // The user `scoped` may do what the control plane does, in `shop` only.
+    let role: Role = object(serde_json::json!({
+        "metadata": {"name": "odigos", "namespace": "shop"},
+        "rules": [
+            {"apiGroups": ["odigos.io"], "resources": ["*"], "verbs": ["*"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+        ],
+    }));
+    Api::<Role>::namespaced(admin.clone(), "shop")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = object(serde_json::json!({
+        "metadata": {"name": "odigos", "namespace": "shop"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "odigos"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "scoped"}],
+    }));
+    Api::<RoleBinding>::namespaced(admin.clone(), "shop")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    for namespace in ["shop", "default"] {
+        let destination: Destination = object(serde_json::json!({
+            "apiVersion": "odigos.io/v1alpha1", "kind": "Destination",
+            "metadata": {"name": format!("{namespace}-debug"), "namespace": namespace},
+            "spec": {"type": "debug", "signals": ["TRACES"]},
+        }));
+        Api::<Destination>::namespaced(admin.clone(), namespace)
+            .create(&PostParams::default(), &destination)
+            .await
+            .unwrap();
+    }
+
+    let scoped = api.scoped_client().await;
+    let store = KubeStore::start(scoped, Some("shop"), "shop", Catalog::builtin())
+        .await
+        .unwrap_or_else(|e| panic!("a namespace-scoped install starts: {e}"));
+    let secrets = tempfile::tempdir().unwrap();
+    let layout = Layout {
+        node_grpc: "127.0.0.1:0".into(),
+        node_http: "127.0.0.1:0".into(),
+        gateway_listen: "127.0.0.1:0".into(),
+        gateway_endpoint: "http://127.0.0.1:4317".into(),
+        node_metrics: None,
+        gateway_metrics: None,
+        secrets_dir: secrets.path().to_path_buf(),
+        queue_dir: None,
+        queue_mib: 0,
+        gateway_memory_mib: 256,
+        node_memory_mib: 128,
+    };
+    let (server, plane) =
+        Server::start_control_plane("127.0.0.1:0", Options::default(), store, layout)
+            .await
+            .unwrap();
+    let destinations = Api::<Destination>::namespaced(admin.clone(), "shop");
+    eventually("its namespace's Destination gets its status", &api, || {
+        let (destinations, state) = (destinations.clone(), plane.state());
+        async move {
+            let names: Vec<&String> = state.destinations.keys().collect();
+            if names != ["shop/shop-debug"] {
+                return Err(format!("followed: {names:?}"));
+            }
+            let debug = serde_json::to_value(
+                destinations
+                    .get("shop-debug")
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+            .unwrap();
+            match ready(&debug) {
+                Some((s, r, _)) if s == "False" && r == "NoAgents" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let groups = Api::<CollectorsGroup>::namespaced(admin.clone(), "shop");
+    assert!(groups.get_opt("odigos-gateway").await.unwrap().is_some());
     server.stop().await;
 }

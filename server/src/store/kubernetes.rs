@@ -34,6 +34,8 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by=odigos-rs";
 
 pub struct KubeStore {
     client: Client,
+    /// The one namespace followed, or all of them.
+    namespace: Option<String>,
     /// Where CollectorsGroups are written.
     home: String,
     published: watch::Sender<Arc<Snapshot>>,
@@ -87,10 +89,10 @@ impl KubeStore {
         };
         // Fails early, with the API server's own words, when a CRD is missing or access is
         // refused; the watchers would only retry.
-        Api::<Source>::all(client.clone())
+        scoped::<Source>(&client, namespace)
             .list(&ListParams::default().limit(1))
             .await?;
-        Api::<Destination>::all(client.clone())
+        scoped::<Destination>(&client, namespace)
             .list(&ListParams::default().limit(1))
             .await?;
         for ready in [
@@ -105,6 +107,7 @@ impl KubeStore {
         }
         let store = Arc::new(KubeStore {
             client,
+            namespace: namespace.map(str::to_string),
             home: home.to_string(),
             published: watch::channel(Arc::new(Snapshot::default())).0,
             good: Mutex::default(),
@@ -313,8 +316,11 @@ impl KubeStore {
             api.patch(&name, &apply, &Patch::Apply(&config)).await?;
             self.written.lock().unwrap().insert(id, text);
         }
-        let all: Api<InstrumentationConfig> = Api::all(self.client.clone());
-        for stale in all.list(&ListParams::default().labels(MANAGED_BY)).await? {
+        let written = scoped::<InstrumentationConfig>(&self.client, self.namespace.as_deref());
+        for stale in written
+            .list(&ListParams::default().labels(MANAGED_BY))
+            .await?
+        {
             let (namespace, name) = (stale.namespace().unwrap_or_default(), stale.name_any());
             if !wanted.contains(&(namespace.clone(), name.clone())) {
                 Api::<InstrumentationConfig>::namespaced(self.client.clone(), &namespace)
@@ -365,6 +371,17 @@ where
         .map(drop)
 }
 
+/// The resources of kind `K` in `namespace`, or in every namespace.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Follows every `K` of `namespace` (or of all) through a watcher into a cache; each change
 /// is signalled on `changed`.
 fn follow<K>(
@@ -381,10 +398,7 @@ where
         + Sync
         + 'static,
 {
-    let api = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api = scoped(client, namespace);
     let (reader, writer) = reflector::store();
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
