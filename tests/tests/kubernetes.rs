@@ -596,12 +596,22 @@ async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
             .await
             .unwrap();
     let destinations = Api::<Destination>::namespaced(admin.clone(), "shop");
-    eventually("its namespace's Destination gets its status", &api, || {
-        let (destinations, state) = (destinations.clone(), plane.state());
+    let groups = Api::<CollectorsGroup>::namespaced(admin.clone(), "shop");
+    let written = "its Destination's status and the CollectorsGroups are written in its namespace";
+    eventually(written, &api, || {
+        let (destinations, groups, state) = (destinations.clone(), groups.clone(), plane.state());
         async move {
             let names: Vec<&String> = state.destinations.keys().collect();
             if names != ["shop/shop-debug"] {
                 return Err(format!("followed: {names:?}"));
+            }
+            if groups
+                .get_opt("odigos-gateway")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err("no gateway CollectorsGroup yet".into());
             }
             let debug = serde_json::to_value(
                 destinations
@@ -617,7 +627,5 @@ async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
         }
     })
     .await;
-    let groups = Api::<CollectorsGroup>::namespaced(admin.clone(), "shop");
-    assert!(groups.get_opt("odigos-gateway").await.unwrap().is_some());
     server.stop().await;
 }
