@@ -192,7 +192,7 @@ impl Query {
 
     /// The desired state's version, counting from 1; 0 before the first.
     async fn generation(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
-        Ok(plane(ctx)?.0.state().generation)
+        Ok(*plane(ctx)?.0.generations().borrow())
     }
 
     /// Every Source with how it stands and the processes it matched.
@@ -428,7 +428,7 @@ impl Query {
 
     /// Each role's and workload's config hash and how far its agents are with it.
     async fn rollouts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Rollout>> {
-        current_rollouts(ctx)
+        Ok(rollouts_now(&plane(ctx)?.0, &backend(ctx).fleet))
     }
 
     /// The latest rollouts, newest first: each new config of a role or workload, with the
@@ -440,7 +440,7 @@ impl Query {
         #[graphql(default = 20)] limit: usize,
     ) -> async_graphql::Result<Vec<Rollout>> {
         let plane = &plane(ctx)?.0;
-        let current = plane.state().hashes;
+        let current = plane.hashes();
         let fleet = &backend(ctx).fleet;
         let (briefs, views) = (fleet.briefs(&[]), fleet.agents());
         Ok(plane
@@ -541,14 +541,14 @@ impl Mutation {
             Ok(object) => object,
             Err(refused) => return Ok(DestinationTest::refused(refused.errors)),
         };
+        // Validated as a change of it would be, though nothing is changed.
         let catalog = Catalog::builtin();
-        let invalid = resource::validate(&object, catalog);
-        if !invalid.is_empty() {
-            let ChangeResult { errors, .. } =
-                ChangeResult::refused(&key, Refusal::Invalid(key.clone(), invalid));
-            return Ok(DestinationTest::refused(errors));
+        let change = Change::Update(object);
+        if let Err(refusal) = change.check(catalog) {
+            let refused = ChangeResult::refused(&key, refusal);
+            return Ok(DestinationTest::refused(refused.errors));
         }
-        let resource::Object::Destination(destination) = &object else {
+        let Change::Update(resource::Object::Destination(destination)) = &change else {
             unreachable!("object_of reads the kind it is given")
         };
         let snapshot = store.subscribe().borrow().clone();
@@ -615,13 +615,8 @@ impl Mutation {
 }
 
 /// The rollout of the config each role and workload is meant to run now.
-fn current_rollouts(ctx: &Context<'_>) -> async_graphql::Result<Vec<Rollout>> {
-    let plane = &plane(ctx)?.0;
-    Ok(rollouts_now(plane, &backend(ctx).fleet))
-}
-
 fn rollouts_now(plane: &ControlPlane, fleet: &Fleet) -> Vec<Rollout> {
-    let hashes = plane.state().hashes;
+    let hashes = plane.hashes();
     let records = plane.rollouts();
     let agents = fleet.briefs(&[]);
     hashes

@@ -214,6 +214,17 @@ impl ControlPlane {
         rollouts.iter().cloned().collect()
     }
 
+    /// The config hash of each role and workload, as last assigned: what [`ControlPlane::state`]
+    /// holds as `hashes`, without building every resource's status.
+    pub fn hashes(&self) -> BTreeMap<String, String> {
+        self.applied
+            .load()
+            .as_ref()
+            .as_ref()
+            .map(|applied| applied.hashes.clone())
+            .unwrap_or_default()
+    }
+
     /// The generation last compiled and assigned, as it moves.
     pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reconciled.subscribe()

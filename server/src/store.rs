@@ -187,7 +187,7 @@ impl Change {
     }
 
     /// Refuses a new version that does not validate, as a file or `kubectl apply` would be.
-    fn check(&self, catalog: &crate::catalog::Catalog) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, catalog: &crate::catalog::Catalog) -> Result<(), Refusal> {
         if let Change::Create(object) | Change::Update(object) = self {
             let errors = crate::resource::validate(object, catalog);
             if !errors.is_empty() {

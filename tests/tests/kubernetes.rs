@@ -97,6 +97,23 @@ where
     }
 }
 
+/// Where the collectors listen here: only a gateway runs, on a port of its choosing.
+fn gateway_only(secrets: &std::path::Path) -> Layout {
+    Layout {
+        node_grpc: "127.0.0.1:0".into(),
+        node_http: "127.0.0.1:0".into(),
+        gateway_listen: "127.0.0.1:0".into(),
+        gateway_endpoint: "http://127.0.0.1:4317".into(),
+        node_metrics: None,
+        gateway_metrics: None,
+        secrets_dir: secrets.to_path_buf(),
+        queue_dir: None,
+        queue_mib: 0,
+        gateway_memory_mib: 256,
+        node_memory_mib: 128,
+    }
+}
+
 /// Installs the CRDs and waits until the API server serves them.
 async fn install_crds(api: &KubeApi, client: &kube::Client) {
     let definitions: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -173,20 +190,7 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
         .await
         .unwrap();
     let secrets = tempfile::tempdir().unwrap();
-    // Only a gateway runs here: it listens on a port of its choosing.
-    let layout = Layout {
-        node_grpc: "127.0.0.1:0".into(),
-        node_http: "127.0.0.1:0".into(),
-        gateway_listen: "127.0.0.1:0".into(),
-        gateway_endpoint: "http://127.0.0.1:4317".into(),
-        node_metrics: None,
-        gateway_metrics: None,
-        secrets_dir: secrets.path().to_path_buf(),
-        queue_dir: None,
-        queue_mib: 0,
-        gateway_memory_mib: 256,
-        node_memory_mib: 128,
-    };
+    let layout = gateway_only(secrets.path());
     let (server, plane) =
         Server::start_control_plane("127.0.0.1:0", Options::default(), store.clone(), layout)
             .await
@@ -578,19 +582,7 @@ async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
         .await
         .unwrap_or_else(|e| panic!("a namespace-scoped install starts: {e}"));
     let secrets = tempfile::tempdir().unwrap();
-    let layout = Layout {
-        node_grpc: "127.0.0.1:0".into(),
-        node_http: "127.0.0.1:0".into(),
-        gateway_listen: "127.0.0.1:0".into(),
-        gateway_endpoint: "http://127.0.0.1:4317".into(),
-        node_metrics: None,
-        gateway_metrics: None,
-        secrets_dir: secrets.path().to_path_buf(),
-        queue_dir: None,
-        queue_mib: 0,
-        gateway_memory_mib: 256,
-        node_memory_mib: 128,
-    };
+    let layout = gateway_only(secrets.path());
     let (server, plane) =
         Server::start_control_plane("127.0.0.1:0", Options::default(), store, layout)
             .await
