@@ -9,19 +9,23 @@
 # ODIGOS_UI_NODE_DIR where the UI's npm packages are installed (default ui/; elsewhere, ui/node_modules
 # links there);
 # ODIGOS_GO_DIR where the Go test server is built (default target/go);
-# ODIGOS_K8S_APISERVER where the Kubernetes API server for the Kubernetes tests is built
-# (default ~/.cache/odigos-rs/k8s-apiserver); ODIGOS_HELM_DIR where helm and kubectl are put
-# (default ~/.cache/odigos-rs/helm).
+# ODIGOS_K8S_NODE where Kubernetes (API server, etcd, everything a node runs) is built for the
+# Kubernetes tests (default ~/.cache/odigos-rs/k8s-node); ODIGOS_HELM_DIR where helm and kubectl
+# are put (default ~/.cache/odigos-rs/helm).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "system packages: clang (builds odiglet's eBPF programs), curl, chromium (the UI's browser tests)"
+step "system packages: clang (builds odiglet's eBPF programs), curl, chromium (the UI's browser tests), containerd and the rest of a Kubernetes node (the cluster tests)"
 missing=()
 command -v clang >/dev/null || missing+=(clang)
 command -v curl >/dev/null || missing+=(curl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+for tool in containerd runc iptables conntrack; do
+    command -v $tool >/dev/null || missing+=($tool)
+done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
@@ -92,9 +96,9 @@ if ! diff -r ui/dist "$built"; then
 fi
 rm -rf "$built"
 
-export ODIGOS_K8S_APISERVER="${ODIGOS_K8S_APISERVER:-$HOME/.cache/odigos-rs/k8s-apiserver}"
-step "kubernetes: kube-apiserver and etcd in $ODIGOS_K8S_APISERVER"
-tests/k8s/build-kubernetes.sh "$ODIGOS_K8S_APISERVER" kube-apiserver
+export ODIGOS_K8S_NODE="${ODIGOS_K8S_NODE:-$HOME/.cache/odigos-rs/k8s-node}"
+step "kubernetes: what a node runs, and etcd, in $ODIGOS_K8S_NODE"
+tests/k8s/build-kubernetes.sh "$ODIGOS_K8S_NODE"
 
 export ODIGOS_HELM_DIR="${ODIGOS_HELM_DIR:-$HOME/.cache/odigos-rs/helm}"
 step "helm and kubectl in $ODIGOS_HELM_DIR"

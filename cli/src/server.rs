@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long, value_name = "NAMESPACE", default_value = "odigos-system")]
     home_namespace: String,
 
+    /// With --kubernetes: the control plane's own Deployment in --home-namespace; what the
+    /// control plane creates there is owned by it, so that uninstalling it removes them.
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    owner_deployment: Option<String>,
+
     /// With --kubernetes: how node collectors reach the gateway.
     #[arg(
         long,
@@ -120,6 +125,12 @@ pub fn main(args: Args) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            if let Some(owner) = &args.owner_deployment
+                && let Err(e) = store.owned_by_deployment(owner).await
+            {
+                eprintln!("error: cannot read the Deployment {owner} in {} (--owner-deployment): {e}", args.home_namespace);
+                return ExitCode::from(1);
+            }
             let layout = Layout {
                 node_grpc: "0.0.0.0:4317".into(),
                 node_http: "0.0.0.0:4318".into(),
@@ -151,7 +162,9 @@ pub fn main(args: Args) -> ExitCode {
         if let Some(link) = server.login_link() {
             println!("ui: {link}  (a one-time sign-in link; GraphQL at /graphql)");
         }
-        let _ = tokio::signal::ctrl_c().await;
+        // Ctrl-C, or SIGTERM as Kubernetes stops a pod.
+        crate::managed::stop_requested(false).await;
+        tracing::info!("stopping");
         server.stop().await;
         ExitCode::SUCCESS
     })

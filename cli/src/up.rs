@@ -13,7 +13,6 @@ use odigos_server::http::{Options, Server};
 use odigos_server::opamp::PATH;
 use odigos_server::store::LocalStore;
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -232,11 +231,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  see why data flows or not: odigos describe");
     println!("Ctrl-C stops everything.");
 
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    crate::managed::stop_requested(false).await;
     tracing::info!("stopping the agents");
     for keeper in keepers.into_iter().rev() {
         keeper.stop().await;

@@ -1,7 +1,6 @@
 //! A real Kubernetes API server (kube-apiserver and etcd) on 127.0.0.1, for the tests of the
 //! Kubernetes store. The binaries come from `tests/k8s/build-kubernetes.sh`, which `./test.sh`
-//! runs; they are looked for in `$ODIGOS_K8S_APISERVER` (default
-//! `~/.cache/odigos-rs/k8s-apiserver`).
+//! runs; they are looked for in [`node_binaries`].
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,16 +18,22 @@ pub struct KubeApi {
     pub token: String,
 }
 
-fn binaries() -> PathBuf {
-    let dir = std::env::var_os("ODIGOS_K8S_APISERVER")
+/// Where the Kubernetes binaries are: `$ODIGOS_K8S_NODE`, by default
+/// `~/.cache/odigos-rs/k8s-node`.
+pub fn node_binaries() -> PathBuf {
+    std::env::var_os("ODIGOS_K8S_NODE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/odigos-rs/k8s-apiserver")
-        });
+                .join(".cache/odigos-rs/k8s-node")
+        })
+}
+
+fn binaries() -> PathBuf {
+    let dir = node_binaries();
     assert!(
         dir.join("kube-apiserver").is_file() && dir.join("etcd").is_file(),
-        "kube-apiserver and etcd are required in {}: run ./test.sh, or tests/k8s/build-kubernetes.sh {} kube-apiserver",
+        "kube-apiserver and etcd are required in {}: run ./test.sh, or tests/k8s/build-kubernetes.sh {}",
         dir.display(),
         dir.display()
     );

@@ -4,6 +4,7 @@
 //! Prerequisites are installed by `./test.sh`. A missing one fails the test with the command that
 //! installs it: these tests never skip.
 
+pub mod cluster;
 pub mod kubernetes;
 pub mod sdk;
 pub mod traffic;
@@ -34,6 +35,12 @@ pub fn odigos_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Whether the tests run as root (what eBPF, chroot and the cluster need; CI runs as root).
+pub fn is_root() -> bool {
+    let id = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&id.stdout).trim() == "0"
 }
 
 /// The Python interpreter that has the OpenTelemetry SDK: `$ODIGOS_TEST_PYTHON`, or the
@@ -296,9 +303,21 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http_request_at("127.0.0.1", port, method, path, headers, body)
+}
+
+/// `METHOD http://{host}:{port}{path}` with `headers` and `body`.
+pub fn http_request_at(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    let mut stream = TcpStream::connect((host, port)).unwrap();
     let mut request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 #[test]
 fn the_image_runs_the_binary_from_its_own_layer() {
-    if !is_root() {
+    if !odigos_tests::is_root() {
         assert!(
             std::env::var("CI").is_err(),
             "running the image's binary in a chroot needs root (CI runs as root)"
@@ -66,11 +66,6 @@ fn the_image_runs_the_binary_from_its_own_layer() {
         ran.status.success() && String::from_utf8_lossy(&ran.stdout).starts_with("odigos "),
         "{ran:?}"
     );
-}
-
-fn is_root() -> bool {
-    let id = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&id.stdout).trim() == "0"
 }
 
 fn untar(archive: &std::path::Path, into: &std::path::Path) {

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store as Cache};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -45,6 +46,8 @@ pub struct KubeStore {
     written: Mutex<BTreeMap<String, String>>,
     /// One write-back at a time.
     writing: tokio::sync::Mutex<()>,
+    /// What owns the objects the control plane creates in `home`, so that they go with it.
+    owner: std::sync::OnceLock<OwnerReference>,
     catalog: &'static Catalog,
 }
 
@@ -113,6 +116,7 @@ impl KubeStore {
             good: Mutex::default(),
             written: Mutex::default(),
             writing: tokio::sync::Mutex::default(),
+            owner: std::sync::OnceLock::new(),
             catalog,
         });
         store.rebuild(&caches, catalog);
@@ -239,6 +243,18 @@ impl KubeStore {
         });
     }
 
+    /// Makes the Deployment `name` in the home namespace (the control plane's own) the owner
+    /// of the CollectorsGroups written from now on, so that uninstalling it removes them.
+    pub async fn owned_by_deployment(&self, name: &str) -> Result<(), kube::Error> {
+        let deployment = Api::<Deployment>::namespaced(self.client.clone(), &self.home)
+            .get(name)
+            .await?;
+        if let Some(owner) = deployment.owner_ref(&()) {
+            let _ = self.owner.set(owner);
+        }
+        Ok(())
+    }
+
     /// Writes `state` back: conditions, InstrumentationConfigs and CollectorsGroups.
     async fn write(&self, state: Status) -> Result<(), kube::Error> {
         // Nothing compiled yet: an empty state would read as "no InstrumentationConfigs".
@@ -337,6 +353,7 @@ impl KubeStore {
             let mut spec_only = group.clone();
             spec_only.status = None;
             spec_only.metadata.namespace = Some(self.home.clone());
+            spec_only.metadata.owner_references = self.owner.get().cloned().map(|o| vec![o]);
             let name = group.name_any();
             groups
                 .patch(&name, &apply, &Patch::Apply(&spec_only))

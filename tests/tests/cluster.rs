@@ -1,0 +1,222 @@
+//! odigos-rs on a real Kubernetes whose pods run (`tests/k8s/cluster.sh`), installed from the
+//! chart with the image built from the tested binary:
+//! - `helm install` brings the control plane up: its pod runs and is ready, its Service serves
+//!   the UI and the token-guarded API, and it writes the CollectorsGroups, owned by its
+//!   Deployment;
+//! - the CRDs' schema refuses an invalid resource with the field named, and a valid Destination
+//!   applied with kubectl gets its conditions from the control plane in its pod;
+//! - `helm upgrade` with new values rolls the control plane onto them;
+//! - `helm uninstall` leaves nothing of ours but the CRDs and the users' own resources.
+
+use std::time::Duration;
+
+use odigos_tests::cluster::{self, Cluster, IMAGE};
+use odigos_tests::{http_request_at, wait_for, workspace};
+
+const NS: &str = "odigos-system";
+const TOKEN: &str = "cluster-test-token";
+const CONTROL_PLANE: &str = "app.kubernetes.io/component=control-plane";
+
+fn skip_unless_the_cluster_can_run() -> bool {
+    let Some(why) = cluster::missing_prerequisite() else {
+        return false;
+    };
+    assert!(std::env::var("CI").is_err(), "{why}");
+    eprintln!("skipped: {why}");
+    true
+}
+
+/// The control plane's Service address.
+fn service_ip(cluster: &Cluster) -> String {
+    cluster.get(
+        &["service", "odigos-control-plane", "-n", NS],
+        "{.spec.clusterIP}",
+    )
+}
+
+/// `GET path` from the control plane's Service, with the token.
+fn control_plane_get(cluster: &Cluster, port: u16, path: &str) -> odigos_tests::Response {
+    let auth = format!("Bearer {TOKEN}");
+    http_request_at(
+        &service_ip(cluster),
+        port,
+        "GET",
+        path,
+        &[("authorization", &auth)],
+        "",
+    )
+}
+
+fn graphql(cluster: &Cluster, query: &str) -> serde_json::Value {
+    let ip = service_ip(cluster);
+    let auth = format!("Bearer {TOKEN}");
+    let body = serde_json::json!({ "query": query }).to_string();
+    let response = http_request_at(
+        &ip,
+        3000,
+        "POST",
+        "/graphql",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &body,
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    serde_json::from_str(&response.body).unwrap()
+}
+
+#[test]
+fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
+    if skip_unless_the_cluster_can_run() {
+        return;
+    }
+    let cluster = Cluster::up();
+    let chart = workspace().join("charts/odigos");
+    let chart = chart.to_str().unwrap();
+    let (repository, tag) = IMAGE.rsplit_once(':').unwrap();
+    let image = [
+        format!("--set=image.repository={repository}"),
+        format!("--set=image.tag={tag}"),
+        "--set=image.pullPolicy=Never".to_string(),
+        format!("--set=token.value={TOKEN}"),
+    ];
+    let mut install = vec!["install", "odigos", chart, "-n", NS, "--create-namespace"];
+    install.extend(image.iter().map(String::as_str));
+    install.extend(["--wait", "--timeout=180s"]);
+    cluster.helm(&install);
+
+    // The control plane runs and is ready, behind its Service.
+    let pods = ["pods", "-n", NS, "-l", CONTROL_PLANE];
+    assert_eq!(
+        cluster.get(&pods, "{.items[*].status.containerStatuses[*].ready}"),
+        "true",
+        "{}",
+        cluster.describe(NS)
+    );
+    let ui = control_plane_get(&cluster, 3000, "/");
+    assert!(ui.body.contains("<title>odigos</title>"), "{ui:?}");
+    let agents = control_plane_get(&cluster, 4320, "/api/v1/agents");
+    assert_eq!(
+        agents.status, 200,
+        "the token from the chart's Secret: {agents:?}"
+    );
+    let anonymous = http_request_at(
+        &service_ip(&cluster),
+        4320,
+        "GET",
+        "/api/v1/agents",
+        &[],
+        "",
+    );
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+
+    // The CollectorsGroups it writes are owned by its Deployment.
+    let owners = || {
+        cluster.get(
+            &["collectorsgroups", "-n", NS],
+            "{.items[*].metadata.ownerReferences[*].name}",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || owners()
+            == "odigos-control-plane odigos-control-plane"),
+        "CollectorsGroups owned by the control plane: {:?}",
+        owners()
+    );
+
+    // The CRD schema refuses what is invalid, naming the field.
+    let refused = cluster.apply(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: bad, namespace: default}\nspec: {type: debug, signals: [SOUNDS]}\n",
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("spec.signals"),
+        "refused naming the field: {said}"
+    );
+    // What only the control plane can judge, it judges from its pod, truthfully: with no
+    // gateway running yet, the Destination is not ready.
+    let applied = cluster.apply(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: debug, namespace: default}\nspec: {type: debug, signals: [TRACES]}\n",
+    );
+    assert!(applied.status.success(), "{applied:?}");
+    let ready = || {
+        cluster.get(
+            &["destination", "debug", "-n", "default"],
+            "{.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].reason}",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || ready() == "False NoAgents"),
+        "the Destination's Ready condition: {}\n{}",
+        cluster.get(&["destination", "debug", "-n", "default"], "{.status}"),
+        cluster.describe(NS)
+    );
+
+    // An upgrade with new values rolls the control plane onto them.
+    let mut upgrade = vec!["upgrade", "odigos", chart, "-n", NS];
+    upgrade.extend(image.iter().map(String::as_str));
+    upgrade.extend(["--set=ui.readOnly=true", "--wait", "--timeout=180s"]);
+    cluster.helm(&upgrade);
+    let read_only = || {
+        let refused = graphql(
+            &cluster,
+            "mutation { deleteResource(kind: DESTINATION, name: \"debug\") { ok } }",
+        );
+        refused["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("read-only"))
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), read_only),
+        "the upgraded control plane is read-only\n{}",
+        cluster.describe(NS)
+    );
+
+    // Uninstalling leaves nothing of ours but the CRDs and the users' resources.
+    cluster.helm(&["uninstall", "odigos", "-n", NS, "--wait", "--timeout=120s"]);
+    let left = || {
+        let namespaced = cluster.kubectl(&[
+            "get",
+            "deployments,replicasets,pods,services,serviceaccounts,secrets,roles,rolebindings,collectorsgroups",
+            "-n",
+            NS,
+            "-o",
+            "name",
+        ]);
+        let mut left = String::from_utf8_lossy(&namespaced.stdout).into_owned();
+        let cluster_wide = cluster.kubectl(&[
+            "get",
+            "clusterroles,clusterrolebindings",
+            "-o",
+            "name",
+            "--field-selector=metadata.name=odigos-control-plane",
+        ]);
+        left += &String::from_utf8_lossy(&cluster_wide.stdout);
+        // Every namespace has its default ServiceAccount and that account's token.
+        left.lines()
+            .filter(|l| !l.contains("/default"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || left().is_empty()),
+        "left after uninstall: {:?}",
+        left()
+    );
+    assert!(
+        !cluster
+            .get(&["crd", "destinations.odigos.io"], "{.metadata.name}")
+            .is_empty(),
+        "the CRDs stay, as Helm keeps them"
+    );
+    assert!(
+        !cluster
+            .get(
+                &["destination", "debug", "-n", "default"],
+                "{.metadata.name}"
+            )
+            .is_empty(),
+        "the users' own resources stay"
+    );
+}
