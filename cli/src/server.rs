@@ -7,7 +7,7 @@ use std::time::Duration;
 use odigos_server::compiler::Layout;
 use odigos_server::http::{Options, Server};
 use odigos_server::opamp::PATH;
-use odigos_server::store::KubeStore;
+use odigos_server::store::{CollectorWorkloads, KubeStore};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,7 +55,30 @@ pub struct Args {
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
     owner_deployment: Option<String>,
 
-    /// With --kubernetes: how node collectors reach the gateway.
+    /// With --kubernetes: run the collectors in the cluster from this image (the control
+    /// plane's own), in --home-namespace and sized by their CollectorsGroups: the gateway as the
+    /// Deployment `odigos-gateway` with its Service and a HorizontalPodAutoscaler, and once it
+    /// is ready the node collectors as the DaemonSet `odigos-data-collection`. Without it,
+    /// collectors are run by hand with `odigos collector --role ROLE --opamp-endpoint`.
+    #[arg(long, value_name = "IMAGE", requires = "kubernetes")]
+    collector_image: Option<String>,
+
+    /// With --collector-image: its pull policy.
+    #[arg(long, value_name = "POLICY", default_value = "IfNotPresent")]
+    image_pull_policy: String,
+
+    /// With --collector-image: the Secret in --home-namespace whose key `token` the
+    /// collectors present to the OpAMP server.
+    #[arg(long, value_name = "NAME", default_value = "odigos-token")]
+    token_secret: String,
+
+    /// With --collector-image: the control plane's Service in --home-namespace, through which
+    /// the collectors reach the OpAMP server.
+    #[arg(long, value_name = "NAME", default_value = "odigos-control-plane")]
+    control_plane_service: String,
+
+    /// With --kubernetes: how node collectors reach the gateway [with --collector-image: the
+    /// address of the gateway's Service].
     #[arg(
         long,
         value_name = "URL",
@@ -131,11 +154,27 @@ pub fn main(args: Args) -> ExitCode {
                 eprintln!("error: cannot read the Deployment {owner} in {} (--owner-deployment): {e}", args.home_namespace);
                 return ExitCode::from(1);
             }
+            let mut gateway_endpoint = args.gateway_endpoint;
+            if let Some(image) = args.collector_image {
+                let workloads = CollectorWorkloads {
+                    image,
+                    pull_policy: args.image_pull_policy,
+                    token_secret: args.token_secret,
+                    control_plane_service: args.control_plane_service,
+                };
+                match store.run_collectors(workloads).await {
+                    Ok(endpoint) => gateway_endpoint = endpoint,
+                    Err(e) => {
+                        eprintln!("error: cannot run the collectors in {} (--collector-image): {e}", args.home_namespace);
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             let layout = Layout {
                 node_grpc: "0.0.0.0:4317".into(),
                 node_http: "0.0.0.0:4318".into(),
                 gateway_listen: "0.0.0.0:4317".into(),
-                gateway_endpoint: args.gateway_endpoint,
+                gateway_endpoint,
                 node_metrics: Some("0.0.0.0:8888".into()),
                 gateway_metrics: Some("0.0.0.0:8888".into()),
                 secrets_dir: args.secrets_dir,

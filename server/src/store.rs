@@ -18,7 +18,7 @@ use crate::resource::{
     Object, ObjectKey, Sampling, Source,
 };
 
-pub use kubernetes::KubeStore;
+pub use kubernetes::{CollectorWorkloads, KubeStore};
 pub use local::LocalStore;
 
 /// The accepted resources by kind, each keyed by (namespace, name).

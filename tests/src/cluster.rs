@@ -12,6 +12,10 @@ use std::process::{Command, Output};
 
 /// The image the chart is installed with.
 pub const IMAGE: &str = "localhost/odigos:test";
+/// The node's address, and this host's on the link to it (as `tests/k8s/cluster.sh` sets them):
+/// pods reach servers a test runs on [`HOST_IP`].
+pub const NODE_IP: &str = "10.213.0.2";
+pub const HOST_IP: &str = "10.213.0.1";
 
 pub struct Cluster {
     pub kubeconfig: PathBuf,

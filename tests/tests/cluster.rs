@@ -3,15 +3,18 @@
 //! - `helm install` brings the control plane up: its pod runs and is ready, its Service serves
 //!   the UI and the token-guarded API, and it writes the CollectorsGroups, owned by its
 //!   Deployment;
-//! - the CRDs' schema refuses an invalid resource with the field named, and a valid Destination
-//!   applied with kubectl gets its conditions from the control plane in its pod;
+//! - the control plane runs the gateway (Deployment, Service, autoscaler) sized by its
+//!   CollectorsGroup; the gateway pods run the config they get over OpAMP;
+//! - the CRDs' schema refuses an invalid resource with the field named, and a Destination
+//!   applied with kubectl reaches the gateway, whose pods take it without a restart;
 //! - `helm upgrade` with new values rolls the control plane onto them;
 //! - `helm uninstall` leaves nothing of ours but the CRDs and the users' own resources.
 
 use std::time::Duration;
 
-use odigos_tests::cluster::{self, Cluster, IMAGE};
-use odigos_tests::{http_request_at, wait_for, workspace};
+use odigos_tests::cluster::{self, Cluster, HOST_IP, IMAGE, NODE_IP};
+use odigos_tests::sdk::Streamer;
+use odigos_tests::{Collector, attribute, http_request_at, items, json_lines, wait_for, workspace};
 
 const NS: &str = "odigos-system";
 const TOKEN: &str = "cluster-test-token";
@@ -134,8 +137,46 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         !refused.status.success() && said.contains("spec.signals"),
         "refused naming the field: {said}"
     );
-    // What only the control plane can judge, it judges from its pod, truthfully: with no
-    // gateway running yet, the Destination is not ready.
+    // It runs the gateway: a Deployment sized by the gateway's CollectorsGroup, its Service and
+    // an autoscaler between the group's replica bounds, all owned by the control plane.
+    let gateway = ["deployment", "odigos-gateway", "-n", NS];
+    assert!(
+        wait_for(Duration::from_secs(60), || cluster
+            .get(&gateway, "{.status.readyReplicas}")
+            == "1"),
+        "the gateway runs, ready once its config from the control plane runs\n{}",
+        cluster.describe(NS)
+    );
+    let sizing = cluster.get(
+        &["collectorsgroup", "odigos-gateway", "-n", NS],
+        "{.spec.resourcesSettings.cpuLimitMillicores}m {.spec.resourcesSettings.memoryLimitMiB}Mi {.spec.resourcesSettings.minReplicas} {.spec.resourcesSettings.maxReplicas}",
+    );
+    let limits = cluster.get(
+        &gateway,
+        "{.spec.template.spec.containers[0].resources.limits.cpu} {.spec.template.spec.containers[0].resources.limits.memory}",
+    );
+    let autoscaler = cluster.get(
+        &["hpa", "odigos-gateway", "-n", NS],
+        "{.spec.minReplicas} {.spec.maxReplicas}",
+    );
+    assert_eq!(
+        format!("{limits} {autoscaler}"),
+        sizing,
+        "the gateway's limits and replica bounds are its CollectorsGroup's"
+    );
+    for object in ["deployment", "service", "hpa"] {
+        assert_eq!(
+            cluster.get(
+                &[object, "odigos-gateway", "-n", NS],
+                "{.metadata.ownerReferences[0].name}"
+            ),
+            "odigos-control-plane",
+            "the gateway's {object} is owned by the control plane"
+        );
+    }
+
+    // A Destination applied with kubectl reaches the gateway over OpAMP, and its condition
+    // says so; the gateway pod took the config in place.
     let applied = cluster.apply(
         "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: debug, namespace: default}\nspec: {type: debug, signals: [TRACES]}\n",
     );
@@ -147,11 +188,69 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         )
     };
     assert!(
-        wait_for(Duration::from_secs(30), || ready() == "False NoAgents"),
+        wait_for(Duration::from_secs(60), || ready() == "True Applied"),
         "the Destination's Ready condition: {}\n{}",
         cluster.get(&["destination", "debug", "-n", "default"], "{.status}"),
         cluster.describe(NS)
     );
+    let gateway_pods = [
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/component=gateway",
+    ];
+    assert_eq!(
+        cluster.get(
+            &gateway_pods,
+            "{.items[*].status.containerStatuses[*].restartCount}"
+        ),
+        "0",
+        "no gateway restarted"
+    );
+
+    // Once the gateway is ready, node collectors run on every node; spans an SDK sends to the
+    // node's port 4317 reach a Destination's backend through node collector and gateway.
+    let nodes = ["daemonset", "odigos-data-collection", "-n", NS];
+    assert!(
+        wait_for(Duration::from_secs(60), || cluster
+            .get(&nodes, "{.status.numberReady}")
+            == "1"),
+        "the node collectors run\n{}",
+        cluster.describe(NS)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = Collector::start(&format!(
+        "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: '{HOST_IP}:0'}}}}}}}}\nexporters: {{file: {{path: {}/traces.jsonl}}}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], exporters: [file]}}}}}}\n",
+        dir.path().display()
+    ));
+    let backend_port = backend.port("grpc");
+    let applied = cluster.apply(&format!(
+        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: backend, namespace: default}}\nspec: {{type: otlp, signals: [TRACES], data: {{OTLP_GRPC_ENDPOINT: 'http://{HOST_IP}:{backend_port}'}}}}\n"
+    ));
+    assert!(applied.status.success(), "{applied:?}");
+    let sdk = Streamer::python(
+        &format!("http://{NODE_IP}:4317"),
+        "cluster-checkout",
+        5,
+        dir.path(),
+    );
+    let traces = dir.path().join("traces.jsonl");
+    let arrived = || {
+        let requests = json_lines(&traces);
+        items(&requests, "resourceSpans", "scopeSpans", "spans")
+            .iter()
+            .any(|(resource, _, _)| {
+                attribute(resource, "service.name").as_deref() == Some("cluster-checkout")
+            })
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), arrived),
+        "spans from the node's port reach the backend; the SDK said: {}\n{}",
+        sdk.failures().join("\n"),
+        cluster.describe(NS)
+    );
+    sdk.stop();
 
     // An upgrade with new values rolls the control plane onto them.
     let mut upgrade = vec!["upgrade", "odigos", chart, "-n", NS];
@@ -178,7 +277,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     let left = || {
         let namespaced = cluster.kubectl(&[
             "get",
-            "deployments,replicasets,pods,services,serviceaccounts,secrets,roles,rolebindings,collectorsgroups",
+            "deployments,replicasets,pods,services,horizontalpodautoscalers,serviceaccounts,secrets,roles,rolebindings,collectorsgroups",
             "-n",
             NS,
             "-o",

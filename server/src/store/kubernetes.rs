@@ -21,6 +21,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
+mod collectors;
+
+pub use collectors::CollectorWorkloads;
+
 use super::{Change, Desired, Problem, Refusal, Snapshot, Status, Store};
 use crate::catalog::Catalog;
 use crate::resource::{
@@ -48,6 +52,9 @@ pub struct KubeStore {
     writing: tokio::sync::Mutex<()>,
     /// What owns the objects the control plane creates in `home`, so that they go with it.
     owner: std::sync::OnceLock<OwnerReference>,
+    /// How collectors run, when the control plane runs them, and the version of the
+    /// autoscaling API the cluster serves.
+    collectors: std::sync::OnceLock<(CollectorWorkloads, &'static str)>,
     catalog: &'static Catalog,
 }
 
@@ -117,6 +124,7 @@ impl KubeStore {
             written: Mutex::default(),
             writing: tokio::sync::Mutex::default(),
             owner: std::sync::OnceLock::new(),
+            collectors: std::sync::OnceLock::new(),
             catalog,
         });
         store.rebuild(&caches, catalog);
@@ -255,6 +263,27 @@ impl KubeStore {
         Ok(())
     }
 
+    /// Runs the collectors from now on: creates the gateway's Service at once (owned like the
+    /// CollectorsGroups); with each write of the CollectorsGroups, the gateway's Deployment and
+    /// HorizontalPodAutoscaler, and once the gateway is ready the node collectors' DaemonSet.
+    /// Returns the gateway Service's address, where node collectors send.
+    pub async fn run_collectors(
+        &self,
+        workloads: CollectorWorkloads,
+    ) -> Result<String, kube::Error> {
+        let service = collectors::service(&self.home, self.owner.get());
+        let service = collectors::apply(&self.client, "services", &service).await?;
+        let address = service["spec"]["clusterIP"].as_str().unwrap_or_default();
+        // autoscaling/v2 is served from Kubernetes 1.23; v2beta2 before.
+        let version = match self.client.list_api_group_resources("autoscaling/v2").await {
+            Ok(_) => "v2",
+            Err(kube::Error::Api(e)) if e.code == 404 => "v2beta2",
+            Err(e) => return Err(e),
+        };
+        let _ = self.collectors.set((workloads, version));
+        Ok(format!("http://{address}:4317"))
+    }
+
     /// Writes `state` back: conditions, InstrumentationConfigs and CollectorsGroups.
     async fn write(&self, state: Status) -> Result<(), kube::Error> {
         // Nothing compiled yet: an empty state would read as "no InstrumentationConfigs".
@@ -364,6 +393,59 @@ impl KubeStore {
                     .patch_status(&name, &PatchParams::default(), &patch)
                     .await?;
             }
+        }
+        if let Some((workloads, version)) = self.collectors.get() {
+            self.write_collectors(workloads, version, &state.collectors_groups)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl KubeStore {
+    /// Applies the collectors' workloads that changed since last written: the gateway's from
+    /// its group, the node collectors' once the gateway is ready (they send to it).
+    async fn write_collectors(
+        &self,
+        workloads: &CollectorWorkloads,
+        version: &str,
+        groups: &[CollectorsGroup],
+    ) -> Result<(), kube::Error> {
+        let role = |role: &str| groups.iter().find(|g| g.spec.role == role);
+        let owner = self.owner.get();
+        let mut objects = Vec::new();
+        if let Some(gateway) = role("CLUSTER_GATEWAY") {
+            objects.push((
+                "deployments",
+                collectors::gateway(workloads, gateway, &self.home, owner),
+            ));
+            objects.push((
+                "horizontalpodautoscalers",
+                collectors::autoscaler(version, gateway, &self.home, owner),
+            ));
+            let node_started = self
+                .written
+                .lock()
+                .unwrap()
+                .contains_key("collectors/daemonsets");
+            let gateway_ready = gateway.status.as_ref().is_some_and(|s| s.ready);
+            if let Some(node) = role("NODE_COLLECTOR")
+                && (gateway_ready || node_started)
+            {
+                objects.push((
+                    "daemonsets",
+                    collectors::node(workloads, node, &self.home, owner),
+                ));
+            }
+        }
+        for (plural, object) in objects {
+            let id = format!("collectors/{plural}");
+            let text = object.to_string();
+            if self.written.lock().unwrap().get(&id) == Some(&text) {
+                continue;
+            }
+            collectors::apply(&self.client, plural, &object).await?;
+            self.written.lock().unwrap().insert(id, text);
         }
         Ok(())
     }
