@@ -98,8 +98,8 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         secrets_dir: std::env::temp_dir(),
         queue_dir: None,
         queue_mib: 0,
-        gateway_memory_mib: 512,
-        node_memory_mib: 256,
+        gateway: odigos_server::compiler::sized(512, 300, 1, 1),
+        node: odigos_server::compiler::sized(256, 300, 1, 1),
     };
     let mut times = Vec::new();
     let mut size = 0;

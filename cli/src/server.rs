@@ -96,6 +96,13 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     queue_dir: Option<std::path::PathBuf>,
 
+    /// With --kubernetes: how big the collectors are, as Odigos's sizing presets say: CPU and
+    /// memory limits of each gateway / node collector, and the gateway's replicas: size_s
+    /// 300m, 300Mi / 300m, 300Mi, 1-5 gateways; size_m 1000m, 600Mi / 500m, 500Mi, 2-8;
+    /// size_l 1250m, 850Mi / 750m, 750Mi, 3-12.
+    #[arg(long, value_name = "PRESET", default_value = "size_s")]
+    sizing: odigos_server::compiler::Sizing,
+
     /// Disk each destination's queue may use, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     queue_mib: u64,
@@ -180,8 +187,8 @@ pub fn main(args: Args) -> ExitCode {
                 secrets_dir: args.secrets_dir,
                 queue_dir: args.queue_dir,
                 queue_mib: args.queue_mib,
-                gateway_memory_mib: 512,
-                node_memory_mib: 256,
+                gateway: args.sizing.gateway(),
+                node: args.sizing.node(),
             };
             Server::start_control_plane(&args.listen, options, store, layout).await.map(|(server, _)| server)
         } else {

@@ -147,8 +147,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         secrets_dir: state_dir.join("secrets"),
         queue_dir: Some(state_dir.join("queues")),
         queue_mib: args.queue_mib,
-        gateway_memory_mib: 512,
-        node_memory_mib: 256,
+        gateway: odigos_server::compiler::sized(512, 300, 1, 1),
+        node: odigos_server::compiler::sized(256, 300, 1, 1),
     };
     let mut options = Options {
         token: Some(token.clone()),

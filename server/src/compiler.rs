@@ -57,8 +57,75 @@ pub struct Layout {
     pub queue_dir: Option<PathBuf>,
     /// Disk each destination's queue may use, in MiB.
     pub queue_mib: u64,
-    pub gateway_memory_mib: u32,
-    pub node_memory_mib: u32,
+    /// How big the gateway and the node collectors are: their CollectorsGroups say so, and
+    /// the memory limiter and in-memory queues keep within it.
+    pub gateway: ResourcesSettings,
+    pub node: ResourcesSettings,
+}
+
+/// The sizing presets of Odigos, for the collectors of a cluster (`size_s`, `size_m`,
+/// `size_l`): CPU and memory limits of each gateway and node collector, and the gateway's
+/// replica bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sizing {
+    #[default]
+    Small,
+    Medium,
+    Large,
+}
+
+impl Sizing {
+    pub fn gateway(self) -> ResourcesSettings {
+        match self {
+            Sizing::Small => sized(300, 300, 1, 5),
+            Sizing::Medium => sized(600, 1000, 2, 8),
+            Sizing::Large => sized(850, 1250, 3, 12),
+        }
+    }
+
+    pub fn node(self) -> ResourcesSettings {
+        match self {
+            Sizing::Small => sized(300, 300, 1, 1),
+            Sizing::Medium => sized(500, 500, 1, 1),
+            Sizing::Large => sized(750, 750, 1, 1),
+        }
+    }
+}
+
+impl std::str::FromStr for Sizing {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Sizing, String> {
+        match name {
+            "size_s" => Ok(Sizing::Small),
+            "size_m" => Ok(Sizing::Medium),
+            "size_l" => Ok(Sizing::Large),
+            _ => Err(format!(
+                "unknown sizing preset `{name}`: one of size_s, size_m, size_l"
+            )),
+        }
+    }
+}
+
+/// A collector with `memory_mib` of memory and `cpu_millicores` of CPU: all its memory is
+/// requested (its memory limiter counts on it) and half its CPU; the limiter refuses data
+/// above 80% of the memory, and starts pushing back 20% below that.
+pub fn sized(
+    memory_mib: u32,
+    cpu_millicores: u32,
+    min_replicas: u32,
+    max_replicas: u32,
+) -> ResourcesSettings {
+    ResourcesSettings {
+        min_replicas,
+        max_replicas,
+        memory_request_mi_b: memory_mib,
+        memory_limit_mi_b: memory_mib,
+        cpu_request_millicores: cpu_millicores / 2,
+        cpu_limit_millicores: cpu_millicores,
+        memory_limiter_limit_mi_b: memory_mib * 4 / 5,
+        memory_limiter_spike_limit_mi_b: memory_mib / 5,
+    }
 }
 
 /// What an accepted Destination became, or why it is not in use.
@@ -160,8 +227,17 @@ fn id(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
 }
 
-fn memory_limiter(limit_mib: u32) -> Value {
-    json!({"check_interval": "1s", "limit_mib": limit_mib, "spike_limit_mib": limit_mib / 5})
+fn memory_limiter(size: &ResourcesSettings) -> Value {
+    json!({
+        "check_interval": "1s",
+        "limit_mib": size.memory_limiter_limit_mi_b,
+        "spike_limit_mib": size.memory_limiter_spike_limit_mi_b,
+    })
+}
+
+/// An in-memory queue's bound: a quarter of the collector's memory.
+fn queue_bytes(size: &ResourcesSettings) -> u64 {
+    (u64::from(size.memory_limit_mi_b) << 20) / 4
 }
 
 fn telemetry(metrics: &Option<String>) -> Value {
@@ -192,7 +268,7 @@ fn node_config(layout: &Layout, wanted: &BTreeSet<Signal>) -> String {
             "http": {"endpoint": layout.node_http},
         }}},
         "processors": {
-            "memory_limiter": memory_limiter(layout.node_memory_mib),
+            "memory_limiter": memory_limiter(&layout.node),
             "batch": {},
         },
         "exporters": {
@@ -200,7 +276,7 @@ fn node_config(layout: &Layout, wanted: &BTreeSet<Signal>) -> String {
                 "endpoint": layout.gateway_endpoint,
                 "compression": "none",
                 // Bounded by bytes: applications are told to retry when it is full.
-                "sending_queue": {"sizer": "bytes", "queue_size": (u64::from(layout.node_memory_mib) << 20) / 4},
+                "sending_queue": {"sizer": "bytes", "queue_size": queue_bytes(&layout.node)},
             },
             "nop": {},
         },
@@ -226,10 +302,7 @@ const FAN_OUT: &str = "routing";
 impl Gateway {
     fn new(layout: &Layout) -> Gateway {
         let mut processors = serde_json::Map::new();
-        processors.insert(
-            "memory_limiter".into(),
-            memory_limiter(layout.gateway_memory_mib),
-        );
+        processors.insert("memory_limiter".into(), memory_limiter(&layout.gateway));
         processors.insert("batch".into(), json!({}));
         Gateway {
             processors,
@@ -712,7 +785,7 @@ fn destination_queue(layout: &Layout) -> Value {
         }),
         None => json!({
             "sizer": "bytes",
-            "queue_size": (u64::from(layout.gateway_memory_mib) << 20) / 4,
+            "queue_size": queue_bytes(&layout.gateway),
             "when_full": "drop_oldest",
         }),
     }
@@ -1141,39 +1214,20 @@ fn odiglet_config(desired: &Desired, sampling: &SamplingSpec) -> OdigletConfig {
     OdigletConfig { sources: by_name }
 }
 
-/// The two collector groups, sized by the `size_s` preset.
+/// The two collector groups, sized as the layout says.
 fn collectors_groups(layout: &Layout) -> Vec<CollectorsGroup> {
-    let group = |name: &str, role: &str, memory: u32, cpu: u32| {
+    let group = |name: &str, role: &str, size: &ResourcesSettings| {
         CollectorsGroup::new(
             name,
             CollectorsGroupSpec {
                 role: role.into(),
-                resources_settings: ResourcesSettings {
-                    min_replicas: 1,
-                    max_replicas: if role == "CLUSTER_GATEWAY" { 5 } else { 1 },
-                    memory_request_mi_b: memory,
-                    memory_limit_mi_b: memory,
-                    cpu_request_millicores: cpu,
-                    cpu_limit_millicores: cpu,
-                    memory_limiter_limit_mi_b: memory * 4 / 5,
-                    memory_limiter_spike_limit_mi_b: memory / 5,
-                },
+                resources_settings: size.clone(),
             },
         )
     };
     vec![
-        group(
-            "odigos-gateway",
-            "CLUSTER_GATEWAY",
-            layout.gateway_memory_mib,
-            300,
-        ),
-        group(
-            "odigos-data-collection",
-            "NODE_COLLECTOR",
-            layout.node_memory_mib,
-            300,
-        ),
+        group("odigos-gateway", "CLUSTER_GATEWAY", &layout.gateway),
+        group("odigos-data-collection", "NODE_COLLECTOR", &layout.node),
     ]
 }
 

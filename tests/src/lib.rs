@@ -438,7 +438,7 @@ pub fn layout(secrets: &Path) -> odigos_server::compiler::Layout {
         secrets_dir: secrets.to_path_buf(),
         queue_dir: Some(secrets.join("queues")),
         queue_mib: 64,
-        gateway_memory_mib: 512,
-        node_memory_mib: 256,
+        gateway: odigos_server::compiler::sized(512, 300, 1, 1),
+        node: odigos_server::compiler::sized(256, 300, 1, 1),
     }
 }

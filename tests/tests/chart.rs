@@ -47,6 +47,7 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
             "--set=controlPlane.watchNamespace=shop",
             "--set=controlPlane.nodeSelector.kubernetes\\.io/os=linux",
             "--set=controlPlane.tolerations[0].operator=Exists",
+            "--set=collectors.sizing=size_l",
         ],
         &["--set=token.existingSecret=my-token"],
     ];
@@ -81,6 +82,7 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
                     "{deployment}"
                 );
                 assert!(rendered.contains(r#"token: "czNjcmV0""#), "{rendered}");
+                assert!(deployment.contains("- --sizing=size_l"), "{deployment}");
             }
             2 => {
                 assert!(deployment.contains("name: my-token"), "{deployment}");
@@ -89,7 +91,24 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
                     "no Secret of ours: {rendered}"
                 );
             }
-            _ => assert!(!deployment.contains("--ui-read-only"), "{deployment}"),
+            _ => {
+                assert!(!deployment.contains("--ui-read-only"), "{deployment}");
+                assert!(deployment.contains("- --sizing=size_s"), "{deployment}");
+            }
         }
     }
+
+    // A sizing that is no preset is refused at install, naming the value.
+    let refused = Command::new(&helm)
+        .args(["template", "odigos"])
+        .arg(&chart)
+        .arg("--set=collectors.sizing=huge")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && said.contains("collectors.sizing: \"huge\" is not a sizing preset"),
+        "{said}"
+    );
 }

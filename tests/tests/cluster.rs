@@ -7,7 +7,8 @@
 //!   CollectorsGroup; the gateway pods run the config they get over OpAMP;
 //! - the CRDs' schema refuses an invalid resource with the field named, and a Destination
 //!   applied with kubectl reaches the gateway, whose pods take it without a restart;
-//! - `helm upgrade` with new values rolls the control plane onto them;
+//! - `helm upgrade` with new values rolls the control plane onto them, and a new sizing preset
+//!   resizes the collectors;
 //! - `helm uninstall` leaves nothing of ours but the CRDs and the users' own resources.
 
 use std::time::Duration;
@@ -252,10 +253,16 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     );
     sdk.stop();
 
-    // An upgrade with new values rolls the control plane onto them.
+    // An upgrade with new values rolls the control plane onto them, and a new sizing preset
+    // resizes the collectors it runs.
     let mut upgrade = vec!["upgrade", "odigos", chart, "-n", NS];
     upgrade.extend(image.iter().map(String::as_str));
-    upgrade.extend(["--set=ui.readOnly=true", "--wait", "--timeout=180s"]);
+    upgrade.extend([
+        "--set=ui.readOnly=true",
+        "--set=collectors.sizing=size_m",
+        "--wait",
+        "--timeout=180s",
+    ]);
     cluster.helm(&upgrade);
     let read_only = || {
         let refused = graphql(
@@ -270,6 +277,27 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         wait_for(Duration::from_secs(60), read_only),
         "the upgraded control plane is read-only\n{}",
         cluster.describe(NS)
+    );
+    let resized = || {
+        let gateway = cluster.get(
+            &gateway,
+            "{.spec.template.spec.containers[0].resources.limits.cpu} {.spec.template.spec.containers[0].resources.limits.memory}",
+        );
+        let bounds = cluster.get(
+            &["hpa", "odigos-gateway", "-n", NS],
+            "{.spec.minReplicas} {.spec.maxReplicas}",
+        );
+        let node = cluster.get(
+            &nodes,
+            "{.spec.template.spec.containers[0].resources.limits.cpu} {.spec.template.spec.containers[0].resources.limits.memory}",
+        );
+        format!("{gateway} {bounds}; {node}")
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || resized()
+            == "1 600Mi 2 8; 500m 500Mi"),
+        "size_m: the gateway at 1 CPU, 600Mi, 2-8 replicas; node collectors at 500m, 500Mi: {}",
+        resized()
     );
 
     // Uninstalling leaves nothing of ours but the CRDs and the users' resources.

@@ -97,20 +97,21 @@ where
     }
 }
 
-/// Where the collectors listen here: only a gateway runs, on a port of its choosing.
+/// Where the collectors listen here: only a gateway runs, on ports of its choosing (its
+/// metrics too: a collector's default, 8888, is not for tests that run side by side).
 fn gateway_only(secrets: &std::path::Path) -> Layout {
     Layout {
         node_grpc: "127.0.0.1:0".into(),
         node_http: "127.0.0.1:0".into(),
         gateway_listen: "127.0.0.1:0".into(),
         gateway_endpoint: "http://127.0.0.1:4317".into(),
-        node_metrics: None,
-        gateway_metrics: None,
+        node_metrics: Some("127.0.0.1:0".into()),
+        gateway_metrics: Some("127.0.0.1:0".into()),
         secrets_dir: secrets.to_path_buf(),
         queue_dir: None,
         queue_mib: 0,
-        gateway_memory_mib: 256,
-        node_memory_mib: 128,
+        gateway: odigos_server::compiler::sized(256, 300, 1, 5),
+        node: odigos_server::compiler::sized(128, 300, 1, 1),
     }
 }
 

@@ -16,8 +16,8 @@ pub(crate) fn layout() -> Layout {
         secrets_dir: PathBuf::from("/state/secrets"),
         queue_dir: Some(PathBuf::from("/state/queues")),
         queue_mib: 256,
-        gateway_memory_mib: 512,
-        node_memory_mib: 256,
+        gateway: super::sized(512, 300, 1, 1),
+        node: super::sized(256, 300, 1, 1),
     }
 }
 
