@@ -536,6 +536,19 @@ impl Object {
         yaml::to_string(&value)
     }
 
+    /// The status conditions it carries (a Secret has none).
+    pub fn conditions(&self) -> &[Condition] {
+        let status = match self {
+            Object::Source(o) => o.status.as_ref(),
+            Object::Destination(o) => o.status.as_ref(),
+            Object::Action(o) => o.status.as_ref(),
+            Object::InstrumentationRule(o) => o.status.as_ref(),
+            Object::Sampling(o) => o.status.as_ref(),
+            Object::Secret(_) => None,
+        };
+        status.map(|s| s.conditions.as_slice()).unwrap_or_default()
+    }
+
     pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         match self {
             Object::Source(o) => o.meta(),

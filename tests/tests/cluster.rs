@@ -7,6 +7,8 @@
 //!   CollectorsGroup; the gateway pods run the config they get over OpAMP;
 //! - the CRDs' schema refuses an invalid resource with the field named, and a Destination
 //!   applied with kubectl reaches the gateway, whose pods take it without a restart;
+//! - without the control plane the collectors keep their configs and data flows; back, it
+//!   takes the fleet again, and no collector restarted;
 //! - `helm upgrade` with new values rolls the control plane onto them, and a new sizing preset
 //!   resizes the collectors;
 //! - `helm uninstall` leaves nothing of ours but the CRDs and the users' own resources.
@@ -249,6 +251,83 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         wait_for(Duration::from_secs(60), arrived),
         "spans from the node's port reach the backend; the SDK said: {}\n{}",
         sdk.failures().join("\n"),
+        cluster.describe(NS)
+    );
+
+    // Without the control plane, the collectors keep their configs and data keeps flowing;
+    // when it is back, the whole fleet reconnects to it, and no collector restarted.
+    let spans = || items(&json_lines(&traces), "resourceSpans", "scopeSpans", "spans").len();
+    cluster.kubectl_ok(&[
+        "scale",
+        "deployment",
+        "odigos-control-plane",
+        "-n",
+        NS,
+        "--replicas=0",
+    ]);
+    assert!(
+        wait_for(Duration::from_secs(60), || cluster
+            .get(&pods, "{.items[*].metadata.name}")
+            .is_empty()),
+        "the control plane is gone\n{}",
+        cluster.describe(NS)
+    );
+    let before = spans();
+    assert!(
+        wait_for(Duration::from_secs(30), || spans() > before + 20),
+        "spans flow without the control plane: {before} then {}",
+        spans()
+    );
+    cluster.kubectl_ok(&[
+        "scale",
+        "deployment",
+        "odigos-control-plane",
+        "-n",
+        NS,
+        "--replicas=1",
+    ]);
+    let fleet = || {
+        if cluster.get(&pods, "{.items[*].status.containerStatuses[*].ready}") != "true" {
+            return Vec::new();
+        }
+        let agents = control_plane_get(&cluster, 4320, "/api/v1/agents");
+        let agents: serde_json::Value = serde_json::from_str(&agents.body).unwrap_or_default();
+        let mut applied: Vec<String> = agents
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["config"]["status"] == "applied" && !a["connected"].is_null())
+            .map(|a| {
+                a["identifying"]["service.name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        applied.sort();
+        applied
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || fleet().len() == 2),
+        "the gateway and the node collector reconnect to the new control plane and run its \
+         configs: {:?}\n{}",
+        fleet(),
+        cluster.describe(NS)
+    );
+    let restarts = [
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/managed-by=odigos-rs",
+    ];
+    assert_eq!(
+        cluster.get(
+            &restarts,
+            "{.items[*].status.containerStatuses[*].restartCount}"
+        ),
+        "0 0",
+        "no collector restarted\n{}",
         cluster.describe(NS)
     );
     sdk.stop();

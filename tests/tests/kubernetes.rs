@@ -313,6 +313,48 @@ async fn the_control_plane_follows_and_reports_on_cluster_resources() {
     )
     .await;
 
+    // The condition names the generation it speaks of, and keeps its transition time while
+    // its status stays, across a change of the spec that leaves the config as it is.
+    let ready_of_debug = || {
+        let destinations = destinations.clone();
+        async move {
+            let debug = serde_json::to_value(destinations.get("debug").await.unwrap()).unwrap();
+            let ready = debug["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .cloned()
+                .unwrap_or_default();
+            (debug["metadata"]["generation"].clone(), ready)
+        }
+    };
+    let (generation, before) = ready_of_debug().await;
+    assert_eq!(before["observedGeneration"], generation, "{before}");
+    // Any new transition time would be a later second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let renamed = serde_json::json!({"spec": {"destinationName": "Debug output"}});
+    destinations
+        .patch("debug", &PatchParams::default(), &Patch::Merge(&renamed))
+        .await
+        .unwrap();
+    eventually("the condition observes the new generation", &api, || {
+        let before = before.clone();
+        async move {
+            let (generation, now) = ready_of_debug().await;
+            if now["observedGeneration"] != generation || generation.as_i64() < Some(2) {
+                return Err(format!("generation {generation}: {now}"));
+            }
+            assert_eq!(now["status"], "True", "{now}");
+            assert_eq!(
+                now["lastTransitionTime"], before["lastTransitionTime"],
+                "no transition: {before} then {now}"
+            );
+            Ok(())
+        }
+    })
+    .await;
+
     // A destination that is down gets a Healthy condition that says so, with the exporter's
     // error, and a healthy one once it recovers. Nothing is sent to the managed vendor.
     let off = serde_json::json!({"spec": {"disabled": true}});
@@ -545,13 +587,27 @@ async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
         .create(&PostParams::default(), &namespace)
         .await
         .unwrap();
-    // The user `scoped` may do what the control plane does, in `shop` only.
+    // The user `scoped` may do what the control plane does, in `shop` only; all but writing
+    // CollectorsGroups, at first.
+    let rules = |odigos: &[&str]| {
+        serde_json::json!([
+            {"apiGroups": ["odigos.io"], "resources": odigos, "verbs": ["*"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+        ])
+    };
+    let mut kinds = vec![
+        "sources",
+        "destinations",
+        "actions",
+        "instrumentationrules",
+        "samplings",
+        "instrumentationconfigs",
+    ];
+    kinds.extend(["sources/status", "destinations/status", "actions/status"]);
+    kinds.extend(["instrumentationrules/status", "samplings/status"]);
     let role: Role = object(serde_json::json!({
         "metadata": {"name": "odigos", "namespace": "shop"},
-        "rules": [
-            {"apiGroups": ["odigos.io"], "resources": ["*"], "verbs": ["*"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
-        ],
+        "rules": rules(&kinds),
     }));
     Api::<Role>::namespaced(admin.clone(), "shop")
         .create(&PostParams::default(), &role)
@@ -590,21 +646,13 @@ async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
             .unwrap();
     let destinations = Api::<Destination>::namespaced(admin.clone(), "shop");
     let groups = Api::<CollectorsGroup>::namespaced(admin.clone(), "shop");
-    let written = "its Destination's status and the CollectorsGroups are written in its namespace";
+    let written = "its Destination's status is written in its namespace";
     eventually(written, &api, || {
-        let (destinations, groups, state) = (destinations.clone(), groups.clone(), plane.state());
+        let (destinations, state) = (destinations.clone(), plane.state());
         async move {
             let names: Vec<&String> = state.destinations.keys().collect();
             if names != ["shop/shop-debug"] {
                 return Err(format!("followed: {names:?}"));
-            }
-            if groups
-                .get_opt("odigos-gateway")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                return Err("no gateway CollectorsGroup yet".into());
             }
             let debug = serde_json::to_value(
                 destinations
@@ -619,6 +667,33 @@ async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
             }
         }
     })
+    .await;
+    // Refused, the CollectorsGroups' write is tried again until it may: once allowed, they
+    // are written with no change to anything else.
+    assert!(groups.get_opt("odigos-gateway").await.unwrap().is_none());
+    kinds.push("collectorsgroups");
+    kinds.push("collectorsgroups/status");
+    Api::<Role>::namespaced(admin.clone(), "shop")
+        .patch(
+            "odigos",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"rules": rules(&kinds)})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the CollectorsGroups are written once allowed",
+        &api,
+        || {
+            let groups = groups.clone();
+            async move {
+                match groups.get_opt("odigos-gateway").await {
+                    Ok(Some(_)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
     .await;
     server.stop().await;
 }

@@ -46,10 +46,15 @@ pub struct KubeStore {
     published: watch::Sender<Arc<Snapshot>>,
     /// The last good version of every resource, by key.
     good: Mutex<BTreeMap<ObjectKey, Accepted>>,
-    /// The last condition written per resource and what was applied, to write only changes.
+    /// The generation and conditions of each resource as last seen in the cluster or written
+    /// to it, by `Kind/namespace/name`: conditions are written only when they differ.
+    observed: Mutex<BTreeMap<String, Observed>>,
+    /// What was last applied of the objects the control plane owns, to write only changes.
     written: Mutex<BTreeMap<String, String>>,
-    /// One write-back at a time.
-    writing: tokio::sync::Mutex<()>,
+    /// The latest status to write back; reports that come while one is written fold into one.
+    pending: Mutex<Option<Status>>,
+    /// Wakes the writer.
+    wake: Arc<tokio::sync::Notify>,
     /// What owns the objects the control plane creates in `home`, so that they go with it.
     owner: std::sync::OnceLock<OwnerReference>,
     /// How collectors run, when the control plane runs them, and the version of the
@@ -121,13 +126,16 @@ impl KubeStore {
             home: home.to_string(),
             published: watch::channel(Arc::new(Snapshot::default())).0,
             good: Mutex::default(),
+            observed: Mutex::default(),
             written: Mutex::default(),
-            writing: tokio::sync::Mutex::default(),
+            pending: Mutex::default(),
+            wake: Arc::default(),
             owner: std::sync::OnceLock::new(),
             collectors: std::sync::OnceLock::new(),
             catalog,
         });
         store.rebuild(&caches, catalog);
+        spawn_writer(&store);
         let weak = Arc::downgrade(&store);
         tokio::spawn(async move {
             while changes.recv().await.is_some() {
@@ -189,15 +197,28 @@ impl KubeStore {
         let mut good = self.good.lock().unwrap();
         let present: BTreeSet<ObjectKey> = objects.iter().map(Object::key).collect();
         good.retain(|key, _| present.contains(key));
-        // A resource deleted and created again gets its status written afresh.
-        let ids: BTreeSet<String> = present
-            .iter()
-            .map(|k| format!("{}/{}/{}", k.kind, k.namespace, k.name))
-            .collect();
-        self.written
-            .lock()
-            .unwrap()
-            .retain(|id, _| ids.contains(id) || id.starts_with("InstrumentationConfig/"));
+        // What the cluster holds of a resource is taken in when its spec changed or it is
+        // another resource of the same name; otherwise what was last written is newer.
+        let mut observed = self.observed.lock().unwrap();
+        let mut fresh = BTreeMap::new();
+        for object in objects.iter().filter(|o| !matches!(o, Object::Secret(_))) {
+            let key = object.key();
+            let id = format!("{}/{}/{}", key.kind, key.namespace, key.name);
+            let meta = object.meta();
+            let seen = match observed.remove(&id) {
+                Some(known) if known.uid == meta.uid && known.generation == meta.generation => {
+                    known
+                }
+                _ => Observed {
+                    uid: meta.uid.clone(),
+                    generation: meta.generation,
+                    conditions: object.conditions().to_vec(),
+                },
+            };
+            fresh.insert(id, seen);
+        }
+        *observed = fresh;
+        drop(observed);
         let mut desired = Desired::default();
         let mut problems = Vec::new();
         let mut accepted = BTreeMap::new();
@@ -290,26 +311,35 @@ impl KubeStore {
         if state.generation == 0 {
             return Ok(());
         }
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        // To the second, as the cluster keeps it.
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default());
         for ((kind, namespace, name), list) in state.conditions {
+            let id = format!("{kind}/{namespace}/{name}");
+            let Some(seen) = self.observed.lock().unwrap().get(&id).cloned() else {
+                continue;
+            };
+            // A condition's transition time moves only when its status does.
             let conditions: Vec<Condition> = list
                 .into_iter()
-                .map(|c| Condition {
-                    type_: c.kind.into(),
-                    status: c.status.into(),
-                    reason: c.reason,
-                    message: c.message,
-                    last_transition_time: now.clone(),
-                    observed_generation: None,
+                .map(|c| {
+                    let status = c.status.to_string();
+                    let since = seen
+                        .conditions
+                        .iter()
+                        .find(|p| p.type_ == c.kind && p.status == status)
+                        .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
+                    Condition {
+                        type_: c.kind.into(),
+                        status,
+                        reason: c.reason,
+                        message: c.message,
+                        last_transition_time: since,
+                        observed_generation: seen.generation,
+                    }
                 })
                 .collect();
-            let seen: Vec<String> = conditions
-                .iter()
-                .map(|c| format!("{}|{}|{}|{}", c.type_, c.status, c.reason, c.message))
-                .collect();
-            let seen = seen.join("\n");
-            let id = format!("{kind}/{namespace}/{name}");
-            if self.written.lock().unwrap().get(&id) == Some(&seen) {
+            if conditions == seen.conditions {
                 continue;
             }
             let patch = Patch::Merge(serde_json::json!({"status": {"conditions": conditions}}));
@@ -335,7 +365,9 @@ impl KubeStore {
             };
             match result {
                 Ok(()) => {
-                    self.written.lock().unwrap().insert(id, seen);
+                    if let Some(known) = self.observed.lock().unwrap().get_mut(&id) {
+                        known.conditions = conditions;
+                    }
                 }
                 // Deleted meanwhile: nothing to report on.
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -590,13 +622,50 @@ impl Store for KubeStore {
     }
 
     fn report(self: Arc<Self>, state: Status) {
-        tokio::spawn(async move {
-            let _one = self.writing.lock().await;
-            if let Err(e) = self.write(state).await {
-                tracing::warn!(error = %e, "cannot write status back to the cluster");
-            }
-        });
+        *self.pending.lock().unwrap() = Some(state);
+        self.wake.notify_one();
     }
+}
+
+impl Drop for KubeStore {
+    fn drop(&mut self) {
+        // The writer finds the store gone and ends.
+        self.wake.notify_one();
+    }
+}
+
+/// The first wait before writing again after a failure, and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_LAST: Duration = Duration::from_secs(30);
+
+/// Writes each reported status back, one at a time and only the latest; a write that fails
+/// (the API server away, access refused) is tried again with backoff, with the latest status.
+fn spawn_writer(store: &Arc<KubeStore>) {
+    let weak = Arc::downgrade(store);
+    let wake = store.wake.clone();
+    tokio::spawn(async move {
+        let mut retry = RETRY_FIRST;
+        loop {
+            wake.notified().await;
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                let Some(state) = store.pending.lock().unwrap().take() else {
+                    break;
+                };
+                match store.write(state.clone()).await {
+                    Ok(()) => retry = RETRY_FIRST,
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?retry, "cannot write status back to the cluster");
+                        // A newer status, if one came meanwhile, is the one to write.
+                        store.pending.lock().unwrap().get_or_insert(state);
+                        drop(store);
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(RETRY_LAST);
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The label on a Secret that holds a Destination's secret fields, naming the Destination.
@@ -734,6 +803,14 @@ where
 }
 
 /// The last good version of a resource, and when it was accepted.
+/// A resource as the control plane last knew it in the cluster.
+#[derive(Clone, Debug, Default)]
+struct Observed {
+    uid: Option<String>,
+    generation: Option<i64>,
+    conditions: Vec<Condition>,
+}
+
 struct Accepted {
     object: Object,
     version: Option<String>,
