@@ -96,6 +96,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         node_metrics: None,
         gateway_metrics: None,
         secrets_dir: std::env::temp_dir(),
+        secrets_in_config: false,
         queue_dir: None,
         queue_mib: 0,
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),

@@ -35,6 +35,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
+    /// Where the secret values that come with remote configs are written (as files only this
+    /// user reads), for the configs' `${file:...}` references; other files there are removed
+    /// once a config applies [default: STATE_DIR/secrets].
+    #[arg(long, value_name = "DIR", requires = "opamp_endpoint")]
+    secrets_dir: Option<PathBuf>,
+
     /// The collector's role in the pipeline, reported to the OpAMP server.
     #[arg(long, value_enum, default_value_t = Role::Node)]
     role: Role,
@@ -117,6 +123,7 @@ pub fn main(args: Args) -> ExitCode {
                 endpoint: args.opamp_endpoint.unwrap_or_default(),
                 token: args.credentials.token,
                 state_dir: args.state_dir,
+                secrets_dir: args.secrets_dir,
                 role: args.role.as_str(),
                 initial: args.config,
                 grace: args.shutdown_grace,

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use odigos_collector::{Config, Topology};
 use odigos_proto::opamp::ComponentHealth;
+use odigos_proto::opamp::SECRETS_FILE;
 use odigos_supervisor::{Apply, Files, Options};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Mutex;
@@ -37,6 +38,7 @@ pub struct Settings {
     pub endpoint: String,
     pub token: Option<String>,
     pub state_dir: Option<PathBuf>,
+    pub secrets_dir: Option<PathBuf>,
     pub role: &'static str,
     pub initial: Option<PathBuf>,
     pub grace: Duration,
@@ -49,6 +51,8 @@ struct Managed {
     topology: Mutex<Option<Topology>>,
     /// The applied config file: its name and its text with secrets redacted.
     effective: Mutex<Option<(String, String)>>,
+    /// Where the secret values that come with a remote config are written.
+    secrets_dir: PathBuf,
     started: SystemTime,
 }
 
@@ -61,8 +65,13 @@ impl Apply for Managed {
         let (name, (body, _)) = files
             .iter()
             .find(|(name, (_, content_type))| yaml(name, content_type))
-            .or_else(|| files.iter().next())
+            .or_else(|| files.iter().find(|(name, _)| *name != SECRETS_FILE))
             .ok_or("the remote config has no file; expected one collector YAML file")?;
+        // The secret values first: the config reads them as it loads.
+        let secrets = match files.get(SECRETS_FILE) {
+            Some((body, _)) => write_secrets(&self.secrets_dir, body)?,
+            None => Vec::new(),
+        };
         let name = if name.is_empty() {
             "remote config"
         } else {
@@ -84,6 +93,7 @@ impl Apply for Managed {
         }
         *self.effective.lock().await =
             Some((name.to_string(), odigos_collector::config::redact(text)));
+        forget_other_secrets(&self.secrets_dir, &secrets);
         Ok(())
     }
 
@@ -206,6 +216,60 @@ pub(crate) fn host_name() -> String {
         .to_string()
 }
 
+/// Writes the secret values of a remote config's secrets file (a JSON object of file names
+/// and values) into `dir`, readable by this user alone; returns the names written. The values
+/// are never logged, not even in errors.
+fn write_secrets(dir: &std::path::Path, body: &[u8]) -> Result<Vec<String>, String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let values: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(body).map_err(|e| {
+            // The error's own text may quote a value; only say where it is wrong.
+            format!(
+                "{SECRETS_FILE}: not a JSON object of file names and values ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{SECRETS_FILE}: cannot create {}: {e}", dir.display()))?;
+    for (name, value) in &values {
+        let plain = !name.is_empty() && !name.starts_with('.') && !name.contains('/');
+        if !plain {
+            return Err(format!("{SECRETS_FILE}: `{name}` is not a plain file name"));
+        }
+        let path = dir.join(name);
+        let staged = dir.join(format!(".{name}.partial"));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&staged)
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+            .and_then(|()| std::fs::rename(&staged, &path));
+        written.map_err(|e| format!("{SECRETS_FILE}: cannot write {}: {e}", path.display()))?;
+    }
+    Ok(values.into_keys().collect())
+}
+
+/// Removes the secret files in `dir` the applied config no longer names.
+fn forget_other_secrets(dir: &std::path::Path, kept: &[String]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !kept.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Resolves when a managed agent is asked to stop: Ctrl-C, SIGTERM, or, with
 /// `on_stdin_close`, its standard input closing (how `odigos up` stops what it started).
 pub(crate) async fn stop_requested(on_stdin_close: bool) {
@@ -225,9 +289,15 @@ pub(crate) async fn stop_requested(on_stdin_close: bool) {
 }
 
 pub async fn run(settings: Settings) -> ExitCode {
+    let state_dir = settings
+        .state_dir
+        .unwrap_or_else(|| default_state_dir(&format!("collector-{}", settings.role)));
     let managed = Arc::new(Managed {
         topology: Mutex::new(None),
         effective: Mutex::new(None),
+        secrets_dir: settings
+            .secrets_dir
+            .unwrap_or_else(|| state_dir.join("secrets")),
         started: SystemTime::now(),
     });
     if let Some(file) = &settings.initial {
@@ -243,9 +313,6 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let state_dir = settings
-        .state_dir
-        .unwrap_or_else(|| default_state_dir(&format!("collector-{}", settings.role)));
     let host = host_name();
     let options = Options {
         endpoint: settings.endpoint,

@@ -87,7 +87,8 @@ pub struct Args {
     gateway_endpoint: String,
 
     /// With --kubernetes: where secret values are written for the gateway to read; the
-    /// gateway must see this directory at the same path.
+    /// gateway must see this directory at the same path. With --collector-image, the
+    /// directory in the gateway pods: they get the values over OpAMP and write them there.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/odigos/secrets")]
     secrets_dir: std::path::PathBuf,
 
@@ -162,12 +163,14 @@ pub fn main(args: Args) -> ExitCode {
                 return ExitCode::from(1);
             }
             let mut gateway_endpoint = args.gateway_endpoint;
+            let runs_collectors = args.collector_image.is_some();
             if let Some(image) = args.collector_image {
                 let workloads = CollectorWorkloads {
                     image,
                     pull_policy: args.image_pull_policy,
                     token_secret: args.token_secret,
                     control_plane_service: args.control_plane_service,
+                    secrets_dir: args.secrets_dir.clone(),
                 };
                 match store.run_collectors(workloads).await {
                     Ok(endpoint) => gateway_endpoint = endpoint,
@@ -185,6 +188,7 @@ pub fn main(args: Args) -> ExitCode {
                 node_metrics: Some("0.0.0.0:8888".into()),
                 gateway_metrics: Some("0.0.0.0:8888".into()),
                 secrets_dir: args.secrets_dir,
+                secrets_in_config: runs_collectors,
                 queue_dir: args.queue_dir,
                 queue_mib: args.queue_mib,
                 gateway: args.sizing.gateway(),

@@ -145,6 +145,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_metrics: Some(args.node_metrics),
         gateway_metrics: Some(args.gateway_metrics),
         secrets_dir: state_dir.join("secrets"),
+        secrets_in_config: false,
         queue_dir: Some(state_dir.join("queues")),
         queue_mib: args.queue_mib,
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),

@@ -11,6 +11,11 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// The WebSocket frame header: a varint that must be 0 in this version of the protocol.
 pub const WS_HEADER: u8 = 0;
 
+/// A remote config file of secret values, beside the collector's config: a JSON object of file
+/// names and values. The agent writes each into its secrets directory, where the config's
+/// `${file:...}` references point, and never reports, shows or logs them.
+pub const SECRETS_FILE: &str = "secrets.json";
+
 /// Capability bits as `u64`, for the `capabilities` fields.
 pub fn bits(capabilities: &[AgentCapabilities]) -> u64 {
     capabilities.iter().fold(0, |all, c| all | *c as u64)

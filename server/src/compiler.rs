@@ -52,6 +52,10 @@ pub struct Layout {
     pub gateway_metrics: Option<String>,
     /// Where secret values are written for the collectors to read.
     pub secrets_dir: PathBuf,
+    /// Whether the gateway gets the secret values in its remote config (a file of their own,
+    /// which it writes to `secrets_dir` itself) rather than from this machine's `secrets_dir`:
+    /// for gateways that do not share the control plane's filesystem, as in a cluster.
+    pub secrets_in_config: bool,
     /// Where the gateway keeps each destination's queue on disk; without it, queues are in
     /// memory.
     pub queue_dir: Option<PathBuf>,

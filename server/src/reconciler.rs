@@ -118,7 +118,9 @@ impl ControlPlane {
         for problem in &compiled.problems {
             tracing::warn!("resource left out: {problem}");
         }
-        if let Err(e) = write_secrets(&self.layout.secrets_dir, &compiled.secret_files) {
+        if !self.layout.secrets_in_config
+            && let Err(e) = write_secrets(&self.layout.secrets_dir, &compiled.secret_files)
+        {
             // Without its secrets the new config could not load; keep the running one.
             tracing::error!(dir = %self.layout.secrets_dir.display(), error = %e, "cannot write secret files; configs not updated");
             return;
@@ -129,6 +131,23 @@ impl ControlPlane {
                 (text.as_bytes().to_vec(), "text/yaml".to_string()),
             )])
         };
+        let mut gateway = yaml(&compiled.gateway);
+        if self.layout.secrets_in_config && !compiled.secret_files.is_empty() {
+            let values: BTreeMap<String, &String> = compiled
+                .secret_files
+                .iter()
+                .filter_map(|(path, value)| {
+                    Some((path.file_name()?.to_string_lossy().into_owned(), value))
+                })
+                .collect();
+            gateway.insert(
+                odigos_proto::opamp::SECRETS_FILE.to_string(),
+                (
+                    serde_json::to_vec(&values).unwrap_or_default(),
+                    "application/json".to_string(),
+                ),
+            );
+        }
         let json = |file: &str, body: Vec<u8>| {
             BTreeMap::from([(file.to_string(), (body, "application/json".to_string()))])
         };
@@ -139,7 +158,7 @@ impl ControlPlane {
         let odiglet = serde_json::to_vec_pretty(&compiled.odiglet).unwrap_or_default();
         let mut targets = vec!["gateway".to_string(), "node".into(), "odiglet".into()];
         let mut configs = vec![
-            (role("gateway"), yaml(&compiled.gateway)),
+            (role("gateway"), gateway),
             (role("node"), yaml(&compiled.node)),
             (role("odiglet"), json(odigos_proto::odiglet::FILE, odiglet)),
         ];

@@ -303,10 +303,11 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
-    http_request_at("127.0.0.1", port, method, path, headers, body)
+    http_request_at("127.0.0.1", port, method, path, headers, body).unwrap()
 }
 
-/// `METHOD http://{host}:{port}{path}` with `headers` and `body`.
+/// `METHOD http://{host}:{port}{path}` with `headers` and `body`; an error when the server
+/// cannot be reached within 5 seconds or does not answer within 30.
 pub fn http_request_at(
     host: &str,
     port: u16,
@@ -314,8 +315,12 @@ pub fn http_request_at(
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Response {
-    let mut stream = TcpStream::connect((host, port)).unwrap();
+) -> std::io::Result<Response> {
+    let address = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+        .next()
+        .ok_or(std::io::ErrorKind::AddrNotAvailable)?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = format!(
         "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n",
         body.len()
@@ -325,11 +330,11 @@ pub fn http_request_at(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    Response {
+    Ok(Response {
         status: head
             .split_whitespace()
             .nth(1)
@@ -337,7 +342,7 @@ pub fn http_request_at(
             .unwrap_or(0),
         head: head.to_string(),
         body: body.to_string(),
-    }
+    })
 }
 
 /// The value of a Prometheus sample line `name{labels} value` in `text`.
@@ -436,6 +441,7 @@ pub fn layout(secrets: &Path) -> odigos_server::compiler::Layout {
         node_metrics: None,
         gateway_metrics: Some("127.0.0.1:8889".into()),
         secrets_dir: secrets.to_path_buf(),
+        secrets_in_config: false,
         queue_dir: Some(secrets.join("queues")),
         queue_mib: 64,
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),

@@ -22,6 +22,8 @@ use odigos_tests::{Collector, attribute, http_request_at, items, json_lines, wai
 const NS: &str = "odigos-system";
 const TOKEN: &str = "cluster-test-token";
 const CONTROL_PLANE: &str = "app.kubernetes.io/component=control-plane";
+/// A Destination's password, to be found nowhere but where it is used.
+const PASSWORD: &str = "cluster-s3cret-value";
 
 fn skip_unless_the_cluster_can_run() -> bool {
     let Some(why) = cluster::missing_prerequisite() else {
@@ -40,36 +42,33 @@ fn service_ip(cluster: &Cluster) -> String {
     )
 }
 
-/// `GET path` from the control plane's Service, with the token.
-fn control_plane_get(cluster: &Cluster, port: u16, path: &str) -> odigos_tests::Response {
+/// `GET path` from the control plane's Service, with the token. While a rollout moves the
+/// Service to a new pod, a request may find nobody: an error.
+fn control_plane_get(
+    cluster: &Cluster,
+    port: u16,
+    path: &str,
+) -> std::io::Result<odigos_tests::Response> {
     let auth = format!("Bearer {TOKEN}");
-    http_request_at(
-        &service_ip(cluster),
-        port,
-        "GET",
-        path,
-        &[("authorization", &auth)],
-        "",
-    )
+    let ip = service_ip(cluster);
+    http_request_at(&ip, port, "GET", path, &[("authorization", &auth)], "")
 }
 
-fn graphql(cluster: &Cluster, query: &str) -> serde_json::Value {
+fn graphql(cluster: &Cluster, query: &str) -> std::io::Result<serde_json::Value> {
     let ip = service_ip(cluster);
     let auth = format!("Bearer {TOKEN}");
     let body = serde_json::json!({ "query": query }).to_string();
+    let json = ("content-type", "application/json");
     let response = http_request_at(
         &ip,
         3000,
         "POST",
         "/graphql",
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
+        &[("authorization", &auth), json],
         &body,
-    );
+    )?;
     assert_eq!(response.status, 200, "{response:?}");
-    serde_json::from_str(&response.body).unwrap()
+    Ok(serde_json::from_str(&response.body).unwrap())
 }
 
 #[test]
@@ -100,9 +99,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         "{}",
         cluster.describe(NS)
     );
-    let ui = control_plane_get(&cluster, 3000, "/");
+    let ui = control_plane_get(&cluster, 3000, "/").unwrap();
     assert!(ui.body.contains("<title>odigos</title>"), "{ui:?}");
-    let agents = control_plane_get(&cluster, 4320, "/api/v1/agents");
+    let agents = control_plane_get(&cluster, 4320, "/api/v1/agents").unwrap();
     assert_eq!(
         agents.status, 200,
         "the token from the chart's Secret: {agents:?}"
@@ -114,7 +113,8 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         "/api/v1/agents",
         &[],
         "",
-    );
+    )
+    .unwrap();
     assert_eq!(anonymous.status, 401, "{anonymous:?}");
 
     // The CollectorsGroups it writes are owned by its Deployment.
@@ -213,7 +213,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     );
 
     // Once the gateway is ready, node collectors run on every node; spans an SDK sends to the
-    // node's port 4317 reach a Destination's backend through node collector and gateway.
+    // node's port 4317 reach a Destination's backend through node collector and gateway. The
+    // Destination's password is in a Secret: it reaches the gateway pods over OpAMP, and is
+    // shown nowhere.
     let nodes = ["daemonset", "odigos-data-collection", "-n", NS];
     assert!(
         wait_for(Duration::from_secs(60), || cluster
@@ -224,12 +226,12 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut backend = Collector::start(&format!(
-        "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: '{HOST_IP}:0'}}}}}}}}\nexporters: {{file: {{path: {}/traces.jsonl}}}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], exporters: [file]}}}}}}\n",
+        "receivers: {{otlp: {{protocols: {{http: {{endpoint: '{HOST_IP}:0'}}}}}}}}\nexporters: {{file: {{path: {}/traces.jsonl}}}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], exporters: [file]}}}}}}\n",
         dir.path().display()
     ));
-    let backend_port = backend.port("grpc");
+    let backend_port = backend.port("http");
     let applied = cluster.apply(&format!(
-        "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: backend, namespace: default}}\nspec: {{type: otlp, signals: [TRACES], data: {{OTLP_GRPC_ENDPOINT: 'http://{HOST_IP}:{backend_port}'}}}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: backend-auth, namespace: default}}\nstringData: {{OTLP_HTTP_BASIC_AUTH_PASSWORD: {PASSWORD}}}\n---\napiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: backend, namespace: default}}\nspec:\n  type: otlphttp\n  signals: [TRACES]\n  data: {{OTLP_HTTP_ENDPOINT: 'http://{HOST_IP}:{backend_port}', OTLP_HTTP_BASIC_AUTH_USERNAME: me}}\n  secretRef: {{name: backend-auth}}\n"
     ));
     assert!(applied.status.success(), "{applied:?}");
     let sdk = Streamer::python(
@@ -290,7 +292,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         if cluster.get(&pods, "{.items[*].status.containerStatuses[*].ready}") != "true" {
             return Vec::new();
         }
-        let agents = control_plane_get(&cluster, 4320, "/api/v1/agents");
+        let Ok(agents) = control_plane_get(&cluster, 4320, "/api/v1/agents") else {
+            return Vec::new();
+        };
         let agents: serde_json::Value = serde_json::from_str(&agents.body).unwrap_or_default();
         let mut applied: Vec<String> = agents
             .as_array()
@@ -331,6 +335,28 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         cluster.describe(NS)
     );
     sdk.stop();
+    let shown = [
+        control_plane_get(&cluster, 4320, "/api/v1/agents")
+            .unwrap()
+            .body,
+        String::from_utf8_lossy(
+            &cluster
+                .kubectl(&[
+                    "logs",
+                    "-n",
+                    NS,
+                    "-l",
+                    "app.kubernetes.io/managed-by=odigos-rs",
+                    "--tail=-1",
+                ])
+                .stdout,
+        )
+        .into_owned(),
+        cluster.kubectl_ok(&["get", "configmaps", "-A", "-o", "yaml"]),
+    ];
+    for text in shown {
+        assert!(!text.contains(PASSWORD), "the password is shown: {text}");
+    }
 
     // An upgrade with new values rolls the control plane onto them, and a new sizing preset
     // resizes the collectors it runs.
@@ -344,10 +370,12 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     ]);
     cluster.helm(&upgrade);
     let read_only = || {
-        let refused = graphql(
+        let Ok(refused) = graphql(
             &cluster,
             "mutation { deleteResource(kind: DESTINATION, name: \"debug\") { ok } }",
-        );
+        ) else {
+            return false;
+        };
         refused["errors"][0]["message"]
             .as_str()
             .is_some_and(|m| m.contains("read-only"))

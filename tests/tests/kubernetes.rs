@@ -108,6 +108,7 @@ fn gateway_only(secrets: &std::path::Path) -> Layout {
         node_metrics: Some("127.0.0.1:0".into()),
         gateway_metrics: Some("127.0.0.1:0".into()),
         secrets_dir: secrets.to_path_buf(),
+        secrets_in_config: false,
         queue_dir: None,
         queue_mib: 0,
         gateway: odigos_server::compiler::sized(256, 300, 1, 5),

@@ -14,6 +14,7 @@ pub(crate) fn layout() -> Layout {
         node_metrics: Some("127.0.0.1:8888".into()),
         gateway_metrics: Some("127.0.0.1:8889".into()),
         secrets_dir: PathBuf::from("/state/secrets"),
+        secrets_in_config: false,
         queue_dir: Some(PathBuf::from("/state/queues")),
         queue_mib: 256,
         gateway: super::sized(512, 300, 1, 1),

@@ -605,7 +605,8 @@ impl Fleet {
             .collect()
     }
 
-    /// The config files meant for an agent (uid in hex), by name, as text.
+    /// The config files meant for an agent (uid in hex), by name, as text; secret values,
+    /// which travel in a file of their own, are left out.
     pub fn desired_config(&self, uid: &str) -> Option<BTreeMap<String, String>> {
         let uid = odigos_proto::opamp::parse_uid(uid)?;
         let assignments = self.assignments();
@@ -616,6 +617,7 @@ impl Fleet {
         Some(
             files
                 .into_iter()
+                .filter(|(name, _)| name != odigos_proto::opamp::SECRETS_FILE)
                 .map(|(name, file)| (name, String::from_utf8_lossy(&file.body).into_owned()))
                 .collect(),
         )

@@ -35,6 +35,8 @@ pub struct CollectorWorkloads {
     /// the environment (`NAME_SERVICE_HOST`, `NAME_SERVICE_PORT_OPAMP`), so collectors reach
     /// the OpAMP server through it even where the cluster has no DNS.
     pub control_plane_service: String,
+    /// Where collectors keep the secret values that come with their configs (in memory).
+    pub secrets_dir: std::path::PathBuf,
 }
 
 fn labels(component: &str) -> Value {
@@ -146,6 +148,7 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
                     format!("--role={role}"),
                     format!("--opamp-endpoint=ws://$({service}_SERVICE_HOST):$({service}_SERVICE_PORT_OPAMP)/v1/opamp"),
                     format!("--state-dir=/var/lib/odigos/{role}"),
+                    format!("--secrets-dir={}", workloads.secrets_dir.display()),
                 ],
                 "env": [{
                     "name": "ODIGOS_TOKEN",
@@ -159,9 +162,16 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
                     "limits": {"cpu": format!("{}m", sizing.cpu_limit_millicores), "memory": format!("{}Mi", sizing.memory_limit_mi_b)},
                 },
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true},
-                "volumeMounts": [{"name": "state", "mountPath": "/var/lib/odigos"}],
+                "volumeMounts": [
+                    {"name": "state", "mountPath": "/var/lib/odigos"},
+                    {"name": "secrets", "mountPath": workloads.secrets_dir},
+                ],
             }],
-            "volumes": [{"name": "state", "emptyDir": {}}],
+            // The state holds the last config, secrets included: in memory like them.
+            "volumes": [
+                {"name": "state", "emptyDir": {"medium": "Memory"}},
+                {"name": "secrets", "emptyDir": {"medium": "Memory"}},
+            ],
         },
     })
 }
