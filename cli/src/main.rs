@@ -49,7 +49,7 @@ enum Command {
     /// change, and send their spans to the node collector. Needs root.
     Odiglet(odiglet::Args),
     /// Run the control plane: the OpAMP server that manages collectors, and its API.
-    Server(server::Args),
+    Server(Box<server::Args>),
     /// Print the version.
     Version,
 }
@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Collector(args) => collector::main(args),
         Command::Odiglet(args) => odiglet::main(args),
-        Command::Server(args) => server::main(args),
+        Command::Server(args) => server::main(*args),
         Command::Version => {
             println!("odigos {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS

@@ -50,6 +50,20 @@ pub struct Args {
     #[arg(long, value_name = "NAMESPACE", default_value = "odigos-system")]
     home_namespace: String,
 
+    /// With --kubernetes: serve the pod webhook here (HOST:PORT), over TLS with
+    /// --webhook-cert and --webhook-key: pods of instrumented workloads get the OpenTelemetry
+    /// SDK environment as they are created (the chart registers it with the API server).
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["kubernetes", "webhook_cert", "webhook_key"])]
+    webhook: Option<String>,
+
+    /// The webhook's PEM certificate chain.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --webhook-cert.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_key: Option<std::path::PathBuf>,
+
     /// With --kubernetes: the control plane's own Deployment in --home-namespace; what the
     /// control plane creates there is owned by it, so that uninstalling it removes them.
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
@@ -147,6 +161,7 @@ pub fn main(args: Args) -> ExitCode {
         let scheme = if tls.is_some() { ("wss", "https") } else { ("ws", "http") };
         let mut options = Options { token: args.token, agent_timeout: args.agent_timeout, tls, ..Options::default() };
         args.ui.configure(&mut options);
+        options.webhook = args.webhook.zip(args.webhook_cert).zip(args.webhook_key).map(|((a, c), k)| (a, c, k));
         let started = if args.kubernetes {
             let catalog = odigos_server::catalog::Catalog::builtin();
             let store = match KubeStore::connect(args.namespace.as_deref(), &args.home_namespace, catalog).await {

@@ -40,6 +40,9 @@ pub struct Options {
     pub ui: Option<String>,
     /// Refuse every change through the UI's side: its GraphQL mutations and config pushes.
     pub ui_read_only: bool,
+    /// Where the pod webhook listens (`host:port`), over TLS with this certificate chain and
+    /// key; only a control plane serves it.
+    pub webhook: Option<(String, PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             tls: None,
             ui: None,
             ui_read_only: false,
+            webhook: None,
         }
     }
 }
@@ -116,7 +120,7 @@ impl Server {
             )
         })?;
         let agents_address = listener.local_addr()?;
-        let mut listeners = vec![(listener, agents_side)];
+        let mut listeners = vec![(listener, agents_side, acceptor.clone())];
 
         let mut ui_address = None;
         if let Some(ui) = &options.ui {
@@ -140,14 +144,30 @@ impl Server {
                 std::io::Error::new(e.kind(), format!("the UI cannot listen on {ui}: {e} (choose another with --ui HOST:PORT, or --ui off)"))
             })?;
             ui_address = Some(listener.local_addr()?);
-            listeners.push((listener, ui_side));
+            listeners.push((listener, ui_side, acceptor.clone()));
+        }
+
+        // The API server calls the webhook over TLS, with no token.
+        if let (Some((address, cert, key)), Some((plane, _))) = (&options.webhook, &plane) {
+            let webhook_tls = tls::acceptor(cert, key)?;
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("the pod webhook cannot listen on {address}: {e}"),
+                )
+            })?;
+            tracing::info!(address = %listener.local_addr()?, path = crate::webhook::PATH, "pod webhook listening");
+            listeners.push((
+                listener,
+                crate::webhook::router(plane.clone()),
+                Some(webhook_tls),
+            ));
         }
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        for (listener, app) in listeners {
+        for (listener, app, acceptor) in listeners {
             let mut stopped = stopped.clone();
-            let acceptor = acceptor.clone();
             tasks.push(tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;

@@ -13,3 +13,4 @@ pub mod resource;
 pub mod store;
 pub mod throughput;
 pub mod ui;
+pub mod webhook;

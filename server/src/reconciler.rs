@@ -264,6 +264,26 @@ impl ControlPlane {
         &self.layout
     }
 
+    /// A workload's InstrumentationConfig (named `<kind>-<name>`) as last compiled, if it is
+    /// instrumented.
+    pub fn instrumentation_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<InstrumentationConfig> {
+        let applied = self.applied.load();
+        let applied = applied.as_ref().as_ref()?;
+        applied
+            .compiled
+            .workloads
+            .values()
+            .find(|c| {
+                c.metadata.namespace.as_deref() == Some(namespace)
+                    && c.metadata.name.as_deref() == Some(name)
+            })
+            .cloned()
+    }
+
     /// The desired state with each resource's status, as users see it: whether its config is
     /// in force (`Ready`) and, for a destination, whether data reaches it (`Healthy`).
     pub fn state(&self) -> State {

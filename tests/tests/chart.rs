@@ -49,7 +49,10 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
             "--set=controlPlane.tolerations[0].operator=Exists",
             "--set=collectors.sizing=size_l",
         ],
-        &["--set=token.existingSecret=my-token"],
+        &[
+            "--set=token.existingSecret=my-token",
+            "--set=webhook.enabled=false",
+        ],
     ];
     for (i, values) in matrix.iter().enumerate() {
         let rendered = run(Command::new(&helm)
@@ -83,13 +86,20 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
                 );
                 assert!(rendered.contains(r#"token: "czNjcmV0""#), "{rendered}");
                 assert!(deployment.contains("- --sizing=size_l"), "{deployment}");
+                assert!(
+                    deployment.contains("- --webhook=0.0.0.0:4443"),
+                    "{deployment}"
+                );
+                assert!(rendered.contains("failurePolicy: Ignore"), "{rendered}");
             }
             2 => {
                 assert!(deployment.contains("name: my-token"), "{deployment}");
                 assert!(
                     !rendered.contains("kind: Secret"),
-                    "no Secret of ours: {rendered}"
+                    "no Secret of ours, and no webhook: {rendered}"
                 );
+                assert!(!rendered.contains("MutatingWebhookConfiguration"));
+                assert!(!deployment.contains("--webhook"), "{deployment}");
             }
             _ => {
                 assert!(!deployment.contains("--ui-read-only"), "{deployment}");

@@ -5,6 +5,8 @@
 //!   Deployment;
 //! - the control plane runs the gateway (Deployment, Service, autoscaler) sized by its
 //!   CollectorsGroup; the gateway pods run the config they get over OpAMP;
+//! - the pod webhook gives pods of instrumented workloads the SDK environment, and leaves
+//!   others alone;
 //! - the CRDs' schema refuses an invalid resource with the field named, and a Destination
 //!   applied with kubectl reaches the gateway, whose pods take it without a restart;
 //! - without the control plane the collectors keep their configs and data flows; back, it
@@ -210,6 +212,77 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         ),
         "0",
         "no gateway restarted"
+    );
+
+    // The pod webhook: pods of an instrumented workload get the SDK environment as they are
+    // created, with the node collector on their node as the endpoint; other pods are left as
+    // they are.
+    let applied = cluster.apply(
+        "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {name: checkout, namespace: default}\nspec:\n  workload: {name: checkout, namespace: default, kind: Deployment}\n  otelServiceName: checkout-api\n",
+    );
+    assert!(applied.status.success(), "{applied:?}");
+    assert!(
+        wait_for(Duration::from_secs(30), || !cluster
+            .get(
+                &[
+                    "instrumentationconfig",
+                    "deployment-checkout",
+                    "-n",
+                    "default"
+                ],
+                "{.metadata.name}"
+            )
+            .is_empty()),
+        "the Source's InstrumentationConfig is written"
+    );
+    for app in ["checkout", "plain"] {
+        let applied = cluster.apply(&format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: app, image: 'localhost/pause:1', imagePullPolicy: Never}}]\n"
+        ));
+        assert!(applied.status.success(), "{applied:?}");
+    }
+    let env = |app: &str, jsonpath: &str| {
+        cluster.get(
+            &["pods", "-n", "default", "-l", &format!("app={app}")],
+            jsonpath,
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || !env(
+            "checkout",
+            "{.items[*].metadata.name}"
+        )
+        .is_empty()
+            && !env("plain", "{.items[*].metadata.name}").is_empty()),
+        "the apps' pods are created\n{}",
+        cluster.describe("default")
+    );
+    let variable = |name: &str| {
+        env(
+            "checkout",
+            &format!("{{.items[0].spec.containers[0].env[?(@.name==\"{name}\")].value}}"),
+        )
+    };
+    assert_eq!(variable("OTEL_SERVICE_NAME"), "checkout-api");
+    assert_eq!(
+        variable("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "http://$(ODIGOS_NODE_IP):4317"
+    );
+    assert_eq!(
+        variable("OTEL_RESOURCE_ATTRIBUTES"),
+        "k8s.namespace.name=default,k8s.pod.name=$(ODIGOS_POD_NAME),k8s.deployment.name=checkout,k8s.container.name=app"
+    );
+    assert_eq!(
+        env(
+            "checkout",
+            "{.items[0].spec.containers[0].env[?(@.name==\"ODIGOS_NODE_IP\")].valueFrom.fieldRef.fieldPath}"
+        ),
+        "status.hostIP"
+    );
+    assert_eq!(
+        env("plain", "{.items[0].spec.containers[0].env}"),
+        "",
+        "an uninstrumented pod is left alone"
     );
 
     // Once the gateway is ready, node collectors run on every node; spans an SDK sends to the
@@ -421,12 +494,15 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         let mut left = String::from_utf8_lossy(&namespaced.stdout).into_owned();
         let cluster_wide = cluster.kubectl(&[
             "get",
-            "clusterroles,clusterrolebindings",
+            "clusterroles,clusterrolebindings,mutatingwebhookconfigurations",
             "-o",
             "name",
-            "--field-selector=metadata.name=odigos-control-plane",
         ]);
-        left += &String::from_utf8_lossy(&cluster_wide.stdout);
+        let cluster_wide = String::from_utf8_lossy(&cluster_wide.stdout);
+        for ours in cluster_wide.lines().filter(|l| l.contains("odigos")) {
+            left += ours;
+            left += "\n";
+        }
         // Every namespace has its default ServiceAccount and that account's token.
         left.lines()
             .filter(|l| !l.contains("/default"))
