@@ -270,6 +270,23 @@ fn forget_other_secrets(dir: &std::path::Path, kept: &[String]) {
     }
 }
 
+/// In a pod, where it runs, as the pod spec gives it through the downward API
+/// (`ODIGOS_POD_NAME`, `ODIGOS_POD_IP`, `ODIGOS_NODE_NAME`): the control plane reads a
+/// collector's metrics at its pod's address.
+fn pod_attributes() -> Vec<(String, String)> {
+    [
+        ("k8s.pod.name", "ODIGOS_POD_NAME"),
+        ("k8s.pod.ip", "ODIGOS_POD_IP"),
+        ("k8s.node.name", "ODIGOS_NODE_NAME"),
+    ]
+    .into_iter()
+    .filter_map(|(key, variable)| {
+        let value = std::env::var(variable).ok().filter(|v| !v.is_empty())?;
+        Some((key.to_string(), value))
+    })
+    .collect()
+}
+
 /// Resolves when a managed agent is asked to stop: Ctrl-C, SIGTERM, or, with
 /// `on_stdin_close`, its standard input closing (how `odigos up` stops what it started).
 pub(crate) async fn stop_requested(on_stdin_close: bool) {
@@ -322,10 +339,13 @@ pub async fn run(settings: Settings) -> ExitCode {
             ("service.name".into(), "io.odigos.collector".into()),
             ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
         ],
-        non_identifying: vec![
-            ("odigos.role".into(), settings.role.into()),
+        non_identifying: [
+            ("odigos.role".to_string(), settings.role.to_string()),
             ("host.name".into(), host),
-        ],
+        ]
+        .into_iter()
+        .chain(pod_attributes())
+        .collect(),
         heartbeat: Duration::from_secs(30),
         ca_file: settings.ca_file,
     };

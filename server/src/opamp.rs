@@ -9,7 +9,10 @@ mod ws;
 
 use std::sync::Arc;
 
-pub use fleet::{AgentBrief, AgentView, ComponentView, ConfigEvent, ConfigStatus, Fleet, Selector};
+pub use fleet::{
+    AgentBrief, AgentView, ComponentView, ConfigEvent, ConfigStatus, Fleet, POD_IP, Selector,
+    metrics_address,
+};
 
 /// The OpAMP path.
 pub const PATH: &str = "/v1/opamp";

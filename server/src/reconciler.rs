@@ -511,7 +511,8 @@ fn metrics_of(agents: &[&AgentView], configured: &Option<String>) -> Option<Stri
     }
     agents.iter().find_map(|a| {
         let status = &a.components.get("service.telemetry.metrics")?.status;
-        status.strip_prefix("listening ").map(str::to_string)
+        let pod_ip = a.non_identifying.get(crate::opamp::POD_IP);
+        crate::opamp::metrics_address(status, pod_ip.map(String::as_str))
     })
 }
 

@@ -9,6 +9,8 @@
 //!   others alone;
 //! - the CRDs' schema refuses an invalid resource with the field named, and a Destination
 //!   applied with kubectl reaches the gateway, whose pods take it without a restart;
+//! - the UI shows the collectors' throughput, read from their metrics at their pods' addresses;
+//! - an Action applied with kubectl reaches the same gateway pods, and the backend sees it;
 //! - without the control plane the collectors keep their configs and data flows; back, it
 //!   takes the fleet again, and no collector restarted;
 //! - `helm upgrade` with new values rolls the control plane onto them, and a new sizing preset
@@ -329,6 +331,60 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         cluster.describe(NS)
     );
 
+    // The UI's throughput comes from the collectors' own metrics, read at their pods' addresses.
+    let received = |role: &str| {
+        let Ok(answer) = graphql(&cluster, "{ agents { role throughput { received } } }") else {
+            return 0.0;
+        };
+        answer["data"]["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["role"] == role)
+            .filter_map(|a| a["throughput"]["received"].as_f64())
+            .sum::<f64>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || received("gateway") > 0.0
+            && received("node") > 0.0),
+        "the UI shows what the gateway ({}) and the node collector ({}) take in",
+        received("gateway"),
+        received("node")
+    );
+
+    // An Action applied with kubectl reaches the gateway pods in place: the backend sees its
+    // effect, and the collectors' pods are the same ones.
+    let collectors = [
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/managed-by=odigos-rs",
+    ];
+    let pods_before = cluster.get(&collectors, "{.items[*].metadata.uid}");
+    let applied = cluster.apply(
+        "apiVersion: odigos.io/v1alpha1\nkind: Action\nmetadata: {name: cluster-name, namespace: default}\nspec:\n  signals: [TRACES]\n  addClusterInfo:\n    clusterAttributes:\n      - {attributeName: k8s.cluster.name, attributeStringValue: odigos-test}\n",
+    );
+    assert!(applied.status.success(), "{applied:?}");
+    let tagged = || {
+        let requests = json_lines(&traces);
+        items(&requests, "resourceSpans", "scopeSpans", "spans")
+            .iter()
+            .any(|(resource, _, _)| {
+                attribute(resource, "k8s.cluster.name").as_deref() == Some("odigos-test")
+            })
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), tagged),
+        "the Action's attribute reaches the backend\n{}",
+        cluster.describe(NS)
+    );
+    assert_eq!(
+        cluster.get(&collectors, "{.items[*].metadata.uid}"),
+        pods_before,
+        "the same collector pods run the new config"
+    );
+
     // Without the control plane, the collectors keep their configs and data keeps flowing;
     // when it is back, the whole fleet reconnects to it, and no collector restarted.
     let spans = || items(&json_lines(&traces), "resourceSpans", "scopeSpans", "spans").len();
@@ -391,16 +447,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         fleet(),
         cluster.describe(NS)
     );
-    let restarts = [
-        "pods",
-        "-n",
-        NS,
-        "-l",
-        "app.kubernetes.io/managed-by=odigos-rs",
-    ];
     assert_eq!(
         cluster.get(
-            &restarts,
+            &collectors,
             "{.items[*].status.containerStatuses[*].restartCount}"
         ),
         "0 0",

@@ -570,7 +570,13 @@ impl Fleet {
                     .component_health_map
                     .get("service.telemetry.metrics")?
                     .status;
-                Some((hex(uid), status.strip_prefix("listening ")?.to_string()))
+                let pod_ip = agent.description.as_ref().and_then(|d| {
+                    d.non_identifying_attributes
+                        .iter()
+                        .find(|kv| kv.key == POD_IP)
+                        .map(|kv| text(kv.value.as_ref()))
+                });
+                Some((hex(uid), metrics_address(status, pod_ip.as_deref())?))
             })
             .collect()
     }
@@ -813,4 +819,24 @@ fn healthy_flags(health: &ComponentHealth) -> (bool, Vec<(&str, bool)>) {
         .collect();
     components.sort_unstable();
     (health.healthy, components)
+}
+
+/// The attribute a collector in a pod reports its pod's address in.
+pub const POD_IP: &str = "k8s.pod.ip";
+
+/// Where a collector's self-metrics are read, from the status of its
+/// `service.telemetry.metrics` component (`listening ADDRESS`): an address on every interface
+/// is read at its pod's address when it runs in one, else where this server runs.
+pub fn metrics_address(status: &str, pod_ip: Option<&str>) -> Option<String> {
+    let address = status.strip_prefix("listening ")?;
+    let local = address
+        .strip_prefix("0.0.0.0:")
+        .or_else(|| address.strip_prefix("[::]:"));
+    Some(match (local, pod_ip) {
+        (Some(port), Some(ip)) if ip.contains(':') => format!("[{ip}]:{port}"),
+        (Some(port), Some(ip)) => format!("{ip}:{port}"),
+        (Some(port), None) if address.starts_with('[') => format!("[::1]:{port}"),
+        (Some(port), None) => format!("127.0.0.1:{port}"),
+        (None, _) => address.to_string(),
+    })
 }

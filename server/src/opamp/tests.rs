@@ -564,3 +564,26 @@ async fn changes_move_on_arrivals_and_reports_not_on_heartbeats() {
     fleet.handle(report, fleet::Transport::Http);
     assert!(changes.has_changed().unwrap(), "a report is");
 }
+
+#[test]
+fn metrics_are_read_at_the_pods_address_when_a_collector_listens_everywhere() {
+    use super::metrics_address;
+    let at = |status: &str, pod_ip: Option<&str>| metrics_address(status, pod_ip);
+    assert_eq!(
+        at("listening 0.0.0.0:8888", Some("10.1.2.3")).as_deref(),
+        Some("10.1.2.3:8888")
+    );
+    assert_eq!(
+        at("listening [::]:8888", Some("fd00::7")).as_deref(),
+        Some("[fd00::7]:8888")
+    );
+    assert_eq!(
+        at("listening 0.0.0.0:8888", None).as_deref(),
+        Some("127.0.0.1:8888")
+    );
+    assert_eq!(
+        at("listening 127.0.0.1:9", Some("10.1.2.3")).as_deref(),
+        Some("127.0.0.1:9")
+    );
+    assert_eq!(at("failing: 3 failed attempts", None), None);
+}

@@ -150,10 +150,16 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
                     format!("--state-dir=/var/lib/odigos/{role}"),
                     format!("--secrets-dir={}", workloads.secrets_dir.display()),
                 ],
-                "env": [{
-                    "name": "ODIGOS_TOKEN",
-                    "valueFrom": {"secretKeyRef": {"name": workloads.token_secret, "key": "token"}},
-                }],
+                "env": [
+                    {
+                        "name": "ODIGOS_TOKEN",
+                        "valueFrom": {"secretKeyRef": {"name": workloads.token_secret, "key": "token"}},
+                    },
+                    // Where it runs, which it reports over OpAMP.
+                    {"name": "ODIGOS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "ODIGOS_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "ODIGOS_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                ],
                 "ports": [port("otlp-grpc", OTLP_GRPC), port("otlp-http", OTLP_HTTP)],
                 // The receiver listens once the config from the control plane runs.
                 "readinessProbe": {"tcpSocket": {"port": OTLP_GRPC}, "periodSeconds": 2},
