@@ -113,6 +113,16 @@ impl Cluster {
         child.wait_with_output().unwrap()
     }
 
+    /// `kubectl apply -f -` of `yaml`, which must succeed.
+    pub fn apply_ok(&self, yaml: &str) {
+        let applied = self.apply(yaml);
+        assert!(
+            applied.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+
     /// `helm ARGS`, which must succeed; its output.
     pub fn helm(&self, args: &[&str]) -> String {
         run(Command::new(&self.helm)

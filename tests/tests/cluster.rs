@@ -184,10 +184,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
 
     // A Destination applied with kubectl reaches the gateway over OpAMP, and its condition
     // says so; the gateway pod took the config in place.
-    let applied = cluster.apply(
+    cluster.apply_ok(
         "apiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {name: debug, namespace: default}\nspec: {type: debug, signals: [TRACES]}\n",
     );
-    assert!(applied.status.success(), "{applied:?}");
     let ready = || {
         cluster.get(
             &["destination", "debug", "-n", "default"],
@@ -219,10 +218,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     // The pod webhook: pods of an instrumented workload get the SDK environment as they are
     // created, with the node collector on their node as the endpoint; other pods are left as
     // they are.
-    let applied = cluster.apply(
+    cluster.apply_ok(
         "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {name: checkout, namespace: default}\nspec:\n  workload: {name: checkout, namespace: default, kind: Deployment}\n  otelServiceName: checkout-api\n",
     );
-    assert!(applied.status.success(), "{applied:?}");
     assert!(
         wait_for(Duration::from_secs(30), || !cluster
             .get(
@@ -238,10 +236,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         "the Source's InstrumentationConfig is written"
     );
     for app in ["checkout", "plain"] {
-        let applied = cluster.apply(&format!(
+        cluster.apply_ok(&format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: app, image: 'localhost/pause:1', imagePullPolicy: Never}}]\n"
         ));
-        assert!(applied.status.success(), "{applied:?}");
     }
     let env = |app: &str, jsonpath: &str| {
         cluster.get(
@@ -305,10 +302,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         dir.path().display()
     ));
     let backend_port = backend.port("http");
-    let applied = cluster.apply(&format!(
+    cluster.apply_ok(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: backend-auth, namespace: default}}\nstringData: {{OTLP_HTTP_BASIC_AUTH_PASSWORD: {PASSWORD}}}\n---\napiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: backend, namespace: default}}\nspec:\n  type: otlphttp\n  signals: [TRACES]\n  data: {{OTLP_HTTP_ENDPOINT: 'http://{HOST_IP}:{backend_port}', OTLP_HTTP_BASIC_AUTH_USERNAME: me}}\n  secretRef: {{name: backend-auth}}\n"
     ));
-    assert!(applied.status.success(), "{applied:?}");
     let sdk = Streamer::python(
         &format!("http://{NODE_IP}:4317"),
         "cluster-checkout",
@@ -362,10 +358,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         "app.kubernetes.io/managed-by=odigos-rs",
     ];
     let pods_before = cluster.get(&collectors, "{.items[*].metadata.uid}");
-    let applied = cluster.apply(
+    cluster.apply_ok(
         "apiVersion: odigos.io/v1alpha1\nkind: Action\nmetadata: {name: cluster-name, namespace: default}\nspec:\n  signals: [TRACES]\n  addClusterInfo:\n    clusterAttributes:\n      - {attributeName: k8s.cluster.name, attributeStringValue: odigos-test}\n",
     );
-    assert!(applied.status.success(), "{applied:?}");
     let tagged = || {
         let requests = json_lines(&traces);
         items(&requests, "resourceSpans", "scopeSpans", "spans")

@@ -15,7 +15,9 @@ use super::{Conditions, Signal, SourcesScopes};
     version = "v1alpha1",
     kind = "Action",
     namespaced,
-    status = "Conditions"
+    status = "Conditions",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActionSpec {

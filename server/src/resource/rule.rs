@@ -16,7 +16,9 @@ use super::{Conditions, PodWorkload, SourceScopes, SourcesScopes};
     version = "v1alpha1",
     kind = "InstrumentationRule",
     namespaced,
-    status = "Conditions"
+    status = "Conditions",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstrumentationRuleSpec {
@@ -289,7 +291,9 @@ fn one() -> f64 {
     version = "v1alpha1",
     kind = "Sampling",
     namespaced,
-    status = "Conditions"
+    status = "Conditions",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SamplingSpec {

@@ -305,7 +305,8 @@ impl KubeStore {
         Ok(format!("http://{address}:4317"))
     }
 
-    /// Writes `state` back: conditions, InstrumentationConfigs and CollectorsGroups.
+    /// Writes `state` back: conditions, InstrumentationConfigs, CollectorsGroups and the
+    /// collectors' workloads.
     async fn write(&self, state: Status) -> Result<(), kube::Error> {
         // Nothing compiled yet: an empty state would read as "no InstrumentationConfigs".
         if state.generation == 0 {
@@ -432,9 +433,7 @@ impl KubeStore {
         }
         Ok(())
     }
-}
 
-impl KubeStore {
     /// Applies the collectors' workloads that changed since last written: the gateway's from
     /// its group, the node collectors' once the gateway is ready (they send to it).
     async fn write_collectors(
