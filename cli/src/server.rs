@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "webhook")]
     webhook_key: Option<std::path::PathBuf>,
 
+    /// With --kubernetes: replicas elect a leader with the Lease `odigos-control-plane` in
+    /// --home-namespace; all serve OpAMP and the UI, only the leader writes to the cluster.
+    #[arg(long, requires = "kubernetes")]
+    leader_elect: bool,
+
     /// With --kubernetes: the control plane's own Deployment in --home-namespace; what the
     /// control plane creates there is owned by it, so that uninstalling it removes them.
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
@@ -156,11 +161,13 @@ pub fn main(args: Args) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let tls = args.tls_cert.zip(args.tls_key);
         let scheme = if tls.is_some() { ("wss", "https") } else { ("ws", "http") };
         let mut options = Options { token: args.token, agent_timeout: args.agent_timeout, tls, ..Options::default() };
         args.ui.configure(&mut options);
+        // A store that competes for leadership, to resign as this replica stops.
+        let mut candidate = None;
         options.webhook = args.webhook.zip(args.webhook_cert).zip(args.webhook_key).map(|((a, c), k)| (a, c, k));
         let started = if args.kubernetes {
             let catalog = odigos_server::catalog::Catalog::builtin();
@@ -171,6 +178,12 @@ pub fn main(args: Args) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            if args.leader_elect {
+                let identity = format!("{}_{}", crate::managed::host_name(), std::process::id());
+                tracing::info!(identity, "competing for the leader Lease");
+                store.elect_leader(identity);
+                candidate = Some(store.clone());
+            }
             if let Some(owner) = &args.owner_deployment
                 && let Err(e) = store.owned_by_deployment(owner).await
             {
@@ -230,7 +243,17 @@ pub fn main(args: Args) -> ExitCode {
         // Ctrl-C, or SIGTERM as Kubernetes stops a pod.
         crate::managed::stop_requested(false).await;
         tracing::info!("stopping");
-        server.stop().await;
+        // Bounded: connections that do not close in time are cut.
+        if tokio::time::timeout(Duration::from_secs(10), server.stop()).await.is_err() {
+            tracing::warn!("connections still open after 10 s; stopping anyway");
+        }
+        if let Some(store) = candidate {
+            store.resign().await;
+        }
+        tracing::info!("stopped");
         ExitCode::SUCCESS
-    })
+    });
+    // What still runs (a watcher, a write to the cluster) does not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }

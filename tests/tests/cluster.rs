@@ -554,7 +554,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
             .collect::<Vec<_>>()
     };
     assert!(
-        wait_for(Duration::from_secs(60), || left().is_empty()),
+        wait_for(Duration::from_secs(90), || left().is_empty()),
         "left after uninstall: {:?}",
         left()
     );

@@ -698,3 +698,95 @@ async fn a_namespace_scoped_install_starts_and_keeps_to_its_namespace() {
     .await;
     server.stop().await;
 }
+
+/// A control plane replica that competes for the leader Lease as `identity`.
+async fn replica(client: &kube::Client, identity: &str, secrets: &std::path::Path) -> Server {
+    let store = KubeStore::start(client.clone(), None, "default", Catalog::builtin())
+        .await
+        .unwrap();
+    store.elect_leader(identity.to_string());
+    let layout = gateway_only(secrets);
+    let (server, _plane) =
+        Server::start_control_plane("127.0.0.1:0", Options::default(), store, layout)
+            .await
+            .unwrap();
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_elect_one_writer_and_the_second_takes_over_when_the_first_stops() {
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let api = tokio::task::block_in_place(KubeApi::start);
+    let client = api.client().await;
+    install_crds(&api, &client).await;
+    let leases = Api::<Lease>::default_namespaced(client.clone());
+    let destinations = Api::<Destination>::default_namespaced(client.clone());
+    let holder = || {
+        let leases = leases.clone();
+        async move {
+            let lease = leases.get_opt("odigos-control-plane").await;
+            lease
+                .map_err(|e| e.to_string())?
+                .and_then(|l| l.spec?.holder_identity)
+                .ok_or_else(|| "no holder".to_string())
+        }
+    };
+    let condition_written = |name: &'static str| {
+        let destinations = destinations.clone();
+        async move {
+            let written = destinations.get(name).await.map_err(|e| e.to_string())?;
+            match ready(&serde_json::to_value(written).unwrap()) {
+                Some(_) => Ok(()),
+                None => Err(format!("no Ready condition on {name} yet")),
+            }
+        }
+    };
+    let create = |name: &str| {
+        let destination: Destination = serde_json::from_value(serde_json::json!({
+            "apiVersion": "odigos.io/v1alpha1", "kind": "Destination",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "debug", "signals": ["TRACES"]},
+        }))
+        .unwrap();
+        let destinations = destinations.clone();
+        async move {
+            destinations
+                .create(&PostParams::default(), &destination)
+                .await
+                .unwrap();
+        }
+    };
+    let secrets = tempfile::tempdir().unwrap();
+
+    let first = replica(&client, "first", secrets.path()).await;
+    eventually("the first replica leads", &api, || async {
+        match holder().await? {
+            h if h == "first" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    create("one").await;
+    eventually("the leader writes", &api, || condition_written("one")).await;
+    let second = replica(&client, "second", secrets.path()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Ok("first"),
+        "one leader at a time"
+    );
+
+    // The leader stops: the other takes the Lease and writes what changes from then on.
+    first.stop().await;
+    eventually("the second replica takes over", &api, || async {
+        match holder().await? {
+            h if h == "second" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    create("two").await;
+    eventually("the new leader writes", &api, || condition_written("two")).await;
+    second.stop().await;
+}

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
 mod collectors;
+mod lease;
 
 pub use collectors::CollectorWorkloads;
 
@@ -57,6 +58,9 @@ pub struct KubeStore {
     wake: Arc<tokio::sync::Notify>,
     /// What owns the objects the control plane creates in `home`, so that they go with it.
     owner: std::sync::OnceLock<OwnerReference>,
+    /// Whether this replica holds the leader Lease, when replicas elect one: only the leader
+    /// writes to the cluster.
+    leading: std::sync::OnceLock<lease::Candidate>,
     /// How collectors run, when the control plane runs them, and the version of the
     /// autoscaling API the cluster serves.
     collectors: std::sync::OnceLock<(CollectorWorkloads, &'static str)>,
@@ -131,6 +135,7 @@ impl KubeStore {
             pending: Mutex::default(),
             wake: Arc::default(),
             owner: std::sync::OnceLock::new(),
+            leading: std::sync::OnceLock::new(),
             collectors: std::sync::OnceLock::new(),
             catalog,
         });
@@ -282,6 +287,26 @@ impl KubeStore {
             let _ = self.owner.set(owner);
         }
         Ok(())
+    }
+
+    /// Writes to the cluster only while holding the Lease `odigos-control-plane` in the home
+    /// namespace, which replicas compete for as `identity` (unique among them).
+    pub fn elect_leader(&self, identity: String) {
+        let api = Api::namespaced(self.client.clone(), &self.home);
+        let candidate = lease::Candidate::compete(api, identity, self.wake.clone());
+        let _ = self.leading.set(candidate);
+    }
+
+    /// Whether this replica writes to the cluster: it leads, or there is no election.
+    fn leads(&self) -> bool {
+        self.leading.get().is_none_or(lease::Candidate::leads)
+    }
+
+    /// Stops competing for the Lease and lets it go, as this replica stops.
+    pub async fn resign(&self) {
+        if let Some(candidate) = self.leading.get() {
+            candidate.resign().await;
+        }
     }
 
     /// Runs the collectors from now on: creates the gateway's Service at once (owned like the
@@ -637,8 +662,9 @@ impl Drop for KubeStore {
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_LAST: Duration = Duration::from_secs(30);
 
-/// Writes each reported status back, one at a time and only the latest; a write that fails
-/// (the API server away, access refused) is tried again with backoff, with the latest status.
+/// Writes each reported status back, one at a time and only the latest, while this replica
+/// leads; a write that fails (the API server away, access refused) is tried again with
+/// backoff, with the latest status.
 fn spawn_writer(store: &Arc<KubeStore>) {
     let weak = Arc::downgrade(store);
     let wake = store.wake.clone();
@@ -648,6 +674,10 @@ fn spawn_writer(store: &Arc<KubeStore>) {
             wake.notified().await;
             loop {
                 let Some(store) = weak.upgrade() else { return };
+                // Not leading, the latest status waits; leading wakes the writer.
+                if !store.leads() {
+                    break;
+                }
                 let Some(state) = store.pending.lock().unwrap().take() else {
                     break;
                 };
