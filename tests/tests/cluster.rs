@@ -144,6 +144,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         !refused.status.success() && said.contains("spec.signals"),
         "refused naming the field: {said}"
     );
+
     // It runs the gateway: a Deployment sized by the gateway's CollectorsGroup, its Service and
     // an autoscaler between the group's replica bounds, all owned by the control plane.
     let gateway = ["deployment", "odigos-gateway", "-n", NS];
