@@ -570,12 +570,7 @@ impl Fleet {
                     .component_health_map
                     .get("service.telemetry.metrics")?
                     .status;
-                let pod_ip = agent.description.as_ref().and_then(|d| {
-                    d.non_identifying_attributes
-                        .iter()
-                        .find(|kv| kv.key == POD_IP)
-                        .map(|kv| text(kv.value.as_ref()))
-                });
+                let pod_ip = described(agent, POD_IP);
                 Some((hex(uid), metrics_address(status, pod_ip.as_deref())?))
             })
             .collect()
@@ -589,18 +584,7 @@ impl Fleet {
         agents
             .iter()
             .map(|(uid, agent)| {
-                let attributes = keys
-                    .iter()
-                    .map(|key| {
-                        let description = agent.description.as_ref()?;
-                        let mut all = description
-                            .non_identifying_attributes
-                            .iter()
-                            .chain(&description.identifying_attributes);
-                        all.find(|kv| kv.key == *key)
-                            .map(|kv| text(kv.value.as_ref()))
-                    })
-                    .collect();
+                let attributes = keys.iter().map(|key| described(agent, key)).collect();
                 AgentBrief {
                     uid: *uid,
                     attributes,
@@ -819,6 +803,17 @@ fn healthy_flags(health: &ComponentHealth) -> (bool, Vec<(&str, bool)>) {
         .collect();
     components.sort_unstable();
     (health.healthy, components)
+}
+
+/// An attribute of an agent's description (a non-identifying one first), as text.
+fn described(agent: &Agent, key: &str) -> Option<String> {
+    let description = agent.description.as_ref()?;
+    description
+        .non_identifying_attributes
+        .iter()
+        .chain(&description.identifying_attributes)
+        .find(|kv| kv.key == key)
+        .map(|kv| text(kv.value.as_ref()))
 }
 
 /// The attribute a collector in a pod reports its pod's address in.
