@@ -78,7 +78,7 @@ fn large_state(sources: usize, destinations: usize, actions: usize) -> anyhow::R
     Ok(desired)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 

@@ -1,6 +1,7 @@
 //! Benchmark tools for odigos-rs: an OTLP load generator, a counting sink, and a runner that
 //! measures our collector and rotel side by side under the same load.
 
+pub mod cluster;
 pub mod control;
 pub mod ebpf;
 pub mod fleet;

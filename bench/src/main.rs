@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use odigos_bench::cluster::{self, ClusterArgs};
 use odigos_bench::control::{self, ControlArgs};
 use odigos_bench::ebpf::{self, EbpfArgs};
 use odigos_bench::fleet::{self, FleetArgs};
@@ -37,6 +38,9 @@ enum Cmd {
     /// Measure the control plane: compile time of a large desired state, and the time from a
     /// file written in `odigos up`'s `odigos.d/` to every collector running the new config.
     Control(ControlArgs),
+    /// Measure the control plane on a Kubernetes cluster: thousands of workloads, Sources and
+    /// Destinations applied at once, and an Action's change to applied.
+    Cluster(ClusterArgs),
     /// Measure eBPF tracing: an HTTP server's throughput and latency untraced, traced, and
     /// while another process is traced; odiglet's CPU per request and memory. Needs root.
     Ebpf(EbpfArgs),
@@ -78,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Swap(args) => swap::run(args).await,
         Cmd::Fleet(args) => fleet::run(args).await,
         Cmd::Control(args) => control::run(args).await,
+        Cmd::Cluster(args) => cluster::run(args).await,
         Cmd::Ebpf(args) => ebpf::run(args),
     }
 }

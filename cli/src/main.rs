@@ -4,6 +4,7 @@ mod collector;
 mod describe;
 mod managed;
 mod odiglet;
+mod pods;
 mod server;
 mod up;
 

@@ -273,7 +273,7 @@ fn forget_other_secrets(dir: &std::path::Path, kept: &[String]) {
 /// In a pod, where it runs, as the pod spec gives it through the downward API
 /// (`ODIGOS_POD_NAME`, `ODIGOS_POD_IP`, `ODIGOS_NODE_NAME`): the control plane reads a
 /// collector's metrics at its pod's address.
-fn pod_attributes() -> Vec<(String, String)> {
+pub(crate) fn pod_attributes() -> Vec<(String, String)> {
     [
         ("k8s.pod.name", "ODIGOS_POD_NAME"),
         ("k8s.pod.ip", "ODIGOS_POD_IP"),

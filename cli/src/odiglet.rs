@@ -18,7 +18,9 @@ use odigos_proto::odiglet::{FILE, OdigletConfig};
 use odigos_proto::opamp::ComponentHealth;
 use odigos_supervisor::{Apply, Files, Options};
 
-use crate::managed::{Credentials, default_state_dir, host_name, stop_requested, unix_nanos};
+use crate::managed::{
+    Credentials, default_state_dir, host_name, pod_attributes, stop_requested, unix_nanos,
+};
 use tokio::sync::{Mutex, mpsc};
 
 #[derive(clap::Args)]
@@ -43,6 +45,12 @@ pub struct Args {
     /// The proc filesystem to find processes in (the host's, in a container).
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     proc: PathBuf,
+
+    /// In Kubernetes, this node's name: odiglet follows the node's pods through the API
+    /// server (in-cluster credentials) to trace the Sources' workloads and to give their spans
+    /// `k8s.*` attributes.
+    #[arg(long, value_name = "NAME", env = "ODIGOS_NODE_NAME")]
+    node_name: Option<String>,
 
     /// Shut down when standard input closes: how `odigos up` stops what it started.
     #[arg(long, hide = true)]
@@ -166,12 +174,21 @@ impl Apply for Managed {
             } else {
                 "not traced: traces are off"
             };
+            let place = match (&process.pod, &process.container) {
+                (Some(pod), container) => format!(
+                    "pod {}/{}, container {}, ",
+                    pod.namespace,
+                    pod.name,
+                    container.as_deref().unwrap_or("unknown")
+                ),
+                (None, _) => String::new(),
+            };
             components.insert(
                 format!("processes.{pid}"),
                 component(
                     process.traced,
                     format!(
-                        "{} ({runtime}): service {}, Source {}, {state}",
+                        "{} ({runtime}): service {}, Source {}, {place}{state}",
                         process.executable, process.service_name, process.source
                     ),
                     String::new(),
@@ -251,6 +268,17 @@ async fn run(args: Args) -> ExitCode {
         effective: Mutex::new(None),
         started: SystemTime::now(),
     });
+    if let Some(node) = args.node_name {
+        let follower = managed.clone();
+        tokio::spawn(async move {
+            let update = |pods| follower.odiglet.set_pods(pods);
+            if let Err(e) = crate::pods::follow(node, update).await {
+                tracing::error!(
+                    "cannot follow this node's pods, so no Kubernetes workload is traced: {e}"
+                );
+            }
+        });
+    }
     let state_dir = args
         .state_dir
         .unwrap_or_else(|| default_state_dir("odiglet"));
@@ -262,10 +290,13 @@ async fn run(args: Args) -> ExitCode {
             ("service.name".into(), "io.odigos.odiglet".into()),
             ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
         ],
-        non_identifying: vec![
-            ("odigos.role".into(), "odiglet".into()),
+        non_identifying: [
+            ("odigos.role".to_string(), "odiglet".to_string()),
             ("host.name".into(), host),
-        ],
+        ]
+        .into_iter()
+        .chain(pod_attributes())
+        .collect(),
         heartbeat: Duration::from_secs(30),
         ca_file: args.credentials.ca_file,
     };

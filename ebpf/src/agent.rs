@@ -10,12 +10,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use odigos_proto::odiglet::{OdigletConfig, ProcessSelector, TracedSource};
+use odigos_proto::odiglet::{OdigletConfig, ProcessSelector, TracedSource, Workload};
 use regex::Regex;
 use tokio::sync::{mpsc, watch};
 
 use crate::http::{Assembler, HttpSpan};
 use crate::otlp::{Clock, EncodedTraces, TraceRequest, Value, sampled};
+use crate::pods::{Pod, Pods};
 use crate::process::{Process, ProcessKey, scan};
 use crate::runtime::{Runtime, detect};
 use crate::tracer::{Event, MAX_CAPTURE, Role, Tracer};
@@ -35,6 +36,7 @@ struct Plan {
 enum Matcher {
     Executable(String),
     Regex(Regex),
+    Workload(Workload),
 }
 
 impl Plan {
@@ -43,6 +45,7 @@ impl Plan {
         for (i, source) in config.sources.into_iter().enumerate() {
             let matcher = match &source.select {
                 ProcessSelector::Executable(name) => Matcher::Executable(name.clone()),
+                ProcessSelector::Workload(workload) => Matcher::Workload(workload.clone()),
                 ProcessSelector::Regex(pattern) => {
                     Matcher::Regex(Regex::new(pattern).map_err(|e| {
                         format!("sources[{i}].select.regex ({}): {e}", source.source)
@@ -60,13 +63,22 @@ impl Plan {
         Ok(Plan { sources })
     }
 
-    /// The first Source that takes `process`.
-    fn source_of(&self, process: &Process) -> Option<usize> {
+    /// The first Source that takes `process`, which runs in `pod` if any.
+    fn source_of(&self, process: &Process, pod: Option<&Pod>) -> Option<usize> {
         self.sources.iter().position(|(_, matcher)| match matcher {
             Matcher::Executable(name) => process.exe_name() == name,
             Matcher::Regex(regex) => {
                 regex.is_match(process.exe_name()) || regex.is_match(&process.cmdline.join(" "))
             }
+            Matcher::Workload(workload) => pod.is_some_and(|pod| {
+                if workload.kind == "Namespace" {
+                    pod.namespace == workload.name
+                } else {
+                    pod.namespace == workload.namespace
+                        && pod.workload_kind == workload.kind
+                        && pod.workload_name == workload.name
+                }
+            }),
         })
     }
 }
@@ -98,6 +110,9 @@ pub struct Matched {
     pub source: String,
     pub service_name: String,
     pub executable: String,
+    /// The pod and container it runs in, in Kubernetes.
+    pub pod: Option<Arc<Pod>>,
+    pub container: Option<String>,
     pub runtime: Option<Runtime>,
     /// Whether its syscalls are traced now (false when its Source turned traces off or eBPF
     /// is off).
@@ -107,6 +122,7 @@ pub struct Matched {
 /// The running agent.
 pub struct Odiglet {
     plan: watch::Sender<Arc<Plan>>,
+    pods: watch::Sender<Arc<Pods>>,
     report: Arc<Mutex<Report>>,
 }
 
@@ -117,6 +133,7 @@ impl Odiglet {
         let (plan, plans) = watch::channel(Arc::new(Plan {
             sources: Vec::new(),
         }));
+        let (pods, pod_updates) = watch::channel(Arc::new(Pods::new()));
         let report = Arc::new(Mutex::new(Report {
             ebpf: Err("starting".into()),
             processes: BTreeMap::new(),
@@ -134,12 +151,13 @@ impl Odiglet {
             report: report.clone(),
             tracer: None,
             plan: plans.borrow().clone(),
+            pods: Arc::new(Pods::new()),
             known: HashMap::new(),
             assembler: Assembler::new(),
             clock: Clock::now(),
         };
-        tokio::spawn(worker.run(plans));
-        Odiglet { plan, report }
+        tokio::spawn(worker.run(plans, pod_updates));
+        Odiglet { plan, pods, report }
     }
 
     /// Checks `config` and puts it in force; on error the previous one stays.
@@ -147,6 +165,11 @@ impl Odiglet {
         let plan = Plan::new(config)?;
         self.plan.send_replace(Arc::new(plan));
         Ok(())
+    }
+
+    /// Puts in force what is known of the node's pods: their processes are matched anew.
+    pub fn set_pods(&self, pods: Pods) {
+        self.pods.send_replace(Arc::new(pods));
     }
 
     pub fn report(&self) -> Report {
@@ -177,6 +200,7 @@ struct Worker {
     report: Arc<Mutex<Report>>,
     tracer: Option<Tracer>,
     plan: Arc<Plan>,
+    pods: Arc<Pods>,
     /// Every process a Source takes, with the Source's index in the plan.
     known: HashMap<u32, (Matched, usize)>,
     assembler: Assembler,
@@ -184,7 +208,11 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, mut plans: watch::Receiver<Arc<Plan>>) {
+    async fn run(
+        mut self,
+        mut plans: watch::Receiver<Arc<Plan>>,
+        mut pods: watch::Receiver<Arc<Pods>>,
+    ) {
         let mut events = match Tracer::load() {
             Ok((tracer, events)) => {
                 let ids = tracer.program_ids();
@@ -218,6 +246,10 @@ impl Worker {
                         return; // The agent was dropped.
                     }
                     self.replan(plans.borrow_and_update().clone());
+                }
+                Ok(()) = pods.changed() => {
+                    self.pods = pods.borrow_and_update().clone();
+                    self.rescan();
                 }
                 _ = flush.tick() => {
                     // The programs wake the reader only once much waits: the rest is read here.
@@ -338,7 +370,16 @@ impl Worker {
         if pid == std::process::id() {
             return;
         }
-        let Some(index) = self.plan.source_of(&process) else {
+        // In one of its pod's containers: the sandbox's own process is in none, and a
+        // container's is found once the pod's status names it (the pods' next update).
+        let (pod, container) = process
+            .pod_uid
+            .as_ref()
+            .and_then(|uid| self.pods.get(uid))
+            .zip(process.container_id.as_ref())
+            .and_then(|(pod, id)| Some((pod, pod.containers.get(id)?.clone())))
+            .unzip();
+        let Some(index) = self.plan.source_of(&process, pod.map(|p| &**p)) else {
             self.forget(pid);
             return;
         };
@@ -351,12 +392,15 @@ impl Worker {
         let matched = Matched {
             key: process.key,
             source: source.source.clone(),
-            service_name: if source.service_name.is_empty() {
-                process.exe_name().to_string()
-            } else {
-                source.service_name.clone()
+            // Else its workload's name, as Odigos names services, or its executable's.
+            service_name: match (source.service_name.as_str(), pod) {
+                ("", Some(pod)) => pod.workload_name.clone(),
+                ("", None) => process.exe_name().to_string(),
+                (name, _) => name.to_string(),
             },
             executable: process.exe_name().to_string(),
+            pod: pod.cloned(),
+            container,
             runtime,
             traced: trace,
         };
@@ -492,6 +536,78 @@ impl Worker {
                 attributes.push(("process.runtime.version", Value::Str(version)));
             }
         }
+        if let Some(pod) = &matched.pod {
+            attributes.extend([
+                ("k8s.namespace.name", Value::Str(&pod.namespace)),
+                ("k8s.pod.name", Value::Str(&pod.name)),
+                ("k8s.node.name", Value::Str(&pod.node)),
+            ]);
+            if let Some(key) = pod.workload_attribute() {
+                attributes.push((key, Value::Str(&pod.workload_name)));
+            }
+            if let Some(container) = &matched.container {
+                attributes.push(("k8s.container.name", Value::Str(container)));
+            }
+        }
         attributes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(name: &str, select: ProcessSelector) -> TracedSource {
+        TracedSource {
+            source: name.into(),
+            service_name: String::new(),
+            select,
+            traces_enabled: true,
+            head_sampling_fraction: 1.0,
+            header_keys: Vec::new(),
+            dropped_routes: Vec::new(),
+        }
+    }
+
+    fn workload(namespace: &str, kind: &str, name: &str) -> ProcessSelector {
+        ProcessSelector::Workload(Workload {
+            namespace: namespace.into(),
+            kind: kind.into(),
+            name: name.into(),
+        })
+    }
+
+    #[test]
+    fn pods_are_matched_by_workload_then_by_namespace() {
+        let plan = Plan::new(OdigletConfig {
+            sources: vec![
+                source("shop/checkout", workload("shop", "Deployment", "checkout")),
+                source("shop/shop", workload("shop", "Namespace", "shop")),
+            ],
+        })
+        .unwrap();
+        let python = Process {
+            key: ProcessKey {
+                pid: 7,
+                start_time: 1,
+            },
+            exe: "/usr/bin/python3".into(),
+            cmdline: vec!["python3".into()],
+            cgroup: String::new(),
+            pod_uid: Some("u1".into()),
+            container_id: Some("c1".into()),
+        };
+        let pod = |namespace: &str, kind: &str, name: &str| Pod {
+            namespace: namespace.into(),
+            workload_kind: kind.into(),
+            workload_name: name.into(),
+            ..Pod::default()
+        };
+        let of = |p: Option<Pod>| plan.source_of(&python, p.as_ref());
+        assert_eq!(of(Some(pod("shop", "Deployment", "checkout"))), Some(0));
+        assert_eq!(of(Some(pod("shop", "StatefulSet", "checkout"))), Some(1));
+        assert_eq!(of(Some(pod("other", "Deployment", "checkout"))), None);
+        // A process in no known pod is no workload's.
+        assert_eq!(of(None), None);
     }
 }

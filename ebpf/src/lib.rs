@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod http;
 pub mod otlp;
+pub mod pods;
 pub mod process;
 pub mod runtime;
 pub mod tracer;

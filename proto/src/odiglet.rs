@@ -43,4 +43,16 @@ pub enum ProcessSelector {
     Executable(String),
     /// Processes whose executable's name or command line this regex matches.
     Regex(String),
+    /// Processes in the pods of a Kubernetes workload, found through their cgroups.
+    Workload(Workload),
+}
+
+/// A Kubernetes workload: `kind` as the API names it (`Deployment`, `StatefulSet`, ...), or
+/// `Namespace` for every pod of the namespace `name`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workload {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
 }

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use odigos_proto::odiglet::{OdigletConfig, ProcessSelector, TracedSource};
+use odigos_proto::odiglet::{OdigletConfig, ProcessSelector, TracedSource, Workload};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -1184,38 +1184,52 @@ fn agent_config(source: &Source, desired: &Desired, sampling: &SamplingSpec) -> 
     agent
 }
 
-/// What odiglet traces: the Sources of kind `Process`, those naming an executable before
-/// those with a regex, so that a disabled Source keeps its processes out of a regex's reach.
+/// What odiglet traces, in matching order: Sources naming an executable, then a workload, then
+/// a namespace, then a regex, so that a disabled Source keeps its processes out of reach of
+/// the broader ones.
 fn odiglet_config(desired: &Desired, sampling: &SamplingSpec) -> OdigletConfig {
-    let mut by_name = Vec::new();
-    let mut by_regex = Vec::new();
-    for ((namespace, name), source) in &desired.sources {
-        let spec = &source.spec;
-        if spec.workload.kind != WorkloadKind::Process {
-            continue;
-        }
-        let agent = agent_config(source, desired, sampling);
-        let traced = TracedSource {
-            source: format!("{namespace}/{name}"),
-            service_name: spec.otel_service_name.clone().unwrap_or_default(),
-            select: if spec.match_workload_name_as_regex {
-                ProcessSelector::Regex(spec.workload.name.clone())
-            } else {
-                ProcessSelector::Executable(spec.workload.name.clone())
-            },
-            traces_enabled: agent.traces_enabled && !spec.disable_instrumentation,
-            head_sampling_fraction: agent.head_sampling_fraction,
-            header_keys: agent.header_keys,
-            dropped_routes: agent.dropped_routes,
-        };
-        if spec.match_workload_name_as_regex {
-            by_regex.push(traced);
-        } else {
-            by_name.push(traced);
-        }
+    let mut sources: Vec<(u8, TracedSource)> = desired
+        .sources
+        .iter()
+        .map(|((namespace, name), source)| {
+            let spec = &source.spec;
+            let workload = &spec.workload;
+            let (rank, select) = match workload.kind {
+                WorkloadKind::Process if spec.match_workload_name_as_regex => {
+                    (3, ProcessSelector::Regex(workload.name.clone()))
+                }
+                WorkloadKind::Process => (0, ProcessSelector::Executable(workload.name.clone())),
+                kind => (
+                    if kind == WorkloadKind::Namespace {
+                        2
+                    } else {
+                        1
+                    },
+                    ProcessSelector::Workload(Workload {
+                        namespace: workload.namespace.clone(),
+                        kind: format!("{kind:?}"),
+                        name: workload.name.clone(),
+                    }),
+                ),
+            };
+            let agent = agent_config(source, desired, sampling);
+            let traced = TracedSource {
+                source: format!("{namespace}/{name}"),
+                service_name: spec.otel_service_name.clone().unwrap_or_default(),
+                select,
+                traces_enabled: agent.traces_enabled && !spec.disable_instrumentation,
+                head_sampling_fraction: agent.head_sampling_fraction,
+                header_keys: agent.header_keys,
+                dropped_routes: agent.dropped_routes,
+            };
+            (rank, traced)
+        })
+        .collect();
+    // Stable: within a rank, the Sources' order.
+    sources.sort_by_key(|(rank, _)| *rank);
+    OdigletConfig {
+        sources: sources.into_iter().map(|(_, s)| s).collect(),
     }
-    by_name.extend(by_regex);
-    OdigletConfig { sources: by_name }
 }
 
 /// The two collector groups, sized as the layout says.

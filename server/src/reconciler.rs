@@ -427,8 +427,12 @@ impl ControlPlane {
                 let mut config = applied.compiled.workloads.get(key).cloned();
                 if let Some(config) = config.as_mut().filter(|_| !processes.is_empty()) {
                     let status = config.status.get_or_insert_with(Default::default);
-                    status.runtime_details_by_container =
+                    // One entry per container, however many processes (and pods) run it.
+                    let mut details: Vec<RuntimeDetails> =
                         processes.iter().map(ProcessView::runtime).collect();
+                    details.sort_by(|a, b| a.container_name.cmp(&b.container_name));
+                    details.dedup_by(|a, b| a.container_name == b.container_name);
+                    status.runtime_details_by_container = details;
                 }
                 let kind = spec.workload.kind;
                 let rollout = config.as_ref().map(&workload);
@@ -629,7 +633,8 @@ fn agents_condition(rollouts: &[Rollout], who: &str) -> Condition {
 }
 
 /// A process odiglet matched for a Source, from its health component `processes.PID` whose
-/// status reads `EXECUTABLE (LANGUAGE VERSION): service NAME, Source NS/NAME, traced`.
+/// status reads `EXECUTABLE (LANGUAGE VERSION): service NAME, Source NS/NAME, traced`, with
+/// `pod NS/NAME, container NAME, ` before `traced` in Kubernetes.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcessView {
     pub pid: String,
@@ -642,10 +647,14 @@ impl ProcessView {
     /// stands for the container a process has not.
     pub fn runtime(&self) -> RuntimeDetails {
         let (executable, rest) = self.status.split_once(" (").unwrap_or((&self.status, ""));
-        let runtime = rest.split_once("):").map_or("", |(runtime, _)| runtime);
+        let (runtime, place) = rest.split_once("):").unwrap_or(("", ""));
+        let container = place
+            .split(", ")
+            .find_map(|part| part.strip_prefix("container "))
+            .unwrap_or(executable);
         let mut words = runtime.split_whitespace();
         RuntimeDetails {
-            container_name: executable.to_string(),
+            container_name: container.to_string(),
             language: words.next().filter(|l| *l != "unknown").map(str::to_string),
             runtime_version: words.next().filter(|v| *v != "runtime").map(str::to_string),
         }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::post;
 use base64::Engine;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::reconciler::ControlPlane;
@@ -32,7 +34,10 @@ async fn admit(
     let mut response = json!({"uid": request["uid"], "allowed": true});
     let namespace = request["namespace"].as_str().unwrap_or_default();
     let pod = &request["object"];
-    if let Some((kind, name)) = workload_of(pod) {
+    let owner = serde_json::from_value::<Pod>(pod.clone())
+        .ok()
+        .and_then(|typed| workload_of(&typed));
+    if let Some((kind, name)) = owner {
         let config_name = format!("{}-{}", kind.to_lowercase(), name);
         if let Some(config) = plane.instrumentation_config(namespace, &config_name) {
             let service = Some(config.spec.service_name.as_str())
@@ -54,23 +59,21 @@ async fn admit(
     }))
 }
 
-/// The workload that owns `pod`: its kind (`Deployment`, `StatefulSet`, `DaemonSet`) and name.
-/// A Deployment's ReplicaSet is named after it and its pod template's hash.
-fn workload_of(pod: &Value) -> Option<(String, String)> {
-    let owner = pod["metadata"]["ownerReferences"]
-        .as_array()?
+/// The workload that runs `pod`, as a Source names it: its controller's kind and name, and for
+/// a ReplicaSet that a Deployment made (named `DEPLOYMENT-HASH`, the hash in the pod's
+/// `pod-template-hash` label), the Deployment. None for a pod no controller owns.
+pub fn workload_of(pod: &Pod) -> Option<(String, String)> {
+    let owner = pod
+        .owner_references()
         .iter()
-        .find(|o| o["controller"] == true)?;
-    let name = owner["name"].as_str()?;
-    match owner["kind"].as_str()? {
-        "ReplicaSet" => {
-            let hash = pod["metadata"]["labels"]["pod-template-hash"].as_str()?;
-            let deployment = name.strip_suffix(hash)?.strip_suffix('-')?;
-            Some(("Deployment".into(), deployment.into()))
-        }
-        kind @ ("StatefulSet" | "DaemonSet") => Some((kind.into(), name.into())),
-        _ => None,
+        .find(|o| o.controller == Some(true))?;
+    if owner.kind == "ReplicaSet"
+        && let Some(hash) = pod.labels().get("pod-template-hash")
+        && let Some(deployment) = owner.name.strip_suffix(&format!("-{hash}"))
+    {
+        return Some(("Deployment".into(), deployment.into()));
     }
+    Some((owner.kind.clone(), owner.name.clone()))
 }
 
 /// The JSON patch that gives each container of `pod` the SDK environment.
@@ -122,21 +125,44 @@ mod tests {
         json!({
             "metadata": {
                 "labels": {"pod-template-hash": "5d9f7c"},
-                "ownerReferences": [{"kind": "ReplicaSet", "name": "checkout-5d9f7c", "controller": true}],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-5d9f7c", "uid": "u1", "controller": true}],
             },
             "spec": {"containers": [{"name": "app", "env": env}, {"name": "sidecar"}]},
         })
     }
 
+    fn typed(pod: Value) -> Pod {
+        serde_json::from_value(pod).unwrap()
+    }
+
     #[test]
     fn a_deployments_pod_is_known_by_its_replica_sets_name() {
         assert_eq!(
-            workload_of(&pod(json!([]))),
+            workload_of(&typed(pod(json!([])))),
             Some(("Deployment".into(), "checkout".into()))
         );
         let mut orphan = pod(json!([]));
         orphan["metadata"]["ownerReferences"] = json!([]);
-        assert_eq!(workload_of(&orphan), None);
+        assert_eq!(workload_of(&typed(orphan)), None);
+    }
+
+    #[test]
+    fn other_controllers_name_themselves() {
+        let owned = |kind: &str, name: &str| {
+            let mut pod = pod(json!([]));
+            pod["metadata"]["ownerReferences"][0]["kind"] = json!(kind);
+            pod["metadata"]["ownerReferences"][0]["name"] = json!(name);
+            workload_of(&typed(pod))
+        };
+        assert_eq!(
+            owned("StatefulSet", "db"),
+            Some(("StatefulSet".into(), "db".into()))
+        );
+        // A ReplicaSet of its own (its name does not end in the template hash) stays one.
+        assert_eq!(
+            owned("ReplicaSet", "rs"),
+            Some(("ReplicaSet".into(), "rs".into()))
+        );
     }
 
     #[test]

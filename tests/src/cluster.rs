@@ -12,6 +12,8 @@ use std::process::{Command, Output};
 
 /// The image the chart is installed with.
 pub const IMAGE: &str = "localhost/odigos:test";
+/// An application to trace: Python's `http.server` on port 8080 (`tests/k8s/build-app-image.sh`).
+pub const APP_IMAGE: &str = "localhost/python-app:test";
 /// The node's address, and this host's on the link to it (as `tests/k8s/cluster.sh` sets them):
 /// pods reach servers a test runs on [`HOST_IP`].
 pub const NODE_IP: &str = "10.213.0.2";
@@ -48,7 +50,8 @@ pub fn missing_prerequisite() -> Option<String> {
 }
 
 impl Cluster {
-    /// Starts the cluster and imports the odigos image (as [`IMAGE`]).
+    /// Starts the cluster and imports the odigos image (as [`IMAGE`]) and the application's
+    /// (as [`APP_IMAGE`]).
     pub fn up() -> Cluster {
         let script = crate::workspace().join("tests/k8s/cluster.sh");
         let bin = crate::kubernetes::node_binaries();
@@ -70,7 +73,15 @@ impl Cluster {
                 .arg(crate::odigos_binary())
                 .env("IMAGE", IMAGE),
         );
-        run(Command::new(&script).arg("import").arg(&image));
+        let app = dir.path().join("app.tar");
+        run(
+            Command::new(crate::workspace().join("tests/k8s/build-app-image.sh"))
+                .arg(&app)
+                .env("IMAGE", APP_IMAGE),
+        );
+        for image in [image, app] {
+            run(Command::new(&script).arg("import").arg(&image));
+        }
         cluster
     }
 

@@ -48,10 +48,13 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
             "--set=controlPlane.nodeSelector.kubernetes\\.io/os=linux",
             "--set=controlPlane.tolerations[0].operator=Exists",
             "--set=collectors.sizing=size_l",
+            "--set=odiglet.nodeSelector.kubernetes\\.io/os=linux",
+            "--set=odiglet.tolerations[0].operator=Exists",
         ],
         &[
             "--set=token.existingSecret=my-token",
             "--set=webhook.enabled=false",
+            "--set=odiglet.enabled=false",
         ],
     ];
     for (i, values) in matrix.iter().enumerate() {
@@ -100,10 +103,28 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
                 );
                 assert!(!rendered.contains("MutatingWebhookConfiguration"));
                 assert!(!deployment.contains("--webhook"), "{deployment}");
+                assert!(
+                    !rendered.contains("kind: DaemonSet"),
+                    "no odiglet: {rendered}"
+                );
             }
             _ => {
                 assert!(!deployment.contains("--ui-read-only"), "{deployment}");
                 assert!(deployment.contains("- --sizing=size_s"), "{deployment}");
+                let odiglet = rendered
+                    .split("\n---")
+                    .find(|d| d.contains("kind: DaemonSet"))
+                    .expect("the odiglet DaemonSet");
+                for needed in [
+                    "- odiglet",
+                    "hostPID: true",
+                    "privileged: true",
+                    "name: ODIGOS_TOKEN",
+                    "fieldPath: spec.nodeName",
+                    "path: /sys/kernel/tracing",
+                ] {
+                    assert!(odiglet.contains(needed), "{needed}: {odiglet}");
+                }
             }
         }
     }

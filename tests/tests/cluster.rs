@@ -10,6 +10,8 @@
 //! - the CRDs' schema refuses an invalid resource with the field named, and a Destination
 //!   applied with kubectl reaches the gateway, whose pods take it without a restart;
 //! - the UI shows the collectors' throughput, read from their metrics at their pods' addresses;
+//! - odiglet traces an application's pods with eBPF, found as its Source appears: its spans
+//!   carry the pod's `k8s.*` attributes, and its InstrumentationConfig the detected language;
 //! - an Action applied with kubectl reaches the same gateway pods, and the backend sees it;
 //! - without the control plane the collectors keep their configs and data flows; back, it
 //!   takes the fleet again, and no collector restarted;
@@ -19,7 +21,7 @@
 
 use std::time::Duration;
 
-use odigos_tests::cluster::{self, Cluster, HOST_IP, IMAGE, NODE_IP};
+use odigos_tests::cluster::{self, APP_IMAGE, Cluster, HOST_IP, IMAGE, NODE_IP};
 use odigos_tests::sdk::Streamer;
 use odigos_tests::{Collector, attribute, http_request_at, items, json_lines, wait_for, workspace};
 
@@ -328,6 +330,92 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         cluster.describe(NS)
     );
 
+    // odiglet traces an application that already runs, with no restart, as soon as a Source
+    // names it: its spans carry the pod's attributes, and its InstrumentationConfig the
+    // language odiglet detected.
+    cluster.apply_ok(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: python-app, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: python-app}}}}\n  template:\n    metadata: {{labels: {{app: python-app}}}}\n    spec:\n      containers: [{{name: web, image: '{APP_IMAGE}', imagePullPolicy: Never}}]\n"
+    ));
+    let app = ["pods", "-n", "default", "-l", "app=python-app"];
+    assert!(
+        wait_for(Duration::from_secs(60), || cluster
+            .get(&app, "{.items[*].status.containerStatuses[*].ready}")
+            == "true"),
+        "the application runs\n{}",
+        cluster.describe("default")
+    );
+    let (app_pod, app_ip) = (
+        cluster.get(&app, "{.items[0].metadata.name}"),
+        cluster.get(&app, "{.items[0].status.podIP}"),
+    );
+    cluster.apply_ok(
+        "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {name: python-app, namespace: default}\nspec:\n  workload: {name: python-app, namespace: default, kind: Deployment}\n",
+    );
+    let traced = || {
+        // Each request is a server span, once odiglet traces the process.
+        let _ = http_request_at(&app_ip, 8080, "GET", "/traced?x=1", &[], "");
+        let requests = json_lines(&traces);
+        items(&requests, "resourceSpans", "scopeSpans", "spans")
+            .into_iter()
+            .find(|(resource, _, _)| {
+                attribute(resource, "service.name").as_deref() == Some("python-app")
+            })
+            .map(|(resource, _, span)| (resource.clone(), span.clone()))
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || traced().is_some()),
+        "odiglet's spans of the application reach the backend; odiglet says: {}\n{}",
+        String::from_utf8_lossy(
+            &cluster
+                .kubectl(&[
+                    "logs",
+                    "-n",
+                    NS,
+                    "-l",
+                    "app.kubernetes.io/component=odiglet",
+                    "--tail=30"
+                ])
+                .stdout
+        ),
+        cluster.describe(NS)
+    );
+    let (resource, span) = traced().unwrap();
+    for (key, value) in [
+        ("k8s.namespace.name", "default"),
+        ("k8s.pod.name", app_pod.as_str()),
+        ("k8s.deployment.name", "python-app"),
+        ("k8s.container.name", "web"),
+        ("k8s.node.name", "odigos-node"),
+        ("process.runtime.name", "python"),
+    ] {
+        assert_eq!(
+            attribute(&resource, key).as_deref(),
+            Some(value),
+            "{key}: {resource}"
+        );
+    }
+    assert_eq!(
+        attribute(&span, "url.path").as_deref(),
+        Some("/traced"),
+        "{span}"
+    );
+    let language = || {
+        cluster.get(
+            &[
+                "instrumentationconfig",
+                "deployment-python-app",
+                "-n",
+                "default",
+            ],
+            "{.status.runtimeDetailsByContainer[*]['containerName','language']}",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || language() == "web python"),
+        "the InstrumentationConfig shows the detected language: {:?}",
+        language()
+    );
+
     // The UI's throughput comes from the collectors' own metrics, read at their pods' addresses.
     let received = |role: &str| {
         let Ok(answer) = graphql(&cluster, "{ agents { role throughput { received } } }") else {
@@ -437,8 +525,8 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         applied
     };
     assert!(
-        wait_for(Duration::from_secs(90), || fleet().len() == 2),
-        "the gateway and the node collector reconnect to the new control plane and run its \
+        wait_for(Duration::from_secs(90), || fleet().len() == 3),
+        "the gateway, the node collector and odiglet reconnect to the new control plane and run its \
          configs: {:?}\n{}",
         fleet(),
         cluster.describe(NS)
@@ -530,7 +618,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     let left = || {
         let namespaced = cluster.kubectl(&[
             "get",
-            "deployments,replicasets,pods,services,horizontalpodautoscalers,serviceaccounts,secrets,roles,rolebindings,collectorsgroups",
+            "deployments,daemonsets,replicasets,pods,services,horizontalpodautoscalers,serviceaccounts,secrets,roles,rolebindings,collectorsgroups",
             "-n",
             NS,
             "-o",

@@ -54,6 +54,8 @@ fn render(compiled: &Compiled) -> String {
     out.push_str(&odigos_proto::yaml::to_string(
         &compiled.workloads.values().collect::<Vec<_>>(),
     ));
+    out.push_str("## odiglet\n");
+    out.push_str(&odigos_proto::yaml::to_string(&compiled.odiglet));
     out.push_str("## secret files\n");
     for path in compiled.secret_files.keys() {
         out.push_str(&format!("{}\n", path.display()));

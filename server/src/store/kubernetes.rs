@@ -412,11 +412,24 @@ impl KubeStore {
             wanted.insert((namespace.clone(), name.clone()));
             let text = serde_json::to_string(&config).unwrap_or_default();
             let id = format!("InstrumentationConfig/{namespace}/{name}");
-            if self.written.lock().unwrap().get(&id) == Some(&text) {
+            let before = self.written.lock().unwrap().get(&id).cloned();
+            if before.as_ref() == Some(&text) {
                 continue;
             }
             let api: Api<InstrumentationConfig> = Api::namespaced(self.client.clone(), &namespace);
             api.patch(&name, &apply, &Patch::Apply(&config)).await?;
+            // The status is a subresource, applied on its own when there is one, or was (an
+            // empty one takes back the runtime details this manager set before).
+            let had_status = before.is_some_and(|t| t.contains(r#""status":{"#));
+            if config.status.is_some() || had_status {
+                let status = serde_json::json!({
+                    "apiVersion": InstrumentationConfig::api_version(&()),
+                    "kind": InstrumentationConfig::kind(&()),
+                    "status": config.status.clone().unwrap_or_default(),
+                });
+                api.patch_status(&name, &apply, &Patch::Apply(&status))
+                    .await?;
+            }
             self.written.lock().unwrap().insert(id, text);
         }
         let written = scoped::<InstrumentationConfig>(&self.client, self.namespace.as_deref());
