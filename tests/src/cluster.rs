@@ -152,6 +152,14 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The logs of the pods `selector` picks in `namespace`, their last `tail` lines each
+    /// (`-1`: all).
+    pub fn logs(&self, namespace: &str, selector: &str, tail: i32) -> String {
+        let tail = format!("--tail={tail}");
+        let out = self.kubectl(&["logs", "-n", namespace, "-l", selector, &tail]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// What the cluster holds, for a failing assertion's message.
     pub fn describe(&self, namespace: &str) -> String {
         let pods = self.kubectl(&["describe", "pods", "-n", namespace]);

@@ -365,18 +365,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     assert!(
         wait_for(Duration::from_secs(60), || traced().is_some()),
         "odiglet's spans of the application reach the backend; odiglet says: {}\n{}",
-        String::from_utf8_lossy(
-            &cluster
-                .kubectl(&[
-                    "logs",
-                    "-n",
-                    NS,
-                    "-l",
-                    "app.kubernetes.io/component=odiglet",
-                    "--tail=30"
-                ])
-                .stdout
-        ),
+        cluster.logs(NS, "app.kubernetes.io/component=odiglet", 30),
         cluster.describe(NS)
     );
     let (resource, span) = traced().unwrap();
@@ -545,19 +534,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         control_plane_get(&cluster, 4320, "/api/v1/agents")
             .unwrap()
             .body,
-        String::from_utf8_lossy(
-            &cluster
-                .kubectl(&[
-                    "logs",
-                    "-n",
-                    NS,
-                    "-l",
-                    "app.kubernetes.io/managed-by=odigos-rs",
-                    "--tail=-1",
-                ])
-                .stdout,
-        )
-        .into_owned(),
+        cluster.logs(NS, "app.kubernetes.io/managed-by=odigos-rs", -1),
         cluster.kubectl_ok(&["get", "configmaps", "-A", "-o", "yaml"]),
     ];
     for text in shown {
