@@ -61,6 +61,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the namespace {ns} (left from a run before?)"))?;
     let result = measure(&client, &args, pid).await;
     namespaces.delete(ns, &DeleteParams::default()).await?;
+    // Gone before the next run can make it again.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while namespaces.get_opt(ns).await?.is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     result
 }
 

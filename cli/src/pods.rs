@@ -44,7 +44,7 @@ pub async fn follow(node: String, update: impl Fn(Pods)) -> Result<(), kube::Err
 /// What odiglet knows of `pod`.
 fn describe(pod: &Pod, node: &str) -> pods::Pod {
     let (workload_kind, workload_name) =
-        workload_of(pod).unwrap_or_else(|| ("Pod".into(), pod.name_any()));
+        workload_of(&pod.metadata).unwrap_or_else(|| ("Pod".into(), pod.name_any()));
     let containers = pod
         .status
         .iter()

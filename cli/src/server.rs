@@ -178,6 +178,10 @@ pub fn main(args: Args) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            // Pods created before their workload's Source lack what the webhook gives.
+            if options.webhook.is_some() {
+                store.follow_pods();
+            }
             if args.leader_elect {
                 let identity = format!("{}_{}", crate::managed::host_name(), std::process::id());
                 tracing::info!(identity, "competing for the leader Lease");

@@ -1298,6 +1298,12 @@ impl Source {
         Condition::from(self.view.condition.clone())
     }
 
+    /// Whether its workload's running pods have the SDK environment (`WorkloadRollout`), in a
+    /// cluster whose pods the control plane follows.
+    async fn rollout(&self) -> Option<Condition> {
+        self.view.rollout.clone().map(Condition::from)
+    }
+
     /// The processes odiglet matched to it, with their runtimes.
     async fn processes(&self) -> Vec<Process> {
         self.view
@@ -1308,7 +1314,7 @@ impl Source {
                 Process {
                     pid: p.pid.parse().unwrap_or_default(),
                     traced: p.traced,
-                    executable: runtime.container_name,
+                    executable: p.executable().to_string(),
                     language: runtime.language,
                     runtime_version: runtime.runtime_version,
                     status: p.status.clone(),

@@ -16,9 +16,10 @@ use crate::catalog::Catalog;
 use crate::compiler::{Compiled, DestinationPlan, Layout, compile};
 use crate::opamp::{AgentView, ComponentView, ConfigStatus, Fleet, Selector};
 use crate::resource::{
-    CollectorsGroup, InstrumentationConfig, Object, RuntimeDetails, WorkloadKind, not_honoured,
+    CollectorsGroup, InstrumentationConfig, Object, PodWorkload, RuntimeDetails, WorkloadKind,
+    not_honoured,
 };
-use crate::store::{Condition, Problem, Snapshot, Status, Store};
+use crate::store::{Condition, Problem, Snapshot, Status, Store, WorkloadPods};
 
 /// The agent attribute that tells a collector's role.
 pub const ROLE: &str = "odigos.role";
@@ -48,6 +49,8 @@ pub struct ControlPlane {
     reconciled: tokio::sync::watch::Sender<u64>,
     /// The latest rollouts, oldest first.
     rollouts: std::sync::Mutex<std::collections::VecDeque<RolloutRecord>>,
+    /// The workloads' pods, where the store follows them.
+    pods: Option<tokio::sync::watch::Receiver<Arc<WorkloadPods>>>,
 }
 
 impl ControlPlane {
@@ -66,9 +69,11 @@ impl ControlPlane {
             applied: ArcSwap::from_pointee(None),
             reconciled: tokio::sync::watch::channel(0).0,
             rollouts: Default::default(),
+            pods: store.workload_pods(),
         });
         let mut snapshots = store.subscribe();
         let mut reports = plane.fleet.changes();
+        let mut pods = plane.pods.clone();
         let worker = Arc::downgrade(&plane);
         tokio::spawn(async move {
             let mut snapshot = snapshots.borrow_and_update().clone();
@@ -101,6 +106,10 @@ impl ControlPlane {
                             break;
                         }
                         reports.mark_unchanged();
+                        report_at.get_or_insert(tokio::time::Instant::now() + REPORT_DELAY);
+                    }
+                    // Pods change statuses only, like reports.
+                    Ok(()) = async { pods.as_mut().expect("guarded").changed().await }, if pods.is_some() => {
                         report_at.get_or_insert(tokio::time::Instant::now() + REPORT_DELAY);
                     }
                     _ = tokio::time::sleep_until(due), if report_at.is_some() => {}
@@ -225,6 +234,46 @@ impl ControlPlane {
                 changes: changes.clone(),
             });
         }
+    }
+
+    /// Whether the running pods of the workload of a Source in `namespace` have the SDK
+    /// environment the pod webhook gives pods as they are created: those that ran before the
+    /// Source get it when the workload rolls out. None where pods are not followed or none runs.
+    fn rollout(&self, namespace: &str, workload: &PodWorkload) -> Option<Condition> {
+        if matches!(
+            workload.kind,
+            WorkloadKind::Process | WorkloadKind::Namespace
+        ) {
+            return None;
+        }
+        let namespace = Some(workload.namespace.as_str())
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or(namespace);
+        let kind = format!("{:?}", workload.kind);
+        let key = (namespace.to_string(), kind.clone(), workload.name.clone());
+        let counts = self.pods.as_ref()?.borrow().get(&key).copied()?;
+        let missing = counts.pods - counts.injected;
+        Some(if missing == 0 {
+            Condition::rollout(
+                true,
+                "RolledOut",
+                &format!(
+                    "its running pods ({}) have the SDK environment",
+                    counts.pods
+                ),
+            )
+        } else {
+            Condition::rollout(
+                false,
+                "RolloutRequired",
+                &format!(
+                    "{missing} of its {} running pods started before this Source and lack the SDK environment (OTLP endpoint, service name, resource attributes); `kubectl rollout restart {} {} -n {namespace}` gives it to them, and odiglet traces them with eBPF meanwhile",
+                    counts.pods,
+                    kind.to_lowercase(),
+                    workload.name
+                ),
+            )
+        })
     }
 
     /// The latest rollouts (at most [`ROLLOUT_HISTORY`]), oldest first.
@@ -459,11 +508,15 @@ impl ControlPlane {
                     )
                 };
                 let condition = standing(Object::Source(source.clone()), condition);
+                let rollout = (!spec.disable_instrumentation)
+                    .then(|| self.rollout(&key.0, &spec.workload))
+                    .flatten();
                 SourceView {
                     name: format!("{}/{}", key.0, key.1),
                     workload: format!("{kind:?} {}", spec.workload.name),
                     disabled: spec.disable_instrumentation,
                     condition,
+                    rollout,
                     instrumentation_config: config,
                     processes,
                 }
@@ -643,10 +696,17 @@ pub struct ProcessView {
 }
 
 impl ProcessView {
+    pub fn executable(&self) -> &str {
+        self.status
+            .split_once(" (")
+            .map_or(self.status.as_str(), |(executable, _)| executable)
+    }
+
     /// The runtime the status names, as an InstrumentationConfig reports it; the executable
     /// stands for the container a process has not.
     pub fn runtime(&self) -> RuntimeDetails {
-        let (executable, rest) = self.status.split_once(" (").unwrap_or((&self.status, ""));
+        let executable = self.executable();
+        let rest = self.status.split_once(" (").map_or("", |(_, rest)| rest);
         let (runtime, place) = rest.split_once("):").unwrap_or(("", ""));
         let container = place
             .split(", ")
@@ -839,6 +899,9 @@ pub struct SourceView {
     pub workload: String,
     pub disabled: bool,
     pub condition: Condition,
+    /// Whether the workload's running pods have the SDK environment, where pods are followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Condition>,
     pub instrumentation_config: Option<InstrumentationConfig>,
     /// For a Source of kind Process: the processes odiglet matched.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -889,7 +952,9 @@ impl State {
             put(kind, &r.name, vec![r.condition.clone()]);
         }
         for s in &self.sources {
-            put("Source", &s.name, vec![s.condition.clone()]);
+            let mut list = vec![s.condition.clone()];
+            list.extend(s.rollout.clone());
+            put("Source", &s.name, list);
         }
         // A refused resource that has no version in force has no view either.
         for (resource, refused) in refusals(&self.problems, &self.accepted) {

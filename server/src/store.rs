@@ -68,33 +68,22 @@ impl Desired {
                 out.push(format!("{kind} {namespace}/{name} deleted"));
             }
         }
+        // What the compiler reads: the spec, and the labels (a Source's data streams); a
+        // resource's status is the control plane's own writing.
+        macro_rules! same {
+            () => {
+                |a, b| a.spec == b.spec && a.metadata.labels == b.metadata.labels
+            };
+        }
         let mut out = Vec::new();
-        diff(
-            "Source",
-            &self.sources,
-            &before.sources,
-            |a, b| a.spec == b.spec,
-            &mut out,
-        );
+        diff("Source", &self.sources, &before.sources, same!(), &mut out);
         let (now, was) = (&self.destinations, &before.destinations);
-        diff("Destination", now, was, |a, b| a.spec == b.spec, &mut out);
-        diff(
-            "Action",
-            &self.actions,
-            &before.actions,
-            |a, b| a.spec == b.spec,
-            &mut out,
-        );
+        diff("Destination", now, was, same!(), &mut out);
+        diff("Action", &self.actions, &before.actions, same!(), &mut out);
         let (now, was) = (&self.rules, &before.rules);
-        diff(
-            "InstrumentationRule",
-            now,
-            was,
-            |a, b| a.spec == b.spec,
-            &mut out,
-        );
+        diff("InstrumentationRule", now, was, same!(), &mut out);
         let (now, was) = (&self.samplings, &before.samplings);
-        diff("Sampling", now, was, |a, b| a.spec == b.spec, &mut out);
+        diff("Sampling", now, was, same!(), &mut out);
         let same = |a: &Secret, b: &Secret| a.data == b.data && a.string_data == b.string_data;
         diff("Secret", &self.secrets, &before.secrets, same, &mut out);
         out
@@ -234,6 +223,22 @@ pub trait Store: Send + Sync {
     fn kubernetes(&self) -> bool {
         false
     }
+
+    /// The running pods of each workload and how many of them the pod webhook gave the SDK
+    /// environment, as they change; `None` where the store does not follow pods.
+    fn workload_pods(&self) -> Option<watch::Receiver<Arc<WorkloadPods>>> {
+        None
+    }
+}
+
+/// The running pods of each workload, by (namespace, kind, name) as a Source names it.
+pub type WorkloadPods = BTreeMap<(String, String, String), PodCounts>;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodCounts {
+    pub pods: usize,
+    /// Those created with the SDK environment the pod webhook gives.
+    pub injected: usize,
 }
 
 /// What the control plane made of the desired state, as a cluster shows it.
@@ -282,6 +287,14 @@ impl Condition {
             self.message = format!("{}; not in effect here: {}", self.message, list.join("; "));
         }
         self
+    }
+
+    /// Whether a workload's running pods have what its Source gives pods as they are created.
+    pub(crate) fn rollout(ok: bool, reason: &str, message: &str) -> Condition {
+        Condition {
+            kind: "WorkloadRollout",
+            ..Condition::new(ok, reason, message)
+        }
     }
 
     pub(crate) fn health(

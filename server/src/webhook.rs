@@ -11,14 +11,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::post;
 use base64::Engine;
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::reconciler::ControlPlane;
 
 /// Where the API server sends pod admissions.
 pub const PATH: &str = "/mutate/pods";
+/// The annotation on pods created with the SDK environment: pods of an instrumented workload
+/// without it started before its Source, and get the environment when it next rolls out.
+pub const INJECTED: &str = "odigos.io/sdk-environment";
 
 pub fn router(plane: Arc<ControlPlane>) -> axum::Router {
     axum::Router::new()
@@ -34,22 +36,21 @@ async fn admit(
     let mut response = json!({"uid": request["uid"], "allowed": true});
     let namespace = request["namespace"].as_str().unwrap_or_default();
     let pod = &request["object"];
-    let owner = serde_json::from_value::<Pod>(pod.clone())
+    let owner = serde_json::from_value::<ObjectMeta>(pod["metadata"].clone())
         .ok()
-        .and_then(|typed| workload_of(&typed));
+        .and_then(|metadata| workload_of(&metadata));
     if let Some((kind, name)) = owner {
         let config_name = format!("{}-{}", kind.to_lowercase(), name);
         if let Some(config) = plane.instrumentation_config(namespace, &config_name) {
             let service = Some(config.spec.service_name.as_str())
                 .filter(|s| !s.is_empty())
                 .unwrap_or(&name);
-            let patch = inject(pod, namespace, &kind, &name, service);
-            if !patch.is_empty() {
-                tracing::info!(namespace, workload = %config_name, "pod instrumented at admission");
-                let patch = serde_json::to_vec(&patch).unwrap_or_default();
-                response["patchType"] = json!("JSONPatch");
-                response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
-            }
+            let mut patch = inject(pod, namespace, &kind, &name, service);
+            patch.push(mark(pod));
+            tracing::info!(namespace, workload = %config_name, "pod instrumented at admission");
+            let patch = serde_json::to_vec(&patch).unwrap_or_default();
+            response["patchType"] = json!("JSONPatch");
+            response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
         }
     }
     axum::Json(json!({
@@ -59,21 +60,33 @@ async fn admit(
     }))
 }
 
-/// The workload that runs `pod`, as a Source names it: its controller's kind and name, and for
+/// The workload that runs a pod (by its metadata), as a Source names it: its controller's kind and name, and for
 /// a ReplicaSet that a Deployment made (named `DEPLOYMENT-HASH`, the hash in the pod's
 /// `pod-template-hash` label), the Deployment. None for a pod no controller owns.
-pub fn workload_of(pod: &Pod) -> Option<(String, String)> {
+pub fn workload_of(pod: &ObjectMeta) -> Option<(String, String)> {
     let owner = pod
-        .owner_references()
+        .owner_references
         .iter()
+        .flatten()
         .find(|o| o.controller == Some(true))?;
     if owner.kind == "ReplicaSet"
-        && let Some(hash) = pod.labels().get("pod-template-hash")
+        && let Some(hash) = pod.labels.as_ref().and_then(|l| l.get("pod-template-hash"))
         && let Some(deployment) = owner.name.strip_suffix(&format!("-{hash}"))
     {
         return Some(("Deployment".into(), deployment.into()));
     }
     Some((owner.kind.clone(), owner.name.clone()))
+}
+
+/// The JSON patch operation that marks `pod` as given the SDK environment.
+fn mark(pod: &Value) -> Value {
+    if pod["metadata"]["annotations"].is_object() {
+        // A JSON pointer escapes `/` in a key as `~1`.
+        let key = INJECTED.replace('/', "~1");
+        json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": "injected"})
+    } else {
+        json!({"op": "add", "path": "/metadata/annotations", "value": {INJECTED: "injected"}})
+    }
 }
 
 /// The JSON patch that gives each container of `pod` the SDK environment.
@@ -131,8 +144,8 @@ mod tests {
         })
     }
 
-    fn typed(pod: Value) -> Pod {
-        serde_json::from_value(pod).unwrap()
+    fn typed(pod: Value) -> ObjectMeta {
+        serde_json::from_value(pod["metadata"].clone()).unwrap()
     }
 
     #[test]
@@ -162,6 +175,20 @@ mod tests {
         assert_eq!(
             owned("ReplicaSet", "rs"),
             Some(("ReplicaSet".into(), "rs".into()))
+        );
+    }
+
+    #[test]
+    fn the_pod_is_marked_with_or_without_annotations_of_its_own() {
+        let mut pod = pod(json!([]));
+        assert_eq!(
+            mark(&pod),
+            json!({"op": "add", "path": "/metadata/annotations", "value": {"odigos.io/sdk-environment": "injected"}})
+        );
+        pod["metadata"]["annotations"] = json!({"team": "shop"});
+        assert_eq!(
+            mark(&pod),
+            json!({"op": "add", "path": "/metadata/annotations/odigos.io~1sdk-environment", "value": "injected"})
         );
     }
 

@@ -12,6 +12,8 @@
 //! - the UI shows the collectors' throughput, read from their metrics at their pods' addresses;
 //! - odiglet traces an application's pods with eBPF, found as its Source appears: its spans
 //!   carry the pod's `k8s.*` attributes, and its InstrumentationConfig the detected language;
+//!   the Source says that the pods that ran before it need a rollout for the SDK environment,
+//!   and after one, that they have it (and odiglet traces the new pod);
 //! - an Action applied with kubectl reaches the same gateway pods, and the backend sees it;
 //! - without the control plane the collectors keep their configs and data flows; back, it
 //!   takes the fleet again, and no collector restarted;
@@ -351,27 +353,29 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     cluster.apply_ok(
         "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {name: python-app, namespace: default}\nspec:\n  workload: {name: python-app, namespace: default, kind: Deployment}\n",
     );
-    let traced = || {
+    // A request to the pod at `ip`, and the first span of the pod `pod` at the backend.
+    let traced = |ip: &str, pod: &str| {
         // Each request is a server span, once odiglet traces the process.
-        let _ = http_request_at(&app_ip, 8080, "GET", "/traced?x=1", &[], "");
+        let _ = http_request_at(ip, 8080, "GET", "/traced?x=1", &[], "");
         let requests = json_lines(&traces);
         items(&requests, "resourceSpans", "scopeSpans", "spans")
             .into_iter()
             .find(|(resource, _, _)| {
                 attribute(resource, "service.name").as_deref() == Some("python-app")
+                    && attribute(resource, "k8s.pod.name").as_deref() == Some(pod)
             })
             .map(|(resource, _, span)| (resource.clone(), span.clone()))
     };
     assert!(
-        wait_for(Duration::from_secs(60), || traced().is_some()),
+        wait_for(Duration::from_secs(60), || traced(&app_ip, &app_pod)
+            .is_some()),
         "odiglet's spans of the application reach the backend; odiglet says: {}\n{}",
         cluster.logs(NS, "app.kubernetes.io/component=odiglet", 30),
         cluster.describe(NS)
     );
-    let (resource, span) = traced().unwrap();
+    let (resource, span) = traced(&app_ip, &app_pod).unwrap();
     for (key, value) in [
         ("k8s.namespace.name", "default"),
-        ("k8s.pod.name", app_pod.as_str()),
         ("k8s.deployment.name", "python-app"),
         ("k8s.container.name", "web"),
         ("k8s.node.name", "odigos-node"),
@@ -403,6 +407,76 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         wait_for(Duration::from_secs(30), || language() == "web python"),
         "the InstrumentationConfig shows the detected language: {:?}",
         language()
+    );
+
+    // Its pod ran before the Source, so it lacks the SDK environment the webhook gives: the
+    // Source says the workload needs a rollout (and the UI's API with it), while the checkout
+    // pods, created after their Source, have it. After a rollout the new pod has it, and
+    // odiglet traces it.
+    let rollout = |source: &str| {
+        cluster.get(
+            &["source", source, "-n", "default"],
+            "{range .status.conditions[?(@.type==\"WorkloadRollout\")]}{.status} {.reason}{end}",
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || rollout("python-app")
+            == "False RolloutRequired"
+            && rollout("checkout") == "True RolledOut"),
+        "python-app needs a rollout ({:?}), checkout does not ({:?})",
+        rollout("python-app"),
+        rollout("checkout")
+    );
+    let shown = graphql(&cluster, "{ sources { name rollout { reason message } } }").unwrap();
+    let python_app = shown["data"]["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "default/python-app")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        python_app["rollout"]["reason"], "RolloutRequired",
+        "{shown}"
+    );
+    assert!(
+        python_app["rollout"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("kubectl rollout restart deployment python-app")),
+        "the UI says how: {python_app}"
+    );
+    cluster.kubectl_ok(&[
+        "rollout",
+        "restart",
+        "deployment",
+        "python-app",
+        "-n",
+        "default",
+    ]);
+    assert!(
+        wait_for(Duration::from_secs(90), || rollout("python-app")
+            == "True RolledOut"),
+        "after the rollout every pod has the environment: {:?}\n{}",
+        rollout("python-app"),
+        cluster.describe("default")
+    );
+    let rolled = || {
+        let names = cluster.get(&app, "{.items[*].metadata.name}");
+        let ready = cluster.get(&app, "{.items[*].status.containerStatuses[*].ready}");
+        (ready == "true" && names != app_pod).then_some(names)
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || rolled().is_some()),
+        "the new pod runs alone\n{}",
+        cluster.describe("default")
+    );
+    let new_pod = rolled().unwrap();
+    let new_ip = cluster.get(&app, "{.items[0].status.podIP}");
+    assert!(
+        wait_for(Duration::from_secs(60), || traced(&new_ip, &new_pod)
+            .is_some()),
+        "odiglet traces the new pod {new_pod}; odiglet says: {}",
+        cluster.logs(NS, "app.kubernetes.io/component=odiglet", 30)
     );
 
     // The UI's throughput comes from the collectors' own metrics, read at their pods' addresses.

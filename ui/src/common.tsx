@@ -131,7 +131,7 @@ export function toneOf(condition?: Condition | null): Tone {
   if (!condition) return "idle";
   if (condition.status === "True") return "good";
   if (["Disabled", "NoSources", "Unused", "NotActive", "NoKubernetes"].includes(condition.reason)) return "off";
-  if (["Applying", "Waiting", "NoAgents", "Pending", "NoReports"].includes(condition.reason)) return "busy";
+  if (["Applying", "Waiting", "NoAgents", "Pending", "NoReports", "RolloutRequired"].includes(condition.reason)) return "busy";
   return "bad";
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,10 +24,11 @@ use tokio::sync::{mpsc, watch};
 
 mod collectors;
 mod lease;
+mod pods;
 
 pub use collectors::CollectorWorkloads;
 
-use super::{Change, Desired, Problem, Refusal, Snapshot, Status, Store};
+use super::{Change, Desired, Problem, Refusal, Snapshot, Status, Store, WorkloadPods};
 use crate::catalog::Catalog;
 use crate::resource::{
     Action, CollectorsGroup, DEFAULT_NAMESPACE, Destination, InstrumentationConfig,
@@ -52,6 +54,8 @@ pub struct KubeStore {
     observed: Mutex<BTreeMap<String, Observed>>,
     /// What was last applied of the objects the control plane owns, to write only changes.
     written: Mutex<BTreeMap<String, String>>,
+    /// Whether the InstrumentationConfigs an earlier run wrote were looked for.
+    swept: AtomicBool,
     /// The latest status to write back; reports that come while one is written fold into one.
     pending: Mutex<Option<Status>>,
     /// Wakes the writer.
@@ -64,17 +68,68 @@ pub struct KubeStore {
     /// How collectors run, when the control plane runs them, and the version of the
     /// autoscaling API the cluster serves.
     collectors: std::sync::OnceLock<(CollectorWorkloads, &'static str)>,
+    /// The workloads' pods, when followed.
+    pods: std::sync::OnceLock<watch::Receiver<Arc<WorkloadPods>>>,
     catalog: &'static Catalog,
 }
 
 /// The reflector caches of every kind the store follows.
 struct Caches {
-    sources: Cache<Source>,
-    destinations: Cache<Destination>,
-    actions: Cache<Action>,
-    rules: Cache<InstrumentationRule>,
-    samplings: Cache<Sampling>,
-    secrets: Cache<Secret>,
+    sources: Followed<Source>,
+    destinations: Followed<Destination>,
+    actions: Followed<Action>,
+    rules: Followed<InstrumentationRule>,
+    samplings: Followed<Sampling>,
+    /// Secrets only in the namespaces that have Destinations (which name Secrets of their
+    /// own namespace), each followed while it has one.
+    secrets: Mutex<BTreeMap<String, Followed<Secret>>>,
+    client: Client,
+    changed: mpsc::UnboundedSender<()>,
+}
+
+/// A cache and the watcher that fills it, stopped with it.
+struct Followed<K: Resource<DynamicType = ()> + 'static> {
+    cache: Cache<K>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> std::ops::Deref for Followed<K> {
+    type Target = Cache<K>;
+
+    fn deref(&self) -> &Cache<K> {
+        &self.cache
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Drop for Followed<K> {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl Caches {
+    /// Follows Secrets in the namespaces that have Destinations now, and no longer in those
+    /// that have none; returns those just followed, whose first list is on its way.
+    fn follow_secrets(&self) -> Vec<Cache<Secret>> {
+        let needed: BTreeSet<String> = self
+            .destinations
+            .state()
+            .iter()
+            .filter_map(|d| d.namespace())
+            .collect();
+        let mut secrets = self.secrets.lock().unwrap();
+        secrets.retain(|namespace, _| needed.contains(namespace));
+        let mut started = Vec::new();
+        for namespace in needed {
+            if let std::collections::btree_map::Entry::Vacant(slot) = secrets.entry(namespace) {
+                tracing::debug!(namespace = slot.key(), "following Secrets");
+                let followed = follow(&self.client, Some(slot.key()), self.changed.clone());
+                started.push((*followed).clone());
+                slot.insert(followed);
+            }
+        }
+        started
+    }
 }
 
 impl KubeStore {
@@ -104,7 +159,9 @@ impl KubeStore {
             actions: follow(&client, namespace, changed.clone()),
             rules: follow(&client, namespace, changed.clone()),
             samplings: follow(&client, namespace, changed.clone()),
-            secrets: follow(&client, namespace, changed),
+            secrets: Mutex::default(),
+            client: client.clone(),
+            changed,
         };
         // Fails early, with the API server's own words, when a CRD is missing or access is
         // refused; the watchers would only retry.
@@ -120,9 +177,15 @@ impl KubeStore {
             caches.actions.wait_until_ready().await,
             caches.rules.wait_until_ready().await,
             caches.samplings.wait_until_ready().await,
-            caches.secrets.wait_until_ready().await,
         ] {
             ready.map_err(|e| kube::Error::Service(Box::new(e)))?;
+        }
+        // The first snapshot has the Secrets the Destinations name.
+        for secrets in caches.follow_secrets() {
+            secrets
+                .wait_until_ready()
+                .await
+                .map_err(|e| kube::Error::Service(Box::new(e)))?;
         }
         let store = Arc::new(KubeStore {
             client,
@@ -132,11 +195,13 @@ impl KubeStore {
             good: Mutex::default(),
             observed: Mutex::default(),
             written: Mutex::default(),
+            swept: AtomicBool::new(false),
             pending: Mutex::default(),
             wake: Arc::default(),
             owner: std::sync::OnceLock::new(),
             leading: std::sync::OnceLock::new(),
             collectors: std::sync::OnceLock::new(),
+            pods: std::sync::OnceLock::new(),
             catalog,
         });
         store.rebuild(&caches, catalog);
@@ -148,6 +213,7 @@ impl KubeStore {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 while changes.try_recv().is_ok() {}
                 let Some(store) = weak.upgrade() else { break };
+                caches.follow_secrets();
                 store.rebuild(&caches, catalog);
             }
         });
@@ -192,13 +258,14 @@ impl KubeStore {
                 .iter()
                 .map(|o| Object::Sampling((**o).clone())),
         );
-        objects.extend(
-            caches
-                .secrets
-                .state()
-                .iter()
-                .map(|o| Object::Secret((**o).clone())),
-        );
+        for followed in caches.secrets.lock().unwrap().values() {
+            objects.extend(
+                followed
+                    .state()
+                    .iter()
+                    .map(|o| Object::Secret((**o).clone())),
+            );
+        }
         let mut good = self.good.lock().unwrap();
         let present: BTreeSet<ObjectKey> = objects.iter().map(Object::key).collect();
         good.retain(|key, _| present.contains(key));
@@ -263,8 +330,17 @@ impl KubeStore {
             }
         }
         drop(good);
-        let before = self.published.borrow().problems.clone();
-        for problem in problems.iter().filter(|p| !before.contains(p)) {
+        let current = self.published.borrow().clone();
+        // The control plane's own status writes come back as events: they change nothing it
+        // compiles from, so they publish nothing.
+        if current.generation > 0
+            && current.problems == problems
+            && current.accepted == accepted
+            && desired.changes_since(&current.desired).is_empty()
+        {
+            return;
+        }
+        for problem in problems.iter().filter(|p| !current.problems.contains(p)) {
             tracing::warn!("resource refused, its last good version stays: {problem}");
         }
         self.published.send_modify(|snapshot| {
@@ -287,6 +363,14 @@ impl KubeStore {
             let _ = self.owner.set(owner);
         }
         Ok(())
+    }
+
+    /// Follows the pods of the followed namespaces, to tell which workloads run pods created
+    /// before their Source (the pod webhook marks those it gives the SDK environment).
+    pub fn follow_pods(&self) {
+        let _ = self
+            .pods
+            .set(pods::follow(&self.client, self.namespace.as_deref()));
     }
 
     /// Writes to the cluster only while holding the Lease `odigos-control-plane` in the home
@@ -340,6 +424,8 @@ impl KubeStore {
         // To the second, as the cluster keeps it.
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let now = Time(k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default());
+        // Each resource's conditions, written only where they changed.
+        let mut changed = Vec::new();
         for ((kind, namespace, name), list) in state.conditions {
             let id = format!("{kind}/{namespace}/{name}");
             let Some(seen) = self.observed.lock().unwrap().get(&id).cloned() else {
@@ -365,43 +451,44 @@ impl KubeStore {
                     }
                 })
                 .collect();
-            if conditions == seen.conditions {
-                continue;
-            }
-            let patch = Patch::Merge(serde_json::json!({"status": {"conditions": conditions}}));
-            let params = PatchParams::default();
-            let result = match kind {
-                "Source" => {
-                    status::<Source>(&self.client, &namespace, &name, &params, &patch).await
-                }
-                "Destination" => {
-                    status::<Destination>(&self.client, &namespace, &name, &params, &patch).await
-                }
-                "Action" => {
-                    status::<Action>(&self.client, &namespace, &name, &params, &patch).await
-                }
-                "InstrumentationRule" => {
-                    status::<InstrumentationRule>(&self.client, &namespace, &name, &params, &patch)
-                        .await
-                }
-                "Sampling" => {
-                    status::<Sampling>(&self.client, &namespace, &name, &params, &patch).await
-                }
-                _ => Ok(()),
-            };
-            match result {
-                Ok(()) => {
-                    if let Some(known) = self.observed.lock().unwrap().get_mut(&id) {
-                        known.conditions = conditions;
-                    }
-                }
-                // Deleted meanwhile: nothing to report on.
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e),
+            if conditions != seen.conditions {
+                // Owned: a borrowed kind would tie the write futures to one lifetime.
+                changed.push((id, kind.to_string(), namespace, name, conditions));
             }
         }
-        let apply = PatchParams::apply(MANAGER).force();
+        in_parallel(
+            changed,
+            |(id, kind, namespace, name, conditions)| async move {
+                let patch = Patch::Merge(serde_json::json!({"status": {"conditions": conditions}}));
+                let params = PatchParams::default();
+                let client = &self.client;
+                let (ns, name) = (namespace.as_str(), name.as_str());
+                let result = match kind.as_str() {
+                    "Source" => status::<Source>(client, ns, name, &params, &patch).await,
+                    "Destination" => status::<Destination>(client, ns, name, &params, &patch).await,
+                    "Action" => status::<Action>(client, ns, name, &params, &patch).await,
+                    "InstrumentationRule" => {
+                        status::<InstrumentationRule>(client, ns, name, &params, &patch).await
+                    }
+                    "Sampling" => status::<Sampling>(client, ns, name, &params, &patch).await,
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        if let Some(known) = self.observed.lock().unwrap().get_mut(&id) {
+                            known.conditions = conditions;
+                        }
+                        Ok(())
+                    }
+                    // Deleted meanwhile: nothing to report on.
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await?;
         let mut wanted = BTreeSet::new();
+        let mut changed = Vec::new();
         for mut config in state.instrumentation_configs {
             config.metadata.labels = Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_string(),
@@ -413,9 +500,14 @@ impl KubeStore {
             let text = serde_json::to_string(&config).unwrap_or_default();
             let id = format!("InstrumentationConfig/{namespace}/{name}");
             let before = self.written.lock().unwrap().get(&id).cloned();
-            if before.as_ref() == Some(&text) {
-                continue;
+            if before.as_ref() != Some(&text) {
+                changed.push((id, config, text, before));
             }
+        }
+        in_parallel(changed, |(id, config, text, before)| async move {
+            let namespace = config.namespace().unwrap_or_default();
+            let name = config.name_any();
+            let apply = PatchParams::apply(MANAGER).force();
             let api: Api<InstrumentationConfig> = Api::namespaced(self.client.clone(), &namespace);
             api.patch(&name, &apply, &Patch::Apply(&config)).await?;
             // The status is a subresource, applied on its own when there is one, or was (an
@@ -431,23 +523,50 @@ impl KubeStore {
                     .await?;
             }
             self.written.lock().unwrap().insert(id, text);
-        }
-        let written = scoped::<InstrumentationConfig>(&self.client, self.namespace.as_deref());
-        for stale in written
-            .list(&ListParams::default().labels(MANAGED_BY))
-            .await?
-        {
-            let (namespace, name) = (stale.namespace().unwrap_or_default(), stale.name_any());
-            if !wanted.contains(&(namespace.clone(), name.clone())) {
-                Api::<InstrumentationConfig>::namespaced(self.client.clone(), &namespace)
-                    .delete(&name, &DeleteParams::default())
-                    .await?;
-                self.written
-                    .lock()
-                    .unwrap()
-                    .remove(&format!("InstrumentationConfig/{namespace}/{name}"));
+            Ok(())
+        })
+        .await?;
+        // Those an earlier run wrote are found once, by their label; after that, this run
+        // knows what it wrote.
+        if !self.swept.swap(true, Ordering::Relaxed) {
+            let api = scoped::<InstrumentationConfig>(&self.client, self.namespace.as_deref());
+            let found = api.list(&ListParams::default().labels(MANAGED_BY)).await;
+            let found = found.inspect_err(|_| self.swept.store(false, Ordering::Relaxed))?;
+            let mut written = self.written.lock().unwrap();
+            for config in found {
+                let (namespace, name) = (config.namespace().unwrap_or_default(), config.name_any());
+                let id = format!("InstrumentationConfig/{namespace}/{name}");
+                written.entry(id).or_default();
             }
         }
+        let stale: Vec<(String, String)> = self
+            .written
+            .lock()
+            .unwrap()
+            .keys()
+            .filter_map(|id| {
+                let (namespace, name) =
+                    id.strip_prefix("InstrumentationConfig/")?.split_once('/')?;
+                let key = (namespace.to_string(), name.to_string());
+                (!wanted.contains(&key)).then_some(key)
+            })
+            .collect();
+        for (namespace, name) in stale {
+            let deleted = Api::<InstrumentationConfig>::namespaced(self.client.clone(), &namespace)
+                .delete(&name, &DeleteParams::default())
+                .await;
+            match deleted {
+                Ok(_) => {}
+                // Gone already.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+            self.written
+                .lock()
+                .unwrap()
+                .remove(&format!("InstrumentationConfig/{namespace}/{name}"));
+        }
+        let apply = PatchParams::apply(MANAGER).force();
         let groups: Api<CollectorsGroup> = Api::namespaced(self.client.clone(), &self.home);
         for group in &state.collectors_groups {
             let mut spec_only = group.clone();
@@ -520,6 +639,25 @@ impl KubeStore {
     }
 }
 
+/// How many writes are in flight at once: thousands of resources are written in seconds,
+/// not one round trip after another.
+const WRITES_IN_FLIGHT: usize = 16;
+
+/// Runs `write` over `items`, [`WRITES_IN_FLIGHT`] at a time; the first error, once those in
+/// flight are done.
+async fn in_parallel<T, F, Fut>(items: Vec<T>, write: F) -> Result<(), kube::Error>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    let results: Vec<Result<(), kube::Error>> = futures_util::stream::iter(items)
+        .map(write)
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
 async fn status<K>(
     client: &Client,
     namespace: &str,
@@ -556,7 +694,7 @@ fn follow<K>(
     client: &Client,
     namespace: Option<&str>,
     changed: mpsc::UnboundedSender<()>,
-) -> Cache<K>
+) -> Followed<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -570,7 +708,7 @@ where
     let (reader, writer) = reflector::store();
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tokio::spawn(async move {
+    let watcher = tokio::spawn(async move {
         futures_util::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
@@ -585,7 +723,10 @@ where
             }
         }
     });
-    reader
+    Followed {
+        cache: reader,
+        watcher,
+    }
 }
 
 #[async_trait::async_trait]
@@ -656,6 +797,10 @@ impl Store for KubeStore {
 
     fn kubernetes(&self) -> bool {
         true
+    }
+
+    fn workload_pods(&self) -> Option<watch::Receiver<Arc<WorkloadPods>>> {
+        self.pods.get().cloned()
     }
 
     fn report(self: Arc<Self>, state: Status) {

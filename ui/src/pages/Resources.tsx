@@ -16,6 +16,8 @@ interface Row {
   spec: Spec | null;
   detail?: string;
   disabled?: boolean;
+  /** For a Source in a cluster: whether its workload's running pods have the SDK environment. */
+  rollout?: Condition | null;
 }
 
 const EXAMPLES: Record<string, unknown> = {
@@ -32,7 +34,8 @@ const PAGES: Record<string, { kind: Kind; title: string; noun: string; empty: st
   sampling: { kind: "SAMPLING", title: "Sampling", noun: "sampling", empty: "Sampling rules decide which traces the gateway keeps." },
 };
 
-const SOURCES = `{ sources { name workload disabled condition { kind status reason message } yaml spec
+const SOURCES = `{ sources { name workload disabled condition { kind status reason message }
+  rollout { kind status reason message } yaml spec
   processes { pid executable language runtimeVersion traced } } }`;
 const OTHERS = `query($kind: Kind) { resources(kind: $kind) { kind name condition { kind status reason message } yaml spec } }`;
 
@@ -41,6 +44,7 @@ interface SourceRow {
   workload: string;
   disabled: boolean;
   condition: Condition;
+  rollout: Condition | null;
   yaml: string | null;
   spec: Spec | null;
   processes: { pid: number; executable: string; language: string | null; runtimeVersion: string | null; traced: boolean }[];
@@ -65,6 +69,7 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
         yaml: s.yaml,
         spec: s.spec,
         disabled: s.disabled,
+        rollout: s.rollout,
         detail: [
           s.workload,
           ...s.processes.map((p) => `pid ${p.pid} ${p.executable} (${[p.language ?? "unknown", p.runtimeVersion].filter(Boolean).join(" ")})`),
@@ -121,10 +126,11 @@ export function Resources({ page }: { page: keyof typeof PAGES }) {
               </button>
               <span>
                 <ConditionBadge condition={r.condition} />
+                {r.rollout?.status === "False" && <ConditionBadge condition={r.rollout} />}
               </span>
-              <span className="ellipsis muted" title={r.condition.message}>
+              <span className="ellipsis muted" title={[r.condition.message, r.rollout?.message].filter(Boolean).join("; ")}>
                 {r.detail ? `${r.detail} — ` : ""}
-                {r.condition.message}
+                {r.rollout?.status === "False" ? r.rollout.message : r.condition.message}
               </span>
               <span className="row-actions">
                 <button onClick={() => setEditing(r)} disabled={!r.spec}>
