@@ -220,8 +220,7 @@ pub(crate) fn host_name() -> String {
 /// and values) into `dir`, readable by this user alone; returns the names written. The values
 /// are never logged, not even in errors.
 fn write_secrets(dir: &std::path::Path, body: &[u8]) -> Result<Vec<String>, String> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let values: std::collections::BTreeMap<String, String> =
         serde_json::from_slice(body).map_err(|e| {
             // The error's own text may quote a value; only say where it is wrong.
@@ -243,16 +242,8 @@ fn write_secrets(dir: &std::path::Path, body: &[u8]) -> Result<Vec<String>, Stri
             return Err(format!("{SECRETS_FILE}: `{name}` is not a plain file name"));
         }
         let path = dir.join(name);
-        let staged = dir.join(format!(".{name}.partial"));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&staged)
-            .and_then(|mut f| f.write_all(value.as_bytes()))
-            .and_then(|()| std::fs::rename(&staged, &path));
-        written.map_err(|e| format!("{SECRETS_FILE}: cannot write {}: {e}", path.display()))?;
+        odigos_proto::private::write(&path, value.as_bytes())
+            .map_err(|e| format!("{SECRETS_FILE}: cannot write {}: {e}", path.display()))?;
     }
     Ok(values.into_keys().collect())
 }

@@ -8,10 +8,12 @@
 //! - [`codec`]: a tonic codec that moves those bytes through gRPC untouched.
 //! - [`rpc`]: `google.rpc.Status` and `RetryInfo`, how OTLP tells a client to retry later.
 //! - [`yaml`]: YAML parsing with error locations, env substitution and secret redaction.
+//! - [`private`]: writing files that may hold secrets: owner-only, never half written.
 
 pub mod codec;
 pub mod odiglet;
 pub mod opamp;
+pub mod private;
 pub mod rpc;
 pub mod wire;
 pub mod yaml;

@@ -6,7 +6,6 @@
 //! CollectorsGroups) and the config side of the autoscaler (gateway and node configs).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -785,7 +784,6 @@ fn write_secrets(
     dir: &std::path::Path,
     files: &BTreeMap<std::path::PathBuf, String>,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     if files.is_empty() {
         return Ok(());
     }
@@ -794,16 +792,7 @@ fn write_secrets(
         if std::fs::read_to_string(path).is_ok_and(|v| v == *value) {
             continue;
         }
-        let partial = path.with_extension("partial");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)?;
-        file.write_all(value.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&partial, path)?;
+        odigos_proto::private::write(path, value.as_bytes())?;
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ impl State {
     /// Adopts a uid (a new one, or one the server assigned) and keeps it.
     pub fn set_uid(&mut self, uid: [u8; 16]) -> std::io::Result<()> {
         self.uid = uid;
-        write_atomically(&self.dir.join("instance_uid"), hex(&uid).as_bytes())
+        odigos_proto::private::write(&self.dir.join("instance_uid"), hex(&uid).as_bytes())
     }
 
     /// The last config applied, if any.
@@ -40,13 +40,8 @@ impl State {
         AgentRemoteConfig::decode(bytes.as_slice()).ok()
     }
 
+    /// Owner-only: a remote config may carry secret values (the gateway's `secrets.json`).
     pub fn save_config(&self, config: &AgentRemoteConfig) -> std::io::Result<()> {
-        write_atomically(&self.dir.join("last_config.pb"), &config.encode_to_vec())
+        odigos_proto::private::write(&self.dir.join("last_config.pb"), &config.encode_to_vec())
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let staged = path.with_extension("tmp");
-    std::fs::write(&staged, bytes)?;
-    std::fs::rename(staged, path)
 }
