@@ -334,9 +334,10 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
 
     // odiglet traces an application that already runs, with no restart, as soon as a Source
     // names it: its spans carry the pod's attributes, and its InstrumentationConfig the
-    // language odiglet detected.
+    // language odiglet detected. (Python, the container's first process, ignores SIGTERM: a
+    // short grace period lets a rollout replace it at once.)
     cluster.apply_ok(&format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: python-app, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: python-app}}}}\n  template:\n    metadata: {{labels: {{app: python-app}}}}\n    spec:\n      containers: [{{name: web, image: '{APP_IMAGE}', imagePullPolicy: Never}}]\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: python-app, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: python-app}}}}\n  template:\n    metadata: {{labels: {{app: python-app}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: web, image: '{APP_IMAGE}', imagePullPolicy: Never}}]\n"
     ));
     let app = ["pods", "-n", "default", "-l", "app=python-app"];
     assert!(
@@ -460,18 +461,24 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         rollout("python-app"),
         cluster.describe("default")
     );
+    // The new pod, ready (the old one may still be on its way out).
     let rolled = || {
-        let names = cluster.get(&app, "{.items[*].metadata.name}");
-        let ready = cluster.get(&app, "{.items[*].status.containerStatuses[*].ready}");
-        (ready == "true" && names != app_pod).then_some(names)
+        let pods = cluster.get(
+            &app,
+            "{range .items[*]}{.metadata.name} {.status.containerStatuses[0].ready} {.status.podIP}{\"\\n\"}{end}",
+        );
+        pods.lines()
+            .find_map(|line| match line.split(' ').collect::<Vec<_>>()[..] {
+                [name, "true", ip] if name != app_pod => Some((name.to_string(), ip.to_string())),
+                _ => None,
+            })
     };
     assert!(
         wait_for(Duration::from_secs(60), || rolled().is_some()),
-        "the new pod runs alone\n{}",
+        "the new pod runs\n{}",
         cluster.describe("default")
     );
-    let new_pod = rolled().unwrap();
-    let new_ip = cluster.get(&app, "{.items[0].status.podIP}");
+    let (new_pod, new_ip) = rolled().unwrap();
     assert!(
         wait_for(Duration::from_secs(60), || traced(&new_ip, &new_pod)
             .is_some()),

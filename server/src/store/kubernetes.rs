@@ -459,18 +459,16 @@ impl KubeStore {
         in_parallel(
             changed,
             |(id, kind, namespace, name, conditions)| async move {
-                let patch = Patch::Merge(serde_json::json!({"status": {"conditions": conditions}}));
-                let params = PatchParams::default();
                 let client = &self.client;
-                let (ns, name) = (namespace.as_str(), name.as_str());
+                let (ns, name, list) = (namespace.as_str(), name.as_str(), &conditions);
                 let result = match kind.as_str() {
-                    "Source" => status::<Source>(client, ns, name, &params, &patch).await,
-                    "Destination" => status::<Destination>(client, ns, name, &params, &patch).await,
-                    "Action" => status::<Action>(client, ns, name, &params, &patch).await,
+                    "Source" => apply_conditions::<Source>(client, ns, name, list).await,
+                    "Destination" => apply_conditions::<Destination>(client, ns, name, list).await,
+                    "Action" => apply_conditions::<Action>(client, ns, name, list).await,
                     "InstrumentationRule" => {
-                        status::<InstrumentationRule>(client, ns, name, &params, &patch).await
+                        apply_conditions::<InstrumentationRule>(client, ns, name, list).await
                     }
-                    "Sampling" => status::<Sampling>(client, ns, name, &params, &patch).await,
+                    "Sampling" => apply_conditions::<Sampling>(client, ns, name, list).await,
                     _ => Ok(()),
                 };
                 match result {
@@ -658,12 +656,13 @@ where
     results.into_iter().collect()
 }
 
-async fn status<K>(
+/// Applies `conditions` as the status of the `K` `namespace/name`, server-side, as the control
+/// plane's field manager, whose list they are.
+async fn apply_conditions<K>(
     client: &Client,
     namespace: &str,
     name: &str,
-    params: &PatchParams,
-    patch: &Patch<serde_json::Value>,
+    conditions: &[Condition],
 ) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -671,8 +670,17 @@ where
         + DeserializeOwned
         + Debug,
 {
+    let status = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": {"conditions": conditions},
+    });
     Api::<K>::namespaced(client.clone(), namespace)
-        .patch_status(name, params, patch)
+        .patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&status),
+        )
         .await
         .map(drop)
 }
