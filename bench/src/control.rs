@@ -101,6 +101,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         queue_mib: 0,
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),
         node: odigos_server::compiler::sized(256, 300, 1, 1),
+        pod_metadata: false,
     };
     let mut times = Vec::new();
     let mut size = 0;

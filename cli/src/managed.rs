@@ -297,6 +297,19 @@ pub(crate) async fn stop_requested(on_stdin_close: bool) {
 }
 
 pub async fn run(settings: Settings) -> ExitCode {
+    // A node collector in a cluster reads its node's pods, for k8sattributes.
+    if settings.role == "node"
+        && let Ok(node) = std::env::var("ODIGOS_NODE_NAME")
+        && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+    {
+        let directory = Arc::new(crate::pods::Directory::default());
+        odigos_collector::processor::k8s_attributes::set_directory(directory.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::pods::follow_directory(node, directory).await {
+                tracing::error!("cannot follow this node's pods; k8sattributes adds nothing: {e}");
+            }
+        });
+    }
     let state_dir = settings
         .state_dir
         .unwrap_or_else(|| default_state_dir(&format!("collector-{}", settings.role)));

@@ -1,13 +1,17 @@
-//! odiglet's view of the pods on its node, followed through the Kubernetes API: which
-//! workload runs each pod and what its containers are called. odiglet matches processes to
-//! Sources of Kubernetes workloads through it.
+//! The pods of this node, followed through the Kubernetes API. odiglet's view: which
+//! workload runs each pod and what its containers are called, to match processes to Sources
+//! of Kubernetes workloads. The node collector's: their labels and annotations, those of their
+//! namespaces, their ReplicaSets and containers, for `k8sattributes`.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
+use odigos_collector::processor::k8s_attributes::{ContainerInfo, PodDirectory, PodInfo};
 use odigos_ebpf::pods::{self, Pods};
 use odigos_server::webhook::workload_of;
 
@@ -62,6 +66,121 @@ fn describe(pod: &Pod, node: &str) -> pods::Pod {
         workload_kind,
         workload_name,
         containers,
+    }
+}
+
+/// The node collector's directory of its node's pods, kept current by [`follow_directory`].
+#[derive(Default)]
+pub struct Directory {
+    index: RwLock<Arc<Index>>,
+}
+
+#[derive(Default)]
+struct Index {
+    by_uid: HashMap<String, Arc<PodInfo>>,
+    by_name: HashMap<(String, String), Arc<PodInfo>>,
+}
+
+impl PodDirectory for Directory {
+    fn by_uid(&self, uid: &str) -> Option<Arc<PodInfo>> {
+        self.index.read().unwrap().by_uid.get(uid).cloned()
+    }
+
+    fn by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodInfo>> {
+        let key = (namespace.to_string(), name.to_string());
+        self.index.read().unwrap().by_name.get(&key).cloned()
+    }
+}
+
+/// Keeps `directory` current with the pods of `node` and the namespaces (their labels and
+/// annotations, and `kube-system`'s uid, the cluster's), until the process ends.
+pub async fn follow_directory(node: String, directory: Arc<Directory>) -> Result<(), kube::Error> {
+    let client = Client::try_default().await?;
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let (pods, writer) = reflector::store();
+    let pod_events = reflector::reflector(writer, watcher(Api::<Pod>::all(client.clone()), config));
+    let (namespaces, writer) = reflector::store();
+    let namespace_api = Api::<PartialObjectMeta<Namespace>>::all(client);
+    let namespace_events =
+        reflector::reflector(writer, watcher(namespace_api, watcher::Config::default()));
+    let events = futures_util::stream::select(
+        pod_events.default_backoff().map(|e| e.map(drop)),
+        namespace_events.default_backoff().map(|e| e.map(drop)),
+    );
+    futures_util::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching this node's pods failed; retrying");
+            continue;
+        }
+        let namespaces: HashMap<String, Arc<PartialObjectMeta<Namespace>>> = namespaces
+            .state()
+            .into_iter()
+            .map(|n| (n.name_any(), n))
+            .collect();
+        let cluster_uid = namespaces.get("kube-system").and_then(|n| n.uid());
+        let mut index = Index::default();
+        for pod in pods.state() {
+            let namespace = namespaces.get(&pod.namespace().unwrap_or_default());
+            let info = Arc::new(pod_info(
+                &pod,
+                namespace.map(|n| &n.metadata),
+                cluster_uid.clone(),
+            ));
+            index.by_uid.insert(info.uid.clone(), info.clone());
+            index
+                .by_name
+                .insert((info.namespace.clone(), info.name.clone()), info);
+        }
+        *directory.index.write().unwrap() = Arc::new(index);
+    }
+    Ok(())
+}
+
+/// What `k8sattributes` reads of `pod`, in `namespace`.
+fn pod_info(
+    pod: &Pod,
+    namespace: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    cluster_uid: Option<String>,
+) -> PodInfo {
+    let map = |m: Option<&BTreeMap<String, String>>| m.cloned().unwrap_or_default();
+    let images: HashMap<&str, &str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| Some((c.name.as_str(), c.image.as_deref()?)))
+        .collect();
+    let containers = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| ContainerInfo {
+            name: c.name.clone(),
+            id: c
+                .container_id
+                .as_deref()
+                .map(|id| id.split_once("://").map_or(id, |(_, id)| id).to_string())
+                .unwrap_or_default(),
+            image: images
+                .get(c.name.as_str())
+                .map_or_else(|| c.image.clone(), |i| i.to_string()),
+        })
+        .collect();
+    PodInfo {
+        uid: pod.uid().unwrap_or_default(),
+        name: pod.name_any(),
+        namespace: pod.namespace().unwrap_or_default(),
+        labels: map(pod.metadata.labels.as_ref()),
+        annotations: map(pod.metadata.annotations.as_ref()),
+        namespace_labels: map(namespace.and_then(|n| n.labels.as_ref())),
+        namespace_annotations: map(namespace.and_then(|n| n.annotations.as_ref())),
+        replica_set: pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
+            .map(|o| (o.name.clone(), o.uid.clone())),
+        containers,
+        cluster_uid,
     }
 }
 

@@ -225,6 +225,7 @@ pub fn main(args: Args) -> ExitCode {
                 queue_mib: args.queue_mib,
                 gateway: args.sizing.gateway(),
                 node: args.sizing.node(),
+                pod_metadata: runs_collectors,
             };
             Server::start_control_plane(&args.listen, options, store, layout).await.map(|(server, _)| server)
         } else {

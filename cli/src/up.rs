@@ -150,6 +150,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         queue_mib: args.queue_mib,
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),
         node: odigos_server::compiler::sized(256, 300, 1, 1),
+        pod_metadata: false,
     };
     let mut options = Options {
         token: Some(token.clone()),

@@ -3,6 +3,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod filter;
+pub mod k8s_attributes;
 pub mod memory_limiter;
 pub mod pii_masking;
 pub mod probabilistic_sampler;
@@ -35,6 +36,7 @@ pub enum ProcessorConfig {
     PiiMasking(pii_masking::PiiMaskingConfig),
     UrlTemplate(url_template::UrlTemplateConfig),
     SpanRenamer(span_renamer::SpanRenamerConfig),
+    K8sAttributes(k8s_attributes::K8sAttributesConfig),
 }
 
 impl ProcessorConfig {
@@ -49,6 +51,7 @@ impl ProcessorConfig {
         "odigospiimasking",
         "odigosurltemplate",
         "odigosspanrenamer",
+        "k8sattributes",
     ];
 
     pub(crate) fn parse(kind: &str, value: Value) -> Result<Self, ParseError> {
@@ -65,6 +68,7 @@ impl ProcessorConfig {
             "odigospiimasking" => ProcessorConfig::PiiMasking(parse_component(value)?),
             "odigosurltemplate" => ProcessorConfig::UrlTemplate(parse_component(value)?),
             "odigosspanrenamer" => ProcessorConfig::SpanRenamer(parse_component(value)?),
+            "k8sattributes" => ProcessorConfig::K8sAttributes(parse_component(value)?),
             _ => return Err(ParseError::UnknownType { known: Self::KINDS }),
         })
     }
@@ -179,6 +183,15 @@ impl ProcessorConfig {
                     }
                 })
             }
+            ProcessorConfig::K8sAttributes(config) => {
+                let config = live(config.clone());
+                let next = k8s_attributes::build(config.clone(), next);
+                Built::live(next, move |new| {
+                    if let ProcessorConfig::K8sAttributes(c) = new {
+                        config.store(Arc::new(c.clone()));
+                    }
+                })
+            }
         }
     }
 
@@ -197,6 +210,7 @@ impl ProcessorConfig {
                     | (PiiMasking(_), PiiMasking(_))
                     | (UrlTemplate(_), UrlTemplate(_))
                     | (SpanRenamer(_), SpanRenamer(_))
+                    | (K8sAttributes(_), K8sAttributes(_))
             ),
         }
     }

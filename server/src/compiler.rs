@@ -65,6 +65,9 @@ pub struct Layout {
     /// the memory limiter and in-memory queues keep within it.
     pub gateway: ResourcesSettings,
     pub node: ResourcesSettings,
+    /// Whether node collectors can read their node's pods (in a cluster whose control plane
+    /// runs them): k8sAttributes Actions run there.
+    pub pod_metadata: bool,
 }
 
 /// The sizing presets of Odigos, for the collectors of a cluster (`size_s`, `size_m`,
@@ -212,7 +215,12 @@ pub fn compile(desired: &Desired, catalog: &Catalog, layout: &Layout) -> Compile
     let wanted = gateway.signals();
     compiled.signals = wanted.iter().copied().collect();
     compiled.gateway = gateway.finish(layout);
-    compiled.node = node_config(layout, &wanted);
+    let pod_metadata = if layout.pod_metadata {
+        k8s_attributes(desired)
+    } else {
+        Vec::new()
+    };
+    compiled.node = node_config(layout, &wanted, &pod_metadata);
     for (key, source) in &desired.sources {
         if let Some(config) = instrumentation_config(source, desired, &sampling) {
             compiled.workloads.insert(key.clone(), config);
@@ -251,13 +259,26 @@ fn telemetry(metrics: &Option<String>) -> Value {
     }
 }
 
-/// The node collector: OTLP in, memory limit, batch, OTLP to the gateway. Signals no
-/// destination wants are accepted and dropped, so applications see no errors for them.
-fn node_config(layout: &Layout, wanted: &BTreeSet<Signal>) -> String {
+/// The node collector: OTLP in, memory limit, the k8sAttributes Actions (`pod_metadata`),
+/// batch, OTLP to the gateway. Signals no destination wants are accepted and dropped, so
+/// applications see no errors for them.
+fn node_config(
+    layout: &Layout,
+    wanted: &BTreeSet<Signal>,
+    pod_metadata: &[(String, Value, Vec<Signal>)],
+) -> String {
     let mut pipelines = serde_json::Map::new();
     for signal in Signal::ALL {
         let (processors, exporter) = if wanted.contains(&signal) {
-            (json!(["memory_limiter", "batch"]), "otlp/gateway")
+            let mut processors = vec!["memory_limiter".to_string()];
+            processors.extend(
+                pod_metadata
+                    .iter()
+                    .filter(|(_, _, signals)| signals.contains(&signal))
+                    .map(|(id, _, _)| id.clone()),
+            );
+            processors.push("batch".into());
+            (json!(processors), "otlp/gateway")
         } else {
             (json!([]), "nop")
         };
@@ -271,10 +292,14 @@ fn node_config(layout: &Layout, wanted: &BTreeSet<Signal>) -> String {
             "grpc": {"endpoint": layout.node_grpc},
             "http": {"endpoint": layout.node_http},
         }}},
-        "processors": {
-            "memory_limiter": memory_limiter(&layout.node),
-            "batch": {},
-        },
+        "processors": pod_metadata
+            .iter()
+            .map(|(id, config, _)| (id.clone(), config.clone()))
+            .chain([
+                ("memory_limiter".to_string(), memory_limiter(&layout.node)),
+                ("batch".to_string(), json!({})),
+            ])
+            .collect::<serde_json::Map<_, _>>(),
         "exporters": {
             "otlp/gateway": {
                 "endpoint": layout.gateway_endpoint,
@@ -286,6 +311,88 @@ fn node_config(layout: &Layout, wanted: &BTreeSet<Signal>) -> String {
         },
         "service": {"telemetry": telemetry(&layout.node_metrics), "pipelines": pipelines},
     }))
+}
+
+/// A `k8sattributes` processor per enabled k8sAttributes Action, with the signals it is for:
+/// what it adds to resources from the pod they come from. Node labels and annotations are not
+/// read (the Action's status says so).
+fn k8s_attributes(desired: &Desired) -> Vec<(String, Value, Vec<Signal>)> {
+    use crate::resource::K8sAttributeSource;
+    let from = |sources: &[K8sAttributeSource], legacy: Option<&str>| -> Vec<&'static str> {
+        let legacy = legacy.map(|f| match f {
+            "namespace" => K8sAttributeSource::Namespace,
+            "node" => K8sAttributeSource::Node,
+            _ => K8sAttributeSource::Pod,
+        });
+        let sources: Vec<K8sAttributeSource> = if sources.is_empty() {
+            vec![legacy.unwrap_or(K8sAttributeSource::Pod)]
+        } else {
+            sources.to_vec()
+        };
+        // Most specific first: the first that has it wins.
+        sources
+            .into_iter()
+            .filter_map(|s| match s {
+                K8sAttributeSource::Pod => Some("pod"),
+                K8sAttributeSource::Namespace => Some("namespace"),
+                K8sAttributeSource::Node => None,
+            })
+            .collect()
+    };
+    let mut processors = Vec::new();
+    for ((namespace, name), action) in &desired.actions {
+        let spec = &action.spec;
+        let Some(k8s) = spec.k8s_attributes.as_deref().filter(|_| !spec.disabled) else {
+            continue;
+        };
+        let mut metadata = Vec::new();
+        if k8s.collect_container_attributes {
+            metadata.extend([
+                "container.id",
+                "container.image.name",
+                "container.image.tag",
+            ]);
+        }
+        if k8s.collect_replica_set_attributes {
+            metadata.push("k8s.replicaset.name");
+        }
+        if k8s.collect_workload_uid {
+            metadata.push("k8s.replicaset.uid");
+        }
+        if k8s.collect_cluster_uid {
+            metadata.push("k8s.cluster.uid");
+        }
+        let labels: Vec<Value> = k8s
+            .labels_attributes
+            .iter()
+            .flat_map(|l| {
+                let legacy = l.from.map(|f| match f {
+                    K8sAttributeSource::Namespace => "namespace",
+                    K8sAttributeSource::Node => "node",
+                    K8sAttributeSource::Pod => "pod",
+                });
+                from(&l.from_sources, legacy).into_iter().map(move |from| {
+                    json!({"tag_name": l.attribute_key, "key": l.label_key, "from": from})
+                })
+            })
+            .collect();
+        let annotations: Vec<Value> = k8s
+            .annotations_attributes
+            .iter()
+            .flat_map(|a| {
+                from(&a.from_sources, a.from.as_deref()).into_iter().map(move |from| {
+                    json!({"tag_name": a.attribute_key, "key": a.annotation_key, "from": from})
+                })
+            })
+            .collect();
+        let config = json!({
+            "auth_type": "serviceAccount",
+            "extract": {"metadata": metadata, "labels": labels, "annotations": annotations},
+        });
+        let id = format!("k8sattributes/{}", id(namespace, name));
+        processors.push((id, config, spec.signals.clone()));
+    }
+    processors
 }
 
 /// The gateway's config as it is assembled.

@@ -417,11 +417,14 @@ impl ControlPlane {
             let spec = &action.spec;
             let condition = if spec.disabled {
                 Condition::new(false, "Disabled", "spec.disabled is set")
+            } else if spec.k8s_attributes.is_some() && self.layout.pod_metadata {
+                // It runs in the node collectors, which read their node's pods.
+                node.condition()
             } else if spec.k8s_attributes.is_some() {
                 Condition::new(
                     false,
                     "NotActive",
-                    "k8sAttributes needs pod metadata from Kubernetes, which the collectors do not collect yet",
+                    "k8sAttributes needs pod metadata, which node collectors read only in a cluster whose control plane runs them",
                 )
             } else {
                 gateway.condition()

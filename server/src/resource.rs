@@ -599,6 +599,36 @@ mod tests {
     }
 
     #[test]
+    fn what_k8s_attributes_cannot_do_yet_is_named() {
+        let text = "apiVersion: odigos.io/v1alpha1
+kind: Action
+metadata: {name: labels, namespace: odigos-system}
+spec:
+  signals: [TRACES]
+  k8sAttributes:
+    collectWorkloadUID: true
+    labelsAttributes:
+      - {labelKey: team, attributeKey: team}
+      - {labelKey: zone, attributeKey: zone, fromSources: [pod, node]}
+    annotationsAttributes:
+      - {annotationKey: owner, attributeKey: owner, from: node}
+";
+        let object = Object::from_value(yaml::parse(text).unwrap()).unwrap();
+        let fields: Vec<String> = not_honoured(&object, crate::catalog::Catalog::builtin())
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.k8sAttributes.collectWorkloadUID",
+                "spec.k8sAttributes.labelsAttributes.1",
+                "spec.k8sAttributes.annotationsAttributes.0",
+            ]
+        );
+    }
+
+    #[test]
     fn odigos_manifests_read_as_they_are() {
         // The Destination example from the Odigos documentation, unchanged.
         let text = "apiVersion: odigos.io/v1alpha1

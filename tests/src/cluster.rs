@@ -160,6 +160,13 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits up to `seconds` for `done`; when it never is, fails saying `what` did not happen,
+    /// with what `namespace` holds.
+    pub fn expect(&self, seconds: u64, namespace: &str, what: &str, done: impl FnMut() -> bool) {
+        let happened = crate::wait_for(std::time::Duration::from_secs(seconds), done);
+        assert!(happened, "{what}\n{}", self.describe(namespace));
+    }
+
     /// What the cluster holds, for a failing assertion's message.
     pub fn describe(&self, namespace: &str) -> String {
         let pods = self.kubectl(&["describe", "pods", "-n", namespace]);

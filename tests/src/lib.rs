@@ -446,5 +446,6 @@ pub fn layout(secrets: &Path) -> odigos_server::compiler::Layout {
         queue_mib: 64,
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),
         node: odigos_server::compiler::sized(256, 300, 1, 1),
+        pod_metadata: false,
     }
 }

@@ -14,6 +14,7 @@
 //!   carry the pod's `k8s.*` attributes, and its InstrumentationConfig the detected language;
 //!   the Source says that the pods that ran before it need a rollout for the SDK environment,
 //!   and after one, that they have it (and odiglet traces the new pod);
+//! - a k8sAttributes Action makes node collectors add the pod's label and container image;
 //! - an Action applied with kubectl reaches the same gateway pods, and the backend sees it;
 //! - without the control plane the collectors keep their configs and data flows; back, it
 //!   takes the fleet again, and no collector restarted;
@@ -152,12 +153,11 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     // It runs the gateway: a Deployment sized by the gateway's CollectorsGroup, its Service and
     // an autoscaler between the group's replica bounds, all owned by the control plane.
     let gateway = ["deployment", "odigos-gateway", "-n", NS];
-    assert!(
-        wait_for(Duration::from_secs(60), || cluster
-            .get(&gateway, "{.status.readyReplicas}")
-            == "1"),
-        "the gateway runs, ready once its config from the control plane runs\n{}",
-        cluster.describe(NS)
+    cluster.expect(
+        60,
+        NS,
+        "the gateway runs, ready once its config from the control plane runs",
+        || cluster.get(&gateway, "{.status.readyReplicas}") == "1",
     );
     let sizing = cluster.get(
         &["collectorsgroup", "odigos-gateway", "-n", NS],
@@ -251,16 +251,10 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
             jsonpath,
         )
     };
-    assert!(
-        wait_for(Duration::from_secs(60), || !env(
-            "checkout",
-            "{.items[*].metadata.name}"
-        )
-        .is_empty()
-            && !env("plain", "{.items[*].metadata.name}").is_empty()),
-        "the apps' pods are created\n{}",
-        cluster.describe("default")
-    );
+    cluster.expect(60, "default", "the apps' pods are created", || {
+        !env("checkout", "{.items[*].metadata.name}").is_empty()
+            && !env("plain", "{.items[*].metadata.name}").is_empty()
+    });
     let variable = |name: &str| {
         env(
             "checkout",
@@ -294,13 +288,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     // Destination's password is in a Secret: it reaches the gateway pods over OpAMP, and is
     // shown nowhere.
     let nodes = ["daemonset", "odigos-data-collection", "-n", NS];
-    assert!(
-        wait_for(Duration::from_secs(60), || cluster
-            .get(&nodes, "{.status.numberReady}")
-            == "1"),
-        "the node collectors run\n{}",
-        cluster.describe(NS)
-    );
+    cluster.expect(60, NS, "the node collectors run", || {
+        cluster.get(&nodes, "{.status.numberReady}") == "1"
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut backend = Collector::start(&format!(
         "receivers: {{otlp: {{protocols: {{http: {{endpoint: '{HOST_IP}:0'}}}}}}}}\nexporters: {{file: {{path: {}/traces.jsonl}}}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], exporters: [file]}}}}}}\n",
@@ -340,13 +330,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: python-app, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: python-app}}}}\n  template:\n    metadata: {{labels: {{app: python-app}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: web, image: '{APP_IMAGE}', imagePullPolicy: Never}}]\n"
     ));
     let app = ["pods", "-n", "default", "-l", "app=python-app"];
-    assert!(
-        wait_for(Duration::from_secs(60), || cluster
-            .get(&app, "{.items[*].status.containerStatuses[*].ready}")
-            == "true"),
-        "the application runs\n{}",
-        cluster.describe("default")
-    );
+    cluster.expect(60, "default", "the application runs", || {
+        cluster.get(&app, "{.items[*].status.containerStatuses[*].ready}") == "true"
+    });
     let (app_pod, app_ip) = (
         cluster.get(&app, "{.items[0].metadata.name}"),
         cluster.get(&app, "{.items[0].status.podIP}"),
@@ -473,11 +459,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
                 _ => None,
             })
     };
-    assert!(
-        wait_for(Duration::from_secs(60), || rolled().is_some()),
-        "the new pod runs\n{}",
-        cluster.describe("default")
-    );
+    cluster.expect(60, "default", "the new pod runs", || rolled().is_some());
     let (new_pod, new_ip) = rolled().unwrap();
     assert!(
         wait_for(Duration::from_secs(60), || traced(&new_ip, &new_pod)
@@ -485,6 +467,45 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         "odiglet traces the new pod {new_pod}; odiglet says: {}",
         cluster.logs(NS, "app.kubernetes.io/component=odiglet", 30)
     );
+
+    // A k8sAttributes Action: node collectors add what they read of the pod a span comes
+    // from (its label, its container's image), and the Action says they run it.
+    cluster.apply_ok(
+        "apiVersion: odigos.io/v1alpha1\nkind: Action\nmetadata: {name: pod-labels, namespace: default}\nspec:\n  signals: [TRACES]\n  k8sAttributes:\n    collectContainerAttributes: true\n    labelsAttributes: [{labelKey: app, attributeKey: k8s.label.app}]\n",
+    );
+    let labelled = || {
+        let _ = http_request_at(&new_ip, 8080, "GET", "/labelled", &[], "");
+        let requests = json_lines(&traces);
+        items(&requests, "resourceSpans", "scopeSpans", "spans")
+            .into_iter()
+            .find(|(resource, _, _)| attribute(resource, "k8s.label.app").is_some())
+            .map(|(resource, _, _)| resource.clone())
+    };
+    cluster.expect(60, NS, "the pod's label reaches the backend", || {
+        labelled().is_some()
+    });
+    let resource = labelled().unwrap();
+    for (key, value) in [
+        ("k8s.label.app", "python-app"),
+        ("container.image.name", "localhost/python-app"),
+        ("container.image.tag", "test"),
+        ("k8s.pod.name", new_pod.as_str()),
+    ] {
+        assert_eq!(
+            attribute(&resource, key).as_deref(),
+            Some(value),
+            "{key}: {resource}"
+        );
+    }
+    let action = || {
+        cluster.get(
+            &["action", "pod-labels", "-n", "default"],
+            "{.status.conditions[0].status}",
+        )
+    };
+    cluster.expect(30, NS, "the k8sAttributes Action is Ready", || {
+        action() == "True"
+    });
 
     // The UI's throughput comes from the collectors' own metrics, read at their pods' addresses.
     let received = |role: &str| {
@@ -528,11 +549,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
                 attribute(resource, "k8s.cluster.name").as_deref() == Some("odigos-test")
             })
     };
-    assert!(
-        wait_for(Duration::from_secs(60), tagged),
-        "the Action's attribute reaches the backend\n{}",
-        cluster.describe(NS)
-    );
+    cluster.expect(60, NS, "the Action's attribute reaches the backend", tagged);
     assert_eq!(
         cluster.get(&collectors, "{.items[*].metadata.uid}"),
         pods_before,
@@ -550,13 +567,9 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         NS,
         "--replicas=0",
     ]);
-    assert!(
-        wait_for(Duration::from_secs(60), || cluster
-            .get(&pods, "{.items[*].metadata.name}")
-            .is_empty()),
-        "the control plane is gone\n{}",
-        cluster.describe(NS)
-    );
+    cluster.expect(60, NS, "the control plane is gone", || {
+        cluster.get(&pods, "{.items[*].metadata.name}").is_empty()
+    });
     let before = spans();
     assert!(
         wait_for(Duration::from_secs(30), || spans() > before + 20),
@@ -644,11 +657,7 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
             .as_str()
             .is_some_and(|m| m.contains("read-only"))
     };
-    assert!(
-        wait_for(Duration::from_secs(60), read_only),
-        "the upgraded control plane is read-only\n{}",
-        cluster.describe(NS)
-    );
+    cluster.expect(60, NS, "the upgraded control plane is read-only", read_only);
     let resized = || {
         let gateway = cluster.get(
             &gateway,

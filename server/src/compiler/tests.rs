@@ -19,6 +19,7 @@ pub(crate) fn layout() -> Layout {
         queue_mib: 256,
         gateway: super::sized(512, 300, 1, 1),
         node: super::sized(256, 300, 1, 1),
+        pod_metadata: false,
     }
 }
 
@@ -124,4 +125,41 @@ fn compiling_twice_gives_equal_bytes() {
         let b = compile(&state.clone(), Catalog::builtin(), &layout());
         assert_eq!(render(&a), render(&b), "{case}");
     }
+}
+
+#[test]
+fn k8s_attributes_run_in_node_collectors_that_read_their_pods() {
+    let mut layout = layout();
+    layout.pod_metadata = true;
+    let compiled = compile(&desired("actions"), Catalog::builtin(), &layout);
+    let node: serde_json::Value =
+        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let id = "k8sattributes/odigos-system.k8s-attributes";
+    assert_eq!(
+        node["processors"][id],
+        json!({
+            "auth_type": "serviceAccount",
+            "extract": {
+                "metadata": ["container.id", "container.image.name", "container.image.tag",
+                    "k8s.replicaset.name", "k8s.replicaset.uid", "k8s.cluster.uid"],
+                // The pod's label first; the namespace's where the pod has none.
+                "labels": [
+                    {"tag_name": "app.kubernetes.name", "key": "app.kubernetes.io/name", "from": "pod"},
+                    {"tag_name": "app.kubernetes.name", "key": "app.kubernetes.io/name", "from": "namespace"},
+                ],
+                "annotations": [
+                    {"tag_name": "restarted.at", "key": "kubectl.kubernetes.io/restartedAt", "from": "pod"},
+                ],
+            },
+        })
+    );
+    // Where a destination wants the signal; the others are dropped as they enter.
+    let pipelines = &node["service"]["pipelines"];
+    assert_eq!(
+        pipelines["traces"]["processors"],
+        json!(["memory_limiter", id, "batch"])
+    );
+    assert_eq!(pipelines["metrics"]["processors"], json!([]));
+    // The collector takes the config it is given.
+    odigos_collector::config::Config::from_yaml(&compiled.node, "node.yaml").unwrap();
 }

@@ -515,7 +515,39 @@ pub fn not_honoured(object: &Object, catalog: &Catalog) -> Vec<FieldError> {
                 }
             }
         }
-        Object::Action(_) | Object::Secret(_) => {}
+        Object::Action(action) => {
+            if let Some(k8s) = &action.spec.k8s_attributes {
+                use super::K8sAttributeSource::Node;
+                if k8s.collect_workload_uid {
+                    push(
+                        &mut found,
+                        "spec.k8sAttributes.collectWorkloadUID".into(),
+                        "only the ReplicaSet's uid is added yet (k8s.replicaset.uid)",
+                    );
+                }
+                let labels = k8s
+                    .labels_attributes
+                    .iter()
+                    .map(|l| l.from == Some(Node) || l.from_sources.contains(&Node));
+                let annotations = k8s
+                    .annotations_attributes
+                    .iter()
+                    .map(|a| a.from.as_deref() == Some("node") || a.from_sources.contains(&Node));
+                for (list, from_node) in [
+                    ("labelsAttributes", labels.collect::<Vec<_>>()),
+                    ("annotationsAttributes", annotations.collect()),
+                ] {
+                    for (i, _) in from_node.iter().enumerate().filter(|(_, n)| **n) {
+                        push(
+                            &mut found,
+                            format!("spec.k8sAttributes.{list}.{i}"),
+                            "the node's labels and annotations are not read yet",
+                        );
+                    }
+                }
+            }
+        }
+        Object::Secret(_) => {}
     }
     found
 }

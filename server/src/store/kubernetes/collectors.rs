@@ -84,15 +84,8 @@ pub fn gateway(
     namespace: &str,
     owner: Option<&OwnerReference>,
 ) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(GATEWAY, "gateway", namespace, owner),
-        "spec": {
-            "selector": {"matchLabels": selector("gateway")},
-            "template": pod(workloads, "gateway", group),
-        },
-    })
+    let pods = pod(workloads, "gateway", group);
+    workload("Deployment", GATEWAY, "gateway", pods, namespace, owner)
 }
 
 /// The DaemonSet of node collectors, sized by `group`; applications on a node send to its
@@ -103,14 +96,24 @@ pub fn node(
     namespace: &str,
     owner: Option<&OwnerReference>,
 ) -> Value {
+    let pods = pod(workloads, "node-collector", group);
+    workload("DaemonSet", NODE, "node-collector", pods, namespace, owner)
+}
+
+/// A workload of `kind` that runs `pods`, the collectors of `component`.
+fn workload(
+    kind: &str,
+    name: &str,
+    component: &str,
+    pods: Value,
+    namespace: &str,
+    owner: Option<&OwnerReference>,
+) -> Value {
     json!({
         "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": metadata(NODE, "node-collector", namespace, owner),
-        "spec": {
-            "selector": {"matchLabels": selector("node-collector")},
-            "template": pod(workloads, "node-collector", group),
-        },
+        "kind": kind,
+        "metadata": metadata(name, component, namespace, owner),
+        "spec": {"selector": {"matchLabels": selector(component)}, "template": pods},
     })
 }
 
@@ -134,10 +137,16 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
         }
         p
     };
-    json!({
+    // Node collectors read their node's pods (k8sattributes) with a ServiceAccount of their
+    // own; gateways talk to no API server.
+    let account = if role == "node" {
+        json!({"serviceAccountName": NODE, "automountServiceAccountToken": true})
+    } else {
+        json!({"automountServiceAccountToken": false})
+    };
+    let mut pod = json!({
         "metadata": {"labels": labels(component)},
         "spec": {
-            "automountServiceAccountToken": false,
             "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
             "containers": [{
                 "name": component,
@@ -179,7 +188,11 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
                 {"name": "secrets", "emptyDir": {"medium": "Memory"}},
             ],
         },
-    })
+    });
+    if let (Some(spec), Some(account)) = (pod["spec"].as_object_mut(), account.as_object()) {
+        spec.extend(account.clone());
+    }
+    pod
 }
 
 /// The HorizontalPodAutoscaler of the gateway Deployment, in API `autoscaling/{version}` (`v2`,
