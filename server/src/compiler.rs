@@ -1,21 +1,23 @@
 //! The config compiler: a pure function from the desired state to what every agent runs.
 //!
 //! - The node collector takes OTLP from applications and forwards the signals some
-//!   destination wants to the gateway; the rest it drops where they enter.
+//!   destination wants to the gateway; the rest it drops where they enter. In a cluster it
+//!   also runs the k8sAttributes Actions, with the pod metadata it reads.
 //! - The gateway runs the shared work once per signal (`<signal>/in`: memory limit, the Actions
 //!   in a fixed order: addClusterInfo, renameAttribute, deleteAttribute, urlTemplatization
 //!   (all of them joined in one processor), piiMasking, spanRenamer, each kind by namespace
 //!   and name; templatization sees the ids that masking would hide, masking then covers the
-//!   path attributes, and the span renamer sees the templated names; k8sAttributes runs in a
-//!   cluster's node collectors and compiles into nothing here; the noisy-operation filter and tail sampling from Sampling; a batch), then fans
-//!   out through a `routing` connector to one pipeline per destination and signal, each ending
-//!   in the destination's exporter with a queue of its own: on disk, bounded, dropping its
-//!   oldest data when full, so one destination that is down never holds up the others. The
-//!   connector sends each resource only to the destinations whose `sourceSelector` takes its
-//!   service.
+//!   path attributes, and the span renamer sees the templated names; k8sAttributes runs in the
+//!   node collectors instead; the noisy-operation filter and tail sampling from Sampling; a
+//!   batch), then fans out through a `routing` connector to one pipeline per destination and
+//!   signal, each ending in the destination's exporter with a queue of its own: on disk,
+//!   bounded, dropping its oldest data when full, so one destination that is down never holds
+//!   up the others. The connector sends each resource only to the destinations whose
+//!   `sourceSelector` takes its service.
 //! - Each Source gets an InstrumentationConfig: the agent settings its InstrumentationRules
 //!   and noisy operations give it.
-//! - odiglet gets the Sources of kind `Process` with their agent settings: what it traces.
+//! - odiglet gets every Source with its agent settings: the processes, and in a cluster the
+//!   pods, it traces.
 //!
 //! The same desired state gives byte-equal output. Secrets never appear in it: they are
 //! written to files (named after their digest, so a new value is a new config) and referenced

@@ -50,6 +50,8 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
             "--set=collectors.sizing=size_l",
             "--set=odiglet.nodeSelector.kubernetes\\.io/os=linux",
             "--set=odiglet.tolerations[0].operator=Exists",
+            "--set=webhook.certSecret=my-webhook-cert",
+            "--set=webhook.caBundle=bXktY2E=",
         ],
         &[
             "--set=token.existingSecret=my-token",
@@ -94,6 +96,16 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
                     "{deployment}"
                 );
                 assert!(rendered.contains("failurePolicy: Ignore"), "{rendered}");
+                // The certificate brought along is served and its CA trusted; none is made.
+                assert!(
+                    deployment.contains("secretName: my-webhook-cert"),
+                    "{deployment}"
+                );
+                assert!(rendered.contains("caBundle: bXktY2E="), "{rendered}");
+                assert!(
+                    !rendered.contains("name: odigos-webhook-cert"),
+                    "{rendered}"
+                );
             }
             2 => {
                 assert!(deployment.contains("name: my-token"), "{deployment}");
@@ -140,6 +152,18 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
     assert!(
         !refused.status.success()
             && said.contains("collectors.sizing: \"huge\" is not a sizing preset"),
+        "{said}"
+    );
+    // A certificate of one's own needs the CA that signed it.
+    let refused = Command::new(&helm)
+        .args(["template", "odigos"])
+        .arg(&chart)
+        .arg("--set=webhook.certSecret=my-webhook-cert")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("webhook.caBundle"),
         "{said}"
     );
 }
