@@ -35,6 +35,9 @@ use crate::resource::{
     InstrumentationRule, Object, ObjectKey, Sampling, Source, validate,
 };
 
+/// How long a change waits for the first list of Secrets of a namespace it starts following.
+const SECRETS_LISTED: Duration = Duration::from_secs(5);
+
 /// The field manager of what the control plane writes.
 const MANAGER: &str = "odigos";
 /// The label on InstrumentationConfigs the control plane wrote, to find stale ones.
@@ -212,8 +215,12 @@ impl KubeStore {
                 // A burst of events (a kubectl apply of many files) becomes one snapshot.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 while changes.try_recv().is_ok() {}
+                // A Destination in a namespace new to the store finds its Secret in the first
+                // list of that namespace's Secrets; a watcher that cannot list holds up nothing.
+                for secrets in caches.follow_secrets() {
+                    let _ = tokio::time::timeout(SECRETS_LISTED, secrets.wait_until_ready()).await;
+                }
                 let Some(store) = weak.upgrade() else { break };
-                caches.follow_secrets();
                 store.rebuild(&caches, catalog);
             }
         });
