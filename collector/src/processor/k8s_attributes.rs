@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use odigos_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+use odigos_proto::otlp::common::v1::KeyValue;
 use serde::Deserialize;
 
 use crate::batch::Batch;
@@ -17,6 +17,8 @@ use crate::config::ComponentConfig;
 use crate::consumer::{ConsumeError, Consumer, Next};
 
 use super::Live;
+use super::attributes::string_value;
+use super::span_edit::string_attribute;
 
 /// A pod, as the processor reads it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -198,38 +200,31 @@ fn image(reference: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        }
-    })
-}
-
 /// Adds to `attributes` what `config` takes from the pod they name, keeping what is there.
 fn enrich(
     config: &K8sAttributesConfig,
     directory: &dyn PodDirectory,
     attributes: &mut Vec<KeyValue>,
 ) {
-    let pod = match text(attributes, "k8s.pod.uid") {
+    let pod = match string_attribute(attributes, "k8s.pod.uid") {
         Some(uid) => directory.by_uid(uid),
-        None => text(attributes, "k8s.namespace.name")
-            .zip(text(attributes, "k8s.pod.name"))
+        None => string_attribute(attributes, "k8s.namespace.name")
+            .zip(string_attribute(attributes, "k8s.pod.name"))
             .and_then(|(namespace, name)| directory.by_name(namespace, name)),
     };
     let Some(pod) = pod else {
         return;
     };
-    let added = attributes_of(config, &pod, text(attributes, "k8s.container.name"));
+    let added = attributes_of(
+        config,
+        &pod,
+        string_attribute(attributes, "k8s.container.name"),
+    );
     for (key, value) in added {
         if !attributes.iter().any(|kv| kv.key == key) {
             attributes.push(KeyValue {
                 key,
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(value)),
-                }),
+                value: Some(string_value(value)),
                 ..Default::default()
             });
         }
@@ -262,6 +257,7 @@ pub(super) fn build(config: Live<K8sAttributesConfig>, next: Next) -> Next {
 
 #[cfg(test)]
 mod tests {
+    use super::super::span_edit::test_support::kv;
     use super::*;
 
     struct OnePod(Arc<PodInfo>);
@@ -294,16 +290,6 @@ mod tests {
         }))
     }
 
-    fn string(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
-
     fn config(yaml: &str) -> K8sAttributesConfig {
         let config: K8sAttributesConfig = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(config.validate(), Vec::new());
@@ -316,16 +302,21 @@ mod tests {
             "extract:\n  metadata: [k8s.replicaset.name, container.id, container.image.name, container.image.tag, k8s.cluster.uid]\n  labels: [{tag_name: team, key: team}, {tag_name: environment, key: env, from: namespace}]\n  annotations: [{tag_name: owner, key: owner}]\n",
         );
         let mut attributes = vec![
-            string("k8s.namespace.name", "shop"),
-            string("k8s.pod.name", "checkout-7d4b-x2"),
-            string("k8s.container.name", "web"),
+            kv("k8s.namespace.name", "shop"),
+            kv("k8s.pod.name", "checkout-7d4b-x2"),
+            kv("k8s.container.name", "web"),
             // Kept as the application set it.
-            string("team", "mine"),
+            kv("team", "mine"),
         ];
         enrich(&config, &shop(), &mut attributes);
         let got: BTreeMap<&str, &str> = attributes
             .iter()
-            .map(|kv| (kv.key.as_str(), text(&attributes, &kv.key).unwrap()))
+            .map(|kv| {
+                (
+                    kv.key.as_str(),
+                    string_attribute(&attributes, &kv.key).unwrap(),
+                )
+            })
             .collect();
         assert_eq!(got["team"], "mine");
         assert_eq!(got["environment"], "prod");
@@ -340,7 +331,7 @@ mod tests {
     #[test]
     fn a_resource_of_no_known_pod_is_left_as_it_is() {
         let config = config("extract: {labels: [{tag_name: team, key: team}]}\n");
-        let mut attributes = vec![string("k8s.pod.uid", "elsewhere")];
+        let mut attributes = vec![kv("k8s.pod.uid", "elsewhere")];
         enrich(&config, &shop(), &mut attributes);
         assert_eq!(attributes.len(), 1);
     }
