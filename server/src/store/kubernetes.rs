@@ -112,8 +112,17 @@ impl<K: Resource<DynamicType = ()> + 'static> Drop for Followed<K> {
 
 impl Caches {
     /// Follows Secrets in the namespaces that have Destinations now, and no longer in those
-    /// that have none; returns those just followed, whose first list is on its way.
-    fn follow_secrets(&self) -> Vec<Cache<Secret>> {
+    /// that have none. A namespace just followed is waited for until its first list (at most
+    /// [`SECRETS_LISTED`]), so that a Destination there finds its Secret at once; a watcher
+    /// that cannot list holds up nothing.
+    async fn follow_secrets(&self) {
+        for secrets in self.start_following_secrets() {
+            let _ = tokio::time::timeout(SECRETS_LISTED, secrets.wait_until_ready()).await;
+        }
+    }
+
+    /// The Secrets' watchers started and stopped; returns the caches just started.
+    fn start_following_secrets(&self) -> Vec<Cache<Secret>> {
         let needed: BTreeSet<String> = self
             .destinations
             .state()
@@ -184,12 +193,7 @@ impl KubeStore {
             ready.map_err(|e| kube::Error::Service(Box::new(e)))?;
         }
         // The first snapshot has the Secrets the Destinations name.
-        for secrets in caches.follow_secrets() {
-            secrets
-                .wait_until_ready()
-                .await
-                .map_err(|e| kube::Error::Service(Box::new(e)))?;
-        }
+        caches.follow_secrets().await;
         let store = Arc::new(KubeStore {
             client,
             namespace: namespace.map(str::to_string),
@@ -215,11 +219,7 @@ impl KubeStore {
                 // A burst of events (a kubectl apply of many files) becomes one snapshot.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 while changes.try_recv().is_ok() {}
-                // A Destination in a namespace new to the store finds its Secret in the first
-                // list of that namespace's Secrets; a watcher that cannot list holds up nothing.
-                for secrets in caches.follow_secrets() {
-                    let _ = tokio::time::timeout(SECRETS_LISTED, secrets.wait_until_ready()).await;
-                }
+                caches.follow_secrets().await;
                 let Some(store) = weak.upgrade() else { break };
                 store.rebuild(&caches, catalog);
             }
@@ -467,15 +467,16 @@ impl KubeStore {
             changed,
             |(id, kind, namespace, name, conditions)| async move {
                 let client = &self.client;
-                let (ns, name, list) = (namespace.as_str(), name.as_str(), &conditions);
+                let (ns, name) = (namespace.as_str(), name.as_str());
+                let status = serde_json::json!({"conditions": conditions});
                 let result = match kind.as_str() {
-                    "Source" => apply_conditions::<Source>(client, ns, name, list).await,
-                    "Destination" => apply_conditions::<Destination>(client, ns, name, list).await,
-                    "Action" => apply_conditions::<Action>(client, ns, name, list).await,
+                    "Source" => apply_status::<Source>(client, ns, name, status).await,
+                    "Destination" => apply_status::<Destination>(client, ns, name, status).await,
+                    "Action" => apply_status::<Action>(client, ns, name, status).await,
                     "InstrumentationRule" => {
-                        apply_conditions::<InstrumentationRule>(client, ns, name, list).await
+                        apply_status::<InstrumentationRule>(client, ns, name, status).await
                     }
-                    "Sampling" => apply_conditions::<Sampling>(client, ns, name, list).await,
+                    "Sampling" => apply_status::<Sampling>(client, ns, name, status).await,
                     _ => Ok(()),
                 };
                 match result {
@@ -519,12 +520,8 @@ impl KubeStore {
             // empty one takes back the runtime details this manager set before).
             let had_status = before.is_some_and(|t| t.contains(r#""status":{"#));
             if config.status.is_some() || had_status {
-                let status = serde_json::json!({
-                    "apiVersion": InstrumentationConfig::api_version(&()),
-                    "kind": InstrumentationConfig::kind(&()),
-                    "status": config.status.clone().unwrap_or_default(),
-                });
-                api.patch_status(&name, &apply, &Patch::Apply(&status))
+                let status = config.status.clone().unwrap_or_default();
+                apply_status::<InstrumentationConfig>(&self.client, &namespace, &name, status)
                     .await?;
             }
             self.written.lock().unwrap().insert(id, text);
@@ -663,13 +660,13 @@ where
     results.into_iter().collect()
 }
 
-/// Applies `conditions` as the status of the `K` `namespace/name`, server-side, as the control
-/// plane's field manager, whose list they are.
-async fn apply_conditions<K>(
+/// Applies `status` as the status of the `K` `namespace/name`, server-side, as the control
+/// plane's field manager: what it sets there is its own.
+async fn apply_status<K>(
     client: &Client,
     namespace: &str,
     name: &str,
-    conditions: &[Condition],
+    status: impl serde::Serialize,
 ) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -680,7 +677,7 @@ where
     let status = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "status": {"conditions": conditions},
+        "status": status,
     });
     Api::<K>::namespaced(client.clone(), namespace)
         .patch_status(
