@@ -15,14 +15,29 @@ use odigos_collector::processor::k8s_attributes::{ContainerInfo, PodDirectory, P
 use odigos_ebpf::pods::{self, Pods};
 use odigos_server::webhook::workload_of;
 
+/// A cache of the pods of `node`, and the events that fill it.
+fn node_pods(
+    client: Client,
+    node: &str,
+) -> (
+    reflector::Store<Pod>,
+    impl futures_util::Stream<Item = Result<(), watcher::Error>>,
+) {
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let (reader, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher(Api::<Pod>::all(client), config));
+    (reader, events.default_backoff().map(|e| e.map(drop)))
+}
+
+/// A container id as the runtime names it, without its `containerd://` (or other) prefix.
+fn container_id(id: &str) -> &str {
+    id.split_once("://").map_or(id, |(_, id)| id)
+}
+
 /// Follows the pods of `node` until the process ends, handing each change of what odiglet
 /// needs to know to `update`.
 pub async fn follow(node: String, update: impl Fn(Pods)) -> Result<(), kube::Error> {
-    let client = Client::try_default().await?;
-    let api: Api<Pod> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let (reader, stream) = node_pods(Client::try_default().await?, &node);
     futures_util::pin_mut!(stream);
     let mut known = Pods::new();
     while let Some(event) = stream.next().await {
@@ -54,9 +69,10 @@ fn describe(pod: &Pod, node: &str) -> pods::Pod {
         .iter()
         .flat_map(|s| s.container_statuses.iter().flatten())
         .filter_map(|c| {
-            let id = c.container_id.as_deref()?;
-            let id = id.split_once("://").map_or(id, |(_, id)| id);
-            Some((id.to_string(), c.name.clone()))
+            Some((
+                container_id(c.container_id.as_deref()?).to_string(),
+                c.name.clone(),
+            ))
         })
         .collect();
     pods::Pod {
@@ -96,15 +112,13 @@ impl PodDirectory for Directory {
 /// annotations, and `kube-system`'s uid, the cluster's), until the process ends.
 pub async fn follow_directory(node: String, directory: Arc<Directory>) -> Result<(), kube::Error> {
     let client = Client::try_default().await?;
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let (pods, writer) = reflector::store();
-    let pod_events = reflector::reflector(writer, watcher(Api::<Pod>::all(client.clone()), config));
+    let (pods, pod_events) = node_pods(client.clone(), &node);
     let (namespaces, writer) = reflector::store();
     let namespace_api = Api::<PartialObjectMeta<Namespace>>::all(client);
     let namespace_events =
         reflector::reflector(writer, watcher(namespace_api, watcher::Config::default()));
     let events = futures_util::stream::select(
-        pod_events.default_backoff().map(|e| e.map(drop)),
+        pod_events,
         namespace_events.default_backoff().map(|e| e.map(drop)),
     );
     futures_util::pin_mut!(events);
@@ -159,8 +173,9 @@ fn pod_info(
             id: c
                 .container_id
                 .as_deref()
-                .map(|id| id.split_once("://").map_or(id, |(_, id)| id).to_string())
-                .unwrap_or_default(),
+                .map(container_id)
+                .unwrap_or_default()
+                .to_string(),
             image: images
                 .get(c.name.as_str())
                 .map_or_else(|| c.image.clone(), |i| i.to_string()),
