@@ -707,8 +707,7 @@ impl ProcessView {
     /// The runtime the status names, as an InstrumentationConfig reports it; the executable
     /// stands for the container a process has not.
     pub fn runtime(&self) -> RuntimeDetails {
-        let executable = self.executable();
-        let rest = self.status.split_once(" (").map_or("", |(_, rest)| rest);
+        let (executable, rest) = self.status.split_once(" (").unwrap_or((&self.status, ""));
         let (runtime, place) = rest.split_once("):").unwrap_or(("", ""));
         let container = place
             .split(", ")
