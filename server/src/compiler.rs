@@ -320,18 +320,13 @@ fn node_config(
 /// read (the Action's status says so).
 fn k8s_attributes(desired: &Desired) -> Vec<(String, Value, Vec<Signal>)> {
     use crate::resource::K8sAttributeSource;
-    let from = |sources: &[K8sAttributeSource], legacy: Option<&str>| -> Vec<&'static str> {
-        let legacy = legacy.map(|f| match f {
-            "namespace" => K8sAttributeSource::Namespace,
-            "node" => K8sAttributeSource::Node,
-            _ => K8sAttributeSource::Pod,
-        });
-        let sources: Vec<K8sAttributeSource> = if sources.is_empty() {
-            vec![legacy.unwrap_or(K8sAttributeSource::Pod)]
-        } else {
-            sources.to_vec()
+    // Where a label or annotation is read, most specific first (the first that has it wins):
+    // `fromSources`, else the older single `from`, else the pod.
+    let from = |sources: &[K8sAttributeSource], legacy: Option<K8sAttributeSource>| {
+        let sources = match sources {
+            [] => vec![legacy.unwrap_or(K8sAttributeSource::Pod)],
+            sources => sources.to_vec(),
         };
-        // Most specific first: the first that has it wins.
         sources
             .into_iter()
             .filter_map(|s| match s {
@@ -339,7 +334,7 @@ fn k8s_attributes(desired: &Desired) -> Vec<(String, Value, Vec<Signal>)> {
                 K8sAttributeSource::Namespace => Some("namespace"),
                 K8sAttributeSource::Node => None,
             })
-            .collect()
+            .collect::<Vec<_>>()
     };
     let mut processors = Vec::new();
     for ((namespace, name), action) in &desired.actions {
@@ -368,12 +363,7 @@ fn k8s_attributes(desired: &Desired) -> Vec<(String, Value, Vec<Signal>)> {
             .labels_attributes
             .iter()
             .flat_map(|l| {
-                let legacy = l.from.map(|f| match f {
-                    K8sAttributeSource::Namespace => "namespace",
-                    K8sAttributeSource::Node => "node",
-                    K8sAttributeSource::Pod => "pod",
-                });
-                from(&l.from_sources, legacy).into_iter().map(move |from| {
+                from(&l.from_sources, l.from).into_iter().map(move |from| {
                     json!({"tag_name": l.attribute_key, "key": l.label_key, "from": from})
                 })
             })
@@ -382,7 +372,13 @@ fn k8s_attributes(desired: &Desired) -> Vec<(String, Value, Vec<Signal>)> {
             .annotations_attributes
             .iter()
             .flat_map(|a| {
-                from(&a.from_sources, a.from.as_deref()).into_iter().map(move |from| {
+                // The annotations' older `from` is free text: pod, namespace or node.
+                let legacy = a.from.as_deref().map(|f| match f {
+                    "namespace" => K8sAttributeSource::Namespace,
+                    "node" => K8sAttributeSource::Node,
+                    _ => K8sAttributeSource::Pod,
+                });
+                from(&a.from_sources, legacy).into_iter().map(move |from| {
                     json!({"tag_name": a.attribute_key, "key": a.annotation_key, "from": from})
                 })
             })
