@@ -137,16 +137,10 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
         }
         p
     };
-    // Node collectors read their node's pods (k8sattributes) with a ServiceAccount of their
-    // own; gateways talk to no API server.
-    let account = if role == "node" {
-        json!({"serviceAccountName": NODE, "automountServiceAccountToken": true})
-    } else {
-        json!({"automountServiceAccountToken": false})
-    };
     let mut pod = json!({
         "metadata": {"labels": labels(component)},
         "spec": {
+            "automountServiceAccountToken": false,
             "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
             "containers": [{
                 "name": component,
@@ -189,8 +183,11 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
             ],
         },
     });
-    if let (Some(spec), Some(account)) = (pod["spec"].as_object_mut(), account.as_object()) {
-        spec.extend(account.clone());
+    // Node collectors read their node's pods (k8sattributes) with a ServiceAccount of their
+    // own; gateways talk to no API server.
+    if role == "node" {
+        pod["spec"]["serviceAccountName"] = json!(NODE);
+        pod["spec"]["automountServiceAccountToken"] = json!(true);
     }
     pod
 }
