@@ -1200,6 +1200,11 @@ fn tail_policies(sampling: &SamplingSpec, desired: &Desired) -> Vec<Value> {
     policies
 }
 
+/// The name of the InstrumentationConfig of the workload `kind` `name`: `deployment-checkout`.
+pub fn instrumentation_config_name(kind: &str, name: &str) -> String {
+    format!("{kind}-{name}").to_lowercase()
+}
+
 /// The InstrumentationConfig of a Source: named `<kind>-<name>` in its workload's namespace.
 fn instrumentation_config(
     source: &Source,
@@ -1219,7 +1224,7 @@ fn instrumentation_config(
     } else {
         workload.namespace.clone()
     };
-    let name = format!("{:?}-{}", workload.kind, workload.name).to_lowercase();
+    let name = instrumentation_config_name(&format!("{:?}", workload.kind), &workload.name);
     let (service, _) = service_of(source);
     let containers = spec
         .container_overrides

@@ -40,7 +40,7 @@ async fn admit(
         .ok()
         .and_then(|metadata| workload_of(&metadata));
     if let Some((kind, name)) = owner {
-        let config_name = format!("{}-{}", kind.to_lowercase(), name);
+        let config_name = crate::compiler::instrumentation_config_name(&kind, &name);
         if let Some(config) = plane.instrumentation_config(namespace, &config_name) {
             let service = Some(config.spec.service_name.as_str())
                 .filter(|s| !s.is_empty())
