@@ -733,6 +733,16 @@ async fn two_replicas_elect_one_writer_and_the_second_takes_over_when_the_first_
                 .ok_or_else(|| "no holder".to_string())
         }
     };
+    // Whether `name` holds the Lease; who does, if not.
+    let holds = |name: &'static str| {
+        let holder = &holder;
+        move || async move {
+            match holder().await? {
+                h if h == name => Ok(()),
+                other => Err(other),
+            }
+        }
+    };
     let condition_written = |name: &'static str| {
         let destinations = destinations.clone();
         async move {
@@ -761,13 +771,7 @@ async fn two_replicas_elect_one_writer_and_the_second_takes_over_when_the_first_
     let secrets = tempfile::tempdir().unwrap();
 
     let first = replica(&client, "first", secrets.path()).await;
-    eventually("the first replica leads", &api, || async {
-        match holder().await? {
-            h if h == "first" => Ok(()),
-            other => Err(other),
-        }
-    })
-    .await;
+    eventually("the first replica leads", &api, holds("first")).await;
     create("one").await;
     eventually("the leader writes", &api, || condition_written("one")).await;
     let second = replica(&client, "second", secrets.path()).await;
@@ -780,13 +784,7 @@ async fn two_replicas_elect_one_writer_and_the_second_takes_over_when_the_first_
 
     // The leader stops: the other takes the Lease and writes what changes from then on.
     first.stop().await;
-    eventually("the second replica takes over", &api, || async {
-        match holder().await? {
-            h if h == "second" => Ok(()),
-            other => Err(other),
-        }
-    })
-    .await;
+    eventually("the second replica takes over", &api, holds("second")).await;
     create("two").await;
     eventually("the new leader writes", &api, || condition_written("two")).await;
     second.stop().await;
