@@ -610,8 +610,12 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     assert!(
         wait_for(Duration::from_secs(90), || fleet().len() == 3),
         "the gateway, the node collector and odiglet reconnect to the new control plane and run its \
-         configs: {:?}\n{}",
+         configs: {:?}\nthe agents as it sees them: {}\nit says: {}\n{}",
         fleet(),
+        control_plane_get(&cluster, 4320, "/api/v1/agents")
+            .map(|r| r.body)
+            .unwrap_or_default(),
+        cluster.logs(NS, CONTROL_PLANE, 60),
         cluster.describe(NS)
     );
     assert_eq!(
