@@ -5,6 +5,7 @@ mod describe;
 mod managed;
 mod odiglet;
 mod pods;
+mod sdk_relay;
 mod server;
 mod up;
 

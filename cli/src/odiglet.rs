@@ -13,6 +13,7 @@ use odigos_collector::Batch;
 use odigos_collector::topology::Context;
 use odigos_ebpf::agent::Odiglet;
 use odigos_ebpf::otlp::EncodedTraces;
+use odigos_ebpf::pods::Pods;
 use odigos_proto::Signal;
 use odigos_proto::odiglet::{FILE, OdigletConfig};
 use odigos_proto::opamp::ComponentHealth;
@@ -21,6 +22,7 @@ use odigos_supervisor::{Apply, Files, Options};
 use crate::managed::{
     Credentials, default_state_dir, host_name, pod_attributes, stop_requested, unix_nanos,
 };
+use crate::sdk_relay::Relay;
 use tokio::sync::{Mutex, mpsc};
 
 #[derive(clap::Args)]
@@ -51,6 +53,12 @@ pub struct Args {
     /// `k8s.*` attributes.
     #[arg(long, value_name = "NAME", env = "ODIGOS_NODE_NAME")]
     node_name: Option<String>,
+
+    /// With --node-name: relay the OpAMP of the node's pods' SDKs here (HOST:PORT, plain
+    /// HTTP, where the pod webhook points them): they need no token, each is described as
+    /// what its pod runs, and the control plane answers them as SDK agents only.
+    #[arg(long, value_name = "HOST:PORT", requires = "node_name")]
+    sdk_opamp: Option<String>,
 
     /// Shut down when standard input closes: how `odigos up` stops what it started.
     #[arg(long, hide = true)]
@@ -269,9 +277,36 @@ async fn run(args: Args) -> ExitCode {
         started: SystemTime::now(),
     });
     if let Some(node) = args.node_name {
+        let (pods, followed) = tokio::sync::watch::channel(Pods::new());
+        if let Some(address) = &args.sdk_opamp {
+            let relay = match Relay::new(
+                &args.opamp_endpoint,
+                args.credentials.token.clone(),
+                node.clone(),
+                followed,
+            ) {
+                Ok(relay) => relay,
+                Err(e) => {
+                    eprintln!("error: --sdk-opamp: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let listener = match tokio::net::TcpListener::bind(address).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    eprintln!("error: --sdk-opamp: cannot listen on {address}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            tracing::info!(%address, "relaying the OpAMP of this node's SDKs");
+            tokio::spawn(crate::sdk_relay::serve(listener, relay));
+        }
         let follower = managed.clone();
         tokio::spawn(async move {
-            let update = |pods| follower.odiglet.set_pods(pods);
+            let update = |now: Pods| {
+                follower.odiglet.set_pods(now.clone());
+                pods.send_replace(now);
+            };
             if let Err(e) = crate::pods::follow(node, update).await {
                 tracing::error!(
                     "cannot follow this node's pods, so no Kubernetes workload is traced: {e}"

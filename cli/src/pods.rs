@@ -75,6 +75,14 @@ fn describe(pod: &Pod, node: &str) -> pods::Pod {
             ))
         })
         .collect();
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+    let ips = pod
+        .status
+        .iter()
+        .flat_map(|s| s.pod_ips.iter().flatten())
+        .map(|ip| ip.ip.clone())
+        .filter(|_| !host_network)
+        .collect();
     pods::Pod {
         namespace: pod.namespace().unwrap_or_default(),
         name: pod.name_any(),
@@ -82,6 +90,7 @@ fn describe(pod: &Pod, node: &str) -> pods::Pod {
         workload_kind,
         workload_name,
         containers,
+        ips,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use odigos_server::compiler::Layout;
 use odigos_server::http::{Options, Server};
 use odigos_server::opamp::PATH;
-use odigos_server::store::{CollectorWorkloads, KubeStore};
+use odigos_server::store::{CollectorWorkloads, KubeStore, WebhookCert};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,6 +63,23 @@ pub struct Args {
     /// The PEM private key of --webhook-cert.
     #[arg(long, value_name = "FILE", requires = "webhook")]
     webhook_key: Option<std::path::PathBuf>,
+
+    /// With --webhook: odiglet relays the SDKs' OpAMP on this port of every node (its
+    /// --sdk-opamp), and the webhook gives pods `ODIGOS_OPAMP_SERVER_HOST=<node IP>:PORT`.
+    #[arg(long, value_name = "PORT", requires = "webhook")]
+    sdk_opamp_port: Option<u16>,
+
+    /// With --webhook: keep its certificate renewed in this `kubernetes.io/tls` Secret of
+    /// --home-namespace (the one --webhook-cert and --webhook-key are mounted from): when a
+    /// third of its life is left, the leader puts a new one there, valid a year, and has
+    /// --webhook-configuration trust it. Without it, the certificate is yours to renew; the
+    /// webhook serves the files' new contents within seconds either way.
+    #[arg(long, value_name = "SECRET", requires_all = ["webhook", "webhook_configuration"])]
+    webhook_cert_secret: Option<String>,
+
+    /// The MutatingWebhookConfiguration whose caBundle --webhook-cert-secret keeps trusted.
+    #[arg(long, value_name = "NAME", requires = "webhook_cert_secret")]
+    webhook_configuration: Option<String>,
 
     /// With --kubernetes: replicas elect a leader with the Lease `odigos-control-plane` in
     /// --home-namespace; all serve OpAMP and the UI, only the leader writes to the cluster.
@@ -168,6 +185,7 @@ pub fn main(args: Args) -> ExitCode {
         args.ui.configure(&mut options);
         // A store that competes for leadership, to resign as this replica stops.
         let mut candidate = None;
+        options.sdk_opamp_port = args.sdk_opamp_port;
         options.webhook = args.webhook.zip(args.webhook_cert).zip(args.webhook_key).map(|((a, c), k)| (a, c, k));
         let started = if args.kubernetes {
             let catalog = odigos_server::catalog::Catalog::builtin();
@@ -187,6 +205,9 @@ pub fn main(args: Args) -> ExitCode {
                 tracing::info!(identity, "competing for the leader Lease");
                 store.elect_leader(identity);
                 candidate = Some(store.clone());
+            }
+            if let Some((secret, configuration)) = args.webhook_cert_secret.zip(args.webhook_configuration) {
+                store.renew_webhook_cert(WebhookCert { secret, configuration });
             }
             if let Some(owner) = &args.owner_deployment
                 && let Err(e) = store.owned_by_deployment(owner).await

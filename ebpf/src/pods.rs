@@ -17,6 +17,8 @@ pub struct Pod {
     pub workload_name: String,
     /// Container names by container id (without the runtime's `containerd://` prefix).
     pub containers: HashMap<String, String>,
+    /// Its own addresses (none for a pod on the node's network, which has the node's).
+    pub ips: Vec<String>,
 }
 
 /// The pods by uid.

@@ -43,6 +43,9 @@ pub struct Options {
     /// Where the pod webhook listens (`host:port`), over TLS with this certificate chain and
     /// key; only a control plane serves it.
     pub webhook: Option<(String, PathBuf, PathBuf)>,
+    /// The port on every node where odiglet relays the SDKs' OpAMP: the webhook gives pods
+    /// `ODIGOS_OPAMP_SERVER_HOST` there.
+    pub sdk_opamp_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             ui: None,
             ui_read_only: false,
             webhook: None,
+            sdk_opamp_port: None,
         }
     }
 }
@@ -159,7 +163,7 @@ impl Server {
             tracing::info!(address = %listener.local_addr()?, path = crate::webhook::PATH, "pod webhook listening");
             listeners.push((
                 listener,
-                crate::webhook::router(plane.clone()),
+                crate::webhook::router(plane.clone(), options.sdk_opamp_port),
                 Some(webhook_tls),
             ));
         }

@@ -16,6 +16,9 @@ pub use fleet::{
 
 /// The OpAMP path.
 pub const PATH: &str = "/v1/opamp";
+/// The header odiglet sets on the SDK agents' messages it relays (its value: the node): they
+/// may speak only for SDK agents.
+pub const SDK_RELAY_HEADER: &str = "x-odigos-sdk-relay";
 
 /// Builds the router serving [`PATH`] for `fleet`; past `max_concurrent_requests` plain HTTP
 /// requests at once, agents get 503 with Retry-After.

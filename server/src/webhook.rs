@@ -1,8 +1,8 @@
 //! The pod webhook: a mutating admission webhook the API server calls as pods are created. A
 //! pod whose workload is instrumented (it has an InstrumentationConfig) gets, in each of its
 //! containers, what OpenTelemetry SDKs read: where the node collector on its own node takes
-//! OTLP (`status.hostIP` through the downward API), its service name, and its Kubernetes
-//! resource attributes. Variables a container sets itself are left as they are. Every other pod
+//! OTLP (`status.hostIP` through the downward API), its service name, its Kubernetes resource
+//! attributes, and where odiglet on that node relays OpAMP for SDKs that speak it. Variables a container sets itself are left as they are. Every other pod
 //! is let through untouched, and so is any pod the webhook cannot read: the cluster's
 //! `failurePolicy: Ignore` does the same when the webhook is down or slow.
 
@@ -22,14 +22,26 @@ pub const PATH: &str = "/mutate/pods";
 /// without it started before its Source, and get the environment when it next rolls out.
 pub const INJECTED: &str = "odigos.io/sdk-environment";
 
-pub fn router(plane: Arc<ControlPlane>) -> axum::Router {
+/// The variable that tells SDKs where their OpAMP server is (`host:port`), as Odigos names it.
+pub const OPAMP_SERVER_HOST: &str = "ODIGOS_OPAMP_SERVER_HOST";
+
+struct Webhook {
+    plane: Arc<ControlPlane>,
+    /// The port of each node where odiglet relays the SDKs' OpAMP, when it does.
+    sdk_opamp_port: Option<u16>,
+}
+
+pub fn router(plane: Arc<ControlPlane>, sdk_opamp_port: Option<u16>) -> axum::Router {
     axum::Router::new()
         .route(PATH, post(admit))
-        .with_state(plane)
+        .with_state(Arc::new(Webhook {
+            plane,
+            sdk_opamp_port,
+        }))
 }
 
 async fn admit(
-    State(plane): State<Arc<ControlPlane>>,
+    State(webhook): State<Arc<Webhook>>,
     axum::Json(review): axum::Json<Value>,
 ) -> axum::Json<Value> {
     let request = &review["request"];
@@ -41,11 +53,15 @@ async fn admit(
         .and_then(|metadata| workload_of(&metadata));
     if let Some((kind, name)) = owner {
         let config_name = crate::compiler::instrumentation_config_name(&kind, &name);
-        if let Some(config) = plane.instrumentation_config(namespace, &config_name) {
+        if let Some(config) = webhook
+            .plane
+            .instrumentation_config(namespace, &config_name)
+        {
             let service = Some(config.spec.service_name.as_str())
                 .filter(|s| !s.is_empty())
                 .unwrap_or(&name);
-            let mut patch = inject(pod, namespace, &kind, &name, service);
+            let opamp_port = webhook.sdk_opamp_port;
+            let mut patch = inject(pod, namespace, &kind, &name, service, opamp_port);
             patch.push(mark(pod));
             tracing::info!(namespace, workload = %config_name, "pod instrumented at admission");
             let patch = serde_json::to_vec(&patch).unwrap_or_default();
@@ -90,7 +106,14 @@ fn mark(pod: &Value) -> Value {
 }
 
 /// The JSON patch that gives each container of `pod` the SDK environment.
-fn inject(pod: &Value, namespace: &str, kind: &str, name: &str, service: &str) -> Vec<Value> {
+fn inject(
+    pod: &Value,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    service: &str,
+    opamp_port: Option<u16>,
+) -> Vec<Value> {
     let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
     let mut patch = Vec::new();
     let containers = pod["spec"]["containers"]
@@ -103,18 +126,22 @@ fn inject(pod: &Value, namespace: &str, kind: &str, name: &str, service: &str) -
             "k8s.namespace.name={namespace},k8s.pod.name=$(ODIGOS_POD_NAME),k8s.{}.name={name},k8s.container.name={container_name}",
             kind.to_lowercase()
         );
+        let opamp = opamp_port.map(
+            |port| json!({"name": OPAMP_SERVER_HOST, "value": format!("$(ODIGOS_NODE_IP):{port}")}),
+        );
         let wanted = [
             json!({"name": "ODIGOS_NODE_IP", "valueFrom": field("status.hostIP")}),
             json!({"name": "ODIGOS_POD_NAME", "valueFrom": field("metadata.name")}),
             json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://$(ODIGOS_NODE_IP):4317"}),
             json!({"name": "OTEL_SERVICE_NAME", "value": service}),
             json!({"name": "OTEL_RESOURCE_ATTRIBUTES", "value": attributes}),
-        ];
+        ]
+        .into_iter()
+        .chain(opamp);
         let existing = container["env"].as_array();
         let set =
             |variable: &str| existing.is_some_and(|env| env.iter().any(|e| e["name"] == variable));
         let missing: Vec<Value> = wanted
-            .into_iter()
             .filter(|v| !set(v["name"].as_str().unwrap_or_default()))
             .collect();
         let env = format!("/spec/containers/{index}/env");
@@ -195,7 +222,14 @@ mod tests {
     #[test]
     fn what_a_container_sets_itself_is_kept() {
         let own = json!([{"name": "OTEL_SERVICE_NAME", "value": "mine"}]);
-        let patch = inject(&pod(own), "shop", "Deployment", "checkout", "checkout-api");
+        let patch = inject(
+            &pod(own),
+            "shop",
+            "Deployment",
+            "checkout",
+            "checkout-api",
+            None,
+        );
         let added: Vec<&str> = patch
             .iter()
             .filter(|op| op["path"] == "/spec/containers/0/env/-")
@@ -221,5 +255,28 @@ mod tests {
             "k8s.namespace.name=shop,k8s.pod.name=$(ODIGOS_POD_NAME),k8s.deployment.name=checkout,k8s.container.name=sidecar"
         );
         assert_eq!(sidecar["value"][3]["value"], "checkout-api");
+        assert_eq!(
+            sidecar["value"].as_array().unwrap().len(),
+            5,
+            "no OpAMP relay"
+        );
+    }
+
+    #[test]
+    fn where_odiglet_relays_opamp_the_sdks_are_told() {
+        let patch = inject(
+            &pod(json!([])),
+            "shop",
+            "Deployment",
+            "checkout",
+            "api",
+            Some(4320),
+        );
+        let opamp: Vec<&Value> = patch
+            .iter()
+            .filter(|op| op["value"]["name"] == OPAMP_SERVER_HOST)
+            .map(|op| &op["value"]["value"])
+            .collect();
+        assert_eq!(opamp, [&json!("$(ODIGOS_NODE_IP):4320")], "{patch:#?}");
     }
 }

@@ -2,6 +2,8 @@
 
 Usage: opamp_agent.py ENDPOINT TOKEN [WORKLOAD]
 
+An empty TOKEN sends none (as an SDK does through odiglet's relay).
+
 With WORKLOAD (`namespace/<kind>-<name>`), the agent describes itself as the instrumentation of
 that workload (attribute odigos.workload), as an SDK agent under odigos does.
 
@@ -36,7 +38,7 @@ def main():
         attributes["odigos.workload"] = sys.argv[3]
     client = OpAMPClient(
         endpoint=endpoint,
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {token}"} if token else {},
         agent_identifying_attributes={"service.name": "py-agent", "service.version": "1.0"},
         agent_non_identifying_attributes=attributes,
     )

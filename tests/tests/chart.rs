@@ -106,6 +106,15 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
                     !rendered.contains("name: odigos-webhook-cert"),
                     "{rendered}"
                 );
+                // It is the user's to renew.
+                assert!(
+                    !deployment.contains("--webhook-cert-secret"),
+                    "{deployment}"
+                );
+                assert!(
+                    !rendered.contains("mutatingwebhookconfigurations"),
+                    "{rendered}"
+                );
             }
             2 => {
                 assert!(deployment.contains("name: my-token"), "{deployment}");
@@ -123,6 +132,17 @@ fn the_chart_lints_and_renders_valid_manifests_for_every_supported_kubernetes() 
             _ => {
                 assert!(!deployment.contains("--ui-read-only"), "{deployment}");
                 assert!(deployment.contains("- --sizing=size_s"), "{deployment}");
+                // The certificate made at install is renewed by the control plane, which may
+                // update the webhook registration's caBundle and nothing else of it.
+                assert!(
+                    deployment.contains("- --webhook-cert-secret=odigos-webhook-cert")
+                        && deployment.contains("- --webhook-configuration=odigos-pod-webhook"),
+                    "{deployment}"
+                );
+                assert!(
+                    rendered.contains("resources: [mutatingwebhookconfigurations]\n    resourceNames: [odigos-pod-webhook]\n    verbs: [get, update]"),
+                    "{rendered}"
+                );
                 let odiglet = rendered
                     .split("\n---")
                     .find(|d| d.contains("kind: DaemonSet"))

@@ -14,6 +14,8 @@
 //!   carry the pod's `k8s.*` attributes, and its InstrumentationConfig the detected language;
 //!   the Source says that the pods that ran before it need a rollout for the SDK environment,
 //!   and after one, that they have it (and odiglet traces the new pod);
+//! - an SDK in a pod reaches the control plane's OpAMP through odiglet's relay, where the
+//!   webhook points it, with no token, and gets its workload's settings;
 //! - a k8sAttributes Action makes node collectors add the pod's label and container image;
 //! - an Action applied with kubectl reaches the same gateway pods, and the backend sees it;
 //! - without the control plane the collectors keep their configs and data flows; back, it
@@ -97,6 +99,8 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     ];
     let mut install = vec!["install", "odigos", chart, "-n", NS, "--create-namespace"];
     install.extend(image.iter().map(String::as_str));
+    // A webhook certificate that is due for renewal at once.
+    install.push("--set=webhook.certDays=1");
     install.extend(["--wait", "--timeout=180s"]);
     cluster.helm(&install);
 
@@ -218,6 +222,43 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         ),
         "0",
         "no gateway restarted"
+    );
+
+    // The control plane renewed the webhook's day-long certificate for a year, and the API
+    // server trusts the new CA and the install's, while the kubelet updates the mounted files.
+    let secret_file = |key: &str| {
+        let escaped = key.replace('.', "\\.");
+        let text = cluster.get(
+            &["secret", "odigos-webhook-cert", "-n", NS],
+            &format!("{{.data.{escaped}}}"),
+        );
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).unwrap_or_default()
+    };
+    let days_valid = |pem: &[u8]| -> Vec<i64> {
+        x509_parser::pem::Pem::iter_from_buffer(pem)
+            .flatten()
+            .filter_map(|pem| {
+                let validity = pem.parse_x509().ok()?.validity().clone();
+                Some((validity.not_after - validity.not_before)?.whole_days())
+            })
+            .collect()
+    };
+    cluster.expect(60, NS, "the webhook's certificate is renewed", || {
+        days_valid(&secret_file("tls.crt")) == [365]
+    });
+    assert_eq!(
+        days_valid(&secret_file("ca.crt")),
+        [365, 1],
+        "trusted: the new CA, then the install's"
+    );
+    let bundle = cluster.get(
+        &["mutatingwebhookconfiguration", "odigos-pod-webhook"],
+        "{.webhooks[0].clientConfig.caBundle}",
+    );
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, bundle).unwrap(),
+        secret_file("ca.crt"),
+        "the webhook registration trusts the CAs of the Secret"
     );
 
     // The pod webhook: pods of an instrumented workload get the SDK environment as they are
@@ -467,6 +508,91 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
         "odiglet traces the new pod {new_pod}; odiglet says: {}",
         cluster.logs(NS, "app.kubernetes.io/component=odiglet", 30)
     );
+
+    // An SDK that speaks OpAMP (the PyPI OpAMP client, from the tests' virtualenv mounted
+    // into a pod of the app image) reaches odiglet's relay where the webhook says, with no
+    // token: it is known to the control plane as the SDK agent of its pod's workload, and gets
+    // that workload's settings.
+    let python = odigos_tests::python();
+    let site_packages = String::from_utf8(
+        std::process::Command::new(&python)
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let site_packages = site_packages.trim();
+    let scripts = workspace().join("tests/python");
+    cluster.apply_ok(
+        "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {name: sdk-app, namespace: default}\nspec:\n  workload: {name: sdk-app, namespace: default, kind: Deployment}\n  otelServiceName: sdk-app-api\n",
+    );
+    cluster.expect(
+        30,
+        "default",
+        "the sdk-app Source's InstrumentationConfig",
+        || {
+            !cluster
+                .get(
+                    &[
+                        "instrumentationconfig",
+                        "deployment-sdk-app",
+                        "-n",
+                        "default",
+                    ],
+                    "{.metadata.name}",
+                )
+                .is_empty()
+        },
+    );
+    cluster.apply_ok(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: sdk-app, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: sdk-app}}}}\n  template:\n    metadata: {{labels: {{app: sdk-app}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: app\n          image: '{APP_IMAGE}'\n          imagePullPolicy: Never\n          command: [python3, /scripts/opamp_agent.py, 'http://$(ODIGOS_OPAMP_SERVER_HOST)/v1/opamp', '']\n          env: [{{name: PYTHONPATH, value: '{site_packages}'}}]\n          volumeMounts: [{{name: packages, mountPath: '{site_packages}', readOnly: true}}, {{name: scripts, mountPath: /scripts, readOnly: true}}]\n      volumes: [{{name: packages, hostPath: {{path: '{site_packages}'}}}}, {{name: scripts, hostPath: {{path: '{}'}}}}]\n",
+        scripts.display()
+    ));
+    let sdk_pod = || {
+        cluster.get(
+            &["pods", "-n", "default", "-l", "app=sdk-app"],
+            "{.items[0].metadata.name}",
+        )
+    };
+    let sdk_agent = || -> Option<serde_json::Value> {
+        let agents = control_plane_get(&cluster, 4320, "/api/v1/agents").ok()?;
+        let agents: serde_json::Value = serde_json::from_str(&agents.body).ok()?;
+        agents
+            .as_array()?
+            .iter()
+            .find(|a| a["non_identifying"]["odigos.workload"] == "default/deployment-sdk-app")
+            .cloned()
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || sdk_agent()
+            .is_some_and(|a| a["config"]["status"] == "applied")),
+        "the SDK agent is known and applied its settings: {:?}\nthe agent says: {}\nodiglet says: {}\n{}",
+        sdk_agent(),
+        cluster.logs("default", "app=sdk-app", 20),
+        cluster.logs(NS, "app.kubernetes.io/component=odiglet", 20),
+        cluster.describe("default")
+    );
+    let agent = sdk_agent().unwrap();
+    assert_eq!(agent["non_identifying"]["odigos.role"], "sdk", "{agent:#}");
+    assert_eq!(
+        agent["non_identifying"]["k8s.pod.name"],
+        sdk_pod(),
+        "{agent:#}"
+    );
+    assert_eq!(
+        agent["non_identifying"]["k8s.node.name"], "odigos-node",
+        "{agent:#}"
+    );
+    let received = cluster.logs("default", "app=sdk-app", 50);
+    assert!(
+        received.contains(r#""file": "agent.json", "config": {"tracesEnabled": true"#),
+        "the agent received its workload's settings: {received}"
+    );
+    cluster.kubectl_ok(&["delete", "deployment,source", "sdk-app", "-n", "default"]);
 
     // A k8sAttributes Action: node collectors add what they read of the pod a span comes
     // from (its label, its container's image), and the Action says they run it.

@@ -367,6 +367,35 @@ impl Fleet {
         }
     }
 
+    /// Why an SDK agent's message that odiglet relays (its pods need no token) is refused, if
+    /// it is: it speaks for an agent of another role, by its description or its uid, which
+    /// would get that agent's configs (a gateway's hold secrets).
+    pub(crate) fn refused_for_sdk(&self, message: &AgentToServer) -> Option<String> {
+        let role = |description: &AgentDescription| {
+            description
+                .non_identifying_attributes
+                .iter()
+                .chain(&description.identifying_attributes)
+                .find(|kv| kv.key == crate::reconciler::ROLE)
+                .map(|kv| text(kv.value.as_ref()))
+        };
+        let claimed = message.agent_description.as_ref().and_then(role);
+        let known = Uid::try_from(message.instance_uid.as_slice())
+            .ok()
+            .and_then(|uid| {
+                let agents = self.agents.lock().unwrap();
+                agents
+                    .get(&uid)
+                    .and_then(|a| a.description.as_ref().and_then(role))
+            });
+        match claimed.or(known) {
+            Some(role) if role != "sdk" => Some(format!(
+                "this relay serves SDK agents only, and this message is for a {role} agent"
+            )),
+            _ => None,
+        }
+    }
+
     /// Handles one message from an agent and returns the encoded answer.
     pub(crate) fn handle(&self, message: AgentToServer, transport: Transport) -> Bytes {
         let Ok(uid) = Uid::try_from(message.instance_uid.as_slice()) else {

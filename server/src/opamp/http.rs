@@ -104,6 +104,18 @@ pub(crate) async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Reque
             return reply(StatusCode::BAD_REQUEST, body);
         }
     };
+    if headers.contains_key(super::SDK_RELAY_HEADER)
+        && let Some(refusal) = endpoint.fleet.refused_for_sdk(&message)
+    {
+        tracing::warn!(node = ?headers[super::SDK_RELAY_HEADER], "opamp: {refusal}");
+        let body = error_response(
+            &message.instance_uid,
+            ServerErrorResponseType::BadRequest,
+            refusal,
+            None,
+        );
+        return reply(StatusCode::FORBIDDEN, body);
+    }
     let answer = endpoint.fleet.handle(message, Transport::Http);
     reply(StatusCode::OK, answer)
 }

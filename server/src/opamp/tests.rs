@@ -192,6 +192,54 @@ async fn http_agents_get_their_config_on_the_next_poll() {
     server.stop().await;
 }
 
+/// What odiglet relays for its node's SDKs may speak for SDK agents and no other: not by a
+/// description of another role, nor by the uid of a gateway that is there.
+#[tokio::test]
+async fn relayed_messages_speak_for_sdk_agents_only() {
+    let server = Server::start("127.0.0.1:0", Options::default())
+        .await
+        .unwrap();
+    let relayed = |message: &AgentToServer| {
+        post(
+            &server,
+            &[
+                ("content-type", "application/x-protobuf"),
+                (SDK_RELAY_HEADER, "node-1"),
+            ],
+            message.encode_to_vec(),
+        )
+    };
+    let gateway = [7u8; 16];
+    send(&server, &hello(gateway, 0, "gateway")).await;
+    server.fleet.set_config(
+        Selector::Attribute {
+            key: "odigos.role".into(),
+            value: "gateway".into(),
+        },
+        yaml("the gateway's: secret"),
+    );
+
+    for message in [hello([8u8; 16], 0, "gateway"), heartbeat(gateway, 1)] {
+        let refused = relayed(&message).await;
+        assert_eq!(refused.status, 403);
+        let error = refused.message().error_response.expect("an error response");
+        assert!(
+            error.error_message.contains("SDK agents only")
+                && error.error_message.contains("gateway"),
+            "{}",
+            error.error_message
+        );
+        assert!(refused.message().remote_config.is_none());
+    }
+    assert_eq!(server.fleet.agents().len(), 1, "no agent was added");
+
+    let sdk = relayed(&hello([9u8; 16], 0, "sdk")).await;
+    assert_eq!(sdk.status, 200);
+    assert!(sdk.message().error_response.is_none());
+    let heartbeat = relayed(&heartbeat([9u8; 16], 1)).await;
+    assert_eq!(heartbeat.status, 200, "the SDK agent it relayed before");
+}
+
 #[tokio::test]
 async fn lost_state_asks_for_a_full_report() {
     let server = Server::start("127.0.0.1:0", Options::default())

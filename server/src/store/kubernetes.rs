@@ -25,8 +25,10 @@ use tokio::sync::{mpsc, watch};
 mod collectors;
 mod lease;
 mod pods;
+mod webhook_cert;
 
 pub use collectors::CollectorWorkloads;
+pub use webhook_cert::WebhookCert;
 
 use super::{Change, Desired, Problem, Refusal, Snapshot, Status, Store, WorkloadPods};
 use crate::catalog::Catalog;
@@ -391,6 +393,36 @@ impl KubeStore {
     /// Whether this replica writes to the cluster: it leads, or there is no election.
     fn leads(&self) -> bool {
         self.leading.get().is_none_or(lease::Candidate::leads)
+    }
+
+    /// Keeps the pod webhook's certificate renewed (while this replica leads), looking at it
+    /// now and then every hour.
+    pub fn renew_webhook_cert(self: &Arc<Self>, names: WebhookCert) {
+        /// How soon a replica that does not lead, or failed, looks again.
+        const AGAIN: Duration = Duration::from_secs(10);
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(store) = store.upgrade() else { return };
+                let wait = if !store.leads() {
+                    AGAIN
+                } else {
+                    match webhook_cert::renew_if_due(&store.client, &store.home, &names).await {
+                        Ok(Some(until)) => {
+                            tracing::info!(secret = names.secret, %until, "pod webhook certificate renewed");
+                            webhook_cert::CHECK_EVERY
+                        }
+                        Ok(None) => webhook_cert::CHECK_EVERY,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot renew the pod webhook certificate; trying again");
+                            AGAIN * 3
+                        }
+                    }
+                };
+                drop(store);
+                tokio::time::sleep(wait).await;
+            }
+        });
     }
 
     /// Stops competing for the Lease and lets it go, as this replica stops.
