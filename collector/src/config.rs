@@ -557,7 +557,7 @@ impl Config {
             return Err(ConfigErrors(errors.list));
         };
 
-        let receivers = parse_section(
+        let mut receivers = parse_section(
             &mut errors,
             "receivers",
             raw.receivers,
@@ -616,6 +616,7 @@ impl Config {
         resolve_storage(
             &mut errors,
             &mut exporters.parsed,
+            &mut receivers.parsed,
             &declared_extensions,
             &extensions,
         );
@@ -711,14 +712,43 @@ impl Config {
     }
 }
 
-/// Points each exporter's `sending_queue.storage` at its `file_storage` extension, which must
-/// be declared and listed in `service.extensions`.
+/// Points each exporter's `sending_queue.storage`, and each `filelog` receiver's `storage`, at
+/// its `file_storage` extension, which must be declared and listed in `service.extensions`.
 fn resolve_storage(
     errors: &mut Errors<'_>,
     exporters: &mut BTreeMap<ComponentId, ExporterConfig>,
+    receivers: &mut BTreeMap<ComponentId, ReceiverConfig>,
     declared: &Section<ExtensionConfig>,
     enabled: &BTreeMap<ComponentId, ExtensionConfig>,
 ) {
+    let mut resolve = |at: Vec<String>, storage: &ComponentId| match enabled.get(storage) {
+        Some(ExtensionConfig::FileStorage(file_storage)) => Some(file_storage),
+        Some(_) => {
+            errors.at(
+                at,
+                format!("extension {storage} is not a storage extension (use file_storage)"),
+            );
+            None
+        }
+        None if declared.declared.iter().any(|d| d == storage.as_str()) => {
+            errors.at(
+                at,
+                format!(
+                    "storage extension {storage} is not enabled: list it in service.extensions"
+                ),
+            );
+            None
+        }
+        None => {
+            errors.at(
+                at,
+                format!(
+                    "storage extension {storage} is not defined in the top-level extensions section"
+                ),
+            );
+            None
+        }
+    };
     for (id, exporter) in exporters.iter_mut() {
         let Some(queue) = exporter.queue_mut() else {
             continue;
@@ -726,30 +756,21 @@ fn resolve_storage(
         let Some(storage) = queue.storage.clone() else {
             continue;
         };
-        let at = vec![
-            "exporters".to_string(),
-            id.to_string(),
-            "sending_queue".into(),
-            "storage".into(),
-        ];
-        match enabled.get(&storage) {
-            Some(ExtensionConfig::FileStorage(file_storage)) => queue.use_storage(file_storage),
-            Some(_) => errors.at(
-                at,
-                format!("extension {storage} is not a storage extension (use file_storage)"),
-            ),
-            None if declared.declared.iter().any(|d| d == storage.as_str()) => errors.at(
-                at,
-                format!(
-                    "storage extension {storage} is not enabled: list it in service.extensions"
-                ),
-            ),
-            None => errors.at(
-                at,
-                format!(
-                    "storage extension {storage} is not defined in the top-level extensions section"
-                ),
-            ),
+        let at = ["exporters", id.as_str(), "sending_queue", "storage"];
+        if let Some(file_storage) = resolve(at.map(String::from).to_vec(), &storage) {
+            queue.use_storage(file_storage);
+        }
+    }
+    for (id, receiver) in receivers.iter_mut() {
+        let ReceiverConfig::Filelog(filelog) = receiver else {
+            continue;
+        };
+        let Some(storage) = filelog.storage.clone() else {
+            continue;
+        };
+        let at = ["receivers", id.as_str(), "storage"];
+        if let Some(file_storage) = resolve(at.map(String::from).to_vec(), &storage) {
+            filelog.storage_directory = Some(file_storage.directory.clone());
         }
     }
 }

@@ -7,6 +7,7 @@
 //! without touching its sockets: only a changed endpoint opens a new listener (before the old
 //! one closes).
 
+pub mod filelog;
 pub mod otlp;
 
 use std::any::Any;
@@ -29,20 +30,25 @@ use crate::yaml::Value;
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReceiverConfig {
     Otlp(otlp::OtlpConfig),
+    Filelog(filelog::FilelogConfig),
 }
 
 impl ReceiverConfig {
-    pub const KINDS: &[&str] = &["otlp"];
+    pub const KINDS: &[&str] = &["filelog", "otlp"];
 
     pub(crate) fn parse(kind: &str, value: Value) -> Result<Self, ParseError> {
         match kind {
             "otlp" => parse_component(value).map(ReceiverConfig::Otlp),
+            "filelog" => parse_component(value).map(ReceiverConfig::Filelog),
             _ => Err(ParseError::UnknownType { known: Self::KINDS }),
         }
     }
 
     pub fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
+        match self {
+            ReceiverConfig::Otlp(_) => &Signal::ALL,
+            ReceiverConfig::Filelog(_) => &[Signal::Logs],
+        }
     }
 
     /// Makes this config ready to run, reusing what `previous` (the running instance of the
@@ -60,6 +66,9 @@ impl ReceiverConfig {
                 let prepared = otlp::prepare(config, id, previous, routes, context).await?;
                 Ok(Box::new(prepared))
             }
+            ReceiverConfig::Filelog(config) => Ok(Box::new(
+                filelog::prepare(config, id, routes, context).await?,
+            )),
         }
     }
 }

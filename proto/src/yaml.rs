@@ -404,6 +404,63 @@ pub mod duration {
     }
 }
 
+/// Reads sizes written as otelcol's: a number of bytes, or a number with a unit (`1kb`,
+/// `1KiB`, `16MiB`, `2 GB`; decimal and binary units, any case).
+pub mod byte_size {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(n),
+            Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let bad = || format!("invalid size {text:?} (write e.g. 1024, 1kb, 16KiB, 1MiB)");
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let number: f64 = text[..digits].parse().map_err(|_| bad())?;
+        let scale: f64 = match text[digits..].trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kb" | "k" => 1e3,
+            "mb" | "m" => 1e6,
+            "gb" | "g" => 1e9,
+            "kib" | "ki" => 1024.0,
+            "mib" | "mi" => 1024.0 * 1024.0,
+            "gib" | "gi" => 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(bad()),
+        };
+        Ok((number * scale) as u64)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn sizes_read_as_otelcol_writes_them() {
+            for (text, bytes) in [
+                ("1024", 1024),
+                ("1kb", 1000),
+                ("1KiB", 1024),
+                ("16MiB", 16 << 20),
+                ("2 MB", 2_000_000),
+            ] {
+                assert_eq!(super::parse(text), Ok(bytes), "{text}");
+            }
+            assert!(super::parse("ten").unwrap_err().contains("1MiB"));
+            assert!(super::parse("1 parsec").is_err());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,9 @@ service:
 ",
     )
     .unwrap();
-    let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::new("otlp")];
+    let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::new("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(
         otlp.protocols.grpc.as_ref().unwrap().endpoint,
         "localhost:4317"
@@ -98,7 +100,7 @@ service:
         .collect();
     let expect = [
         "3:enable grpc, http or both",
-        "4:unknown receiver type \"kafka\" (known: otlp)",
+        "4:unknown receiver type \"kafka\" (known: filelog, otlp)",
         "7:invalid type: string \"ten\", expected usize",
         "9:250 is not between 0 and 100",
         "12:endpoint is empty",
@@ -397,7 +399,9 @@ service:
 ",
     )
     .unwrap();
-    let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::new("otlp")];
+    let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::new("otlp")] else {
+        panic!("an otlp receiver")
+    };
     let grpc = otlp.protocols.grpc.as_ref().unwrap();
     assert_eq!(
         (grpc.max_concurrent_streams, grpc.max_recv_msg_size_mib),

@@ -244,13 +244,12 @@ pub(crate) fn build_local(
     sender: Box<dyn Sender>,
     context: &Context,
 ) -> Result<Next, String> {
-    build(
-        id,
-        sender,
-        &QueueConfig::default(),
-        &RetryConfig::default(),
-        context,
-    )
+    // One consumer: what they write comes out in the order it arrived, as otelcol's do.
+    let queue = QueueConfig {
+        num_consumers: 1,
+        ..QueueConfig::default()
+    };
+    build(id, sender, &queue, &RetryConfig::default(), context)
 }
 
 /// How long an exporter removed from the config keeps delivering what its queue holds.

@@ -1,0 +1,641 @@
+//! The `filelog` receiver: the lines of log files as log records, configured with otelcol's
+//! keys (`include`, `exclude`, `start_at`, `multiline`, `storage`, the `container` operator,
+//! ...).
+//!
+//! Every `poll_interval` the globs are matched again; files are known by their first bytes,
+//! so rotation by rename or copytruncate neither loses nor repeats a line ([`files`]). Each
+//! file has at most one read in the pipeline at a time, and its offset moves past a read only
+//! once the pipeline has acknowledged it; with `storage`, offsets are checkpointed then, in
+//! the storage directory, so a restart resumes where delivery stopped. A new config takes
+//! effect at the next poll, with every file's place kept.
+
+mod container;
+mod files;
+mod framing;
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use odigos_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use odigos_proto::otlp::resource::v1::Resource;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use self::files::{Checkpoints, Files, Scan, Tracked};
+use self::framing::{Framing, Rule, Split};
+use super::{Output, Routes, Server};
+use crate::config::{ComponentConfig, ComponentId};
+use crate::receiver;
+use crate::topology::Context;
+use crate::{Batch, Decoded};
+
+/// The most read from one file at a time (at least `max_log_size` more).
+const READ_LIMIT: usize = 1 << 20;
+/// The most read from all files before what was read is delivered: what bounds memory.
+const ROUND_LIMIT: u64 = 16 << 20;
+/// How long a refused read waits before it is offered again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilelogConfig {
+    /// Globs of the files to read (`*`, `?`, `[...]` and `**`).
+    pub include: Vec<String>,
+    /// Globs of files not to read, though `include` matches them.
+    pub exclude: Vec<String>,
+    /// Where files found at start are read from: `end` (what is written from now on) or
+    /// `beginning`. Files that appear later are read from their beginning, and files with a
+    /// checkpoint from it.
+    pub start_at: StartAt,
+    /// Give each record the file's name (`log.file.name`).
+    pub include_file_name: bool,
+    /// Give each record the file's path (`log.file.path`).
+    pub include_file_path: bool,
+    #[serde(with = "crate::yaml::duration")]
+    pub poll_interval: Duration,
+    /// The longest record kept whole; longer ones are cut and flagged
+    /// (`log.record.truncated`).
+    #[serde(deserialize_with = "crate::yaml::byte_size::deserialize")]
+    pub max_log_size: u64,
+    /// `utf-8` (invalid bytes become U+FFFD) or `nop` (bodies are bytes as read).
+    pub encoding: String,
+    /// How many first bytes tell a file.
+    #[serde(deserialize_with = "crate::yaml::byte_size::deserialize")]
+    pub fingerprint_size: u64,
+    pub multiline: Option<Multiline>,
+    /// How long a record that may not be complete waits for the rest.
+    #[serde(with = "crate::yaml::duration")]
+    pub force_flush_period: Duration,
+    /// Most files read at once.
+    pub max_concurrent_files: usize,
+    /// A `file_storage` extension whose directory keeps the files' offsets across restarts.
+    pub storage: Option<ComponentId>,
+    /// Only `container`.
+    pub operators: Vec<Operator>,
+    /// The storage extension's directory, resolved from `storage`.
+    #[serde(skip)]
+    pub storage_directory: Option<PathBuf>,
+}
+
+impl Default for FilelogConfig {
+    fn default() -> Self {
+        FilelogConfig {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            start_at: StartAt::End,
+            include_file_name: true,
+            include_file_path: false,
+            poll_interval: Duration::from_millis(200),
+            max_log_size: 1 << 20,
+            encoding: "utf-8".into(),
+            fingerprint_size: 1000,
+            multiline: None,
+            force_flush_period: Duration::from_millis(500),
+            max_concurrent_files: 1024,
+            storage: None,
+            operators: Vec::new(),
+            storage_directory: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    End,
+    Beginning,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Multiline {
+    /// A record starts at each line that matches this regex.
+    pub line_start_pattern: Option<String>,
+    /// A record ends at each line that matches this regex.
+    pub line_end_pattern: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<String>,
+    /// `auto` (the only one: each line says which it is), `docker`, `crio` or `containerd`.
+    pub format: Option<String>,
+    /// Take the pod's attributes from the kubelet's path of the file.
+    #[serde(default = "yes")]
+    pub add_metadata_from_filepath: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ComponentConfig for FilelogConfig {
+    fn validate(&self) -> Vec<(Vec<String>, String)> {
+        let mut problems = Vec::new();
+        let at = |path: &[&str]| path.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        if self.include.is_empty() {
+            problems.push((
+                at(&["include"]),
+                "list at least one glob of files to read".into(),
+            ));
+        }
+        for (key, globs) in [("include", &self.include), ("exclude", &self.exclude)] {
+            for (i, text) in globs.iter().enumerate() {
+                if let Err(e) = glob::Pattern::new(text) {
+                    problems.push((
+                        vec![key.into(), i.to_string()],
+                        format!("invalid glob {text:?}: {e}"),
+                    ));
+                }
+            }
+        }
+        if !matches!(
+            self.encoding.to_ascii_lowercase().as_str(),
+            "utf-8" | "utf8" | "nop"
+        ) {
+            problems.push((
+                at(&["encoding"]),
+                format!(
+                    "encoding {:?} is not supported: use utf-8 or nop",
+                    self.encoding
+                ),
+            ));
+        }
+        if self.fingerprint_size < 16 {
+            problems.push((
+                at(&["fingerprint_size"]),
+                "must be at least 16 bytes".into(),
+            ));
+        }
+        if self.max_log_size == 0 || self.max_log_size > ROUND_LIMIT {
+            let most = ROUND_LIMIT >> 20;
+            problems.push((
+                at(&["max_log_size"]),
+                format!("must be between 1 byte and {most}MiB"),
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            problems.push((at(&["poll_interval"]), "must be more than zero".into()));
+        }
+        if self.max_concurrent_files == 0 {
+            problems.push((at(&["max_concurrent_files"]), "must be at least 1".into()));
+        }
+        if let Some(multiline) = &self.multiline {
+            match (&multiline.line_start_pattern, &multiline.line_end_pattern) {
+                (Some(_), Some(_)) | (None, None) => problems.push((
+                    at(&["multiline"]),
+                    "set one of line_start_pattern and line_end_pattern".into(),
+                )),
+                (Some(pattern), None) | (None, Some(pattern)) => {
+                    if let Err(e) = regex::bytes::Regex::new(pattern) {
+                        let key = if multiline.line_start_pattern.is_some() {
+                            "line_start_pattern"
+                        } else {
+                            "line_end_pattern"
+                        };
+                        problems.push((at(&["multiline", key]), format!("invalid regex: {e}")));
+                    }
+                }
+            }
+        }
+        for (i, operator) in self.operators.iter().enumerate() {
+            let here = |key: &str| vec!["operators".to_string(), i.to_string(), key.to_string()];
+            if operator.kind != "container" {
+                problems.push((
+                    here("type"),
+                    format!(
+                        "operator {:?} is not supported: the one operator is container",
+                        operator.kind
+                    ),
+                ));
+            }
+            if operator
+                .format
+                .as_deref()
+                .is_some_and(|f| !matches!(f, "auto" | "docker" | "crio" | "containerd"))
+            {
+                problems.push((
+                    here("format"),
+                    "use auto, docker, crio or containerd".into(),
+                ));
+            }
+        }
+        if self.operators.len() > 1 {
+            problems.push((
+                at(&["operators"]),
+                "list the container operator once".into(),
+            ));
+        }
+        if !self.operators.is_empty() && self.multiline.is_some() {
+            problems.push((
+                at(&["multiline"]),
+                "with the container operator, lines are joined by the runtime's partial-line flags; remove multiline".into(),
+            ));
+        }
+        problems
+    }
+}
+
+/// What the reading task needs of a config, made once.
+struct Settings {
+    config: FilelogConfig,
+    include: Vec<glob::Pattern>,
+    exclude: Vec<glob::Pattern>,
+    framing: Framing,
+    /// Where offsets are checkpointed.
+    checkpoints: Option<PathBuf>,
+    /// Bodies as bytes rather than text.
+    bytes: bool,
+    pod_metadata: bool,
+}
+
+impl Settings {
+    fn new(config: &FilelogConfig, id: &ComponentId) -> Settings {
+        let globs = |texts: &[String]| {
+            texts
+                .iter()
+                .filter_map(|t| glob::Pattern::new(t).ok())
+                .collect()
+        };
+        let rule = match &config.multiline {
+            _ if !config.operators.is_empty() => Rule::Container,
+            Some(Multiline {
+                line_start_pattern: Some(p),
+                ..
+            }) => Rule::StartsAt(regex(p)),
+            Some(Multiline {
+                line_end_pattern: Some(p),
+                ..
+            }) => Rule::EndsAt(regex(p)),
+            _ => Rule::Lines,
+        };
+        let name: String = id
+            .as_str()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Settings {
+            include: globs(&config.include),
+            exclude: globs(&config.exclude),
+            framing: Framing {
+                rule,
+                max_log_size: config.max_log_size as usize,
+                flush_after: config.force_flush_period,
+            },
+            checkpoints: config
+                .storage_directory
+                .as_ref()
+                .map(|d| d.join(format!("receiver_filelog_{name}.json"))),
+            bytes: config.encoding.eq_ignore_ascii_case("nop"),
+            pod_metadata: config
+                .operators
+                .iter()
+                .any(|o| o.add_metadata_from_filepath),
+            config: config.clone(),
+        }
+    }
+}
+
+fn regex(pattern: &str) -> regex::bytes::Regex {
+    regex::bytes::Regex::new(pattern).expect("checked by validate")
+}
+
+pub struct Running {
+    output: Output,
+    settings: Arc<ArcSwap<Settings>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[async_trait]
+impl receiver::Running for Running {
+    fn endpoints(&self) -> Vec<String> {
+        vec![format!(
+            "files {}",
+            self.settings.load().config.include.join(" ")
+        )]
+    }
+
+    /// Stops reading; waits for the reads in the pipeline to be acknowledged (until the
+    /// shutdown's grace period ends), so that their offsets are checkpointed.
+    async fn stop(self: Box<Self>) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+pub struct Prepared {
+    settings: Settings,
+    routes: Routes,
+    id: ComponentId,
+    context: Context,
+}
+
+pub(super) async fn prepare(
+    config: &FilelogConfig,
+    id: &ComponentId,
+    routes: Routes,
+    context: &Context,
+) -> Result<Prepared, Vec<String>> {
+    Ok(Prepared {
+        settings: Settings::new(config, id),
+        routes,
+        id: id.clone(),
+        context: context.clone(),
+    })
+}
+
+#[async_trait]
+impl receiver::Prepared for Prepared {
+    fn commit(
+        self: Box<Self>,
+        previous: Option<Box<dyn receiver::Running>>,
+    ) -> (Box<dyn receiver::Running>, Vec<Server>) {
+        if let Some(previous) = previous.and_then(|p| p.into_any().downcast::<Running>().ok()) {
+            // In place: the reading task takes the new settings at its next poll.
+            previous.output.reroute(self.routes);
+            previous.settings.store(Arc::new(self.settings));
+            return (previous, Vec::new());
+        }
+        let output = Output::new(self.routes);
+        let settings = Arc::new(ArcSwap::from_pointee(self.settings));
+        let (stop, stopped) = watch::channel(false);
+        let reader = Reader {
+            name: self.id.to_string(),
+            output: output.clone(),
+            settings: settings.clone(),
+            stopped,
+            shutdown: self.context.shutdown.clone(),
+            rounds: 0,
+        };
+        let task = self.context.tasks.spawn(reader.run());
+        let running = Running {
+            output,
+            settings,
+            stop,
+            task,
+        };
+        (Box::new(running), Vec::new())
+    }
+
+    async fn abort(self: Box<Self>) {}
+}
+
+/// The task that reads the files.
+struct Reader {
+    name: String,
+    output: Output,
+    settings: Arc<ArcSwap<Settings>>,
+    stopped: watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
+    /// Rounds of reads so far.
+    rounds: usize,
+}
+
+impl Reader {
+    async fn run(mut self) {
+        let mut files = Files::default();
+        let mut checkpoints = Checkpoints::default();
+        let mut checkpoint_file = None;
+        let mut first = true;
+        loop {
+            let settings = self.settings.load_full();
+            if settings.checkpoints != checkpoint_file {
+                checkpoint_file.clone_from(&settings.checkpoints);
+                if let Some(file) = &checkpoint_file {
+                    checkpoints = load(file);
+                }
+            }
+            let scan = Scan {
+                include: &settings.include,
+                exclude: &settings.exclude,
+                fingerprint_size: settings.config.fingerprint_size as usize,
+                start_at_end: settings.config.start_at == StartAt::End,
+            };
+            files.poll(&scan, first, &checkpoints);
+            first = false;
+            // Deliver until every file is read to its end, or the pipeline refuses.
+            while self.deliver(&mut files, &settings).await {
+                checkpoints = files.checkpoints();
+                if let Some(file) = &checkpoint_file {
+                    save(file, &checkpoints);
+                }
+                if *self.stopped.borrow() {
+                    break;
+                }
+            }
+            files.forget_finished();
+            checkpoints = files.checkpoints();
+            if let Some(file) = &checkpoint_file {
+                save(file, &checkpoints);
+            }
+            if *self.stopped.borrow() || self.shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(settings.config.poll_interval) => {}
+                _ = self.stopped.changed() => {}
+            }
+        }
+    }
+
+    /// Reads what each file has next and sends it, one read per file at a time; returns
+    /// whether anything was delivered (so there may be more).
+    async fn deliver(&mut self, files: &mut Files, settings: &Settings) -> bool {
+        let now = Instant::now();
+        let limit = READ_LIMIT.max(settings.framing.max_log_size + 1);
+        let mut reads = Vec::new();
+        let mut read = 0;
+        // Each round starts one file further, so that busy files do not starve the rest.
+        let count = files.tracked.len();
+        self.rounds = self.rounds.wrapping_add(1);
+        let order = (0..count).map(|i| (i + self.rounds) % count.max(1));
+        for i in order.take(settings.config.max_concurrent_files) {
+            if read >= ROUND_LIMIT {
+                break;
+            }
+            let tracked = &mut files.tracked[i];
+            match tracked.read(&settings.framing, limit, now) {
+                Ok(split) if !split.records.is_empty() => {
+                    read += split.next - tracked.offset;
+                    reads.push((i, split));
+                }
+                // Skipped the rest of a cut line.
+                Ok(split) => tracked.acknowledged(&split),
+                Err(e) => {
+                    tracing::warn!(receiver = self.name, path = %tracked.path.display(), error = %e, "filelog: cannot read")
+                }
+            }
+        }
+        if reads.is_empty() {
+            return false;
+        }
+        // Handed to the pipeline in order (a file's reads, and a rotated file's last lines
+        // before the new file's first), then acknowledged together.
+        let sent = async {
+            let mut receipts = Vec::new();
+            for (i, split) in &reads {
+                let batch = batch(&files.tracked[*i], split, settings);
+                receipts.push(self.output.push(batch).await);
+            }
+            let pending = receipts.into_iter().map(|receipt| async { receipt?.await });
+            futures_util::future::join_all(pending).await
+        };
+        let outcomes = tokio::select! {
+            outcomes = sent => outcomes,
+            // Past the grace period, what is in flight is read again after a restart.
+            _ = self.shutdown.cancelled() => return false,
+        };
+        let mut refused = None;
+        for ((i, split), outcome) in reads.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => files.tracked[*i].acknowledged(split),
+                Err(e) => refused = Some(e),
+            }
+        }
+        if let Some(e) = refused {
+            tracing::warn!(receiver = self.name, error = %e, "filelog: the pipeline refused lines; offering them again");
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_AFTER) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            return false;
+        }
+        true
+    }
+}
+
+/// The records of one read as a batch of logs.
+fn batch(tracked: &Tracked, split: &Split, settings: &Settings) -> Batch {
+    let text = |key: &str, value: String| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    };
+    let path = tracked.path.to_string_lossy();
+    let mut attributes = Vec::new();
+    if settings.config.include_file_name {
+        let name = tracked
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        attributes.push(text("log.file.name", name.into_owned()));
+    }
+    if settings.config.include_file_path {
+        attributes.push(text("log.file.path", path.to_string()));
+    }
+    let pod = if settings.pod_metadata {
+        container::pod_attributes(&path)
+    } else {
+        Vec::new()
+    };
+    let resource = pod
+        .into_iter()
+        .map(|(key, value)| text(key, value))
+        .collect();
+    let observed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let records = split
+        .records
+        .iter()
+        .map(|record| {
+            let mut attributes = attributes.clone();
+            if let Some(stream) = &record.stream {
+                attributes.push(text("log.iostream", stream.clone()));
+            }
+            if record.truncated {
+                attributes.push(KeyValue {
+                    key: "log.record.truncated".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::BoolValue(true)),
+                    }),
+                    ..Default::default()
+                });
+            }
+            let body = if settings.bytes {
+                any_value::Value::BytesValue(record.body.clone())
+            } else {
+                any_value::Value::StringValue(String::from_utf8_lossy(&record.body).into_owned())
+            };
+            LogRecord {
+                time_unix_nano: record.time_unix_nano,
+                observed_time_unix_nano: observed,
+                body: Some(AnyValue { value: Some(body) }),
+                attributes,
+                ..Default::default()
+            }
+        })
+        .collect();
+    Batch::from_decoded(Decoded::Logs(ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }))
+}
+
+/// The checkpoints kept in `file`; none when it is missing or unreadable (said).
+fn load(file: &Path) -> Checkpoints {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(file = %file.display(), error = %e, "filelog: checkpoints unreadable; reading files as new");
+            Checkpoints::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoints::default(),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "filelog: checkpoints unreadable; reading files as new");
+            Checkpoints::default()
+        }
+    }
+}
+
+/// Writes the checkpoints to `file` whole (a new file renamed over the old).
+fn save(file: &Path, checkpoints: &Checkpoints) {
+    let written = serde_json::to_vec(checkpoints)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            let temporary = file.with_extension("json.new");
+            std::fs::write(&temporary, bytes)?;
+            std::fs::rename(&temporary, file)
+        });
+    if let Err(e) = written {
+        tracing::warn!(file = %file.display(), error = %e, "filelog: cannot checkpoint offsets");
+    }
+}
+
+#[cfg(test)]
+mod tests;
