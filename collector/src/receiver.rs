@@ -8,6 +8,7 @@
 //! one closes).
 
 pub mod filelog;
+pub mod hostmetrics;
 pub mod otlp;
 
 use std::any::Any;
@@ -31,15 +32,17 @@ use crate::yaml::Value;
 pub enum ReceiverConfig {
     Otlp(otlp::OtlpConfig),
     Filelog(filelog::FilelogConfig),
+    Hostmetrics(hostmetrics::HostmetricsConfig),
 }
 
 impl ReceiverConfig {
-    pub const KINDS: &[&str] = &["filelog", "otlp"];
+    pub const KINDS: &[&str] = &["filelog", "hostmetrics", "otlp"];
 
     pub(crate) fn parse(kind: &str, value: Value) -> Result<Self, ParseError> {
         match kind {
             "otlp" => parse_component(value).map(ReceiverConfig::Otlp),
             "filelog" => parse_component(value).map(ReceiverConfig::Filelog),
+            "hostmetrics" => parse_component(value).map(ReceiverConfig::Hostmetrics),
             _ => Err(ParseError::UnknownType { known: Self::KINDS }),
         }
     }
@@ -48,6 +51,7 @@ impl ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(_) => &Signal::ALL,
             ReceiverConfig::Filelog(_) => &[Signal::Logs],
+            ReceiverConfig::Hostmetrics(_) => &[Signal::Metrics],
         }
     }
 
@@ -69,6 +73,9 @@ impl ReceiverConfig {
             ReceiverConfig::Filelog(config) => Ok(Box::new(
                 filelog::prepare(config, id, routes, context).await?,
             )),
+            ReceiverConfig::Hostmetrics(config) => {
+                Ok(Box::new(hostmetrics::prepare(config, id, routes, context)?))
+            }
         }
     }
 }
