@@ -37,7 +37,7 @@ use crate::{Batch, Decoded};
 
 /// The most read from one file at a time (at least `max_log_size` more).
 const READ_LIMIT: usize = 1 << 20;
-/// The most read from all files before what was read is delivered: what bounds memory.
+/// About the most read from all files before what was read is delivered: what bounds memory.
 const ROUND_LIMIT: u64 = 16 << 20;
 /// How long a refused read waits before it is offered again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -389,7 +389,7 @@ impl receiver::Prepared for Prepared {
             settings: settings.clone(),
             stopped,
             shutdown: self.context.shutdown.clone(),
-            rounds: 0,
+            cursor: 0,
         };
         let task = self.context.tasks.spawn(reader.run());
         let running = Running {
@@ -411,8 +411,8 @@ struct Reader {
     settings: Arc<ArcSwap<Settings>>,
     stopped: watch::Receiver<bool>,
     shutdown: tokio_util::sync::CancellationToken,
-    /// Rounds of reads so far.
-    rounds: usize,
+    /// Where the next round starts, when there are more files than max_concurrent_files.
+    cursor: usize,
 }
 
 impl Reader {
@@ -466,23 +466,28 @@ impl Reader {
     /// whether anything was delivered (so there may be more).
     async fn deliver(&mut self, files: &mut Files, settings: &Settings) -> bool {
         let now = Instant::now();
-        let limit = READ_LIMIT.max(settings.framing.max_log_size + 1);
-        let mut reads = Vec::new();
-        let mut read = 0;
-        // Each round starts one file further, so that busy files do not starve the rest.
+        // Files are read in their order (a rotated file's last lines before the new file's
+        // first); past max_concurrent_files, rounds take them in turns.
         let count = files.tracked.len();
-        self.rounds = self.rounds.wrapping_add(1);
-        let order = (0..count).map(|i| (i + self.rounds) % count.max(1));
-        for i in order.take(settings.config.max_concurrent_files) {
-            if read >= ROUND_LIMIT {
-                break;
-            }
+        let window = settings.config.max_concurrent_files.min(count);
+        if self.cursor >= count {
+            self.cursor = 0;
+        }
+        let order: Vec<usize> = (0..window).map(|k| (self.cursor + k) % count).collect();
+        self.cursor = if window < count {
+            self.cursor + window
+        } else {
+            0
+        };
+        // What a round reads is bounded: ROUND_LIMIT shared by the files, each at least
+        // 64 KiB and a whole record.
+        let share = (ROUND_LIMIT as usize / window.max(1)).clamp(64 << 10, READ_LIMIT);
+        let limit = share.max(settings.framing.max_log_size + 1);
+        let mut reads = Vec::new();
+        for i in order {
             let tracked = &mut files.tracked[i];
             match tracked.read(&settings.framing, limit, now) {
-                Ok(split) if !split.records.is_empty() => {
-                    read += split.next - tracked.offset;
-                    reads.push((i, split));
-                }
+                Ok(split) if !split.records.is_empty() => reads.push((i, split)),
                 // Skipped the rest of a cut line.
                 Ok(split) => tracked.acknowledged(&split),
                 Err(e) => {
