@@ -100,7 +100,7 @@ service:
         .collect();
     let expect = [
         "3:enable grpc, http or both",
-        "4:unknown receiver type \"kafka\" (known: filelog, hostmetrics, otlp)",
+        "4:unknown receiver type \"kafka\" (known: filelog, hostmetrics, kubeletstats, otlp)",
         "7:invalid type: string \"ten\", expected usize",
         "9:250 is not between 0 and 100",
         "12:endpoint is empty",

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,11 +39,15 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
     /// The name the server certificate must carry, instead of the endpoint's host.
     pub server_name_override: Option<String>,
+    /// A client certificate (PEM chain) to present, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 impl TlsConfig {
     /// Problems found at config load, as `(field path, message)` under `tls`.
-    pub(super) fn validate(&self) -> Vec<(Vec<String>, String)> {
+    pub(crate) fn validate(&self) -> Vec<(Vec<String>, String)> {
         let mut problems = Vec::new();
         let at = |field: &str| vec!["tls".to_string(), field.to_string()];
         if let Some(file) = &self.ca_file
@@ -60,6 +64,20 @@ impl TlsConfig {
         }
         if let Err(e) = self.server_name() {
             problems.push((at("server_name_override"), e));
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => {
+                problems.push((at("key_file"), "give key_file with cert_file".into()))
+            }
+            (None, Some(_)) => {
+                problems.push((at("cert_file"), "give cert_file with key_file".into()))
+            }
+            (Some(_), Some(_)) => {
+                if let Err(e) = self.client_certificate() {
+                    problems.push((at("cert_file"), e));
+                }
+            }
+            (None, None) => {}
         }
         problems
     }
@@ -84,9 +102,33 @@ impl TlsConfig {
             };
             builder.with_root_certificates(roots)
         };
-        let mut config = builder.with_no_client_auth();
+        let mut config = match self.client_certificate()? {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("cert_file and key_file: {e}"))?,
+            None => builder.with_no_client_auth(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
+    }
+
+    /// The client certificate chain and key of `cert_file` and `key_file`, when given.
+    #[allow(clippy::type_complexity)]
+    fn client_certificate(
+        &self,
+    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+        let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
+            return Ok(None);
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!("{}: no certificate found", cert.display()));
+        }
+        let key =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        Ok(Some((chain, key)))
     }
 
     fn server_name(&self) -> Result<Option<ServerName<'static>>, String> {
@@ -175,7 +217,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Dials TCP, then TLS for `https://` URIs, or for every URI when built with [`Connector::always`].
 #[derive(Clone)]
-pub(super) struct Connector {
+pub(crate) struct Connector {
     http: HttpConnector,
     tls: tokio_rustls::TlsConnector,
     server_name: Option<ServerName<'static>>,
@@ -184,7 +226,7 @@ pub(super) struct Connector {
 
 impl Connector {
     /// Encrypts connections to `https://` URIs only; `alpn` lists the protocols offered.
-    pub(super) fn for_https(config: &TlsConfig, alpn: &[&[u8]]) -> Result<Self, String> {
+    pub(crate) fn for_https(config: &TlsConfig, alpn: &[&[u8]]) -> Result<Self, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -239,7 +281,7 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 /// A connection to the destination, over TLS or not.
-pub(super) enum Stream {
+pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -574,9 +616,14 @@ mod tests {
                 ca_pem: None,
                 insecure_skip_verify: true,
                 server_name_override: Some("otel.example".into()),
+                cert_file: None,
+                key_file: None,
             }
         );
-        let unknown = crate::yaml::parse("cert_file: x").unwrap();
+        let unknown = crate::yaml::parse("min_version: '1.3'").unwrap();
         assert!(crate::yaml::from_value::<TlsConfig>(unknown).is_err());
+        let half = crate::yaml::parse("cert_file: /etc/client.pem").unwrap();
+        let half: TlsConfig = crate::yaml::from_value(half).unwrap();
+        assert_eq!(half.validate()[0].1, "give key_file with cert_file");
     }
 }

@@ -8,6 +8,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::receiver::rfc3339_nanos;
+
 /// One line of a container's log file, read.
 #[derive(Debug, PartialEq)]
 pub struct Piece {
@@ -70,39 +72,6 @@ fn docker(line: &[u8]) -> Option<Piece> {
         log,
         last,
     })
-}
-
-/// `2024-05-01T10:00:00.123456789Z` (or with an offset) as nanoseconds since the epoch.
-fn rfc3339_nanos(text: &str) -> Option<u64> {
-    let (date, rest) = text.split_once('T')?;
-    let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
-    let time_end = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
-    let (clock, zone) = rest.split_at(time_end);
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut hms = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) || fraction.len() > 9 {
-        return None;
-    }
-    let nanos: i64 = format!("{fraction:0<9}").parse().ok()?;
-    let offset = match zone.as_bytes().first() {
-        None | Some(b'Z' | b'z') => 0,
-        Some(sign) => {
-            let (h, m) = zone[1..].split_once(':')?;
-            let minutes = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
-            if *sign == b'-' { -minutes } else { minutes }
-        }
-    };
-    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60;
-    u64::try_from(seconds * 1_000_000_000 + nanos).ok()
 }
 
 /// The resource attributes of a file the kubelet keeps a container's log in, from its path:
