@@ -102,6 +102,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),
         node: odigos_server::compiler::sized(256, 300, 1, 1),
         pod_metadata: false,
+        node_storage: None,
     };
     let mut times = Vec::new();
     let mut size = 0;

@@ -247,6 +247,7 @@ pub fn main(args: Args) -> ExitCode {
                 gateway: args.sizing.gateway(),
                 node: args.sizing.node(),
                 pod_metadata: runs_collectors,
+                node_storage: runs_collectors.then(|| odigos_server::store::NODE_STORAGE.into()),
             };
             Server::start_control_plane(&args.listen, options, store, layout).await.map(|(server, _)| server)
         } else {

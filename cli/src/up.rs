@@ -151,6 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),
         node: odigos_server::compiler::sized(256, 300, 1, 1),
         pod_metadata: false,
+        node_storage: Some(state_dir.join("node")),
     };
     let mut options = Options {
         token: Some(token.clone()),

@@ -10,6 +10,7 @@
 pub mod filelog;
 pub mod hostmetrics;
 pub mod kubeletstats;
+mod looping;
 pub mod otlp;
 
 use std::any::Any;

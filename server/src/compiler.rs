@@ -68,8 +68,12 @@ pub struct Layout {
     pub gateway: ResourcesSettings,
     pub node: ResourcesSettings,
     /// Whether node collectors can read their node's pods (in a cluster whose control plane
-    /// runs them): k8sAttributes Actions run there.
+    /// runs them): k8sAttributes Actions run there, they read the pods' log files under
+    /// `/var/log/pods` and ask the kubelet for its stats.
     pub pod_metadata: bool,
+    /// Where node collectors keep what outlives them (how far each log file was read); without
+    /// it, a restarted node collector reads log files from their end.
+    pub node_storage: Option<PathBuf>,
 }
 
 /// The sizing presets of Odigos, for the collectors of a cluster (`size_s`, `size_m`,
@@ -222,7 +226,8 @@ pub fn compile(desired: &Desired, catalog: &Catalog, layout: &Layout) -> Compile
     } else {
         Vec::new()
     };
-    compiled.node = node_config(layout, &wanted, &pod_metadata);
+    let reading = NodeReading::of(desired, layout, &wanted);
+    compiled.node = node_config(layout, &wanted, &pod_metadata, &reading);
     for (key, source) in &desired.sources {
         if let Some(config) = instrumentation_config(source, desired, &sampling) {
             compiled.workloads.insert(key.clone(), config);
@@ -268,8 +273,23 @@ fn node_config(
     layout: &Layout,
     wanted: &BTreeSet<Signal>,
     pod_metadata: &[(String, Value, Vec<Signal>)],
+    reading: &NodeReading,
 ) -> String {
     let mut pipelines = serde_json::Map::new();
+    let mut receivers = serde_json::Map::new();
+    receivers.insert(
+        "otlp".into(),
+        json!({"protocols": {
+            "grpc": {"endpoint": layout.node_grpc},
+            "http": {"endpoint": layout.node_http},
+        }}),
+    );
+    receivers.extend(
+        reading
+            .receivers
+            .iter()
+            .map(|(id, config, _)| (id.clone(), config.clone())),
+    );
     for signal in Signal::ALL {
         let (processors, exporter) = if wanted.contains(&signal) {
             let mut processors = vec!["memory_limiter".to_string()];
@@ -284,16 +304,23 @@ fn node_config(
         } else {
             (json!([]), "nop")
         };
+        let read = reading.receivers.iter().filter(|(_, _, s)| *s == signal);
+        let signal_receivers: Vec<&str> = std::iter::once("otlp")
+            .chain(read.map(|(id, _, _)| id.as_str()))
+            .collect();
         pipelines.insert(
             signal.pipeline().into(),
-            json!({"receivers": ["otlp"], "processors": processors, "exporters": [exporter]}),
+            json!({"receivers": signal_receivers, "processors": processors, "exporters": [exporter]}),
         );
     }
-    yaml(&json!({
-        "receivers": {"otlp": {"protocols": {
-            "grpc": {"endpoint": layout.node_grpc},
-            "http": {"endpoint": layout.node_http},
-        }}},
+    let mut service = json!({"telemetry": telemetry(&layout.node_metrics), "pipelines": pipelines});
+    let mut extensions = serde_json::Map::new();
+    if let Some((id, config)) = &reading.storage {
+        extensions.insert(id.clone(), config.clone());
+        service["extensions"] = json!([id]);
+    }
+    let mut config = json!({
+        "receivers": receivers,
         "processors": pod_metadata
             .iter()
             .map(|(id, config, _)| (id.clone(), config.clone()))
@@ -311,8 +338,155 @@ fn node_config(
             },
             "nop": {},
         },
-        "service": {"telemetry": telemetry(&layout.node_metrics), "pipelines": pipelines},
-    }))
+        "service": service,
+    });
+    if !extensions.is_empty() {
+        config["extensions"] = Value::Object(extensions);
+    }
+    yaml(&config)
+}
+
+/// The annotation of a Source that names the files its workload logs to (globs, comma
+/// separated), read by the node collector where there is no `/var/log/pods` to read.
+pub const LOG_PATHS: &str = "odigos.io/log-paths";
+
+/// What node collectors read of their node besides OTLP, for the signals destinations want:
+/// for logs, a `filelog` receiver per Source over its pods' log files (in a cluster) or the
+/// files its `odigos.io/log-paths` annotation names; for metrics, `hostmetrics`, and in a
+/// cluster `kubeletstats`. A receiver goes (in place) with the last destination of its signal.
+struct NodeReading {
+    /// `(id, config, signal)` of each receiver.
+    receivers: Vec<(String, Value, Signal)>,
+    /// The `file_storage` extension where filelog keeps offsets.
+    storage: Option<(String, Value)>,
+}
+
+impl NodeReading {
+    fn of(desired: &Desired, layout: &Layout, wanted: &BTreeSet<Signal>) -> NodeReading {
+        const STORAGE: &str = "file_storage/node";
+        let mut reading = NodeReading {
+            receivers: Vec::new(),
+            storage: None,
+        };
+        if wanted.contains(&Signal::Logs) {
+            let storage = layout.node_storage.as_ref().map(|directory| {
+                let config =
+                    json!({"directory": directory.join("filelog"), "create_directory": true});
+                (STORAGE.to_string(), config)
+            });
+            for ((namespace, name), source) in &desired.sources {
+                let Some(mut config) = log_files(source, desired, layout) else {
+                    continue;
+                };
+                if storage.is_some() {
+                    config["storage"] = json!(STORAGE);
+                }
+                let id = format!("filelog/{namespace}.{name}");
+                reading.receivers.push((id, config, Signal::Logs));
+            }
+            if reading
+                .receivers
+                .iter()
+                .any(|(_, c, _)| c.get("storage").is_some())
+            {
+                reading.storage = storage;
+            }
+        }
+        if wanted.contains(&Signal::Metrics) {
+            let mut scrapers = json!({"cpu": {}, "memory": {}, "load": {}, "disk": {}, "network": {}, "paging": {}});
+            // A node collector's pod sees its own mounts and processes; on this machine they
+            // are the host's.
+            if !layout.pod_metadata {
+                scrapers["filesystem"] = json!({});
+                scrapers["processes"] = json!({});
+            }
+            let host = json!({"collection_interval": "30s", "scrapers": scrapers});
+            reading
+                .receivers
+                .push(("hostmetrics".into(), host, Signal::Metrics));
+            if layout.pod_metadata {
+                // The kubelet's serving certificate is rarely signed by the cluster's CA.
+                let kubelet = json!({
+                    "endpoint": "${env:ODIGOS_NODE_IP}:10250",
+                    "auth_type": "serviceAccount",
+                    "insecure_skip_verify": true,
+                    "collection_interval": "30s",
+                    "metric_groups": ["node", "pod", "container"],
+                });
+                reading
+                    .receivers
+                    .push(("kubeletstats".into(), kubelet, Signal::Metrics));
+            }
+        }
+        reading
+    }
+}
+
+/// The `filelog` receiver of a Source's log files, if it has any: in a cluster, its pods'
+/// files under `/var/log/pods` (for a namespace, every pod's but those of workloads with
+/// Sources of their own, which have their own receivers); elsewhere the globs of its
+/// `odigos.io/log-paths` annotation. Records carry the Source's service name.
+fn log_files(source: &Source, desired: &Desired, layout: &Layout) -> Option<Value> {
+    let spec = &source.spec;
+    let workload = &spec.workload;
+    if spec.disable_instrumentation || spec.match_workload_name_as_regex {
+        return None;
+    }
+    let namespace = if workload.namespace.is_empty() {
+        crate::resource::DEFAULT_NAMESPACE
+    } else {
+        workload.namespace.as_str()
+    };
+    let pods = |ns: &str, name: &str| format!("/var/log/pods/{ns}_{name}-*_*/*/*.log");
+    let (service, _) = service_of(source);
+    let mut resource = serde_json::Map::new();
+    let (include, exclude) = match (layout.pod_metadata, workload.kind) {
+        // The node collector's pod sees no process's files.
+        (true, WorkloadKind::Process) => return None,
+        (false, _) => {
+            let annotations = source.metadata.annotations.as_ref();
+            let globs: Vec<String> = annotations
+                .and_then(|a| a.get(LOG_PATHS))
+                .into_iter()
+                .flat_map(|text| text.split([',', '\n']))
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(String::from)
+                .collect();
+            (globs, Vec::new())
+        }
+        (true, WorkloadKind::Namespace) => {
+            let own: Vec<String> = desired
+                .sources
+                .values()
+                .map(|s| &s.spec.workload)
+                .filter(|w| w.kind != WorkloadKind::Namespace && w.namespace == namespace)
+                .map(|w| pods(namespace, &w.name))
+                .collect();
+            (vec![format!("/var/log/pods/{namespace}_*_*/*/*.log")], own)
+        }
+        (true, kind) => {
+            let kind = format!("{kind:?}").to_lowercase();
+            resource.insert(format!("k8s.{kind}.name"), json!(workload.name));
+            (vec![pods(namespace, &workload.name)], Vec::new())
+        }
+    };
+    if include.is_empty() {
+        return None;
+    }
+    if workload.kind != WorkloadKind::Namespace {
+        resource.insert("service.name".into(), json!(service));
+    }
+    let mut config = json!({"include": include, "start_at": "end", "resource": resource});
+    if !exclude.is_empty() {
+        config["exclude"] = json!(exclude);
+    }
+    if layout.pod_metadata {
+        config["include_file_name"] = json!(false);
+        config["include_file_path"] = json!(true);
+        config["operators"] = json!([{"type": "container"}]);
+    }
+    Some(config)
 }
 
 /// A `k8sattributes` processor per enabled k8sAttributes Action, with the signals it is for:

@@ -18,7 +18,7 @@ use crate::resource::{
     Object, ObjectKey, Sampling, Source,
 };
 
-pub use kubernetes::{CollectorWorkloads, KubeStore, WebhookCert};
+pub use kubernetes::{CollectorWorkloads, KubeStore, NODE_STORAGE, WebhookCert};
 pub use local::LocalStore;
 
 /// The accepted resources by kind, each keyed by (namespace, name).

@@ -447,5 +447,6 @@ pub fn layout(secrets: &Path) -> odigos_server::compiler::Layout {
         gateway: odigos_server::compiler::sized(512, 300, 1, 1),
         node: odigos_server::compiler::sized(256, 300, 1, 1),
         pod_metadata: false,
+        node_storage: None,
     }
 }

@@ -41,7 +41,7 @@ fn lines_of_rotated_files_survive_a_clean_restart_and_a_kill() {
     std::fs::create_dir_all(&storage).unwrap();
     let out = dir.path().join("out.jsonl");
     let config = format!(
-        "extensions:\n  file_storage: {{directory: {storage}}}\nreceivers:\n  filelog:\n    include: ['{logs}/*.log']\n    start_at: beginning\n    storage: file_storage\nexporters:\n  file: {{path: {out}}}\nservice:\n  extensions: [file_storage]\n  pipelines:\n    logs: {{receivers: [filelog], exporters: [file]}}\n",
+        "extensions:\n  file_storage: {{directory: {storage}}}\nreceivers:\n  filelog:\n    include: ['{logs}/*.log']\n    start_at: beginning\n    storage: file_storage\nexporters:\n  file: {{path: {out}}}\nservice:\n  telemetry: {{metrics: {{level: none}}}}\n  extensions: [file_storage]\n  pipelines:\n    logs: {{receivers: [filelog], exporters: [file]}}\n",
         storage = storage.display(),
         logs = logs.display(),
         out = out.display(),

@@ -55,7 +55,7 @@ fn host_metrics_agree_with_proc() {
     let (cpu_before, created_before) = proc_stat();
     let loopback_before = loopback_received();
     let collector = Collector::start(&format!(
-        "receivers:\n  hostmetrics:\n    collection_interval: 1s\n    initial_delay: 0s\n    scrapers:\n      cpu:\n      memory:\n      load:\n      disk:\n      filesystem:\n      network:\n      paging:\n      processes:\n      process: {{include: {{names: [odigos]}}}}\nexporters:\n  file: {{path: {}}}\nservice:\n  pipelines:\n    metrics: {{receivers: [hostmetrics], exporters: [file]}}\n",
+        "receivers:\n  hostmetrics:\n    collection_interval: 1s\n    initial_delay: 0s\n    scrapers:\n      cpu:\n      memory:\n      load:\n      disk:\n      filesystem:\n      network:\n      paging:\n      processes:\n      process: {{include: {{names: [odigos]}}}}\nexporters:\n  file: {{path: {}}}\nservice:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines:\n    metrics: {{receivers: [hostmetrics], exporters: [file]}}\n",
         out.display()
     ));
     assert!(

@@ -114,6 +114,7 @@ fn gateway_only(secrets: &std::path::Path) -> Layout {
         gateway: odigos_server::compiler::sized(256, 300, 1, 5),
         node: odigos_server::compiler::sized(128, 300, 1, 1),
         pod_metadata: false,
+        node_storage: None,
     }
 }
 

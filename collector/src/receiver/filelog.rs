@@ -13,25 +13,21 @@ mod container;
 mod files;
 mod framing;
 
-use std::any::Any;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use odigos_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use odigos_proto::otlp::resource::v1::Resource;
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use self::files::{Checkpoints, Files, Scan, Tracked};
 use self::framing::{Framing, Rule, Split};
-use super::{Output, Routes, Server};
+use super::Routes;
+use super::looping::{self, Looped};
 use crate::config::{ComponentConfig, ComponentId};
-use crate::receiver;
 use crate::topology::Context;
 use crate::{Batch, Decoded};
 
@@ -78,6 +74,10 @@ pub struct FilelogConfig {
     pub storage: Option<ComponentId>,
     /// Only `container`.
     pub operators: Vec<Operator>,
+    /// Attributes given to every record's resource.
+    pub resource: BTreeMap<String, String>,
+    /// Attributes given to every record.
+    pub attributes: BTreeMap<String, String>,
     /// The storage extension's directory, resolved from `storage`.
     #[serde(skip)]
     pub storage_directory: Option<PathBuf>,
@@ -100,6 +100,8 @@ impl Default for FilelogConfig {
             max_concurrent_files: 1024,
             storage: None,
             operators: Vec::new(),
+            resource: BTreeMap::new(),
+            attributes: BTreeMap::new(),
             storage_directory: None,
         }
     }
@@ -246,7 +248,7 @@ impl ComponentConfig for FilelogConfig {
 }
 
 /// What the reading task needs of a config, made once.
-struct Settings {
+pub struct Settings {
     config: FilelogConfig,
     include: Vec<glob::Pattern>,
     exclude: Vec<glob::Pattern>,
@@ -315,114 +317,41 @@ fn regex(pattern: &str) -> regex::bytes::Regex {
     regex::bytes::Regex::new(pattern).expect("checked by validate")
 }
 
-pub struct Running {
-    output: Output,
-    settings: Arc<ArcSwap<Settings>>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[async_trait]
-impl receiver::Running for Running {
-    fn endpoints(&self) -> Vec<String> {
-        vec![format!(
-            "files {}",
-            self.settings.load().config.include.join(" ")
-        )]
-    }
-
-    /// Stops reading; waits for the reads in the pipeline to be acknowledged (until the
-    /// shutdown's grace period ends), so that their offsets are checkpointed.
-    async fn stop(self: Box<Self>) {
-        self.stop.send_replace(true);
-        let _ = self.task.await;
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-}
-
-pub struct Prepared {
-    settings: Settings,
-    routes: Routes,
-    id: ComponentId,
-    context: Context,
-}
-
 pub(super) async fn prepare(
     config: &FilelogConfig,
     id: &ComponentId,
     routes: Routes,
     context: &Context,
-) -> Result<Prepared, Vec<String>> {
-    Ok(Prepared {
+) -> Result<looping::Prepared<Settings>, Vec<String>> {
+    Ok(looping::Prepared {
         settings: Settings::new(config, id),
         routes,
         id: id.clone(),
         context: context.clone(),
+        task: |looped| Box::pin(Reader::new(looped).run()),
+        describe: |settings| format!("files {}", settings.config.include.join(" ")),
     })
-}
-
-#[async_trait]
-impl receiver::Prepared for Prepared {
-    fn commit(
-        self: Box<Self>,
-        previous: Option<Box<dyn receiver::Running>>,
-    ) -> (Box<dyn receiver::Running>, Vec<Server>) {
-        if let Some(previous) = previous.and_then(|p| p.into_any().downcast::<Running>().ok()) {
-            // In place: the reading task takes the new settings at its next poll.
-            previous.output.reroute(self.routes);
-            previous.settings.store(Arc::new(self.settings));
-            return (previous, Vec::new());
-        }
-        let output = Output::new(self.routes);
-        let settings = Arc::new(ArcSwap::from_pointee(self.settings));
-        let (stop, stopped) = watch::channel(false);
-        let reader = Reader {
-            name: self.id.to_string(),
-            output: output.clone(),
-            settings: settings.clone(),
-            stopped,
-            shutdown: self.context.shutdown.clone(),
-            cursor: 0,
-        };
-        let task = self.context.tasks.spawn(reader.run());
-        let running = Running {
-            output,
-            settings,
-            stop,
-            task,
-        };
-        (Box::new(running), Vec::new())
-    }
-
-    async fn abort(self: Box<Self>) {}
 }
 
 /// The task that reads the files.
 struct Reader {
-    name: String,
-    output: Output,
-    settings: Arc<ArcSwap<Settings>>,
-    stopped: watch::Receiver<bool>,
-    shutdown: tokio_util::sync::CancellationToken,
+    looped: Looped<Settings>,
     /// Where the next round starts, when there are more files than max_concurrent_files.
     cursor: usize,
 }
 
 impl Reader {
+    fn new(looped: Looped<Settings>) -> Reader {
+        Reader { looped, cursor: 0 }
+    }
+
     async fn run(mut self) {
         let mut files = Files::default();
         let mut checkpoints = Checkpoints::default();
         let mut checkpoint_file = None;
         let mut first = true;
         loop {
-            let settings = self.settings.load_full();
+            let settings = self.looped.settings.load_full();
             if settings.checkpoints != checkpoint_file {
                 checkpoint_file.clone_from(&settings.checkpoints);
                 if let Some(file) = &checkpoint_file {
@@ -443,7 +372,7 @@ impl Reader {
                 if let Some(file) = &checkpoint_file {
                     save(file, &checkpoints);
                 }
-                if *self.stopped.borrow() {
+                if *self.looped.stopped.borrow() {
                     break;
                 }
             }
@@ -452,12 +381,10 @@ impl Reader {
             if let Some(file) = &checkpoint_file {
                 save(file, &checkpoints);
             }
-            if *self.stopped.borrow() || self.shutdown.is_cancelled() {
+            if self.looped.shutdown.is_cancelled()
+                || !self.looped.wait(settings.config.poll_interval).await
+            {
                 return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(settings.config.poll_interval) => {}
-                _ = self.stopped.changed() => {}
             }
         }
     }
@@ -491,7 +418,7 @@ impl Reader {
                 // Skipped the rest of a cut line.
                 Ok(split) => tracked.acknowledged(&split),
                 Err(e) => {
-                    tracing::warn!(receiver = self.name, path = %tracked.path.display(), error = %e, "filelog: cannot read")
+                    tracing::warn!(receiver = self.looped.name, path = %tracked.path.display(), error = %e, "filelog: cannot read")
                 }
             }
         }
@@ -504,7 +431,7 @@ impl Reader {
             let mut receipts = Vec::new();
             for (i, split) in &reads {
                 let batch = batch(&files.tracked[*i], split, settings);
-                receipts.push(self.output.push(batch).await);
+                receipts.push(self.looped.output.push(batch).await);
             }
             let pending = receipts.into_iter().map(|receipt| async { receipt?.await });
             futures_util::future::join_all(pending).await
@@ -512,7 +439,7 @@ impl Reader {
         let outcomes = tokio::select! {
             outcomes = sent => outcomes,
             // Past the grace period, what is in flight is read again after a restart.
-            _ = self.shutdown.cancelled() => return false,
+            _ = self.looped.shutdown.cancelled() => return false,
         };
         let mut refused = None;
         for ((i, split), outcome) in reads.iter().zip(outcomes) {
@@ -522,10 +449,10 @@ impl Reader {
             }
         }
         if let Some(e) = refused {
-            tracing::warn!(receiver = self.name, error = %e, "filelog: the pipeline refused lines; offering them again");
+            tracing::warn!(receiver = self.looped.name, error = %e, "filelog: the pipeline refused lines; offering them again");
             tokio::select! {
                 _ = tokio::time::sleep(RETRY_AFTER) => {}
-                _ = self.shutdown.cancelled() => {}
+                _ = self.looped.shutdown.cancelled() => {}
             }
             return false;
         }
@@ -543,7 +470,9 @@ fn batch(tracked: &Tracked, split: &Split, settings: &Settings) -> Batch {
         ..Default::default()
     };
     let path = tracked.path.to_string_lossy();
-    let mut attributes = Vec::new();
+    let mut attributes: Vec<KeyValue> = (settings.config.attributes.iter())
+        .map(|(key, value)| text(key, value.clone()))
+        .collect();
     if settings.config.include_file_name {
         let name = tracked
             .path
@@ -560,9 +489,10 @@ fn batch(tracked: &Tracked, split: &Split, settings: &Settings) -> Batch {
     } else {
         Vec::new()
     };
-    let resource = pod
-        .into_iter()
+    let given = settings.config.resource.iter();
+    let resource = (pod.into_iter())
         .map(|(key, value)| text(key, value))
+        .chain(given.map(|(key, value)| text(key, value.clone())))
         .collect();
     let observed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -7,14 +7,10 @@
 
 mod scrape;
 
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use odigos_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use odigos_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use odigos_proto::otlp::metrics::v1::{
@@ -22,12 +18,11 @@ use odigos_proto::otlp::metrics::v1::{
 };
 use odigos_proto::otlp::resource::v1::Resource;
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use self::scrape::{Attributes, Host, Kind, Measured, Number};
-use super::{Output, Routes, Server};
+use super::Routes;
+use super::looping::{self, Looped};
 use crate::config::{ComponentConfig, ComponentId};
-use crate::receiver;
 use crate::topology::Context;
 use crate::{Batch, Decoded};
 
@@ -238,112 +233,38 @@ impl ComponentConfig for HostmetricsConfig {
     }
 }
 
-pub struct Running {
-    output: Output,
-    settings: Arc<ArcSwap<HostmetricsConfig>>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[async_trait]
-impl receiver::Running for Running {
-    fn endpoints(&self) -> Vec<String> {
-        let settings = self.settings.load();
-        let scrapers: Vec<&str> = settings.scrapers.keys().map(String::as_str).collect();
-        vec![format!(
-            "scrapers {} every {:?}",
-            scrapers.join(" "),
-            settings.collection_interval
-        )]
-    }
-
-    async fn stop(self: Box<Self>) {
-        self.stop.send_replace(true);
-        let _ = self.task.await;
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-}
-
-pub struct Prepared {
-    config: HostmetricsConfig,
-    routes: Routes,
-    id: ComponentId,
-    context: Context,
-}
-
 pub(super) fn prepare(
     config: &HostmetricsConfig,
     id: &ComponentId,
     routes: Routes,
     context: &Context,
-) -> Result<Prepared, Vec<String>> {
+) -> Result<looping::Prepared<HostmetricsConfig>, Vec<String>> {
     // The root must hold a /proc to read.
     Host::new(&config.root_path).map_err(|e| vec![format!("root_path: {e}")])?;
-    Ok(Prepared {
-        config: config.clone(),
+    Ok(looping::Prepared {
+        settings: config.clone(),
         routes,
         id: id.clone(),
         context: context.clone(),
+        task: |looped| Box::pin(collect(looped)),
+        describe: |config| {
+            let scrapers: Vec<&str> = config.scrapers.keys().map(String::as_str).collect();
+            format!(
+                "scrapers {} every {:?}",
+                scrapers.join(" "),
+                config.collection_interval
+            )
+        },
     })
 }
 
-#[async_trait]
-impl receiver::Prepared for Prepared {
-    fn commit(
-        self: Box<Self>,
-        previous: Option<Box<dyn receiver::Running>>,
-    ) -> (Box<dyn receiver::Running>, Vec<Server>) {
-        if let Some(previous) = previous.and_then(|p| p.into_any().downcast::<Running>().ok()) {
-            previous.output.reroute(self.routes);
-            previous.settings.store(Arc::new(self.config));
-            return (previous, Vec::new());
-        }
-        let output = Output::new(self.routes);
-        let settings = Arc::new(ArcSwap::from_pointee(self.config));
-        let (stop, stopped) = watch::channel(false);
-        let task = self.context.tasks.spawn(collect(
-            self.id.to_string(),
-            output.clone(),
-            settings.clone(),
-            stopped,
-        ));
-        (
-            Box::new(Running {
-                output,
-                settings,
-                stop,
-                task,
-            }),
-            Vec::new(),
-        )
-    }
-
-    async fn abort(self: Box<Self>) {}
-}
-
 /// Collects every `collection_interval` until stopped.
-async fn collect(
-    name: String,
-    output: Output,
-    settings: Arc<ArcSwap<HostmetricsConfig>>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut wait = settings.load().initial_delay;
+async fn collect(mut looped: Looped<HostmetricsConfig>) {
+    let mut wait = looped.settings.load().initial_delay;
     // The last error of each scraper, said once.
     let mut failing: HashMap<String, String> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stopped.changed() => return,
-        }
-        let config = settings.load_full();
+    while looped.wait(wait).await {
+        let config = looped.settings.load_full();
         wait = config.collection_interval;
         let root = config.root_path.clone();
         let scraped = tokio::task::spawn_blocking(move || scrape_all(&config, &root)).await;
@@ -352,18 +273,16 @@ async fn collect(
         };
         for (scraper, error) in errors {
             if failing.get(&scraper) != Some(&error) {
-                tracing::warn!(receiver = name, scraper, %error, "hostmetrics: scraper failed; trying again at each collection");
+                tracing::warn!(receiver = looped.name, scraper, %error, "hostmetrics: scraper failed; trying again at each collection");
                 failing.insert(scraper, error);
             }
         }
         if request.resource_metrics.is_empty() {
             continue;
         }
-        if let Err(e) = output
-            .push(Batch::from_decoded(Decoded::Metrics(request)))
-            .await
-        {
-            tracing::warn!(receiver = name, error = %e, "hostmetrics: the pipeline refused a collection");
+        let batch = Batch::from_decoded(Decoded::Metrics(request));
+        if let Err(e) = looped.output.push(batch).await {
+            tracing::warn!(receiver = looped.name, error = %e, "hostmetrics: the pipeline refused a collection");
         }
     }
 }

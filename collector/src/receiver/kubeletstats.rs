@@ -9,13 +9,9 @@
 //! down, slow or answers what is not a summary is said once, and asked again at the next
 //! collection.
 
-use std::any::Any;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -27,13 +23,12 @@ use odigos_proto::otlp::metrics::v1::{
 };
 use odigos_proto::otlp::resource::v1::Resource;
 use serde::Deserialize;
-use tokio::sync::watch;
 
-use super::{Output, Routes, Server, rfc3339_nanos};
+use super::looping::{self, Looped};
+use super::{Routes, rfc3339_nanos};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::exporter::TlsConfig;
 use crate::exporter::tls::Connector;
-use crate::receiver;
 use crate::topology::Context;
 use crate::{Batch, Decoded};
 
@@ -138,7 +133,9 @@ impl ComponentConfig for KubeletstatsConfig {
 
 impl KubeletstatsConfig {
     fn tls(&self) -> TlsConfig {
-        let service_account = self.auth_type == AuthType::ServiceAccount;
+        // The cluster's CA, unless any certificate will do.
+        let service_account =
+            self.auth_type == AuthType::ServiceAccount && !self.insecure_skip_verify;
         TlsConfig {
             insecure_skip_verify: self.insecure_skip_verify,
             ca_file: self
@@ -179,7 +176,7 @@ impl KubeletstatsConfig {
 }
 
 /// What the task needs of a config, made once.
-struct Settings {
+pub struct Settings {
     config: KubeletstatsConfig,
     url: http::Uri,
     client: Client<Connector, Full<Bytes>>,
@@ -241,46 +238,12 @@ impl Settings {
     }
 }
 
-pub struct Running {
-    output: Output,
-    settings: Arc<ArcSwap<Settings>>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[async_trait]
-impl receiver::Running for Running {
-    fn endpoints(&self) -> Vec<String> {
-        vec![format!("kubelet {}", self.settings.load().url)]
-    }
-
-    async fn stop(self: Box<Self>) {
-        self.stop.send_replace(true);
-        let _ = self.task.await;
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-}
-
-pub struct Prepared {
-    settings: Settings,
-    routes: Routes,
-    id: ComponentId,
-    context: Context,
-}
-
 pub(super) fn prepare(
     config: &KubeletstatsConfig,
     id: &ComponentId,
     routes: Routes,
     context: &Context,
-) -> Result<Prepared, Vec<String>> {
+) -> Result<looping::Prepared<Settings>, Vec<String>> {
     let token = (config.auth_type == AuthType::ServiceAccount)
         .then(|| PathBuf::from(SERVICE_ACCOUNT).join("token"));
     prepare_with(config, token, id, routes, context)
@@ -292,87 +255,49 @@ fn prepare_with(
     id: &ComponentId,
     routes: Routes,
     context: &Context,
-) -> Result<Prepared, Vec<String>> {
-    Ok(Prepared {
+) -> Result<looping::Prepared<Settings>, Vec<String>> {
+    Ok(looping::Prepared {
         settings: Settings::new(config, token).map_err(|e| vec![e])?,
         routes,
         id: id.clone(),
         context: context.clone(),
+        task: |looped| Box::pin(collect(looped)),
+        describe: |settings| format!("kubelet {}", settings.url),
     })
 }
 
-#[async_trait]
-impl receiver::Prepared for Prepared {
-    fn commit(
-        self: Box<Self>,
-        previous: Option<Box<dyn receiver::Running>>,
-    ) -> (Box<dyn receiver::Running>, Vec<Server>) {
-        if let Some(previous) = previous.and_then(|p| p.into_any().downcast::<Running>().ok()) {
-            previous.output.reroute(self.routes);
-            previous.settings.store(Arc::new(self.settings));
-            return (previous, Vec::new());
-        }
-        let output = Output::new(self.routes);
-        let settings = Arc::new(ArcSwap::from_pointee(self.settings));
-        let (stop, stopped) = watch::channel(false);
-        let task = self.context.tasks.spawn(collect(
-            self.id.to_string(),
-            output.clone(),
-            settings.clone(),
-            stopped,
-        ));
-        let running = Running {
-            output,
-            settings,
-            stop,
-            task,
-        };
-        (Box::new(running), Vec::new())
-    }
-
-    async fn abort(self: Box<Self>) {}
-}
-
-async fn collect(
-    name: String,
-    output: Output,
-    settings: Arc<ArcSwap<Settings>>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut wait = settings.load().config.initial_delay;
+async fn collect(mut looped: Looped<Settings>) {
+    let mut wait = looped.settings.load().config.initial_delay;
     let mut failing: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stopped.changed() => return,
-        }
-        let settings = settings.load_full();
+    while looped.wait(wait).await {
+        let settings = looped.settings.load_full();
         wait = settings.config.collection_interval;
         let summary = tokio::select! {
             summary = settings.summary() => summary,
-            _ = stopped.changed() => return,
+            _ = looped.stopped.changed() => return,
         };
         let summary = match summary {
             Ok(summary) => {
                 if failing.take().is_some() {
-                    tracing::info!(receiver = name, "kubeletstats: the kubelet answers again");
+                    tracing::info!(
+                        receiver = looped.name,
+                        "kubeletstats: the kubelet answers again"
+                    );
                 }
                 summary
             }
             Err(error) => {
                 if failing.as_ref() != Some(&error) {
-                    tracing::warn!(receiver = name, %error, "kubeletstats: no summary; asking again at each collection");
+                    tracing::warn!(receiver = looped.name, %error, "kubeletstats: no summary; asking again at each collection");
                     failing = Some(error);
                 }
                 continue;
             }
         };
         let request = metrics(&summary, &settings.config, unix_nanos());
-        if let Err(e) = output
-            .push(Batch::from_decoded(Decoded::Metrics(request)))
-            .await
-        {
-            tracing::warn!(receiver = name, error = %e, "kubeletstats: the pipeline refused a collection");
+        let batch = Batch::from_decoded(Decoded::Metrics(request));
+        if let Err(e) = looped.output.push(batch).await {
+            tracing::warn!(receiver = looped.name, error = %e, "kubeletstats: the pipeline refused a collection");
         }
     }
 }

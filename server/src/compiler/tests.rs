@@ -20,6 +20,7 @@ pub(crate) fn layout() -> Layout {
         gateway: super::sized(512, 300, 1, 1),
         node: super::sized(256, 300, 1, 1),
         pod_metadata: false,
+        node_storage: None,
     }
 }
 
@@ -115,6 +116,102 @@ fn one_exporter_per_signal_where_a_type_sets_something_per_signal() {
 #[test]
 fn problems() {
     golden("problems");
+}
+
+/// In a cluster, a filelog receiver per Source over its pods' files and kubeletstats; on a
+/// machine, the files a Source's annotation names. Each config is one the collector takes.
+#[test]
+fn node_collectors_read_the_sources_log_files_and_the_nodes_metrics() {
+    golden("node_reading");
+    let mut cluster = layout();
+    cluster.pod_metadata = true;
+    cluster.node_storage = Some(PathBuf::from("/var/lib/odigos-node"));
+    let compiled = compile(&desired("node_reading"), Catalog::builtin(), &cluster);
+    if let Err(e) = odigos_collector::Config::from_yaml(&compiled.node, "node.yaml") {
+        panic!("{e}\n{}", compiled.node);
+    }
+    let node: serde_json::Value =
+        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let checkout = &node["receivers"]["filelog/shop.checkout"];
+    assert_eq!(
+        checkout["include"],
+        serde_json::json!(["/var/log/pods/shop_checkout-*_*/*/*.log"])
+    );
+    assert_eq!(
+        checkout["operators"],
+        serde_json::json!([{"type": "container"}])
+    );
+    assert_eq!(checkout["storage"], "file_storage/node");
+    assert_eq!(
+        checkout["resource"],
+        serde_json::json!({"service.name": "checkout-api", "k8s.deployment.name": "checkout"})
+    );
+    // The namespace's receiver leaves out the pods that have a receiver of their own.
+    let shop = &node["receivers"]["filelog/shop.shop"];
+    assert_eq!(
+        shop["include"],
+        serde_json::json!(["/var/log/pods/shop_*_*/*/*.log"])
+    );
+    assert_eq!(
+        shop["exclude"],
+        serde_json::json!([
+            "/var/log/pods/shop_checkout-*_*/*/*.log",
+            "/var/log/pods/shop_paused-*_*/*/*.log"
+        ])
+    );
+    assert!(
+        node["receivers"]["filelog/shop.paused"].is_null(),
+        "not instrumented"
+    );
+    assert!(
+        node["receivers"]["filelog/default.worker"].is_null(),
+        "processes are not pods"
+    );
+    assert_eq!(
+        node["receivers"]["kubeletstats"]["auth_type"],
+        "serviceAccount"
+    );
+    assert!(node["receivers"]["hostmetrics"]["scrapers"]["filesystem"].is_null());
+    assert_eq!(
+        node["extensions"]["file_storage/node"]["directory"],
+        "/var/lib/odigos-node/filelog"
+    );
+    assert_eq!(
+        node["service"]["extensions"],
+        serde_json::json!(["file_storage/node"])
+    );
+    let logs = &node["service"]["pipelines"]["logs"]["receivers"];
+    assert_eq!(
+        logs,
+        &serde_json::json!(["otlp", "filelog/shop.checkout", "filelog/shop.shop"])
+    );
+    let metrics = &node["service"]["pipelines"]["metrics"]["receivers"];
+    assert_eq!(
+        metrics,
+        &serde_json::json!(["otlp", "hostmetrics", "kubeletstats"])
+    );
+
+    // On a machine: the annotation's files, and the host's metrics.
+    let compiled = compile(&desired("node_reading"), Catalog::builtin(), &layout());
+    if let Err(e) = odigos_collector::Config::from_yaml(&compiled.node, "node.yaml") {
+        panic!("{e}\n{}", compiled.node);
+    }
+    let node: serde_json::Value =
+        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let worker = &node["receivers"]["filelog/default.worker"];
+    assert_eq!(
+        worker["include"],
+        serde_json::json!(["/var/log/worker/*.log", "/srv/worker/out.log"])
+    );
+    assert_eq!(
+        worker["resource"],
+        serde_json::json!({"service.name": "worker"})
+    );
+    assert!(node["receivers"]["kubeletstats"].is_null());
+    assert_eq!(
+        node["service"]["pipelines"]["logs"]["receivers"],
+        serde_json::json!(["otlp", "filelog/default.worker"])
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ mod lease;
 mod pods;
 mod webhook_cert;
 
-pub use collectors::CollectorWorkloads;
+pub use collectors::{CollectorWorkloads, NODE_STORAGE};
 pub use webhook_cert::WebhookCert;
 
 use super::{Change, Desired, Problem, Refusal, Snapshot, Status, Store, WorkloadPods};

@@ -2,9 +2,14 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
 use super::*;
 use crate::ConsumeError;
 use crate::consumer::{Consumer, Next};
+use crate::receiver;
 use crate::receiver::Prepared as _;
 
 /// Records the logs that reach the pipeline; refuses everything while `full` is set.
@@ -235,7 +240,7 @@ async fn container_logs_are_joined_and_know_their_pod() {
     let log = container.join("0.log");
     let capture = Arc::new(Capture::default());
     let config = config(&format!(
-        "include: ['{}/*/*/*.log']\nstart_at: beginning\ninclude_file_path: true\noperators: [{{type: container}}]",
+        "include: ['{}/*/*/*.log']\nstart_at: beginning\ninclude_file_path: true\noperators: [{{type: container}}]\nresource: {{service.name: checkout-api}}\nattributes: {{team: shop}}",
         dir.path().display()
     ));
     let running = start(&config, &capture).await;
@@ -255,7 +260,8 @@ async fn container_logs_are_joined_and_know_their_pod() {
     assert_eq!(
         seen[1].attributes,
         [
-            "log.file.name=0.log".to_string(),
+            "team=shop".to_string(),
+            "log.file.name=0.log".into(),
             format!("log.file.path={}", log.display()),
             "log.iostream=stderr".into()
         ]
@@ -267,7 +273,8 @@ async fn container_logs_are_joined_and_know_their_pod() {
             "k8s.pod.name=checkout-7d9f",
             "k8s.pod.uid=0f6c1c2e-1b2a-4c3d-9e8f-0123456789ab",
             "k8s.container.name=app",
-            "k8s.container.restart_count=0"
+            "k8s.container.restart_count=0",
+            "service.name=checkout-api"
         ]
     );
     running.stop().await;

@@ -6,10 +6,15 @@ use std::sync::Mutex;
 
 use hyper_util::rt::TokioIo;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
 use super::*;
 use crate::ConsumeError;
 use crate::consumer::{Consumer, Next};
 use crate::exporter::tls::testing;
+use crate::receiver;
 use crate::receiver::Prepared as _;
 
 const SUMMARY: &str = include_str!("summary.json");

@@ -117,6 +117,10 @@ fn workload(
     })
 }
 
+/// Where on each node the node collector keeps what outlives its pod (how far it read each
+/// log file), a directory of the node's.
+pub const NODE_STORAGE: &str = "/var/lib/odigos-node";
+
 /// The pod of a collector (`gateway` or `node-collector`), managed over OpAMP. Node collectors
 /// take OTLP on their node's ports.
 fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup) -> Value {
@@ -183,11 +187,28 @@ fn pod(workloads: &CollectorWorkloads, component: &str, group: &CollectorsGroup)
             ],
         },
     });
-    // Node collectors read their node's pods (k8sattributes) with a ServiceAccount of their
-    // own; gateways talk to no API server.
+    // Node collectors read their node's pods (k8sattributes) and the kubelet's stats with a
+    // ServiceAccount of their own, and the pods' log files, which only root may read; gateways
+    // talk to no API server and read no file of the node.
     if role == "node" {
-        pod["spec"]["serviceAccountName"] = json!(NODE);
-        pod["spec"]["automountServiceAccountToken"] = json!(true);
+        let spec = &mut pod["spec"];
+        spec["serviceAccountName"] = json!(NODE);
+        spec["automountServiceAccountToken"] = json!(true);
+        spec["securityContext"] = json!({"runAsUser": 0, "runAsGroup": 0});
+        let container = &mut spec["containers"][0];
+        container["securityContext"]["capabilities"] =
+            json!({"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]});
+        container["env"].as_array_mut().unwrap().push(
+            json!({"name": "ODIGOS_NODE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}),
+        );
+        container["volumeMounts"].as_array_mut().unwrap().extend([
+            json!({"name": "pod-logs", "mountPath": "/var/log/pods", "readOnly": true}),
+            json!({"name": "node-storage", "mountPath": NODE_STORAGE}),
+        ]);
+        spec["volumes"].as_array_mut().unwrap().extend([
+            json!({"name": "pod-logs", "hostPath": {"path": "/var/log/pods", "type": "DirectoryOrCreate"}}),
+            json!({"name": "node-storage", "hostPath": {"path": NODE_STORAGE, "type": "DirectoryOrCreate"}}),
+        ]);
     }
     pod
 }
