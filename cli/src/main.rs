@@ -2,6 +2,7 @@
 
 mod collector;
 mod describe;
+mod log_links;
 mod managed;
 mod odiglet;
 mod pods;

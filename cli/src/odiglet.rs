@@ -60,6 +60,12 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT", requires = "node_name")]
     sdk_opamp: Option<String>,
 
+    /// Keep, for each Source, links to the files its processes write their standard output
+    /// and error to, in DIR/<namespace>.<name>/ (where the node collector reads them when a
+    /// Destination takes logs).
+    #[arg(long, value_name = "DIR")]
+    log_links: Option<PathBuf>,
+
     /// Shut down when standard input closes: how `odigos up` stops what it started.
     #[arg(long, hide = true)]
     stop_on_stdin_close: bool,
@@ -67,6 +73,8 @@ pub struct Args {
 
 /// Export requests waiting for the exporter; beyond this, spans are dropped and counted.
 const BACKLOG: usize = 64;
+/// How often the links to the processes' output files are brought up to date.
+const LINK_EVERY: Duration = Duration::from_secs(2);
 /// How often freed memory is given back to the OS.
 const TRIM: Duration = Duration::from_secs(5);
 
@@ -269,6 +277,7 @@ async fn run(args: Args) -> ExitCode {
             crate::release_freed_memory();
         }
     });
+    let proc = args.proc.clone();
     let managed = Arc::new(Managed {
         odiglet: Odiglet::start(args.proc, host.clone(), spans),
         context,
@@ -276,6 +285,25 @@ async fn run(args: Args) -> ExitCode {
         effective: Mutex::new(None),
         started: SystemTime::now(),
     });
+    if let Some(dir) = args.log_links {
+        let linked = managed.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            let mut every = tokio::time::interval(LINK_EVERY);
+            loop {
+                every.tick().await;
+                let processes = linked.odiglet.report().processes;
+                match crate::log_links::update(&dir, &proc, &processes) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the links to the processes' output; trying again");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
     if let Some(node) = args.node_name {
         let (pods, followed) = tokio::sync::watch::channel(Pods::new());
         if let Some(address) = &args.sdk_opamp {

@@ -213,7 +213,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match odigos_ebpf::tracer::available() {
         Ok(()) => {
             let export = format!("http://{}", listening("grpc", &args.otlp_grpc));
-            let command = ["odiglet", "--export-endpoint", &export].map(String::from);
+            let links = odigos_server::compiler::process_log_links(&state_dir.join("node"));
+            let links = links.display().to_string();
+            let command = [
+                "odiglet",
+                "--export-endpoint",
+                &export,
+                "--log-links",
+                &links,
+            ]
+            .map(String::from);
             let (endpoint, token, dir) =
                 (endpoint.clone(), token.clone(), state_dir.join("odiglet"));
             let spawn = move || spawn_agent(&command, &endpoint, &token, &dir);

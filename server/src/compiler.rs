@@ -346,6 +346,12 @@ fn node_config(
     yaml(&config)
 }
 
+/// Where, under a node collector's storage, odiglet keeps for each Source links to the files
+/// its processes write their output to (`<namespace>.<name>/<pid>-<fd>.log`).
+pub fn process_log_links(node_storage: &std::path::Path) -> PathBuf {
+    node_storage.join("process-logs")
+}
+
 /// The annotation of a Source that names the files its workload logs to (globs, comma
 /// separated), read by the node collector where there is no `/var/log/pods` to read.
 pub const LOG_PATHS: &str = "odigos.io/log-paths";
@@ -374,10 +380,11 @@ impl NodeReading {
                     json!({"directory": directory.join("filelog"), "create_directory": true});
                 (STORAGE.to_string(), config)
             });
-            for ((namespace, name), source) in &desired.sources {
-                let Some(mut config) = log_files(source, desired, layout) else {
+            for (key, source) in &desired.sources {
+                let Some(mut config) = log_files(key, source, desired, layout) else {
                     continue;
                 };
+                let (namespace, name) = key;
                 if storage.is_some() {
                     config["storage"] = json!(STORAGE);
                 }
@@ -422,14 +429,20 @@ impl NodeReading {
     }
 }
 
-/// The `filelog` receiver of a Source's log files, if it has any: in a cluster, its pods'
-/// files under `/var/log/pods` (for a namespace, every pod's but those of workloads with
-/// Sources of their own, which have their own receivers); elsewhere the globs of its
-/// `odigos.io/log-paths` annotation. Records carry the Source's service name.
-fn log_files(source: &Source, desired: &Desired, layout: &Layout) -> Option<Value> {
+/// The `filelog` receiver of the Source `key`'s log files, if it has any. In a cluster, its
+/// pods' files under `/var/log/pods` (for a namespace, every pod's but those of workloads with
+/// Sources of their own, which have receivers of their own). On a machine, the globs of its
+/// `odigos.io/log-paths` annotation and, for a Source of processes, odiglet's links to the
+/// files they write their output to. Records carry the Source's service name.
+fn log_files(
+    key: &(String, String),
+    source: &Source,
+    desired: &Desired,
+    layout: &Layout,
+) -> Option<Value> {
     let spec = &source.spec;
     let workload = &spec.workload;
-    if spec.disable_instrumentation || spec.match_workload_name_as_regex {
+    if spec.disable_instrumentation {
         return None;
     }
     let namespace = if workload.namespace.is_empty() {
@@ -438,22 +451,29 @@ fn log_files(source: &Source, desired: &Desired, layout: &Layout) -> Option<Valu
         workload.namespace.as_str()
     };
     let pods = |ns: &str, name: &str| format!("/var/log/pods/{ns}_{name}-*_*/*/*.log");
-    let (service, _) = service_of(source);
     let mut resource = serde_json::Map::new();
     let (include, exclude) = match (layout.pod_metadata, workload.kind) {
-        // The node collector's pod sees no process's files.
+        // The node collector's pod sees no process's files, and a regex is no glob.
         (true, WorkloadKind::Process) => return None,
+        (true, _) if spec.match_workload_name_as_regex => return None,
         (false, _) => {
             let annotations = source.metadata.annotations.as_ref();
-            let globs: Vec<String> = annotations
+            let globs = annotations
                 .and_then(|a| a.get(LOG_PATHS))
                 .into_iter()
                 .flat_map(|text| text.split([',', '\n']))
                 .map(str::trim)
                 .filter(|g| !g.is_empty())
-                .map(String::from)
-                .collect();
-            (globs, Vec::new())
+                .map(String::from);
+            let links = (workload.kind == WorkloadKind::Process)
+                .then_some(layout.node_storage.as_ref())
+                .flatten()
+                .map(|storage| {
+                    let (source_namespace, name) = key;
+                    let dir = process_log_links(storage).join(format!("{source_namespace}.{name}"));
+                    dir.join("*.log").display().to_string()
+                });
+            (globs.chain(links).collect::<Vec<_>>(), Vec::new())
         }
         (true, WorkloadKind::Namespace) => {
             let own: Vec<String> = desired
@@ -474,7 +494,9 @@ fn log_files(source: &Source, desired: &Desired, layout: &Layout) -> Option<Valu
     if include.is_empty() {
         return None;
     }
-    if workload.kind != WorkloadKind::Namespace {
+    // A namespace's pods, and processes a regex picks, have no one service name.
+    let (service, regex) = service_of(source);
+    if workload.kind != WorkloadKind::Namespace && !regex {
         resource.insert("service.name".into(), json!(service));
     }
     let mut config = json!({"include": include, "start_at": "end", "resource": resource});

@@ -17,6 +17,8 @@
 //! - an SDK in a pod reaches the control plane's OpAMP through odiglet's relay, where the
 //!   webhook points it, with no token, and gets its workload's settings;
 //! - a k8sAttributes Action makes node collectors add the pod's label and container image;
+//! - a Destination that takes logs and metrics gets the app's log lines, read from its pod's
+//!   files, and the kubelet's and the node's metrics;
 //! - an Action applied with kubectl reaches the same gateway pods, and the backend sees it;
 //! - without the control plane the collectors keep their configs and data flows; back, it
 //!   takes the fleet again, and no collector restarted;
@@ -334,13 +336,16 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut backend = Collector::start(&format!(
-        "receivers: {{otlp: {{protocols: {{http: {{endpoint: '{HOST_IP}:0'}}}}}}}}\nexporters: {{file: {{path: {}/traces.jsonl}}}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], exporters: [file]}}}}}}\n",
-        dir.path().display()
+        "receivers: {{otlp: {{protocols: {{http: {{endpoint: '{HOST_IP}:0'}}}}}}}}\nexporters: {{file: {{path: {dir}/traces.jsonl}}, file/logs: {{path: {dir}/logs.jsonl}}, file/metrics: {{path: {dir}/metrics.jsonl}}}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], exporters: [file]}}, logs: {{receivers: [otlp], exporters: [file/logs]}}, metrics: {{receivers: [otlp], exporters: [file/metrics]}}}}}}\n",
+        dir = dir.path().display()
     ));
     let backend_port = backend.port("http");
-    cluster.apply_ok(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: backend-auth, namespace: default}}\nstringData: {{OTLP_HTTP_BASIC_AUTH_PASSWORD: {PASSWORD}}}\n---\napiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: backend, namespace: default}}\nspec:\n  type: otlphttp\n  signals: [TRACES]\n  data: {{OTLP_HTTP_ENDPOINT: 'http://{HOST_IP}:{backend_port}', OTLP_HTTP_BASIC_AUTH_USERNAME: me}}\n  secretRef: {{name: backend-auth}}\n"
-    ));
+    let backend_destination = |signals: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: backend-auth, namespace: default}}\nstringData: {{OTLP_HTTP_BASIC_AUTH_PASSWORD: {PASSWORD}}}\n---\napiVersion: odigos.io/v1alpha1\nkind: Destination\nmetadata: {{name: backend, namespace: default}}\nspec:\n  type: otlphttp\n  signals: [{signals}]\n  data: {{OTLP_HTTP_ENDPOINT: 'http://{HOST_IP}:{backend_port}', OTLP_HTTP_BASIC_AUTH_USERNAME: me}}\n  secretRef: {{name: backend-auth}}\n"
+        )
+    };
+    cluster.apply_ok(&backend_destination("TRACES"));
     let sdk = Streamer::python(
         &format!("http://{NODE_IP}:4317"),
         "cluster-checkout",
@@ -632,6 +637,72 @@ fn helm_installs_upgrades_and_uninstalls_a_control_plane_that_runs() {
     cluster.expect(30, NS, "the k8sAttributes Action is Ready", || {
         action() == "True"
     });
+
+    // The backend takes logs and metrics too: node collectors read the log files of the
+    // Sources' pods (the app's access log, with its pod and service) and ask the kubelet for
+    // its stats with their ServiceAccount's token.
+    cluster.apply_ok(&backend_destination("TRACES, LOGS, METRICS"));
+    let access_logged = || {
+        let _ = http_request_at(&new_ip, 8080, "GET", "/logged", &[], "");
+        let requests = json_lines(&dir.path().join("logs.jsonl"));
+        items(&requests, "resourceLogs", "scopeLogs", "logRecords")
+            .into_iter()
+            .find(|(_, _, record)| {
+                record["body"]["stringValue"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("GET /logged"))
+            })
+            .map(|(resource, _, _)| resource.clone())
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || access_logged().is_some()),
+        "the app's access log reaches the backend; the node collector says: {}",
+        cluster.logs(NS, "app.kubernetes.io/component=node-collector", 30)
+    );
+    let resource = access_logged().unwrap();
+    for (key, value) in [
+        ("service.name", "python-app"),
+        ("k8s.deployment.name", "python-app"),
+        ("k8s.pod.name", new_pod.as_str()),
+        ("k8s.container.name", "web"),
+    ] {
+        assert_eq!(
+            attribute(&resource, key).as_deref(),
+            Some(value),
+            "{key}: {resource}"
+        );
+    }
+    let measured = |name: &str, pod: Option<&str>| {
+        let requests = json_lines(&dir.path().join("metrics.jsonl"));
+        requests.iter().any(|request| {
+            request["resourceMetrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| {
+                    pod.is_none_or(|pod| {
+                        attribute(&r["resource"], "k8s.pod.name").as_deref() == Some(pod)
+                    }) && r["scopeMetrics"].as_array().into_iter().flatten().any(|s| {
+                        s["metrics"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|m| m["name"] == name)
+                    })
+                })
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || measured(
+            "container.memory.working_set",
+            Some(&new_pod)
+        ) && measured(
+            "system.memory.usage",
+            None
+        )),
+        "the kubelet's stats of the app's pod and the node's memory reach the backend; the node collector says: {}",
+        cluster.logs(NS, "app.kubernetes.io/component=node-collector", 30)
+    );
 
     // The UI's throughput comes from the collectors' own metrics, read at their pods' addresses.
     let received = |role: &str| {

@@ -105,3 +105,53 @@ fn a_sources_log_files_reach_a_logs_destination_and_stop_and_resume_in_place() {
     );
     assert_eq!(up.collector_pids(), pids, "no collector restarted");
 }
+
+/// As root, odiglet runs and keeps links to the files a Source's processes write their output
+/// to: what a program prints to its redirected stdout reaches the logs Destination with the
+/// Source's service name, lines printed before the Source came included. Needs root: under
+/// `CI=true` a machine without eBPF fails.
+#[test]
+fn what_a_sources_processes_print_reaches_a_logs_destination() {
+    match odigos_ebpf::tracer::available() {
+        Ok(()) => {}
+        Err(e) if std::env::var_os("CI").is_none() => return eprintln!("skipped outside CI: {e}"),
+        Err(e) => panic!("odiglet cannot run here: {e}"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let printed = dir.path().join("printer.out");
+    let mut printer = std::process::Command::new(odigos_tests::python())
+        .args([
+            "-u",
+            "-c",
+            "import sys, time\nfor i in range(10**6):\n    print(f'line {i}')\n    time.sleep(0.05)",
+            "printer-marker",
+        ])
+        .stdout(std::fs::File::create(&printed).unwrap())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("logs.jsonl");
+    let source = "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {name: printer}\nspec:\n  workload: {kind: Process, name: 'printer-marker'}\n  matchWorkloadNameAsRegex: true\n  otelServiceName: printer\n";
+    let up = Up::start(&[
+        ("archive.yaml", destination(&out, "LOGS")),
+        ("printer.yaml", source.to_string()),
+    ]);
+    up.wait_applied(1);
+    let arrived = || {
+        let (bodies, services) = received(&out);
+        bodies.iter().any(|b| b == "line 0")
+            && bodies.len() > 20
+            && services.iter().all(|s| s == "printer")
+    };
+    let done = wait_for(Duration::from_secs(30), arrived);
+    let _ = printer.kill();
+    let _ = printer.wait();
+    assert!(
+        done,
+        "the printer's lines reach the destination: {:?}\n{}",
+        received(&out),
+        up.logs()
+    );
+    let (bodies, _) = received(&out);
+    let expected: Vec<String> = lines(0, bodies.len());
+    assert_eq!(bodies, expected, "every line once, in order");
+}

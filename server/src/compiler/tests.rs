@@ -212,6 +212,20 @@ fn node_collectors_read_the_sources_log_files_and_the_nodes_metrics() {
         node["service"]["pipelines"]["logs"]["receivers"],
         serde_json::json!(["otlp", "filelog/default.worker"])
     );
+
+    // With storage, also odiglet's links to what the Source's processes print, and offsets
+    // kept there.
+    let mut machine = layout();
+    machine.node_storage = Some(PathBuf::from("/state/node"));
+    let compiled = compile(&desired("node_reading"), Catalog::builtin(), &machine);
+    let node: serde_json::Value =
+        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let worker = &node["receivers"]["filelog/default.worker"];
+    assert_eq!(
+        worker["include"],
+        serde_json::json!(["/var/log/worker/*.log", "/srv/worker/out.log", "/state/node/process-logs/default.worker/*.log"])
+    );
+    assert_eq!(worker["storage"], "file_storage/node");
 }
 
 #[test]
