@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod control;
 pub mod ebpf;
+pub mod filelog;
 pub mod fleet;
 pub mod load;
 pub mod request;

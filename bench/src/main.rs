@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use odigos_bench::cluster::{self, ClusterArgs};
 use odigos_bench::control::{self, ControlArgs};
 use odigos_bench::ebpf::{self, EbpfArgs};
+use odigos_bench::filelog::{self, FilelogArgs};
 use odigos_bench::fleet::{self, FleetArgs};
 use odigos_bench::load::{self, LoadOptions, LoadStats};
 use odigos_bench::request::Payloads;
@@ -44,6 +45,9 @@ enum Cmd {
     /// Measure eBPF tracing: an HTTP server's throughput and latency untraced, traced, and
     /// while another process is traced; odiglet's CPU per request and memory. Needs root.
     Ebpf(EbpfArgs),
+    /// Measure reading log files: our collector and otelcol-contrib side by side, lines/s, CPU
+    /// per line and peak RSS.
+    Filelog(FilelogArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Control(args) => control::run(args).await,
         Cmd::Cluster(args) => cluster::run(args).await,
         Cmd::Ebpf(args) => ebpf::run(args),
+        Cmd::Filelog(args) => filelog::run(args).await,
     }
 }
 

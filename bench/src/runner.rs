@@ -545,7 +545,7 @@ fn default_rotel() -> Option<PathBuf> {
 }
 
 /// The nearest directory above this binary (or else the working directory) with a Cargo.lock.
-fn workspace_root() -> Option<PathBuf> {
+pub(crate) fn workspace_root() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok();
     let cwd = std::env::current_dir().ok();
     [exe, cwd].into_iter().flatten().find_map(|start| {

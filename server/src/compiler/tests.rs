@@ -223,7 +223,11 @@ fn node_collectors_read_the_sources_log_files_and_the_nodes_metrics() {
     let worker = &node["receivers"]["filelog/default.worker"];
     assert_eq!(
         worker["include"],
-        serde_json::json!(["/var/log/worker/*.log", "/srv/worker/out.log", "/state/node/process-logs/default.worker/*.log"])
+        serde_json::json!([
+            "/var/log/worker/*.log",
+            "/srv/worker/out.log",
+            "/state/node/process-logs/default.worker/*.log"
+        ])
     );
     assert_eq!(worker["storage"], "file_storage/node");
 }
