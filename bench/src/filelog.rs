@@ -281,6 +281,8 @@ impl LogSink {
                 }
             }),
         );
+        // Batches of a few thousand 1 KiB lines.
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(256 << 20));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -24,7 +24,7 @@ use odigos_proto::otlp::resource::v1::Resource;
 use serde::Deserialize;
 
 use self::files::{Checkpoints, Files, Scan, Tracked};
-use self::framing::{Framing, Rule, Split};
+use self::framing::{Framing, Record, Rule};
 use super::Routes;
 use super::looping::{self, Looped};
 use crate::config::{ComponentConfig, ComponentId};
@@ -429,8 +429,9 @@ impl Reader {
         // before the new file's first), then acknowledged together.
         let sent = async {
             let mut receipts = Vec::new();
-            for (i, split) in &reads {
-                let batch = batch(&files.tracked[*i], split, settings);
+            for (i, split) in &mut reads {
+                let records = std::mem::take(&mut split.records);
+                let batch = batch(&files.tracked[*i], records, settings);
                 receipts.push(self.looped.output.push(batch).await);
             }
             let pending = receipts.into_iter().map(|receipt| async { receipt?.await });
@@ -461,7 +462,7 @@ impl Reader {
 }
 
 /// The records of one read as a batch of logs.
-fn batch(tracked: &Tracked, split: &Split, settings: &Settings) -> Batch {
+fn batch(tracked: &Tracked, records: Vec<Record>, settings: &Settings) -> Batch {
     let text = |key: &str, value: String| KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -497,13 +498,12 @@ fn batch(tracked: &Tracked, split: &Split, settings: &Settings) -> Batch {
     let observed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let records = split
-        .records
-        .iter()
+    let records = records
+        .into_iter()
         .map(|record| {
             let mut attributes = attributes.clone();
-            if let Some(stream) = &record.stream {
-                attributes.push(text("log.iostream", stream.clone()));
+            if let Some(stream) = record.stream {
+                attributes.push(text("log.iostream", stream));
             }
             if record.truncated {
                 attributes.push(KeyValue {
@@ -514,10 +514,14 @@ fn batch(tracked: &Tracked, split: &Split, settings: &Settings) -> Batch {
                     ..Default::default()
                 });
             }
+            // Valid UTF-8 (nearly every line) becomes the body as it is, without a copy.
             let body = if settings.bytes {
-                any_value::Value::BytesValue(record.body.clone())
+                any_value::Value::BytesValue(record.body)
             } else {
-                any_value::Value::StringValue(String::from_utf8_lossy(&record.body).into_owned())
+                any_value::Value::StringValue(
+                    String::from_utf8(record.body)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                )
             };
             LogRecord {
                 time_unix_nano: record.time_unix_nano,
