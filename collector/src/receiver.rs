@@ -87,6 +87,28 @@ impl ReceiverConfig {
     }
 }
 
+/// A string attribute.
+pub(crate) fn text(
+    key: &str,
+    value: impl Into<String>,
+) -> odigos_proto::otlp::common::v1::KeyValue {
+    use odigos_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Now, in nanoseconds since the epoch.
+pub(crate) fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// `2024-05-01T10:00:00.123456789Z` (or with an offset) as nanoseconds since the epoch.
 pub(crate) fn rfc3339_nanos(text: &str) -> Option<u64> {
     let (date, rest) = text.split_once('T')?;

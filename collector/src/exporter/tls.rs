@@ -21,6 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+/// A certificate chain to present, and its key.
+type ClientCertificate = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// Client TLS settings, as in the OpenTelemetry Collector.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,10 +116,7 @@ impl TlsConfig {
     }
 
     /// The client certificate chain and key of `cert_file` and `key_file`, when given.
-    #[allow(clippy::type_complexity)]
-    fn client_certificate(
-        &self,
-    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+    fn client_certificate(&self) -> Result<Option<ClientCertificate>, String> {
         let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
             return Ok(None);
         };

@@ -15,7 +15,7 @@ mod framing;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use odigos_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
@@ -25,8 +25,8 @@ use serde::Deserialize;
 
 use self::files::{Checkpoints, Files, Scan, Tracked};
 use self::framing::{Framing, Record, Rule};
-use super::Routes;
 use super::looping::{self, Looped};
+use super::{Routes, text, unix_nanos};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::topology::Context;
 use crate::{Batch, Decoded};
@@ -463,13 +463,6 @@ impl Reader {
 
 /// The records of one read as a batch of logs.
 fn batch(tracked: &Tracked, records: Vec<Record>, settings: &Settings) -> Batch {
-    let text = |key: &str, value: String| KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    };
     let path = tracked.path.to_string_lossy();
     let mut attributes: Vec<KeyValue> = (settings.config.attributes.iter())
         .map(|(key, value)| text(key, value.clone()))
@@ -495,9 +488,7 @@ fn batch(tracked: &Tracked, records: Vec<Record>, settings: &Settings) -> Batch 
         .map(|(key, value)| text(key, value))
         .chain(given.map(|(key, value)| text(key, value.clone())))
         .collect();
-    let observed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let observed = unix_nanos();
     let records = records
         .into_iter()
         .map(|record| {

@@ -9,10 +9,10 @@ mod scrape;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use odigos_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use odigos_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use odigos_proto::otlp::common::v1::InstrumentationScope;
 use odigos_proto::otlp::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
@@ -20,8 +20,8 @@ use odigos_proto::otlp::resource::v1::Resource;
 use serde::Deserialize;
 
 use self::scrape::{Attributes, Host, Kind, Measured, Number};
-use super::Routes;
 use super::looping::{self, Looped};
+use super::{Routes, text, unix_nanos};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::topology::Context;
 use crate::{Batch, Decoded};
@@ -444,22 +444,6 @@ fn metric(measured: &Measured, now: u64) -> Metric {
         }),
         ..Default::default()
     }
-}
-
-fn text(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]

@@ -10,14 +10,14 @@
 //! collection.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use odigos_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use odigos_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use odigos_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use odigos_proto::otlp::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
@@ -25,7 +25,7 @@ use odigos_proto::otlp::resource::v1::Resource;
 use serde::Deserialize;
 
 use super::looping::{self, Looped};
-use super::{Routes, rfc3339_nanos};
+use super::{Routes, rfc3339_nanos, text, unix_nanos};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::exporter::TlsConfig;
 use crate::exporter::tls::Connector;
@@ -709,22 +709,6 @@ fn metrics(
             })
             .collect(),
     }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::consumer::{Consumer, Next};
 use crate::exporter::tls::testing;
 use crate::receiver;
 use crate::receiver::Prepared as _;
+use odigos_proto::otlp::common::v1::any_value;
 
 const SUMMARY: &str = include_str!("summary.json");
 
