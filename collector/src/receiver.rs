@@ -102,6 +102,38 @@ pub(crate) fn text(
     }
 }
 
+/// The metrics of one resource, from one scope.
+pub(crate) fn resource_metrics(
+    attributes: Vec<odigos_proto::otlp::common::v1::KeyValue>,
+    scope: &odigos_proto::otlp::common::v1::InstrumentationScope,
+    metrics: Vec<odigos_proto::otlp::metrics::v1::Metric>,
+) -> odigos_proto::otlp::metrics::v1::ResourceMetrics {
+    use odigos_proto::otlp::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    ResourceMetrics {
+        resource: Some(odigos_proto::otlp::resource::v1::Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(scope.clone()),
+            metrics,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// What a receiver's `validate` says of the config in `yaml`, as `field.path: message` lines.
+#[cfg(test)]
+pub(crate) fn problems<C: crate::config::ComponentConfig>(yaml: &str) -> Vec<String> {
+    let config: C = crate::yaml::from_value(crate::yaml::parse(yaml).unwrap()).unwrap();
+    config
+        .validate()
+        .into_iter()
+        .map(|(path, message)| format!("{}: {message}", path.join(".")))
+        .collect()
+}
+
 /// Now, in nanoseconds since the epoch.
 pub(crate) fn unix_nanos() -> u64 {
     std::time::SystemTime::now()

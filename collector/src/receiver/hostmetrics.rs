@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use self::scrape::{Attributes, Host, Kind, Measured, Number};
 use super::looping::{self, Looped};
-use super::{Routes, text, unix_nanos};
+use super::{Routes, resource_metrics, text, unix_nanos};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::topology::Context;
 use crate::{Batch, Decoded};
@@ -308,13 +308,8 @@ fn scrape_all(
         };
         let enabled = |m: &Measured| scraper.metrics.get(m.name).is_none_or(|t| t.enabled);
         if name == "process" {
-            let include = scraper.include.as_ref().map(Filter::matcher);
-            let exclude = scraper.exclude.as_ref().map(Filter::matcher);
-            let wanted = |executable: &str| {
-                include.as_ref().is_none_or(|m| m.matches(executable))
-                    && !exclude.as_ref().is_some_and(|m| m.matches(executable))
-            };
-            match host.process(wanted) {
+            let names = Passes::of(&scraper.include, &scraper.exclude);
+            match host.process(|executable| names.admits(executable)) {
                 Ok(processes) => {
                     for (resource, measured) in processes {
                         let metrics = measured
@@ -322,18 +317,10 @@ fn scrape_all(
                             .filter(|m| enabled(m))
                             .map(|m| metric(m, now))
                             .collect();
-                        request.resource_metrics.push(ResourceMetrics {
-                            resource: Some(Resource {
-                                attributes: resource.into_iter().map(|(k, v)| text(k, v)).collect(),
-                                ..Default::default()
-                            }),
-                            scope_metrics: vec![ScopeMetrics {
-                                scope: Some(scope.clone()),
-                                metrics,
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        });
+                        let attributes = resource.into_iter().map(|(k, v)| text(k, v)).collect();
+                        request
+                            .resource_metrics
+                            .push(resource_metrics(attributes, &scope, metrics));
                     }
                 }
                 Err(e) => errors.push((name.clone(), e)),
@@ -353,7 +340,13 @@ fn scrape_all(
         };
         match measured {
             Ok(measured) => {
-                let keep = |attributes: &Attributes| kept(name, &scraper, attributes);
+                let filters = series_filters(name, &scraper);
+                let keep = |attributes: &Attributes| {
+                    filters.iter().all(|(key, passes)| {
+                        let value = attributes.iter().find(|(k, _)| k == key);
+                        value.is_none_or(|(_, v)| passes.admits(v))
+                    })
+                };
                 let metrics = measured
                     .into_iter()
                     .filter(|m| enabled(m))
@@ -384,29 +377,39 @@ fn scrape_all(
     (request, errors)
 }
 
-/// Whether a series of scraper `name` passes its include and exclude filters.
-fn kept(name: &str, scraper: &ScraperConfig, attributes: &Attributes) -> bool {
-    let value = |key: &str| {
-        attributes
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    let passes = |include: &Option<Filter>, exclude: &Option<Filter>, key: &str| {
-        let Some(value) = value(key) else { return true };
-        include.as_ref().is_none_or(|f| f.matcher().matches(value))
-            && !exclude.as_ref().is_some_and(|f| f.matcher().matches(value))
-    };
+/// An include filter and an exclude filter, compiled once per collection.
+struct Passes(Option<Matcher>, Option<Matcher>);
+
+impl Passes {
+    fn of(include: &Option<Filter>, exclude: &Option<Filter>) -> Passes {
+        Passes(
+            include.as_ref().map(Filter::matcher),
+            exclude.as_ref().map(Filter::matcher),
+        )
+    }
+
+    /// Whether `value` is included and not excluded.
+    fn admits(&self, value: &str) -> bool {
+        self.0.as_ref().is_none_or(|m| m.matches(value))
+            && !self.1.as_ref().is_some_and(|m| m.matches(value))
+    }
+}
+
+/// The filters of scraper `name` by the attribute of its series they look at.
+fn series_filters(name: &str, scraper: &ScraperConfig) -> Vec<(&'static str, Passes)> {
     match name {
-        "network" | "disk" => passes(&scraper.include, &scraper.exclude, "device"),
-        "filesystem" => {
-            passes(
-                &scraper.include_mount_points,
-                &scraper.exclude_mount_points,
+        "network" | "disk" => vec![("device", Passes::of(&scraper.include, &scraper.exclude))],
+        "filesystem" => vec![
+            (
                 "mountpoint",
-            ) && passes(&scraper.include_fs_types, &scraper.exclude_fs_types, "type")
-        }
-        _ => true,
+                Passes::of(&scraper.include_mount_points, &scraper.exclude_mount_points),
+            ),
+            (
+                "type",
+                Passes::of(&scraper.include_fs_types, &scraper.exclude_fs_types),
+            ),
+        ],
+        _ => Vec::new(),
     }
 }
 

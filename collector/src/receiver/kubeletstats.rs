@@ -19,13 +19,12 @@ use hyper_util::rt::TokioExecutor;
 use odigos_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use odigos_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use odigos_proto::otlp::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    Gauge, Metric, NumberDataPoint, Sum, metric, number_data_point,
 };
-use odigos_proto::otlp::resource::v1::Resource;
 use serde::Deserialize;
 
 use super::looping::{self, Looped};
-use super::{Routes, rfc3339_nanos, text, unix_nanos};
+use super::{Routes, resource_metrics, rfc3339_nanos, text, unix_nanos};
 use crate::config::{ComponentConfig, ComponentId};
 use crate::exporter::TlsConfig;
 use crate::exporter::tls::Connector;
@@ -695,18 +694,7 @@ fn metrics(
         resource_metrics: resources
             .into_iter()
             .filter(|(_, metrics)| !metrics.is_empty())
-            .map(|(attributes, metrics)| ResourceMetrics {
-                resource: Some(Resource {
-                    attributes,
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope.clone()),
-                    metrics,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
+            .map(|(attributes, metrics)| resource_metrics(attributes, &scope, metrics))
             .collect(),
     }
 }

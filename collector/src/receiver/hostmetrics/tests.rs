@@ -309,15 +309,7 @@ fn filters_and_toggles_choose_what_is_sent() {
 
 #[test]
 fn bad_settings_are_named() {
-    let problems = |yaml: &str| -> Vec<String> {
-        let config: HostmetricsConfig =
-            crate::yaml::from_value(crate::yaml::parse(yaml).unwrap()).unwrap();
-        config
-            .validate()
-            .into_iter()
-            .map(|(path, message)| format!("{}: {message}", path.join(".")))
-            .collect()
-    };
+    let problems = crate::receiver::problems::<HostmetricsConfig>;
     assert_eq!(
         problems("scrapers: {gpu: }"),
         [

@@ -295,15 +295,7 @@ async fn a_kubelet_that_refuses_or_answers_garbage_is_said_and_asked_again() {
 
 #[test]
 fn bad_settings_are_named() {
-    let problems = |yaml: &str| -> Vec<String> {
-        let config: KubeletstatsConfig =
-            crate::yaml::from_value(crate::yaml::parse(yaml).unwrap()).unwrap();
-        config
-            .validate()
-            .into_iter()
-            .map(|(path, message)| format!("{}: {message}", path.join(".")))
-            .collect()
-    };
+    let problems = crate::receiver::problems::<KubeletstatsConfig>;
     assert_eq!(
         problems("auth_type: tls"),
         [
