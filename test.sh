@@ -52,7 +52,7 @@ fi
 
 venv="${ODIGOS_VENV:-$PWD/.venv}"
 step "python: OpenTelemetry SDK in $venv"
-if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry._opamp, kubernetes_validate' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry._opamp, kubernetes_validate, otel_collector' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi

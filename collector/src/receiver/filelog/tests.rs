@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use odigos_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+use odigos_proto::otlp::common::v1::{KeyValue, any_value};
 
 use super::*;
-use crate::ConsumeError;
 use crate::consumer::{Consumer, Next};
 use crate::receiver;
 use crate::receiver::Prepared as _;
+use crate::{ConsumeError, Decoded};
 
 /// Records the logs that reach the pipeline; refuses everything while `full` is set.
 #[derive(Default)]
@@ -263,7 +265,8 @@ async fn container_logs_are_joined_and_know_their_pod() {
             "team=shop".to_string(),
             "log.file.name=0.log".into(),
             format!("log.file.path={}", log.display()),
-            "log.iostream=stderr".into()
+            "log.iostream=stderr".into(),
+            "logtag=F".into(),
         ]
     );
     assert_eq!(
@@ -286,7 +289,7 @@ async fn bad_bytes_and_long_lines_are_kept_cut_and_flagged() {
     let log = dir.path().join("app.log");
     let capture = Arc::new(Capture::default());
     let config = config(&format!(
-        "include: ['{}/*.log']\nstart_at: beginning\nmax_log_size: 16",
+        "include: ['{}/*.log']\nstart_at: beginning\nmax_log_size: 16\nmax_log_size_behavior: truncate",
         dir.path().display()
     ));
     let running = start(&config, &capture).await;
@@ -302,6 +305,33 @@ async fn bad_bytes_and_long_lines_are_kept_cut_and_flagged() {
             .contains(&"log.record.truncated=true".to_string())
     );
     assert!(!seen[2].attributes.iter().any(|a| a.contains("truncated")));
+    // A line longer than several reads: one record, cut; the rest skipped to its newline.
+    let mut long = vec![b'L'; 3 * READ_LIMIT];
+    long.extend_from_slice(b"\nafter\n");
+    file.write_all(&long).unwrap();
+    let bodies = capture.wait_for(5).await;
+    assert_eq!(bodies[3..], ["LLLLLLLLLLLLLLLL", "after"]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_longer_than_max_log_size_is_split_into_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let capture = Arc::new(Capture::default());
+    let config = config(&format!(
+        "include: ['{}/*.log']\nstart_at: beginning",
+        dir.path().display()
+    ));
+    let running = start(&config, &capture).await;
+    append(&log, "   job 42 done   \n\n\n");
+    capture.wait_for(1).await;
+    let mut long = "x".repeat((1 << 20) + 10);
+    long.push('\n');
+    append(&log, &long);
+    let bodies = capture.wait_for(3).await;
+    let lengths: Vec<usize> = bodies.iter().map(String::len).collect();
+    assert_eq!(lengths, [11, 1 << 20, 10]);
     running.stop().await;
 }
 
