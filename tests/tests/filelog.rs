@@ -1,8 +1,9 @@
 //! The `filelog` receiver of a real `odigos collector`, reading files a writer process keeps
 //! writing and rotating (by rename, by copytruncate) while the collector is stopped cleanly,
 //! killed with SIGKILL, and started again each time: every line arrives, in order per file;
-//! none repeats across the clean restart, and across the kill only what was in flight. And
-//! the records are the ones the OpenTelemetry Collector makes of the same files.
+//! none repeats across the clean restart, and across the kill only what was in flight. The
+//! records are the ones the OpenTelemetry Collector makes of the same files, and a directory
+//! the collector may not read is said once and read once it may.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use odigos_tests::{
-    Collector, attribute, items, json_lines, otelcol_contrib, python, wait_for, workspace,
+    Collector, attribute, is_root, items, json_lines, otelcol_contrib, python, wait_for, workspace,
 };
 
 const LINES: usize = 3000;
@@ -278,6 +279,100 @@ fn records_are_the_ones_otelcol_contrib_makes() {
     }
     assert_eq!(count(&ours), 8 + 3, "{ours:#?}");
     assert!(!collector.stop().contains("ERROR"));
+}
+
+/// A directory the collector may not look into is said once, with its reason, while the files
+/// it may read are read; once it may, its files are read too. The collector runs as `nobody`,
+/// since root reads every directory.
+#[test]
+fn a_directory_it_may_not_read_is_said_once_and_read_once_it_may() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "running the collector as another user needs root (CI runs as root)"
+        );
+        eprintln!("skipped: running the collector as another user needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    mode(dir.path(), 0o755);
+    let (open, closed, out) = (
+        dir.path().join("open"),
+        dir.path().join("closed"),
+        dir.path().join("out"),
+    );
+    for d in [&open, &closed, &out] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    std::fs::write(open.join("a.log"), "from open\n").unwrap();
+    std::fs::write(closed.join("b.log"), "from closed\n").unwrap();
+    mode(&closed, 0o700);
+    let records = out.join("records.jsonl");
+    let config = dir.path().join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  filelog:\n    include: ['{}/*/*.log']\n    start_at: beginning\n    poll_interval: 100ms\nexporters:\n  file: {{path: {}}}\nservice:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines:\n    logs: {{receivers: [filelog], exporters: [file]}}\n",
+            dir.path().display(),
+            records.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("collector.log");
+    let collector = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(odigos_tests::odigos_binary())
+        .args(["collector", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _collector = KillOnDrop(collector);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let bodies = || {
+        let requests = json_lines(&records);
+        let found = items(&requests, "resourceLogs", "scopeLogs", "logRecords");
+        (found.iter())
+            .map(|(_, _, r)| {
+                r["body"]["stringValue"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || bodies() == ["from open"]),
+        "{:?}\n{}",
+        bodies(),
+        logs()
+    );
+    // Ten polls later, said once.
+    std::thread::sleep(Duration::from_secs(1));
+    let said: Vec<String> = (logs().lines())
+        .filter(|l| l.contains("cannot read"))
+        .map(String::from)
+        .collect();
+    assert_eq!(said.len(), 1, "{}", logs());
+    assert!(
+        said[0].contains(&closed.display().to_string()) && said[0].contains("Permission denied"),
+        "{said:?}"
+    );
+    mode(&closed, 0o755);
+    assert!(
+        wait_for(Duration::from_secs(10), || bodies()
+            == ["from open", "from closed"]),
+        "{:?}\n{}",
+        bodies(),
+        logs()
+    );
 }
 
 fn sort_attributes(object: &mut serde_json::Value) {
