@@ -190,7 +190,8 @@ mod tests {
             body: Cow::Borrowed(body),
             time_unix_nano: time,
             stream,
-            tag: None,
+            // A container's records have a stream and CRI's tag.
+            tag: stream.map(|_| "F"),
             truncated,
             end: 0,
         }
@@ -210,6 +211,7 @@ mod tests {
                     attributes.iter().map(|(k, v)| text(k, *v)).collect();
                 if let Some(stream) = stream {
                     attributes.push(text("log.iostream", *stream));
+                    attributes.push(text("logtag", "F"));
                 }
                 if *truncated {
                     attributes.push(KeyValue {
