@@ -262,6 +262,11 @@ const LENGTH_DELIMITED: u32 = 2;
 
 impl Writer {
     fn varint(&mut self, value: u64) {
+        // Tags and most lengths are one byte.
+        if value < 0x80 {
+            self.0.push(value as u8);
+            return;
+        }
         let (bytes, len) = varint(value);
         self.0.extend_from_slice(&bytes[..len]);
     }
@@ -290,13 +295,26 @@ impl Writer {
         self.bytes(field, text.as_bytes());
     }
 
-    /// A nested message: its length goes before it once it is written.
+    /// A nested message: its length goes before it once it is written, in two bytes kept
+    /// for it (a span's length takes two); a message whose length takes more or fewer moves
+    /// once.
     fn message(&mut self, field: u32, write: impl FnOnce(&mut Writer)) {
+        const KEPT: usize = 2;
         self.tag(field, LENGTH_DELIMITED);
         let start = self.0.len();
+        self.0.extend_from_slice(&[0; KEPT]);
         write(self);
-        let (length, len) = varint((self.0.len() - start) as u64);
-        self.0.splice(start..start, length[..len].iter().copied());
+        let body = start + KEPT..self.0.len();
+        let (length, len) = varint(body.len() as u64);
+        if len != KEPT {
+            let end = body.end;
+            if len > KEPT {
+                self.0.resize(end + len - KEPT, 0);
+            }
+            self.0.copy_within(body, start + len);
+            self.0.truncate(end + len - KEPT);
+        }
+        self.0[start..start + len].copy_from_slice(&length[..len]);
     }
 
     fn any_value(&mut self, field: u32, value: Value) {
@@ -463,6 +481,19 @@ mod tests {
         let mut text = String::new();
         for address in ["0.0.0.0", "10.0.99.255", "127.0.0.1", "::1", "fe80::2"] {
             assert_eq!(ip(&mut text, address.parse().unwrap()), address);
+        }
+    }
+
+    #[test]
+    fn messages_of_any_length_are_prefixed_by_it() {
+        for n in [0, 1, 127, 128, 16383, 16384, 100_000] {
+            let mut w = Writer::default();
+            w.message(3, |w| w.0.extend(std::iter::repeat_n(7, n)));
+            let (length, len) = varint(n as u64);
+            let mut expected = vec![3 << 3 | 2];
+            expected.extend_from_slice(&length[..len]);
+            expected.extend(std::iter::repeat_n(7, n));
+            assert_eq!(w.0, expected, "{n} bytes");
         }
     }
 
