@@ -33,10 +33,9 @@ pub fn parse(line: &[u8]) -> Option<Piece> {
     // TIMESTAMP STREAM TAG LOG
     let mut fields = line.splitn(4, |b| *b == b' ');
     let time = std::str::from_utf8(fields.next()?).ok()?;
-    let stream = std::str::from_utf8(fields.next()?).ok()?;
+    let stream = stream_name(std::str::from_utf8(fields.next()?).ok()?)?;
     let tag = fields.next()?;
     let log = fields.next().unwrap_or_default();
-    stream_name(stream)?;
     // The tag may carry more flags after `:` in later CRI versions.
     let (tag, last) = match tag.split(|b| *b == b':').next()? {
         b"F" => ("F", true),
@@ -45,7 +44,7 @@ pub fn parse(line: &[u8]) -> Option<Piece> {
     };
     Some(Piece {
         time_unix_nano: rfc3339_nanos(time)?,
-        stream: stream_name(stream),
+        stream: Some(stream),
         tag: Some(tag),
         log: log.to_vec(),
         last,
@@ -76,6 +75,7 @@ fn docker(line: &[u8]) -> Option<Piece> {
     })
 }
 
+/// `stdout` or `stderr`, the streams a runtime writes; None for anything else.
 fn stream_name(stream: &str) -> Option<&'static str> {
     match stream {
         "stdout" => Some("stdout"),
