@@ -468,11 +468,11 @@ impl Worker {
         if spans.is_empty() {
             return;
         }
+        let mut request = TraceRequest::for_spans(spans.len());
         let mut by_pid: BTreeMap<u32, Vec<HttpSpan>> = BTreeMap::new();
         for span in spans {
             by_pid.entry(span.pid).or_default().push(span);
         }
-        let mut request = TraceRequest::default();
         let mut skipped = 0;
         for (pid, spans) in by_pid {
             // A process no Source takes any more: its last spans are left out.

@@ -86,7 +86,18 @@ const SPAN_KIND_SERVER: u64 = 2;
 const SPAN_KIND_CLIENT: u64 = 3;
 const STATUS_CODE_ERROR: u64 = 2;
 
+/// About what an HTTP span takes encoded, so that a request's buffer is sized once.
+const SPAN_BYTES: usize = 384;
+
 impl TraceRequest {
+    /// A request about to hold `spans` spans.
+    pub fn for_spans(spans: usize) -> TraceRequest {
+        TraceRequest {
+            out: Writer(Vec::with_capacity(spans * SPAN_BYTES)),
+            ..TraceRequest::default()
+        }
+    }
+
     /// Adds the spans of one resource, recording the request headers named in `header_keys`.
     pub fn resource<'s>(
         &mut self,
@@ -481,6 +492,22 @@ mod tests {
         let mut text = String::new();
         for address in ["0.0.0.0", "10.0.99.255", "127.0.0.1", "::1", "fe80::2"] {
             assert_eq!(ip(&mut text, address.parse().unwrap()), address);
+        }
+    }
+
+    #[test]
+    fn a_span_fits_the_room_a_request_keeps_for_it() {
+        let clock = Clock { boot_unix_ns: 5 };
+        for kind in [Role::Server, Role::Client] {
+            let mut w = Writer::default();
+            span(
+                &mut w,
+                &http_span(kind, 200),
+                &clock,
+                &[],
+                &mut String::new(),
+            );
+            assert!(w.0.len() <= SPAN_BYTES, "{kind:?}: {} bytes", w.0.len());
         }
     }
 
