@@ -118,6 +118,14 @@ fn problems() {
     golden("problems");
 }
 
+/// The node collectors' config, as JSON, once the collector has taken it.
+fn node_config(compiled: &Compiled) -> serde_json::Value {
+    if let Err(e) = odigos_collector::Config::from_yaml(&compiled.node, "node.yaml") {
+        panic!("{e}\n{}", compiled.node);
+    }
+    odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap()
+}
+
 /// In a cluster, a filelog receiver per Source over its pods' files and kubeletstats; on a
 /// machine, the files a Source's annotation names. Each config is one the collector takes.
 #[test]
@@ -127,11 +135,7 @@ fn node_collectors_read_the_sources_log_files_and_the_nodes_metrics() {
     cluster.pod_metadata = true;
     cluster.node_storage = Some(PathBuf::from("/var/lib/odigos-node"));
     let compiled = compile(&desired("node_reading"), Catalog::builtin(), &cluster);
-    if let Err(e) = odigos_collector::Config::from_yaml(&compiled.node, "node.yaml") {
-        panic!("{e}\n{}", compiled.node);
-    }
-    let node: serde_json::Value =
-        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let node = node_config(&compiled);
     let checkout = &node["receivers"]["filelog/shop.checkout"];
     assert_eq!(
         checkout["include"],
@@ -193,11 +197,7 @@ fn node_collectors_read_the_sources_log_files_and_the_nodes_metrics() {
 
     // On a machine: the annotation's files, and the host's metrics.
     let compiled = compile(&desired("node_reading"), Catalog::builtin(), &layout());
-    if let Err(e) = odigos_collector::Config::from_yaml(&compiled.node, "node.yaml") {
-        panic!("{e}\n{}", compiled.node);
-    }
-    let node: serde_json::Value =
-        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let node = node_config(&compiled);
     let worker = &node["receivers"]["filelog/default.worker"];
     assert_eq!(
         worker["include"],
@@ -218,8 +218,7 @@ fn node_collectors_read_the_sources_log_files_and_the_nodes_metrics() {
     let mut machine = layout();
     machine.node_storage = Some(PathBuf::from("/state/node"));
     let compiled = compile(&desired("node_reading"), Catalog::builtin(), &machine);
-    let node: serde_json::Value =
-        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let node = node_config(&compiled);
     let worker = &node["receivers"]["filelog/default.worker"];
     assert_eq!(
         worker["include"],
@@ -247,8 +246,7 @@ fn k8s_attributes_run_in_node_collectors_that_read_their_pods() {
     let mut layout = layout();
     layout.pod_metadata = true;
     let compiled = compile(&desired("actions"), Catalog::builtin(), &layout);
-    let node: serde_json::Value =
-        odigos_proto::yaml::from_value(odigos_proto::yaml::parse(&compiled.node).unwrap()).unwrap();
+    let node = node_config(&compiled);
     let id = "k8sattributes/odigos-system.k8s-attributes";
     assert_eq!(
         node["processors"][id],
@@ -275,6 +273,4 @@ fn k8s_attributes_run_in_node_collectors_that_read_their_pods() {
         json!(["memory_limiter", id, "batch"])
     );
     assert_eq!(pipelines["metrics"]["processors"], json!([]));
-    // The collector takes the config it is given.
-    odigos_collector::config::Config::from_yaml(&compiled.node, "node.yaml").unwrap();
 }
