@@ -464,17 +464,16 @@ impl Worker {
 
     /// Sends the spans finished so far, one resource per process.
     fn flush(&mut self) {
-        let spans = self.assembler.take();
+        let mut spans = self.assembler.take();
         if spans.is_empty() {
             return;
         }
         let mut request = TraceRequest::for_spans(spans.len());
-        let mut by_pid: BTreeMap<u32, Vec<HttpSpan>> = BTreeMap::new();
-        for span in spans {
-            by_pid.entry(span.pid).or_default().push(span);
-        }
+        // Stable: each process's spans stay in the order they finished.
+        spans.sort_by_key(|span| span.pid);
         let mut skipped = 0;
-        for (pid, spans) in by_pid {
+        for spans in spans.chunk_by(|a, b| a.pid == b.pid) {
+            let pid = spans[0].pid;
             // A process no Source takes any more: its last spans are left out.
             let Some((source, matched)) = self
                 .known

@@ -74,6 +74,8 @@ pub struct Assembler {
     keep: Vec<String>,
     /// Trace and span ids: unique, not secret.
     ids: SmallRng,
+    /// Reused to join a carried head start with the bytes that follow it.
+    joined: Vec<u8>,
 }
 
 struct Connection {
@@ -90,7 +92,8 @@ struct Connection {
 
 struct Carry {
     direction: Direction,
-    bytes: Vec<u8>,
+    bytes: [u8; MAX_CARRY],
+    len: usize,
     at: u64,
 }
 
@@ -117,6 +120,7 @@ impl Default for Assembler {
             clock: 0,
             keep: Vec::new(),
             ids: SmallRng::from_rng(&mut rand::rng()),
+            joined: Vec::new(),
         }
     }
 }
@@ -266,39 +270,44 @@ impl Assembler {
         };
         connection.last_seen = at;
         let role = connection.role;
-        let (mut first_at, mut len, mut joined) = (at, len, None);
+        let (mut first_at, mut len) = (at, len);
         // A head that starts in this call on its own leaves a fragment before it behind.
         let carried = connection.carry.take().filter(|c| {
             c.direction == direction
                 && RequestHead::parse(bytes).is_none()
                 && ResponseHead::parse(bytes).is_none()
         });
-        if let Some(carry) = carried {
-            first_at = carry.at;
-            len += carry.bytes.len() as u64;
-            let mut bytes_now = carry.bytes;
-            bytes_now.extend_from_slice(bytes);
-            joined = Some(bytes_now);
-        }
-        let bytes = joined.as_deref().unwrap_or(bytes);
+        let mut joined = std::mem::take(&mut self.joined);
+        joined.clear();
+        let bytes = match carried {
+            Some(carry) => {
+                first_at = carry.at;
+                len += carry.len as u64;
+                joined.extend_from_slice(&carry.bytes[..carry.len]);
+                joined.extend_from_slice(bytes);
+                &joined
+            }
+            None => bytes,
+        };
         if bytes.len() < MAX_CARRY && bytes.len() as u64 == len && starts_a_head(bytes) {
-            connection.carry = Some(Carry {
+            let mut carry = Carry {
                 direction,
-                bytes: bytes.to_vec(),
+                bytes: [0; MAX_CARRY],
+                len: bytes.len(),
                 at: first_at,
-            });
-            return;
-        }
-        let requesting = matches!(
+            };
+            carry.bytes[..bytes.len()].copy_from_slice(bytes);
+            connection.carry = Some(carry);
+        } else if matches!(
             (role, direction),
             (Role::Server, Direction::Received) | (Role::Client, Direction::Sent)
-        );
-        if requesting {
+        ) {
             // A request starts when its first bytes cross.
             self.requests(pid, tid, fd, first_at, bytes);
         } else {
             self.responses(pid, fd, at, len, bytes);
         }
+        self.joined = joined;
     }
 
     /// Every request head at the start of `bytes`, and those pipelined after it.
@@ -321,19 +330,20 @@ impl Assembler {
             return;
         };
         let (role, local, remote) = (connection.role, connection.local, connection.remote);
-        let traceparent = head
-            .headers()
-            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
-            .and_then(|(_, value)| parse_traceparent(value));
-        let headers = head
-            .headers()
-            .filter(|(name, _)| {
-                (role == Role::Client && name.eq_ignore_ascii_case("host"))
-                    || self.keep.iter().any(|k| name.eq_ignore_ascii_case(k))
-            })
-            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
-            .collect();
-        let context = traceparent.or_else(|| match role {
+        // The first `traceparent` counts, parsed or not.
+        let mut traceparent = None;
+        let mut headers = Vec::new();
+        for (name, value) in head.headers() {
+            if traceparent.is_none() && name.eq_ignore_ascii_case("traceparent") {
+                traceparent = Some(parse_traceparent(value));
+            }
+            if (role == Role::Client && name.eq_ignore_ascii_case("host"))
+                || self.keep.iter().any(|k| name.eq_ignore_ascii_case(k))
+            {
+                headers.push((name.to_ascii_lowercase(), value.to_string()));
+            }
+        }
+        let context = traceparent.flatten().or_else(|| match role {
             Role::Server => self.client_of(remote, local),
             Role::Client => self.served_by(pid, tid),
         });
@@ -377,7 +387,7 @@ impl Assembler {
             chunked: false,
         });
         if let Some(dropped) = dropped {
-            self.finish(dropped, at, true);
+            finish(&mut self.serving, &mut self.finished, dropped, at, true);
         }
     }
 
@@ -418,11 +428,11 @@ impl Assembler {
         let Some(connection) = self.connections.get_mut(&(pid, fd)) else {
             return;
         };
-        let mut done = Vec::new();
         if let Some(head) = head {
             // A response still open ends where this one starts.
-            while connection.exchanges.front().is_some_and(|e| e.answered) {
-                done.extend(connection.exchanges.pop_front());
+            while let Some(exchange) = connection.exchanges.pop_front_if(|e| e.answered) {
+                let end = exchange.span.end;
+                finish(&mut self.serving, &mut self.finished, exchange, end, false);
             }
             // None left: a response to a request sent before tracing began.
             if let Some(exchange) = connection.exchanges.front_mut() {
@@ -450,12 +460,9 @@ impl Assembler {
                 e.chunked && bytes.len() as u64 == len && bytes.ends_with(b"0\r\n\r\n");
             e.answered && (e.remaining == Some(0) || last_chunk)
         });
-        if complete {
-            done.extend(connection.exchanges.pop_front());
-        }
-        for exchange in done {
+        if complete && let Some(exchange) = connection.exchanges.pop_front() {
             let end = exchange.span.end;
-            self.finish(exchange, end, false);
+            finish(&mut self.serving, &mut self.finished, exchange, end, false);
         }
     }
 
@@ -495,7 +502,7 @@ impl Assembler {
             } else {
                 at
             };
-            self.finish(exchange, end, !whole);
+            finish(&mut self.serving, &mut self.finished, exchange, end, !whole);
         }
     }
 
@@ -518,18 +525,27 @@ impl Assembler {
             self.close(pid, fd, self.clock);
         }
     }
+}
 
-    fn finish(&mut self, exchange: Exchange, end: u64, cut: bool) {
-        let mut span = exchange.span;
-        span.end = end.max(span.start);
-        span.partial |= cut;
-        if span.kind == Role::Server
-            && self.serving.get(&(span.pid, exchange.tid)).map(|(_, s)| *s) == Some(span.span_id)
-        {
-            self.serving.remove(&(span.pid, exchange.tid));
-        }
-        self.finished.push(span);
+/// Ends an exchange's span at `end`, marked partial if `cut`, and takes it off what its
+/// thread serves. A function of the two fields it changes, so that it may be called while a
+/// connection is borrowed.
+fn finish(
+    serving: &mut HashMap<(u32, u32), (TraceId, SpanId)>,
+    finished: &mut Vec<HttpSpan>,
+    exchange: Exchange,
+    end: u64,
+    cut: bool,
+) {
+    let mut span = exchange.span;
+    span.end = end.max(span.start);
+    span.partial |= cut;
+    if span.kind == Role::Server
+        && serving.get(&(span.pid, exchange.tid)).map(|(_, s)| *s) == Some(span.span_id)
+    {
+        serving.remove(&(span.pid, exchange.tid));
     }
+    finished.push(span);
 }
 
 const METHODS: &[&str] = &[
@@ -563,17 +579,18 @@ struct RequestHead<'a> {
 
 impl<'a> RequestHead<'a> {
     fn parse(bytes: &'a [u8]) -> Option<RequestHead<'a>> {
+        // Most bytes are no head: they are told by their first ones.
+        let method = *METHODS
+            .iter()
+            .find(|m| bytes.starts_with(m.as_bytes()) && bytes.get(m.len()) == Some(&b' '))?;
         let (line, next) = first_line(bytes)?;
-        let mut parts = line.splitn(3, ' ');
-        let method = parts.next()?;
-        let method = *METHODS.iter().find(|m| **m == method)?;
-        let target = parts.next()?;
-        let version = match parts.next()? {
+        let (target, version) = line[method.len() + 1..].split_once(' ')?;
+        let version = match version {
             "HTTP/1.0" => "1.0",
             "HTTP/1.1" => "1.1",
             _ => return None,
         };
-        let fields = Fields::parse(bytes);
+        let fields = Fields::parse(bytes, next);
         Some(RequestHead {
             method,
             target,
@@ -608,10 +625,13 @@ struct ResponseHead {
 
 impl ResponseHead {
     fn parse(bytes: &[u8]) -> Option<ResponseHead> {
-        let (line, _) = first_line(bytes)?;
+        if !bytes.starts_with(b"HTTP/1.") {
+            return None;
+        }
+        let (line, next) = first_line(bytes)?;
         let rest = line.strip_prefix("HTTP/1.")?;
         let status = rest.get(2..5)?.parse().ok()?;
-        let fields = Fields::parse(bytes);
+        let fields = Fields::parse(bytes, next);
         Some(ResponseHead {
             status,
             len: fields.len,
@@ -630,15 +650,13 @@ struct Fields {
 }
 
 impl Fields {
-    fn parse(bytes: &[u8]) -> Fields {
+    /// The fields of the head `bytes`, whose first header line starts at `start`.
+    fn parse(bytes: &[u8], start: usize) -> Fields {
         let mut fields = Fields {
             content_length: None,
             chunked: false,
             len: bytes.len(),
             complete: false,
-        };
-        let Some((_, start)) = first_line(bytes) else {
-            return fields;
         };
         let mut at = start;
         for line in header_lines(&bytes[start..]) {
@@ -681,7 +699,8 @@ fn first_line(bytes: &[u8]) -> Option<(&str, usize)> {
 }
 
 fn find_crlf(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(2).position(|w| w == b"\r\n")
+    // The first LF after a CR ends the first CRLF.
+    memchr::memchr_iter(b'\n', bytes).find_map(|i| (i > 0 && bytes[i - 1] == b'\r').then(|| i - 1))
 }
 
 /// `00-<trace id>-<parent id>-<flags>` (W3C Trace Context).

@@ -4,6 +4,8 @@
 //! structs and encoding them afterwards would cost more than assembling the spans.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::ops::Range;
 
 use crate::http::HttpSpan;
 use crate::tracer::Role;
@@ -52,7 +54,22 @@ pub enum Value<'a> {
 pub struct TraceRequest {
     out: Writer,
     spans: usize,
-    /// Reused for addresses written as text.
+    addresses: Addresses,
+}
+
+/// The attributes a span takes from its connection's addresses alone, written once per
+/// connection and request: a busy connection brings many spans to a request.
+#[derive(Default)]
+struct Addresses {
+    written: Written,
+    /// By kind and (local, remote) address: where in `written` their attributes are.
+    by_connection: foldhash::HashMap<(Role, SocketAddr, SocketAddr), Range<usize>>,
+}
+
+/// Encoded attributes, and a string reused for addresses written as text.
+#[derive(Default)]
+struct Written {
+    out: Writer,
     text: String,
 }
 
@@ -110,7 +127,7 @@ impl TraceRequest {
         let TraceRequest {
             out,
             spans: count,
-            text,
+            addresses,
         } = self;
         out.message(REQUEST_RESOURCE_SPANS, |w| {
             w.message(RESOURCE_SPANS_RESOURCE, |w| {
@@ -125,7 +142,7 @@ impl TraceRequest {
                 });
                 for http in spans {
                     w.message(SCOPE_SPANS_SPANS, |w| {
-                        span(w, http, clock, header_keys, text)
+                        span(w, http, clock, header_keys, addresses)
                     });
                     *count += 1;
                 }
@@ -154,7 +171,13 @@ pub struct EncodedTraces {
 }
 
 /// The OTLP span of `http`.
-fn span(w: &mut Writer, http: &HttpSpan, clock: &Clock, header_keys: &[String], text: &mut String) {
+fn span(
+    w: &mut Writer,
+    http: &HttpSpan,
+    clock: &Clock,
+    header_keys: &[String],
+    addresses: &mut Addresses,
+) {
     w.bytes(SPAN_TRACE_ID, &http.trace_id);
     w.bytes(SPAN_SPAN_ID, &http.span_id);
     if let Some(parent) = &http.parent {
@@ -179,33 +202,24 @@ fn span(w: &mut Writer, http: &HttpSpan, clock: &Clock, header_keys: &[String], 
     if let Some(status) = http.status {
         attribute("http.response.status_code", Value::Int(status.into()));
     }
-    match http.kind {
-        Role::Server => {
-            attribute("server.address", Value::Str(ip(text, http.local.ip())));
-            attribute("server.port", Value::Int(http.local.port().into()));
-            attribute("client.address", Value::Str(ip(text, http.remote.ip())));
-            attribute("client.port", Value::Int(http.remote.port().into()));
-        }
-        Role::Client => {
-            let host = http
-                .headers
-                .iter()
-                .find(|(name, _)| name == "host")
-                .map(|(_, host)| host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h))
-                .filter(|host| !host.is_empty());
-            match host {
-                Some(host) => attribute("server.address", Value::Str(host)),
-                None => attribute("server.address", Value::Str(ip(text, http.remote.ip()))),
+    if http.kind == Role::Client {
+        let host = http
+            .headers
+            .iter()
+            .find(|(name, _)| name == "host")
+            .map(|(_, host)| host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h))
+            .filter(|host| !host.is_empty());
+        match host {
+            Some(host) => attribute("server.address", Value::Str(host)),
+            None => {
+                let text = &mut addresses.written.text;
+                attribute("server.address", Value::Str(ip(text, http.remote.ip())))
             }
-            attribute("server.port", Value::Int(http.remote.port().into()));
-            attribute(
-                "network.peer.address",
-                Value::Str(ip(text, http.remote.ip())),
-            );
         }
     }
+    w.0.extend_from_slice(addresses.of(http));
     if http.partial {
-        attribute("odigos.partial", Value::Bool(true));
+        w.key_value(SPAN_ATTRIBUTES, "odigos.partial", Value::Bool(true));
     }
     for key in header_keys {
         let key = key.to_ascii_lowercase();
@@ -235,6 +249,36 @@ fn span(w: &mut Writer, http: &HttpSpan, clock: &Clock, header_keys: &[String], 
     };
     if failed {
         w.message(SPAN_STATUS, |w| w.uint(STATUS_CODE, STATUS_CODE_ERROR));
+    }
+}
+
+impl Addresses {
+    /// The encoded attributes of `http`'s connection addresses.
+    fn of(&mut self, http: &HttpSpan) -> &[u8] {
+        let Written { out: w, text } = &mut self.written;
+        let range = self
+            .by_connection
+            .entry((http.kind, http.local, http.remote))
+            .or_insert_with(|| {
+                let start = w.0.len();
+                let mut attribute =
+                    |key: &str, value: Value| w.key_value(SPAN_ATTRIBUTES, key, value);
+                match http.kind {
+                    Role::Server => {
+                        attribute("server.address", Value::Str(ip(text, http.local.ip())));
+                        attribute("server.port", Value::Int(http.local.port().into()));
+                        attribute("client.address", Value::Str(ip(text, http.remote.ip())));
+                        attribute("client.port", Value::Int(http.remote.port().into()));
+                    }
+                    Role::Client => {
+                        attribute("server.port", Value::Int(http.remote.port().into()));
+                        let peer = ip(text, http.remote.ip());
+                        attribute("network.peer.address", Value::Str(peer));
+                    }
+                }
+                start..w.0.len()
+            });
+        &w.0[range.clone()]
     }
 }
 
@@ -488,6 +532,32 @@ mod tests {
     }
 
     #[test]
+    fn spans_of_one_connection_share_its_addresses_and_no_other_connection_does() {
+        let on = |port: u16| HttpSpan {
+            remote: SocketAddr::from(([10, 0, 0, 9], port)),
+            partial: false,
+            ..http_span(Role::Server, 200)
+        };
+        let spans = [on(1001), on(1002), on(1001), http_span(Role::Client, 200)];
+        let mut request = TraceRequest::default();
+        let clock = Clock { boot_unix_ns: 0 };
+        request.resource(&[], ("scope", "1.0"), &spans, &clock, &[]);
+        let decoded = ExportTraceServiceRequest::decode(request.finish().bytes.as_slice()).unwrap();
+        let decoded = &decoded.resource_spans[0].scope_spans[0].spans;
+        let int = |n: i64| Some(any_value::Value::IntValue(n));
+        let text = |s: &str| Some(any_value::Value::StringValue(s.into()));
+        for (span, port) in decoded.iter().zip([1001, 1002, 1001]) {
+            assert_eq!(value(span, "client.port"), int(port));
+            assert_eq!(value(span, "client.address"), text("10.0.0.9"));
+            assert_eq!(value(span, "server.port"), int(40000));
+            assert_eq!(span.attributes.len(), 8, "{:?}", span.attributes);
+        }
+        // Same addresses, other kind: a client's attributes.
+        assert_eq!(value(&decoded[3], "client.port"), None);
+        assert_eq!(value(&decoded[3], "network.peer.address"), text("::1"));
+    }
+
+    #[test]
     fn addresses_as_text() {
         let mut text = String::new();
         for address in ["0.0.0.0", "10.0.99.255", "127.0.0.1", "::1", "fe80::2"] {
@@ -505,7 +575,7 @@ mod tests {
                 &http_span(kind, 200),
                 &clock,
                 &[],
-                &mut String::new(),
+                &mut Addresses::default(),
             );
             assert!(w.0.len() <= SPAN_BYTES, "{kind:?}: {} bytes", w.0.len());
         }

@@ -210,11 +210,7 @@ impl<'a, F: FnMut(&'a [u8], usize)> Walker<F> {
             if field == 0 {
                 return Err(fail(key_at, Problem::ZeroField));
             }
-            let kind = schema
-                .fields
-                .iter()
-                .find(|f| f.num == field)
-                .map(|f| f.kind);
+            let kind = schema.kinds.get(field as usize).copied().flatten();
             match wire_type {
                 0 => {
                     if let Some(kind) = kind
@@ -253,7 +249,8 @@ impl<'a, F: FnMut(&'a [u8], usize)> Walker<F> {
                     match kind {
                         None | Some(Kind::Bytes) => {}
                         Some(Kind::Str) => {
-                            if std::str::from_utf8(body).is_err() {
+                            // Most strings are ASCII, which is checked a word at a time.
+                            if !body.is_ascii() && std::str::from_utf8(body).is_err() {
                                 return Err(fail(key_at, Problem::InvalidUtf8 { field }));
                             }
                         }
@@ -296,15 +293,20 @@ impl<'a, F: FnMut(&'a [u8], usize)> Walker<F> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Problem> {
-    // Tags and short lengths are one byte: the common case.
+    // Tags and short lengths are one byte: the common case, inlined.
     if let Some(&byte) = buf.get(*pos)
         && byte < 0x80
     {
         *pos += 1;
         return Ok(u64::from(byte));
     }
+    read_long_varint(buf, pos)
+}
+
+#[inline(never)]
+fn read_long_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Problem> {
     let mut value = 0u64;
     for i in 0..10 {
         let Some(&byte) = buf.get(*pos) else {
@@ -364,9 +366,14 @@ struct Field {
     kind: Kind,
 }
 
+/// The highest field number in the OTLP messages.
+const MAX_FIELD: usize = 16;
+
 struct Schema {
     name: &'static str,
-    fields: &'static [Field],
+    /// Each field's kind by its number, so that a field is looked up in one step; `None`
+    /// for numbers the schema does not know.
+    kinds: [Option<Kind>; MAX_FIELD + 1],
     /// The field whose entries are the signal's items (0 when none).
     items_field: u32,
 }
@@ -375,18 +382,22 @@ const fn f(num: u32, kind: Kind) -> Field {
     Field { num, kind }
 }
 
-const fn schema(name: &'static str, fields: &'static [Field]) -> Schema {
-    Schema {
-        name,
-        fields,
-        items_field: 0,
-    }
+const fn schema(name: &'static str, fields: &[Field]) -> Schema {
+    item_schema(name, 0, fields)
 }
 
-const fn item_schema(name: &'static str, items_field: u32, fields: &'static [Field]) -> Schema {
+const fn item_schema(name: &'static str, items_field: u32, fields: &[Field]) -> Schema {
+    let mut kinds = [None; MAX_FIELD + 1];
+    let mut i = 0;
+    while i < fields.len() {
+        let num = fields[i].num as usize;
+        assert!(num <= MAX_FIELD, "a field number above MAX_FIELD");
+        kinds[num] = Some(fields[i].kind);
+        i += 1;
+    }
     Schema {
         name,
-        fields,
+        kinds,
         items_field,
     }
 }
