@@ -224,11 +224,16 @@ impl Up {
     }
 
     pub(crate) fn state(&self) -> anyhow::Result<serde_json::Value> {
+        self.get("/api/v1/state")
+    }
+
+    /// The JSON the control plane's API answers at `path`.
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let token = std::fs::read_to_string(self.dir.path().join(".odigos/token"))?;
         let mut stream = std::net::TcpStream::connect(&self.api)?;
         write!(
             stream,
-            "GET /api/v1/state HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            "GET {path} HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
             token.trim()
         )?;
         let mut response = String::new();

@@ -5,6 +5,7 @@
 //! server, odiglet and the collectors, and odiglet's resident set, printed as a markdown table. The cases alternate
 //! over several rounds, so a machine whose speed drifts moves every case alike.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -31,7 +32,7 @@ pub struct EbpfArgs {
     #[arg(long, default_value_t = 5)]
     duration: u64,
     /// Rounds over the cases.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// `wrk` connections.
     #[arg(long, default_value_t = 16)]
@@ -42,12 +43,16 @@ pub struct EbpfArgs {
 }
 
 /// How odiglet stands towards the measured server.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Tracing {
     Off,
     /// Tracing another process only.
     Elsewhere,
     On,
+    /// Tracing the server with odiglet stopped (SIGSTOP) while measured: what the syscall
+    /// path alone costs, without odiglet and the collectors sharing the cores. The ring
+    /// buffer fills and the programs count the events it cannot take.
+    Paused,
 }
 
 /// One measured window.
@@ -117,36 +122,97 @@ pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
         server: server.id(),
     };
     let url = format!("http://127.0.0.1:{port}{}", args.path);
+    let rates = [None, Some(args.rate)];
+    // By load, then case: the order of the table.
+    let mut samples: BTreeMap<(Option<u32>, Tracing), Vec<Sample>> = BTreeMap::new();
+    let mut measure_case = |tracing: Tracing, rate: Option<u32>| -> anyhow::Result<()> {
+        let name = match tracing {
+            Tracing::Elsewhere => "sleep",
+            Tracing::Off | Tracing::On | Tracing::Paused => executable.as_str(),
+        };
+        let source = format!(
+            "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {{name: measured}}\nspec:\n  workload: {{kind: Process, name: {name}}}\n  disableInstrumentation: {}\n",
+            tracing == Tracing::Off
+        );
+        std::fs::write(desired.join("source.yaml"), source)?;
+        std::thread::sleep(Duration::from_secs(2));
+        wrk(&url, 1, args.connections, rate)?; // Warm-up.
+        let paused = (tracing == Tracing::Paused).then(|| Paused::stop(pids.odiglet));
+        let sample = measure(&args, &url, rate, &pids)?;
+        drop(paused);
+        samples.entry((rate, tracing)).or_default().push(sample);
+        Ok(())
+    };
     let cases = [Tracing::Off, Tracing::Elsewhere, Tracing::On];
-    let mut rows = Vec::new();
-    for rate in [None, Some(args.rate)] {
-        let mut samples: Vec<Vec<Sample>> = cases.iter().map(|_| Vec::new()).collect();
-        for _ in 0..args.rounds {
-            for (tracing, samples) in cases.iter().zip(&mut samples) {
-                let name = match tracing {
-                    Tracing::Elsewhere => "sleep",
-                    Tracing::Off | Tracing::On => executable.as_str(),
-                };
-                let source = format!(
-                    "apiVersion: odigos.io/v1alpha1\nkind: Source\nmetadata: {{name: measured}}\nspec:\n  workload: {{kind: Process, name: {name}}}\n  disableInstrumentation: {}\n",
-                    *tracing == Tracing::Off
-                );
-                std::fs::write(desired.join("source.yaml"), source)?;
-                std::thread::sleep(Duration::from_secs(2));
-                wrk(&url, 1, args.connections, rate)?; // Warm-up.
-                samples.push(measure(&args, &url, rate, &pids)?);
+    for rate in rates {
+        for round in 0..args.rounds {
+            // Each round starts at the next case: no case always runs first, or always after
+            // the same other one.
+            for i in 0..cases.len() {
+                measure_case(cases[(round + i) % cases.len()], rate)?;
             }
         }
-        for (tracing, samples) in cases.into_iter().zip(samples) {
-            rows.push(Row::of(tracing, rate, &samples));
+    }
+    // odiglet reports its counts every few seconds; those of the paused case, where events
+    // are lost by design, come after.
+    std::thread::sleep(Duration::from_secs(6));
+    let spans = odiglet_spans(&up);
+    for rate in rates {
+        for _ in 0..args.rounds {
+            measure_case(Tracing::Paused, rate)?;
         }
     }
     let _ = server.kill();
     let _ = server.wait();
     let _ = other.kill();
     let _ = other.wait();
+    let rows: Vec<Row> = samples
+        .iter()
+        .map(|(&(rate, tracing), samples)| Row::of(tracing, rate, samples))
+        .collect();
     println!("{}", table(&executable, &rows));
+    match spans {
+        Ok(spans) => println!("odiglet while it traced the server unpaused: {spans}"),
+        Err(e) => println!("odiglet's span counts are unknown: {e:#}"),
+    }
     Ok(())
+}
+
+/// odiglet stopped until dropped.
+struct Paused(u32);
+
+impl Paused {
+    fn stop(pid: u32) -> Paused {
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// What odiglet's `spans` status says: spans sent, dropped, left out and events lost.
+fn odiglet_spans(up: &Up) -> anyhow::Result<String> {
+    let agents = up.get("/api/v1/agents")?;
+    let odiglet = agents
+        .as_array()
+        .and_then(|agents| {
+            agents
+                .iter()
+                .find(|a| a["non_identifying"]["odigos.role"] == "odiglet")
+        })
+        .context("no odiglet among the agents")?;
+    odiglet["components"]["spans"]["status"]
+        .as_str()
+        .map(str::to_string)
+        .context("odiglet reports no spans status")
 }
 
 /// The processes whose CPU is counted.
@@ -381,6 +447,7 @@ fn table(server: &str, rows: &[Row]) -> String {
             Tracing::Off => "nothing",
             Tracing::Elsewhere => "another process",
             Tracing::On => "this server",
+            Tracing::Paused => "this server, odiglet paused",
         };
         out.push_str(&format!(
             "| {load} | {tracing} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
