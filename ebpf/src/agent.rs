@@ -504,6 +504,7 @@ impl Worker {
                 kept,
                 &self.clock,
                 &source.header_keys,
+                source.url_query,
             );
         }
         let count = request.spans() as u64;
@@ -564,6 +565,7 @@ mod tests {
             traces_enabled: true,
             head_sampling_fraction: 1.0,
             header_keys: Vec::new(),
+            url_query: false,
             dropped_routes: Vec::new(),
         }
     }

@@ -115,7 +115,8 @@ impl TraceRequest {
         }
     }
 
-    /// Adds the spans of one resource, recording the request headers named in `header_keys`.
+    /// Adds the spans of one resource, recording the request headers named in `header_keys`
+    /// and, if `url_query`, the query of each request.
     pub fn resource<'s>(
         &mut self,
         resource: &[(&str, Value)],
@@ -123,6 +124,7 @@ impl TraceRequest {
         spans: impl IntoIterator<Item = &'s HttpSpan>,
         clock: &Clock,
         header_keys: &[String],
+        url_query: bool,
     ) {
         let TraceRequest {
             out,
@@ -142,7 +144,7 @@ impl TraceRequest {
                 });
                 for http in spans {
                     w.message(SCOPE_SPANS_SPANS, |w| {
-                        span(w, http, clock, header_keys, addresses)
+                        span(w, http, clock, header_keys, url_query, addresses)
                     });
                     *count += 1;
                 }
@@ -176,6 +178,7 @@ fn span(
     http: &HttpSpan,
     clock: &Clock,
     header_keys: &[String],
+    url_query: bool,
     addresses: &mut Addresses,
 ) {
     w.bytes(SPAN_TRACE_ID, &http.trace_id);
@@ -195,9 +198,12 @@ fn span(
     w.fixed64(SPAN_END, clock.unix_nanos(http.end));
 
     let mut attribute = |key: &str, value: Value| w.key_value(SPAN_ATTRIBUTES, key, value);
-    let (path, _query) = http.target.split_once('?').unwrap_or((&http.target, ""));
+    let (path, query) = http.target.split_once('?').unwrap_or((&http.target, ""));
     attribute("http.request.method", Value::Str(http.method));
     attribute("url.path", Value::Str(path));
+    if url_query && !query.is_empty() {
+        attribute("url.query", Value::Str(query));
+    }
     attribute("network.protocol.version", Value::Str(http.version));
     if let Some(status) = http.status {
         attribute("http.response.status_code", Value::Int(status.into()));
@@ -474,6 +480,7 @@ mod tests {
             &spans,
             &clock,
             &["X-User".into()],
+            true,
         );
         assert_eq!(request.spans(), 2);
         let decoded = ExportTraceServiceRequest::decode(request.finish().bytes.as_slice()).unwrap();
@@ -509,6 +516,7 @@ mod tests {
         assert_eq!(server.status, None, "200 is fine");
         let text = |s: &str| Some(any_value::Value::StringValue(s.into()));
         assert_eq!(value(client, "url.path"), text("/orders"));
+        assert_eq!(value(client, "url.query"), text("id=1"));
         assert_eq!(value(client, "server.address"), text("shop.local"));
         assert_eq!(value(client, "network.peer.address"), text("::1"));
         assert_eq!(
@@ -541,7 +549,7 @@ mod tests {
         let spans = [on(1001), on(1002), on(1001), http_span(Role::Client, 200)];
         let mut request = TraceRequest::default();
         let clock = Clock { boot_unix_ns: 0 };
-        request.resource(&[], ("scope", "1.0"), &spans, &clock, &[]);
+        request.resource(&[], ("scope", "1.0"), &spans, &clock, &[], false);
         let decoded = ExportTraceServiceRequest::decode(request.finish().bytes.as_slice()).unwrap();
         let decoded = &decoded.resource_spans[0].scope_spans[0].spans;
         let int = |n: i64| Some(any_value::Value::IntValue(n));
@@ -550,6 +558,7 @@ mod tests {
             assert_eq!(value(span, "client.port"), int(port));
             assert_eq!(value(span, "client.address"), text("10.0.0.9"));
             assert_eq!(value(span, "server.port"), int(40000));
+            assert_eq!(value(span, "url.query"), None, "not asked for");
             assert_eq!(span.attributes.len(), 8, "{:?}", span.attributes);
         }
         // Same addresses, other kind: a client's attributes.
@@ -575,6 +584,7 @@ mod tests {
                 &http_span(kind, 200),
                 &clock,
                 &[],
+                true,
                 &mut Addresses::default(),
             );
             assert!(w.0.len() <= SPAN_BYTES, "{kind:?}: {} bytes", w.0.len());

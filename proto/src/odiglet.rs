@@ -31,6 +31,11 @@ pub struct TracedSource {
     /// Request headers recorded as `http.request.header.<key>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub header_keys: Vec<String>,
+    /// Whether spans record the query of a request's target as `url.query` (an
+    /// InstrumentationRule's `payloadCollection.httpRequest`): queries may carry what should
+    /// not leave the process, so they are left out unless asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub url_query: bool,
     /// Server spans of these routes (paths) are dropped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_routes: Vec<String>,

@@ -1526,6 +1526,10 @@ fn odiglet_config(desired: &Desired, sampling: &SamplingSpec) -> OdigletConfig {
                 traces_enabled: agent.traces_enabled && !spec.disable_instrumentation,
                 head_sampling_fraction: agent.head_sampling_fraction,
                 header_keys: agent.header_keys,
+                url_query: agent
+                    .payload_collection
+                    .as_ref()
+                    .is_some_and(|p| p.http_request.is_some()),
                 dropped_routes: agent.dropped_routes,
             };
             (rank, traced)

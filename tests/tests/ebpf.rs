@@ -908,6 +908,12 @@ fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change(
         .unwrap();
     assert_eq!(server["parentSpanId"], span_id.as_str(), "{server:#}");
     assert_eq!(server["kind"], 2);
+    assert_eq!(attribute(&server, "url.path").as_deref(), Some("/hello"));
+    assert_eq!(
+        attribute(&server, "url.query"),
+        None,
+        "no rule asks for queries yet"
+    );
     let client_arrived = wait_for(Duration::from_secs(20), || {
         spans_of(&file, "sdk-client")
             .iter()
@@ -915,7 +921,8 @@ fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change(
     });
     assert!(client_arrived, "the SDK's own span did not arrive");
 
-    // Under load, an InstrumentationRule turns head sampling down to 10%.
+    // Under load, an InstrumentationRule turns head sampling down to 10%, and has queries and
+    // a header recorded.
     let load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let running = load.clone();
     let phase = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -926,8 +933,9 @@ fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change(
         while running.load(std::sync::atomic::Ordering::Relaxed) {
             let phase = current.load(std::sync::atomic::Ordering::Relaxed);
             let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            // The phase in the path: the query is not recorded.
-            let request = format!("GET /p{phase} HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let request = format!(
+                "GET /p{phase}?phase={phase} HTTP/1.1\r\nX-Phase: {phase}\r\nConnection: close\r\n\r\n"
+            );
             stream.write_all(request.as_bytes()).unwrap();
             let mut answer = Vec::new();
             let _ = stream.read_to_end(&mut answer);
@@ -939,7 +947,7 @@ fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change(
     std::thread::sleep(Duration::from_secs(1));
     up.write(
         "rule.yaml",
-        "apiVersion: odigos.io/v1alpha1\nkind: InstrumentationRule\nmetadata: {name: tenth}\nspec:\n  headSamplingFallbackFraction: {fractionToKeep: 0.1}\n",
+        "apiVersion: odigos.io/v1alpha1\nkind: InstrumentationRule\nmetadata: {name: tenth}\nspec:\n  headSamplingFallbackFraction: {fractionToKeep: 0.1}\n  payloadCollection: {httpRequest: {}}\n  headersCollection: {headerKeys: [X-Phase]}\n",
     );
     let applied = wait_for(Duration::from_secs(10), || {
         odiglet_effective(&up).contains("0.1")
@@ -975,6 +983,14 @@ fn a_client_with_an_sdk_joins_its_trace_and_head_sampling_follows_a_live_change(
         (0.075..=0.125).contains(&share),
         "{share:.3} of {requests} requests were delivered after the fraction became 0.1"
     );
+    for span in spans_of(&file, "sampled")
+        .iter()
+        .filter(|s| attribute(s, "url.path").as_deref() == Some("/p1"))
+    {
+        assert_eq!(attribute(span, "url.query").as_deref(), Some("phase=1"));
+        let phase = attribute(span, "http.request.header.x-phase").unwrap_or_default();
+        assert!(phase.contains(r#""1""#), "{span:#}");
+    }
     drop(app);
 }
 

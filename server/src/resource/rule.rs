@@ -40,6 +40,8 @@ pub struct InstrumentationRuleSpec {
     /// library, so the rule applies to every library.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instrumentation_libraries: Option<Box<Vec<InstrumentationLibraryGlobalId>>>,
+    /// With `httpRequest`, odiglet records each request's query as `url.query`. Bodies,
+    /// database queries and messages are accepted, but not recorded yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_collection: Option<PayloadCollection>,
     /// The OpenTelemetry distributions to use instead of the defaults. Accepted, but without
