@@ -61,15 +61,10 @@ pub struct TraceRequest {
 /// connection and request: a busy connection brings many spans to a request.
 #[derive(Default)]
 struct Addresses {
-    written: Written,
+    written: Writer,
     /// By kind and (local, remote) address: where in `written` their attributes are.
     by_connection: foldhash::HashMap<(Role, SocketAddr, SocketAddr), Range<usize>>,
-}
-
-/// Encoded attributes, and a string reused for addresses written as text.
-#[derive(Default)]
-struct Written {
-    out: Writer,
+    /// Reused for addresses written as text.
     text: String,
 }
 
@@ -218,7 +213,7 @@ fn span(
         match host {
             Some(host) => attribute("server.address", Value::Str(host)),
             None => {
-                let text = &mut addresses.written.text;
+                let text = &mut addresses.text;
                 attribute("server.address", Value::Str(ip(text, http.remote.ip())))
             }
         }
@@ -261,9 +256,12 @@ fn span(
 impl Addresses {
     /// The encoded attributes of `http`'s connection addresses.
     fn of(&mut self, http: &HttpSpan) -> &[u8] {
-        let Written { out: w, text } = &mut self.written;
-        let range = self
-            .by_connection
+        let Addresses {
+            written: w,
+            by_connection,
+            text,
+        } = self;
+        let range = by_connection
             .entry((http.kind, http.local, http.remote))
             .or_insert_with(|| {
                 let start = w.0.len();
