@@ -181,6 +181,8 @@ pub(crate) struct Up {
     pub(crate) child: Child,
     pub(crate) dir: tempfile::TempDir,
     api: String,
+    /// Where the node collector serves its Prometheus metrics.
+    pub(crate) node_metrics: String,
 }
 
 impl Up {
@@ -188,6 +190,7 @@ impl Up {
         let dir = tempfile::tempdir()?;
         let address = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
         let api = address()?;
+        let node_metrics = address()?;
         let child = Command::new(odigos)
             .current_dir(dir.path())
             .args([
@@ -199,13 +202,18 @@ impl Up {
                 "--otlp-http",
                 &address()?,
             ])
-            .args(["--gateway", &address()?, "--node-metrics", &address()?])
+            .args(["--gateway", &address()?, "--node-metrics", &node_metrics])
             .args(["--gateway-metrics", &address()?])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("up.log"))?)
             .spawn()?;
-        let up = Up { child, dir, api };
+        let up = Up {
+            child,
+            dir,
+            api,
+            node_metrics,
+        };
         let started = Instant::now();
         loop {
             if let Ok(state) = up.state()
@@ -224,16 +232,11 @@ impl Up {
     }
 
     pub(crate) fn state(&self) -> anyhow::Result<serde_json::Value> {
-        self.get("/api/v1/state")
-    }
-
-    /// The JSON the control plane's API answers at `path`.
-    pub(crate) fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let token = std::fs::read_to_string(self.dir.path().join(".odigos/token"))?;
         let mut stream = std::net::TcpStream::connect(&self.api)?;
         write!(
             stream,
-            "GET {path} HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            "GET /api/v1/state HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
             token.trim()
         )?;
         let mut response = String::new();
