@@ -153,7 +153,7 @@ pub fn run(args: EbpfArgs) -> anyhow::Result<()> {
         let mut sample = measure(&args, &url, rate, &pids)?;
         drop(paused);
         std::thread::sleep(SETTLE);
-        sample.spans = accepted_spans(&up.node_metrics)? - spans;
+        sample.spans = accepted_spans(&up.node_metrics)?.saturating_sub(spans);
         samples.entry((rate, tracing)).or_default().push(sample);
         Ok(())
     };
