@@ -2,7 +2,6 @@
 //! long `odigos up` takes from a file written in `odigos.d/` to every collector running the
 //! new config.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use odigos_server::compiler::{Layout, compile};
 use odigos_server::resource::Object;
 use odigos_server::store::Desired;
 
-use crate::runner::{default_odigos, free_port};
+use crate::runner::{default_odigos, free_port, http_get};
 
 #[derive(Debug, clap::Args)]
 pub struct ControlArgs {
@@ -233,19 +232,9 @@ impl Up {
 
     pub(crate) fn state(&self) -> anyhow::Result<serde_json::Value> {
         let token = std::fs::read_to_string(self.dir.path().join(".odigos/token"))?;
-        let mut stream = std::net::TcpStream::connect(&self.api)?;
-        write!(
-            stream,
-            "GET /api/v1/state HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
-            token.trim()
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("");
-        Ok(serde_json::from_str(body)?)
+        let authorization = format!("Authorization: Bearer {}\r\n", token.trim());
+        let body = http_get(&self.api, "/api/v1/state", &authorization)?;
+        Ok(serde_json::from_str(&body)?)
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::control::Up;
-use crate::runner::{clock_ticks, default_odigos, proc_cpu_ticks, proc_status_kib};
+use crate::runner::{clock_ticks, default_odigos, http_get, proc_cpu_ticks, proc_status_kib};
 
 #[derive(Debug, clap::Args)]
 pub struct EbpfArgs {
@@ -206,12 +206,7 @@ impl Drop for Paused {
 
 /// Spans the node collector accepted so far: those odiglet sent, as no one else sends any.
 fn accepted_spans(metrics: &str) -> anyhow::Result<u64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(metrics)?;
-    write!(stream, "GET /metrics HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text
+    Ok(http_get(metrics, "/metrics", "")?
         .lines()
         .filter(|line| line.starts_with("otelcol_receiver_accepted_spans"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())

@@ -557,6 +557,18 @@ pub(crate) fn workspace_root() -> Option<PathBuf> {
 }
 
 /// A port that was free a moment ago; good enough on a quiet loopback interface.
+/// The body a plain HTTP/1.0 GET of `path` on `address` answers, with `headers` (each line
+/// ending in CRLF) sent along.
+pub(crate) fn http_get(address: &str, path: &str, headers: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(address)?;
+    write!(stream, "GET {path} HTTP/1.0\r\n{headers}\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (_, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    Ok(body.to_string())
+}
+
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
